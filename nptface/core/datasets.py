@@ -12,9 +12,8 @@ is how the short CPU runs train for several epochs without re-rendering.
 
 from __future__ import annotations
 
+import io
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from nptface.core.atomic import atomic_write_bytes
 from nptface.core.synthetic import IMAGE_SIZE, Domain, FaceRenderer, get_domain
 
 logger = logging.getLogger(__name__)
@@ -101,8 +101,8 @@ def materialize(dataset: Dataset, description: str = "rendering", progress: bool
 def write_image_folder(dataset: Dataset, root: str | Path, image_format: str = "png", progress: bool = True) -> Path:
     """Write a dataset as an ImageFolder (one sub-folder per class); each file lands atomically.
 
-    A file is first written under a temporary name in its folder and then renamed, so an
-    interrupted run never leaves a truncated image behind that a later reader would trip over.
+    Each file is written under a hidden temporary name and renamed (:mod:`nptface.core.atomic`),
+    so an interrupted run never leaves a truncated image behind that a later reader trips over.
     """
     root = Path(root)
     extension = {"png": ".png", "jpeg": ".jpg", "jpg": ".jpg"}.get(image_format.lower())
@@ -115,10 +115,9 @@ def write_image_folder(dataset: Dataset, root: str | Path, image_format: str = "
         folder.mkdir(parents=True, exist_ok=True)
         number = counts.get(label, 0)
         counts[label] = number + 1
-        target = folder / f"{number:05d}{extension}"
-        with tempfile.NamedTemporaryFile(dir=folder, suffix=extension, delete=False) as handle:
-            Image.fromarray(image).save(handle, format="PNG" if extension == ".png" else "JPEG", quality=95)
-        os.replace(handle.name, target)
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG" if extension == ".png" else "JPEG", quality=95)
+        atomic_write_bytes(folder / f"{number:05d}{extension}", buffer.getvalue())
     logger.info("wrote %d images of %d identities to %s", len(dataset), len(counts), root)
     return root
 

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from nptface.core.pairs import Pairs
 from nptface.core.preprocess import to_rgb_array
 
 logger = logging.getLogger(__name__)
@@ -182,3 +183,32 @@ class ImageFolderDataset(Dataset):
         ]
         lines.extend(f"  skipped {path}: {reason}" for path, reason in self.skipped)
         return "\n".join(lines)
+
+
+class PairsFileError(ValueError):
+    """A verification pairs file with a malformed line or a path outside its ImageFolder."""
+
+
+def read_pairs_file(path: str | Path, dataset: ImageFolderDataset) -> Pairs:
+    """Pairs from lines ``path_a path_b 1|0`` (paths relative to the dataset root; 1 = same person).
+
+    Blank lines and lines starting with ``#`` are ignored. Every error names the file and line.
+    """
+    path = Path(path)
+    index = {p.relative_to(dataset.root).as_posix(): i for i, (p, _) in enumerate(dataset.samples)}
+    index_a, index_b, is_same = [], [], []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = line.split()
+        if len(fields) != 3 or fields[2] not in ("0", "1"):
+            raise PairsFileError(f"{path}:{number}: expected 'path_a path_b 1|0', got {line.strip()!r}")
+        for name in fields[:2]:
+            if name not in index:
+                raise PairsFileError(f"{path}:{number}: {name!r} is not an image of {dataset.root}")
+        index_a.append(index[fields[0]])
+        index_b.append(index[fields[1]])
+        is_same.append(fields[2] == "1")
+    if not index_a:
+        raise PairsFileError(f"{path}: no pairs found")
+    return Pairs(np.array(index_a), np.array(index_b), np.array(is_same))

@@ -27,7 +27,7 @@ def to_rgb_array(image: Image.Image, size: int | tuple[int, int]) -> np.ndarray:
         image = image.convert("RGB")
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.BILINEAR)
-    return np.asarray(image, dtype=np.uint8)
+    return np.array(image, dtype=np.uint8)  # a writable copy: torch warns on read-only arrays
 
 
 def normalize(images: torch.Tensor | np.ndarray) -> torch.Tensor:

@@ -173,6 +173,8 @@ class FaceRenderer:
     def __init__(self, image_size: int = IMAGE_SIZE, seed: int = 0, lookalike_share: float = 0.3) -> None:
         if image_size < 32:
             raise ValueError(f"image_size must be >= 32 pixels, got {image_size}")
+        if not 0.0 <= lookalike_share <= 1.0:
+            raise ValueError(f"lookalike_share must lie in [0, 1], got {lookalike_share}")
         self.size = image_size
         self.seed = seed
         self.lookalike_share = lookalike_share

@@ -1,0 +1,168 @@
+"""The one ``nptface`` command. Thin on purpose: it parses arguments and calls the packages."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _data_synth(args: argparse.Namespace) -> int:
+    from nptface.core.datasets import SyntheticFaceDataset, preview_grid, write_image_folder
+    from nptface.core.synthetic import CLIENT_IDS, HELDOUT_IDS, SERVER_IDS
+
+    if args.out is None and args.preview is None:
+        raise SystemExit("nptface data synth: give --out DIR (write an ImageFolder), --preview PNG, or both")
+    id_range = {"server": SERVER_IDS, "client": CLIENT_IDS, "heldout": HELDOUT_IDS}[args.id_range]
+    if args.first_id + args.identities > len(id_range):
+        raise SystemExit(f"nptface data synth: the {args.id_range} range holds {len(id_range)} identities")
+    identities = id_range[args.first_id : args.first_id + args.identities]
+    dataset = SyntheticFaceDataset(identities, args.images, args.domain, args.seed, args.size, args.lookalike_share)
+    if args.preview is not None:
+        preview_grid(dataset, identities=min(args.identities, 8), per_identity=min(args.images, 8)).save(args.preview)
+        print(f"preview grid (rows = identities) written to {args.preview}")
+    if args.out is not None:
+        write_image_folder(dataset, args.out, args.format)
+        print(f"{len(dataset)} images of {dataset.num_classes} identities ({args.id_range} ids from "
+              f"{identities[0]}, domain {args.domain}) written to {args.out}")
+    return 0
+
+
+def _model_info(args: argparse.Namespace) -> int:
+    from nptface.core.complexity import measure
+    from nptface.core.mobilefacenet import MobileFaceNet, MobileFaceNetConfig
+
+    if args.run is not None:
+        from nptface.core.checkpoint import load_backbone
+
+        model, _ = load_backbone(args.run)
+        config = model.config
+    else:
+        config = MobileFaceNetConfig(args.embedding_dim, args.width, args.input_size)
+        model = MobileFaceNet(config)
+    complexity = measure(model, (3, config.input_size, config.input_size))
+    print(f"MobileFaceNet width={config.width} input={config.input_size}x{config.input_size} "
+          f"embedding_dim={config.embedding_dim}")
+    print(complexity.summary())
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from nptface.core.atomic import atomic_write_json
+    from nptface.core.checkpoint import load_backbone
+    from nptface.core.evaluation import evaluate_model
+    from nptface.core.imagefolder import ImageFolderDataset, read_pairs_file
+    from nptface.core.pairs import all_genuine_pairs, lfw_style_pairs
+
+    model, _ = load_backbone(args.run)
+    dataset = ImageFolderDataset(args.data, image_size=model.config.input_size, skip_bad=args.skip_bad)
+    if args.pairs is not None:
+        pairs = read_pairs_file(args.pairs, dataset)
+    elif args.pair_protocol == "lfw":
+        pairs = lfw_style_pairs(dataset.labels, per_fold=args.per_fold, seed=args.seed)
+    else:
+        pairs = all_genuine_pairs(dataset.labels, seed=args.seed)
+    result = evaluate_model(model, dataset, pairs, flip=args.flip)
+    print(f"{args.data}: {len(dataset)} images of {dataset.num_classes} identities, {len(pairs)} pairs")
+    if dataset.skipped:
+        print(dataset.summary())
+    for line in result.summary_lines():
+        print(line)
+    out = Path(args.out) if args.out else Path(args.run) / "eval.json"
+    atomic_write_json(out, {"data": str(args.data), "run": str(args.run), **result.to_dict(roc_points=200)})
+    print(f"metrics written to {out}")
+    return 0
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from nptface.server.quickstart import QuickstartConfig, run_quickstart
+
+    config = QuickstartConfig(name=args.name, seed=args.seed)
+    if args.epochs is not None:
+        config.optim = replace(config.optim, epochs=args.epochs)
+    if args.identities is not None:
+        config.train_identities = args.identities
+    result = run_quickstart(config, args.runs, progress=not args.no_progress)
+    untrained = result.untrained.verification.accuracy.mean
+    trained = result.trained.verification.accuracy.mean
+    print()
+    print(f"held-out 10-fold verification accuracy (cosine), {config.heldout_identities} unseen identities:")
+    print(f"  untrained network: {untrained * 100:.2f}%")
+    print(f"  after NPT training: {trained * 100:.2f}%")
+    for line in result.trained.summary_lines()[1:]:
+        print(f"  {line}")
+    print(f"run directory: {result.run_dir} (report.md, metrics.json, roc.png, model.safetensors); "
+          f"wall time {result.seconds / 60:.1f} min")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nptface", description="Face verification with the NPT loss.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="synthetic face data").add_subparsers(dest="data_command", required=True)
+    synth = data.add_parser("synth", help="render synthetic identities to an ImageFolder and/or a preview grid")
+    synth.add_argument("--out", help="ImageFolder to write (one sub-folder per identity)")
+    synth.add_argument("--preview", help="PNG grid to write (rows = identities)")
+    synth.add_argument("--identities", type=int, default=10)
+    synth.add_argument("--images", type=int, default=10, help="images per identity")
+    synth.add_argument("--domain", default="wild", help="studio, wild, phone-lowlight or cctv-lowres")
+    synth.add_argument("--id-range", choices=["server", "client", "heldout"], default="server",
+                       help="which disjoint identity range to draw from")
+    synth.add_argument("--first-id", type=int, default=0, help="offset inside the range")
+    synth.add_argument("--size", type=int, default=112)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--lookalike-share", type=float, default=0.3)
+    synth.add_argument("--format", choices=["png", "jpeg"], default="png")
+    synth.set_defaults(func=_data_synth)
+
+    model = commands.add_parser("model", help="model inspection").add_subparsers(dest="model_command", required=True)
+    info = model.add_parser("info", help="count parameters and MACs of a MobileFaceNet")
+    info.add_argument("--run", help="a run directory (otherwise the architecture from the options)")
+    info.add_argument("--width", type=float, default=1.0)
+    info.add_argument("--input-size", type=int, default=112)
+    info.add_argument("--embedding-dim", type=int, default=256)
+    info.set_defaults(func=_model_info)
+
+    evaluate = commands.add_parser("eval", help="verify a folder of faces with a trained run")
+    evaluate.add_argument("--run", required=True, help="run directory with model.safetensors and checkpoint.json")
+    evaluate.add_argument("--data", required=True, help="ImageFolder: one sub-folder per identity")
+    evaluate.add_argument("--pairs", help="file of 'path_a path_b 1|0' lines, relative to --data")
+    evaluate.add_argument("--pair-protocol", choices=["all", "lfw"], default="all",
+                          help="without --pairs: all genuine pairs + as many impostors, or 10 LFW-style folds")
+    evaluate.add_argument("--per-fold", type=int, default=300, help="pairs of each kind per fold (lfw protocol)")
+    evaluate.add_argument("--flip", action="store_true", help="add embeddings of mirrored images")
+    evaluate.add_argument("--skip-bad", action="store_true", help="skip and count undecodable images")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--out", help="metrics JSON (default: RUN/eval.json)")
+    evaluate.set_defaults(func=_eval)
+
+    quick = commands.add_parser("quickstart", help="render synthetic faces, train with NPT, evaluate, report")
+    quick.add_argument("--runs", default="runs", help="folder for run directories")
+    quick.add_argument("--name", default="quickstart")
+    quick.add_argument("--seed", type=int, default=0)
+    quick.add_argument("--epochs", type=int, help="override the number of epochs")
+    quick.add_argument("--identities", type=int, help="override the number of training identities")
+    quick.add_argument("--no-progress", action="store_true", help="no progress bars")
+    quick.set_defaults(func=_quickstart)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"nptface: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

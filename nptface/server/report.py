@@ -1,0 +1,67 @@
+"""What a training run leaves for people to read: plots and a short Markdown report.
+
+Plots are written with matplotlib's non-interactive backend (no display on servers) and, like
+every output, to a temporary name first and then renamed into place.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+from nptface.core.atomic import atomic_write_bytes  # noqa: E402
+from nptface.core.verification import RocCurve  # noqa: E402
+from nptface.server.train import EpochRecord  # noqa: E402
+
+
+def _save_figure(figure: plt.Figure, path: Path) -> None:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def plot_roc(curves: dict[str, RocCurve], path: Path) -> None:
+    """ROC curves on a log FAR axis, where face verification operating points live."""
+    figure, axis = plt.subplots(figsize=(5, 4))
+    for label, roc in curves.items():
+        keep = roc.fpr > 0
+        axis.plot(roc.fpr[keep], roc.tpr[keep], label=label)
+    axis.set_xscale("log")
+    axis.set_xlabel("false accept rate (impostor pairs accepted)")
+    axis.set_ylabel("true accept rate")
+    axis.set_title("ROC, cosine similarity, held-out identities")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(loc="lower right")
+    _save_figure(figure, path)
+
+
+def plot_training(history: Sequence[EpochRecord], path: Path) -> None:
+    """Loss, learning rate and held-out accuracy per epoch."""
+    epochs = [r.epoch for r in history]
+    figure, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    axes[0].plot(epochs, [r.loss for r in history], marker="o")
+    axes[0].set_title("training loss")
+    axes[1].plot(epochs, [r.lr for r in history], marker="o")
+    axes[1].set_yscale("log")
+    axes[1].set_title("learning rate (end of epoch)")
+    accuracy = [r.metrics.get("heldout_accuracy") for r in history]
+    if any(a is not None for a in accuracy):
+        axes[2].plot(epochs, [100 * a if a is not None else float("nan") for a in accuracy], marker="o")
+    axes[2].set_title("held-out 10-fold accuracy (%)")
+    for axis in axes:
+        axis.set_xlabel("epoch")
+        axis.grid(True, alpha=0.3)
+    _save_figure(figure, path)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,67 @@
+"""The `nptface` command: every subcommand has help, works, and fails with a clear message."""
+
+from __future__ import annotations
+
+import pytest
+
+from nptface.cli import build_parser, main
+from nptface.core.imagefolder import ImageFolderDataset
+
+
+@pytest.mark.parametrize("argv", [[], ["data"], ["data", "synth"], ["model"], ["model", "info"], ["eval"], ["quickstart"]])
+def test_every_subcommand_has_help(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([*argv, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: nptface" in capsys.readouterr().out
+
+
+def test_model_info_counts_parameters_and_macs(capsys):
+    assert main(["model", "info", "--width", "0.25", "--input-size", "32", "--embedding-dim", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "parameters:" in out and "MACs per image:" in out
+
+
+def test_data_synth_writes_image_folder_and_preview(tmp_path, capsys):
+    out, preview = tmp_path / "faces", tmp_path / "grid.png"
+    assert main(["data", "synth", "--out", str(out), "--preview", str(preview), "--identities", "3",
+                 "--images", "2", "--size", "48", "--id-range", "heldout"]) == 0
+    dataset = ImageFolderDataset(out, image_size=48)
+    assert dataset.num_classes == 3 and len(dataset) == 6
+    assert dataset.class_names[0] == "synth-9000000"
+    assert preview.is_file()
+
+
+def test_data_synth_without_output_is_refused():
+    with pytest.raises(SystemExit, match="--out"):
+        main(["data", "synth"])
+
+
+def test_eval_on_image_folder_with_a_pairs_file(tmp_path, capsys):
+    from nptface.core.checkpoint import CheckpointMeta, save_checkpoint
+    from nptface.core.mobilefacenet import MobileFaceNet
+
+    import torch
+
+    run = tmp_path / "run"
+    save_checkpoint(run, MobileFaceNet(width=0.25, input_size=32, embedding_dim=16), torch.randn(2, 16),
+                    CheckpointMeta(model={"embedding_dim": 16, "width": 0.25, "input_size": 32}, head="npt",
+                                   head_hparams={}, class_names=["a", "b"]))
+    data = tmp_path / "faces"
+    main(["data", "synth", "--out", str(data), "--identities", "3", "--images", "3", "--size", "32"])
+    pairs = tmp_path / "pairs.txt"
+    names = [f"synth-{i:07d}" for i in range(3)]
+    genuine = [f"{n}/{a:05d}.png {n}/{b:05d}.png 1" for n in names for a, b in ((0, 1), (0, 2), (1, 2))]
+    impostor = [f"{names[i]}/{k:05d}.png {names[j]}/{k:05d}.png 0" for i, j in ((0, 1), (0, 2), (1, 2)) for k in range(3)]
+    pairs.write_text("\n".join(["# a comment", *genuine, "", *impostor]) + "\n")
+    assert main(["eval", "--run", str(run), "--data", str(data), "--pairs", str(pairs)]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy (cosine)" in out and (run / "eval.json").is_file()
+    pairs.write_text("synth-0000000/00000.png missing.png 1\n")
+    assert main(["eval", "--run", str(run), "--data", str(data), "--pairs", str(pairs)]) == 2
+    assert "pairs.txt:1: 'missing.png' is not an image" in capsys.readouterr().err
+
+
+def test_eval_of_a_folder_that_is_not_a_run_fails_clearly(tmp_path, capsys):
+    assert main(["eval", "--run", str(tmp_path), "--data", str(tmp_path)]) == 2
+    assert "checkpoint.json not found" in capsys.readouterr().err
