@@ -7,8 +7,9 @@ every output, to a temporary name first and then renamed into place.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -17,7 +18,6 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 
 from nptface.core.atomic import atomic_write_bytes  # noqa: E402
 from nptface.core.verification import RocCurve  # noqa: E402
-from nptface.server.train import EpochRecord  # noqa: E402
 
 
 def _save_figure(figure: plt.Figure, path: Path) -> None:
@@ -42,19 +42,22 @@ def plot_roc(curves: dict[str, RocCurve], path: Path) -> None:
     _save_figure(figure, path)
 
 
-def plot_training(history: Sequence[EpochRecord], path: Path) -> None:
-    """Loss, learning rate and held-out accuracy per epoch."""
-    epochs = [r.epoch for r in history]
+def plot_training(history: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Loss, learning rate and each evaluation set's 10-fold accuracy, per epoch."""
+    epochs = [r["epoch"] for r in history]
     figure, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    axes[0].plot(epochs, [r.loss for r in history], marker="o")
+    axes[0].plot(epochs, [r["loss"] for r in history], marker="o")
     axes[0].set_title("training loss")
-    axes[1].plot(epochs, [r.lr for r in history], marker="o")
+    axes[1].plot(epochs, [r["lr"] for r in history], marker="o")
     axes[1].set_yscale("log")
     axes[1].set_title("learning rate (end of epoch)")
-    accuracy = [r.metrics.get("heldout_accuracy") for r in history]
-    if any(a is not None for a in accuracy):
-        axes[2].plot(epochs, [100 * a if a is not None else float("nan") for a in accuracy], marker="o")
-    axes[2].set_title("held-out 10-fold accuracy (%)")
+    names = sorted({key.removesuffix("/accuracy") for r in history for key in r if key.endswith("/accuracy")})
+    for name in names:
+        accuracy = [100 * r[f"{name}/accuracy"] if f"{name}/accuracy" in r else float("nan") for r in history]
+        axes[2].plot(epochs, accuracy, marker="o", label=name)
+    if names:
+        axes[2].legend(loc="lower right")
+    axes[2].set_title("verification 10-fold accuracy (%)")
     for axis in axes:
         axis.set_xlabel("epoch")
         axis.grid(True, alpha=0.3)

@@ -1,0 +1,371 @@
+"""The trainer: a backbone and its proxy head from a config, on a GPU server or a CPU.
+
+GPU first (bf16 autocast, channels_last, optional ``torch.compile``, pinned memory and
+non-blocking copies of uint8 batches, normalised on the device), CPU otherwise. Multi-GPU and
+multi-node through ``torchrun`` + DistributedDataParallel; a plain single process never touches
+``torch.distributed``. The proxy matrix is replicated on every rank (sharding by class is the
+scalable-NPT head's job).
+
+Everything a run needs to continue is checkpointed atomically every N steps and at the end of
+each epoch (:mod:`nptface.server.train_state`); the data order is a pure function of (seed,
+epoch) (:mod:`nptface.server.sampler`), so a run killed at any instant and resumed ends with
+the same weights as one never interrupted (bitwise on CPU with deterministic settings), on any
+number of processes. Only rank 0 logs, evaluates and writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from nptface.core.atomic import atomic_write_bytes, atomic_write_json
+from nptface.core.checkpoint import CheckpointMeta, save_checkpoint
+from nptface.core.evaluation import EvaluationResult, evaluate_model
+from nptface.core.heads import ProxyHead, build_head
+from nptface.core.mobilefacenet import MobileFaceNet, MobileFaceNetConfig
+from nptface.core.preprocess import MEAN, STD
+from nptface.server import distributed
+from nptface.server.config import TrainConfig
+from nptface.server.data import EvalData, build_eval_set, build_train_dataset
+from nptface.server.optim import build_optimizer, lr_at
+from nptface.server.report import markdown_table, plot_roc, plot_training
+from nptface.server.sampler import FlipView, GlobalBatchSampler
+from nptface.server.train_state import (
+    TrainPosition,
+    TrainState,
+    latest_checkpoint,
+    load_train_state,
+    save_train_state,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class RunExistsError(FileExistsError):
+    """Starting fresh would overwrite a run that has checkpoints."""
+
+
+class TrainStep(nn.Module):
+    """Backbone + head as one module, so DDP sees (and all-reduces) both."""
+
+    def __init__(self, backbone: MobileFaceNet, head: ProxyHead) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.head(self.backbone(images), labels)
+        return out.loss, out.cosines
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    history: list[dict[str, Any]]
+    final_eval: dict[str, EvaluationResult]
+    seconds: float
+    resumed_from: int | None  # global step of the checkpoint resumed from
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, run_dir: str | Path | None = None) -> None:
+        self.config = config
+        self.context = distributed.setup(config.device.device)
+        self.device = self.context.device
+        self.run_dir = Path(run_dir) if run_dir is not None else Path(config.run.output_dir) / config.run.name
+        self.checkpoints_dir = self.run_dir / "checkpoints"
+        self._configure_backend()
+        torch.manual_seed(config.run.seed)
+        self.model_config = MobileFaceNetConfig(config.model.embedding_dim, config.model.width, config.model.input_size)
+        progress = config.log.progress and self.context.is_main
+        self.train_set = build_train_dataset(config.data, config.model.input_size, config.run.seed, progress)
+        self.backbone = MobileFaceNet(self.model_config)
+        self.head = build_head(config.head.name, self.train_set.num_classes, config.model.embedding_dim,
+                               **config.head.params)
+        self.optimizer = build_optimizer(self.backbone, self.head, config.optim)
+        self.backbone.to(self.device)
+        self.head.to(self.device)
+        if self.device.type == "cuda" and config.device.channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+        self.eval_sets: list[EvalData] = (
+            [build_eval_set(s, config.model.input_size, config.run.seed, config.data.lookalike_share)
+             for s in config.eval.sets]
+            if self.context.is_main else []
+        )
+        self.steps_per_epoch = len(self.train_set) // config.optim.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{len(self.train_set)} training images are fewer than one batch of "
+                             f"{config.optim.batch_size}")
+        self.state = TrainState(TrainPosition(), config.to_dict(), config.hash())
+        self._tensorboard = None
+
+    def _configure_backend(self) -> None:
+        if self.device.type == "cpu":
+            threads = self.config.device.cpu_threads or len(os.sched_getaffinity(0))
+            torch.set_num_threads(max(1, threads // self.context.world_size))
+            if self.config.run.deterministic:
+                torch.use_deterministic_algorithms(True, warn_only=True)
+        else:
+            torch.backends.cudnn.benchmark = not self.config.run.deterministic
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+    # -- resume ------------------------------------------------------------------------------
+
+    def restore(self, resume: str) -> int | None:
+        """``resume``: ``never`` (refuse to overwrite a run with checkpoints), ``auto`` or ``must``."""
+        found = latest_checkpoint(self.checkpoints_dir) if self.checkpoints_dir.exists() else None
+        if found is None:
+            if resume == "must":
+                raise FileNotFoundError(f"--resume: no checkpoint in {self.checkpoints_dir}")
+            return None
+        if resume == "never":
+            raise RunExistsError(f"{self.run_dir} already has checkpoints; pass --resume to continue it, "
+                                 f"or choose another run name (--set run.name=...)")
+        self.state = load_train_state(found, self.backbone, self.head, self.optimizer, self.config.hash())
+        logger.info("resumed from %s (epoch %d, batch %d, step %d)", found, self.state.position.epoch,
+                    self.state.position.batch_in_epoch, self.state.position.global_step)
+        return self.state.position.global_step
+
+    # -- evaluation --------------------------------------------------------------------------
+
+    def evaluate(self) -> dict[str, EvaluationResult]:
+        """Verification on every configured set (rank 0 only; others get an empty dict)."""
+        if not self.context.is_main:
+            return {}
+        return {
+            data.name: evaluate_model(self.backbone, data.dataset, data.pairs, flip=self.config.eval.flip,
+                                      batch_size=self.config.eval.batch_size)
+            for data in self.eval_sets
+        }
+
+    # -- training ----------------------------------------------------------------------------
+
+    def _loader(self, epoch: int, start_batch: int) -> DataLoader:
+        sampler = GlobalBatchSampler(
+            len(self.train_set), self.config.optim.batch_size, self.config.run.seed, epoch,
+            self.context.rank, self.context.world_size, start_batch, self.config.data.flip,
+        )
+        workers = self.config.data.num_workers
+        return DataLoader(FlipView(self.train_set), batch_sampler=sampler, num_workers=workers,
+                          pin_memory=self.device.type == "cuda", persistent_workers=False)
+
+    def _to_device(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 NHWC on the host -> normalised float NCHW on the device (4x less to copy)."""
+        non_blocking = self.device.type == "cuda"
+        images = images.to(self.device, non_blocking=non_blocking).permute(0, 3, 1, 2).float()
+        images = (images - MEAN) / STD
+        if self.device.type == "cuda" and self.config.device.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, labels.to(self.device, non_blocking=non_blocking)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda" and self.config.device.amp == "bf16":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if not self.context.is_main:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self._tensorboard is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                    self._tensorboard.add_scalar(key, value, record["step"])
+
+    def _open_logs(self) -> None:
+        if not self.context.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.run_dir / "config.json", {"config": self.config.to_dict(),
+                                                         "config_hash": self.config.hash()})
+        # Drop log lines written after the checkpoint we resumed from: they will be replayed.
+        log = self.run_dir / "metrics.jsonl"
+        step = self.state.position.global_step
+        kept = []
+        if log.exists():
+            kept = [line for line in log.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
+        atomic_write_bytes(log, "".join(line + "\n" for line in kept).encode())
+        if self.config.log.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as error:
+                raise ImportError("log.tensorboard = true needs the tensorboard package: pip install tensorboard") from error
+            self._tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    def _checkpoint(self) -> None:
+        if self.context.is_main:
+            save_train_state(self.checkpoints_dir, self.backbone, self.head, self.optimizer, self.state,
+                             self.config.checkpoint.keep)
+        self.context.barrier()
+
+    def fit(self, resume: str = "never") -> FitResult:
+        start_time = time.perf_counter()
+        resumed_from = self.restore(resume)
+        self._open_logs()
+        step_module: nn.Module = TrainStep(self.backbone, self.head)
+        if self.context.distributed:
+            step_module = DistributedDataParallel(
+                step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.config.device.compile:
+            step_module = torch.compile(step_module)
+        optim = self.config.optim
+        position = self.state.position
+        total_steps = optim.epochs * self.steps_per_epoch
+        bar = tqdm(total=total_steps, initial=position.global_step, unit="step", desc=self.config.run.name,
+                   disable=not (self.config.log.progress and self.context.is_main), dynamic_ncols=True)
+        window_start, window_steps, window_images, window_loss, window_correct = time.perf_counter(), 0, 0, 0.0, 0
+        lr = lr_at(position.global_step, self.steps_per_epoch, optim)
+        for epoch in range(position.epoch, optim.epochs):
+            epoch_start = time.perf_counter() - position.epoch_seconds
+            self.backbone.train()
+            self.head.train()
+            for images, labels in self._loader(epoch, position.batch_in_epoch):
+                lr = lr_at(position.global_step, self.steps_per_epoch, optim)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                images, labels = self._to_device(images, labels)
+                with self._autocast():
+                    loss, cosines = step_module(images, labels)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {position.global_step}")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if optim.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(list(self.backbone.parameters()) + [self.head.proxies], optim.grad_clip)
+                self.optimizer.step()
+                position.global_step += 1
+                position.batch_in_epoch += 1
+                position.samples_seen += optim.batch_size
+                loss_value = loss.item()
+                correct = int((cosines.argmax(1) == labels).sum())
+                position.epoch_loss_sum += loss_value
+                position.epoch_correct += correct
+                position.epoch_seen += len(labels)
+                position.epoch_seconds = time.perf_counter() - epoch_start
+                window_loss += loss_value
+                window_steps += 1
+                window_correct += correct
+                window_images += len(labels) * self.context.world_size
+                bar.update(1)
+                if position.global_step % self.config.log.every_steps == 0:
+                    elapsed = time.perf_counter() - window_start
+                    record = {"step": position.global_step, "epoch": epoch + position.batch_in_epoch / self.steps_per_epoch,
+                              "loss": window_loss / window_steps, "lr": lr, "images_per_second": window_images / elapsed,
+                              "train_accuracy": window_correct / (window_images / self.context.world_size)}
+                    self._log(record)
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2g}", img_s=f"{record['images_per_second']:.0f}")
+                    window_start, window_steps, window_images, window_loss, window_correct = (
+                        time.perf_counter(), 0, 0, 0.0, 0)
+                if position.global_step % self.config.checkpoint.every_steps == 0:
+                    self._checkpoint()
+            self._end_epoch(epoch, lr)
+        bar.close()
+        final = self.evaluate()
+        seconds = time.perf_counter() - start_time
+        if self.context.is_main:
+            self._write_outputs(final, seconds)
+        self.context.barrier()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+        return FitResult(self.run_dir, self.state.history, final, seconds, resumed_from)
+
+    def _end_epoch(self, epoch: int, lr: float) -> None:
+        position = self.state.position
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "step": position.global_step,
+            "lr": lr,
+            "loss": self.context.all_reduce_mean(position.epoch_loss_sum / self.steps_per_epoch),
+            "train_accuracy": self.context.all_reduce_mean(position.epoch_correct / max(1, position.epoch_seen)),
+            "seconds": position.epoch_seconds,
+            "images_per_second": position.epoch_seen * self.context.world_size / max(position.epoch_seconds, 1e-9),
+        }
+        if (epoch + 1) % self.config.eval.every_epochs == 0 or epoch + 1 == self.config.optim.epochs:
+            for name, result in self.evaluate().items():
+                record[f"{name}/accuracy"] = result.verification.accuracy.mean
+                for far, tar in result.verification.tar_at_far.items():
+                    if tar.supported:
+                        record[f"{name}/tar@far={far:.0e}"] = tar.tar
+        self._log({"kind": "epoch", **record})
+        self.state.history.append(record)
+        position.epoch = epoch + 1
+        position.batch_in_epoch = 0
+        position.epoch_loss_sum, position.epoch_correct, position.epoch_seen, position.epoch_seconds = 0.0, 0, 0, 0.0
+        self._checkpoint()
+
+    # -- outputs -----------------------------------------------------------------------------
+
+    def _write_outputs(self, final: dict[str, EvaluationResult], seconds: float) -> None:
+        meta = CheckpointMeta(
+            model=self.model_config.to_dict(), head=self.config.head.name, head_hparams=self.head.hparams(),
+            class_names=list(self.train_set.class_names),
+            extra={"config_hash": self.config.hash(), "run": self.config.run.name,
+                   "global_step": self.state.position.global_step},
+        )
+        save_checkpoint(self.run_dir, self.backbone, self.head.proxies, meta)
+        metrics = {
+            "config_hash": self.config.hash(),
+            "global_step": self.state.position.global_step,
+            "history": self.state.history,
+            "final": {name: result.to_dict(roc_points=200) for name, result in final.items()},
+            "wall_seconds_this_process": seconds,
+        }
+        atomic_write_json(self.run_dir / "metrics.json", metrics)
+        if self.state.history:
+            plot_training(self.state.history, self.run_dir / "training.png")
+        if final:
+            plot_roc({name: r.verification.roc for name, r in final.items()}, self.run_dir / "roc.png")
+        self._write_report(final)
+
+    def _write_report(self, final: dict[str, EvaluationResult]) -> None:
+        config = self.config
+        lines = [
+            f"# nptface training run: {config.run.name}",
+            "",
+            f"MobileFaceNet (width {config.model.width}, {config.model.input_size}px input, "
+            f"{config.model.embedding_dim}-d embedding), `{config.head.name}` head "
+            f"({', '.join(f'{k}={v}' for k, v in self.head.hparams().items())}), "
+            f"{self.train_set.num_classes} training identities, {len(self.train_set)} images, "
+            f"{config.optim.epochs} epochs at global batch {config.optim.batch_size} on "
+            f"{self.context.world_size} x {self.device.type}. Config hash `{config.hash()}`.",
+            "",
+        ]
+        for name, result in final.items():
+            lines += [f"## Verification on `{name}` (cosine similarity)", ""]
+            lines += [f"- {line}" for line in result.summary_lines()] + [""]
+        if final:
+            lines += ["![ROC](roc.png)", ""]
+        if self.state.history:
+            header = ["epoch", "loss", "train acc", "lr", "img/s"] + [f"{n} acc" for n in final]
+            rows = [[r["epoch"], f"{r['loss']:.3f}", f"{r['train_accuracy']:.3f}", f"{r['lr']:.3g}",
+                     f"{r['images_per_second']:.0f}"]
+                    + [f"{100 * r[f'{n}/accuracy']:.2f}%" if f"{n}/accuracy" in r else "" for n in final]
+                    for r in self.state.history]
+            lines += ["## Training", "", markdown_table(header, rows), "", "![training](training.png)", ""]
+        atomic_write_bytes(self.run_dir / "report.md", "\n".join(lines).encode())
+
+    def close(self) -> None:
+        distributed.teardown(self.context)
+
+
+def train_from_config(config: TrainConfig, run_dir: str | Path | None = None, resume: str = "never") -> FitResult:
+    trainer = Trainer(config, run_dir)
+    try:
+        return trainer.fit(resume)
+    finally:
+        trainer.close()
