@@ -114,6 +114,31 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_losses(args: argparse.Namespace) -> int:
+    from nptface.server import loss_benchmark as bench
+
+    out = Path(args.out)
+    seeds = list(range(args.seeds))
+    if args.data == "synthetic":
+        base, where = [*bench.SYNTHETIC_BUDGET, *args.set], "synthetic held-out identities"
+    else:
+        base = [*bench.FOLDER_BUDGET, f"data.path={json.dumps(args.data)}", *args.set]
+        where = f"held-out identities of {args.data}"
+    sections = []
+    if not args.ablation_only:
+        outcomes = bench.run_benchmark(bench.LOSS_VARIANTS, seeds, out / "losses", base)
+        sections.append(bench.summarise(outcomes, f"Loss comparison on {where}", out, "losses"))
+    if args.ablation or args.ablation_only:
+        ablation_seeds = seeds[: args.ablation_seeds]
+        margin = bench.run_benchmark(bench.MARGIN_VARIANTS, ablation_seeds, out / "ablation", base)
+        sections.append(bench.summarise(margin, f"NPT margin delta/2r^2 (k=6) on {where}", out, "ablation-margin"))
+        k = bench.run_benchmark(bench.K_VARIANTS, ablation_seeds, out / "ablation", base)
+        sections.append(bench.summarise(k, f"NPT k (delta=1) on {where}", out, "ablation-k"))
+    print("\n".join(sections))
+    print(f"tables and per-run results written under {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nptface", description="Face verification with the NPT loss.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -172,6 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-dir", help="run directory (default: run.output_dir / run.name)")
     train.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
     train.set_defaults(func=_train)
+
+    bench = commands.add_parser("bench", help="benchmarks that train").add_subparsers(dest="bench_command", required=True)
+    losses = bench.add_parser("losses", help="NPT vs ArcFace/CosFace/NormSoftmax/proxy-triplet under one budget")
+    losses.add_argument("--data", default="synthetic", help="'synthetic' or an ImageFolder (10 identities held out)")
+    losses.add_argument("--seeds", type=int, default=3)
+    losses.add_argument("--ablation", action="store_true", help="also the delta and k ablations of NPT")
+    losses.add_argument("--ablation-only", action="store_true", help="only the ablations")
+    losses.add_argument("--ablation-seeds", type=int, default=1)
+    losses.add_argument("--out", default="runs/bench-losses")
+    losses.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the budget")
+    losses.set_defaults(func=_bench_losses)
     return parser
 
 

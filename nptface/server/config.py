@@ -48,6 +48,8 @@ class DataSection:
     num_workers: int = 0
     skip_bad: bool = False
     flip: bool = True  # random horizontal flip augmentation
+    # imagefolder / recordio: identities kept out of training (seeded choice) and verified on.
+    heldout_identities: int = 0
 
 
 @dataclass
@@ -293,6 +295,9 @@ def validate(config: TrainConfig, source: str) -> None:
         fail(f"data.kind must be synthetic, imagefolder or recordio, got {config.data.kind!r}")
     if config.data.kind != "synthetic" and not config.data.path:
         fail(f"data.path is required for data.kind = {config.data.kind!r}")
+    if config.data.heldout_identities < 0 or (config.data.kind == "synthetic" and config.data.heldout_identities):
+        fail("data.heldout_identities is for imagefolder/recordio data (synthetic held-out identities are an "
+             "eval set of their own id range)")
     if config.optim.schedule not in ("step", "cosine", "poly"):
         fail(f"optim.schedule must be step, cosine or poly, got {config.optim.schedule!r}")
     if config.optim.epochs < 1:

@@ -15,6 +15,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from nptface.core.datasets import SyntheticFaceDataset, materialize
+from nptface.core.identities import split_identities, subset_by_classes
 from nptface.core.imagefolder import ImageFolderDataset, read_pairs_file
 from nptface.core.pairs import Pairs, all_genuine_pairs
 from nptface.core.synthetic import HELDOUT_IDS, SERVER_IDS
@@ -30,7 +31,18 @@ class EvalData:
     pairs: Pairs
 
 
-def build_train_dataset(data: DataSection, image_size: int, seed: int, progress: bool = False) -> Dataset:
+def build_train_data(data: DataSection, image_size: int, seed: int, progress: bool = False) -> tuple[Dataset, EvalData | None]:
+    """The training set and, with ``data.heldout_identities``, an eval set of the identities held out of it."""
+    dataset = _load_train_dataset(data, image_size, seed, progress)
+    if not data.heldout_identities:
+        return dataset, None
+    split = split_identities(dataset.num_classes, heldout_count=data.heldout_identities, seed=seed)
+    heldout = subset_by_classes(dataset, split.heldout_classes)
+    pairs = all_genuine_pairs(heldout.labels, seed=seed)
+    return subset_by_classes(dataset, split.train_classes), EvalData("heldout-identities", heldout, pairs)
+
+
+def _load_train_dataset(data: DataSection, image_size: int, seed: int, progress: bool) -> Dataset:
     if data.kind == "synthetic":
         dataset = SyntheticFaceDataset(SERVER_IDS[: data.identities], data.images_per_identity, data.domain, seed,
                                        image_size, data.lookalike_share)

@@ -39,7 +39,7 @@ from nptface.core.mobilefacenet import MobileFaceNet, MobileFaceNetConfig
 from nptface.core.preprocess import MEAN, STD
 from nptface.server import distributed
 from nptface.server.config import TrainConfig
-from nptface.server.data import EvalData, build_eval_set, build_train_dataset
+from nptface.server.data import EvalData, build_eval_set, build_train_data
 from nptface.server.optim import build_optimizer, lr_at
 from nptface.server.report import markdown_table, plot_roc, plot_training
 from nptface.server.sampler import FlipView, GlobalBatchSampler
@@ -91,7 +91,7 @@ class Trainer:
         torch.manual_seed(config.run.seed)
         self.model_config = MobileFaceNetConfig(config.model.embedding_dim, config.model.width, config.model.input_size)
         progress = config.log.progress and self.context.is_main
-        self.train_set = build_train_dataset(config.data, config.model.input_size, config.run.seed, progress)
+        self.train_set, heldout = build_train_data(config.data, config.model.input_size, config.run.seed, progress)
         self.backbone = MobileFaceNet(self.model_config)
         self.head = build_head(config.head.name, self.train_set.num_classes, config.model.embedding_dim,
                                **config.head.params)
@@ -105,6 +105,8 @@ class Trainer:
              for s in config.eval.sets]
             if self.context.is_main else []
         )
+        if heldout is not None and self.context.is_main:
+            self.eval_sets.insert(0, heldout)
         self.steps_per_epoch = len(self.train_set) // config.optim.batch_size
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(self.train_set)} training images are fewer than one batch of "
