@@ -52,14 +52,16 @@ def gallery_probe_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def evaluate_model(
-    model: nn.Module, dataset: Dataset, pairs: Pairs, flip: bool = False, batch_size: int = 128
+    model: nn.Module, dataset: Dataset, pairs: Pairs, flip: bool = False, batch_size: int = 128, n_folds: int = 10
 ) -> EvaluationResult:
     embeddings = embed_dataset(model, dataset, batch_size=batch_size, flip=flip)
-    return evaluate_embeddings(embeddings, np.asarray(dataset.labels), pairs, flip)
+    return evaluate_embeddings(embeddings, np.asarray(dataset.labels), pairs, flip, n_folds)
 
 
-def evaluate_embeddings(embeddings: np.ndarray, labels: np.ndarray, pairs: Pairs, flip: bool = False) -> EvaluationResult:
-    verification = evaluate_pairs(embeddings[pairs.index_a], embeddings[pairs.index_b], pairs.is_same)
+def evaluate_embeddings(
+    embeddings: np.ndarray, labels: np.ndarray, pairs: Pairs, flip: bool = False, n_folds: int = 10
+) -> EvaluationResult:
+    verification = evaluate_pairs(embeddings[pairs.index_a], embeddings[pairs.index_b], pairs.is_same, n_folds=n_folds)
     gallery, probes = gallery_probe_split(labels)
     rank1 = (
         rank1_identification(embeddings[gallery], labels[gallery], embeddings[probes], labels[probes])

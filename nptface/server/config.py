@@ -98,6 +98,7 @@ class EvalSection:
     every_epochs: int = 1
     flip: bool = False
     batch_size: int = 256
+    n_folds: int = 10  # the LFW protocol's 10 folds
     sets: list[EvalSet] = field(default_factory=lambda: [EvalSet(name="synthetic-heldout")])
 
 

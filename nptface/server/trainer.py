@@ -36,7 +36,7 @@ from nptface.core.checkpoint import CheckpointMeta, save_checkpoint
 from nptface.core.evaluation import EvaluationResult, evaluate_model
 from nptface.core.heads import ProxyHead, build_head
 from nptface.core.mobilefacenet import MobileFaceNet, MobileFaceNetConfig
-from nptface.core.preprocess import MEAN, STD
+from nptface.core.preprocess import normalize
 from nptface.server import distributed
 from nptface.server.config import TrainConfig
 from nptface.server.data import EvalData, build_eval_set, build_train_data
@@ -56,6 +56,59 @@ logger = logging.getLogger(__name__)
 
 class RunExistsError(FileExistsError):
     """Starting fresh would overwrite a run that has checkpoints."""
+
+
+@dataclass
+class _Window:
+    loss_sum: float = 0.0
+    correct: int = 0
+    steps: int = 0
+    images: int = 0
+    start: float = 0.0
+
+    def record(self, world_size: int) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        return {"loss": self.loss_sum / max(1, self.steps), "images_per_second": self.images * world_size / elapsed,
+                "train_accuracy": self.correct / max(1, self.images)}
+
+
+class _Meter:
+    """Loss and accuracy summed on the device, read back only when flushed (no per-step sync)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._loss = torch.zeros((), dtype=torch.float64, device=device)
+        self._correct = torch.zeros((), dtype=torch.int64, device=device)
+        self._steps = 0
+        self._images = 0
+        self.window = _Window(start=time.perf_counter())
+
+    def add(self, loss: torch.Tensor, cosines: torch.Tensor, labels: torch.Tensor) -> None:
+        self._loss += loss.detach().double()
+        self._correct += (cosines.detach().argmax(1) == labels).sum()
+        self._steps += 1
+        self._images += len(labels)
+
+    def flush(self, position: TrainPosition, epoch: int) -> _Window:
+        """Move the pending sums into the epoch totals (checkpointed) and the log window."""
+        loss, correct = float(self._loss.item()), int(self._correct.item())
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"the training loss became {loss} in epoch {epoch + 1} before step "
+                                     f"{position.global_step}")
+        position.epoch_loss_sum += loss
+        position.epoch_correct += correct
+        position.epoch_seen += self._images
+        self.window.loss_sum += loss
+        self.window.correct += correct
+        self.window.steps += self._steps
+        self.window.images += self._images
+        self._loss.zero_()
+        self._correct.zero_()
+        self._steps = self._images = 0
+        return self.window
+
+    def reset_window(self) -> None:
+        self.window = _Window(start=time.perf_counter())
 
 
 class TrainStep(nn.Module):
@@ -150,7 +203,7 @@ class Trainer:
             return {}
         return {
             data.name: evaluate_model(self.backbone, data.dataset, data.pairs, flip=self.config.eval.flip,
-                                      batch_size=self.config.eval.batch_size)
+                                      batch_size=self.config.eval.batch_size, n_folds=self.config.eval.n_folds)
             for data in self.eval_sets
         }
 
@@ -168,8 +221,7 @@ class Trainer:
     def _to_device(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 NHWC on the host -> normalised float NCHW on the device (4x less to copy)."""
         non_blocking = self.device.type == "cuda"
-        images = images.to(self.device, non_blocking=non_blocking).permute(0, 3, 1, 2).float()
-        images = (images - MEAN) / STD
+        images = normalize(images.to(self.device, non_blocking=non_blocking))
         if self.device.type == "cuda" and self.config.device.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images, labels.to(self.device, non_blocking=non_blocking)
@@ -227,10 +279,10 @@ class Trainer:
             step_module = torch.compile(step_module)
         optim = self.config.optim
         position = self.state.position
-        total_steps = optim.epochs * self.steps_per_epoch
-        bar = tqdm(total=total_steps, initial=position.global_step, unit="step", desc=self.config.run.name,
-                   disable=not (self.config.log.progress and self.context.is_main), dynamic_ncols=True)
-        window_start, window_steps, window_images, window_loss, window_correct = time.perf_counter(), 0, 0, 0.0, 0
+        bar = tqdm(total=optim.epochs * self.steps_per_epoch, initial=position.global_step, unit="step",
+                   desc=self.config.run.name, disable=not (self.config.log.progress and self.context.is_main),
+                   dynamic_ncols=True)
+        meter = _Meter(self.device)
         lr = lr_at(position.global_step, self.steps_per_epoch, optim)
         for epoch in range(position.epoch, optim.epochs):
             epoch_start = time.perf_counter() - position.epoch_seconds
@@ -243,37 +295,30 @@ class Trainer:
                 images, labels = self._to_device(images, labels)
                 with self._autocast():
                     loss, cosines = step_module(images, labels)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {position.global_step}")
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if optim.grad_clip > 0:
                     nn.utils.clip_grad_norm_(list(self.backbone.parameters()) + [self.head.proxies], optim.grad_clip)
                 self.optimizer.step()
+                meter.add(loss, cosines, labels)
                 position.global_step += 1
                 position.batch_in_epoch += 1
                 position.samples_seen += optim.batch_size
-                loss_value = loss.item()
-                correct = int((cosines.argmax(1) == labels).sum())
-                position.epoch_loss_sum += loss_value
-                position.epoch_correct += correct
-                position.epoch_seen += len(labels)
                 position.epoch_seconds = time.perf_counter() - epoch_start
-                window_loss += loss_value
-                window_steps += 1
-                window_correct += correct
-                window_images += len(labels) * self.context.world_size
                 bar.update(1)
-                if position.global_step % self.config.log.every_steps == 0:
-                    elapsed = time.perf_counter() - window_start
-                    record = {"step": position.global_step, "epoch": epoch + position.batch_in_epoch / self.steps_per_epoch,
-                              "loss": window_loss / window_steps, "lr": lr, "images_per_second": window_images / elapsed,
-                              "train_accuracy": window_correct / (window_images / self.context.world_size)}
-                    self._log(record)
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2g}", img_s=f"{record['images_per_second']:.0f}")
-                    window_start, window_steps, window_images, window_loss, window_correct = (
-                        time.perf_counter(), 0, 0, 0.0, 0)
-                if position.global_step % self.config.checkpoint.every_steps == 0:
+                log_now = position.global_step % self.config.log.every_steps == 0
+                checkpoint_now = position.global_step % self.config.checkpoint.every_steps == 0
+                if log_now or checkpoint_now or position.batch_in_epoch == self.steps_per_epoch:
+                    # The only host-device synchronisation: every log window, checkpoint and epoch end.
+                    window = meter.flush(position, epoch)
+                    if log_now:
+                        record = {"step": position.global_step, "epoch": epoch + position.batch_in_epoch / self.steps_per_epoch,
+                                  "lr": lr, **window.record(self.context.world_size)}
+                        self._log(record)
+                        bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2g}",
+                                        img_s=f"{record['images_per_second']:.0f}")
+                        meter.reset_window()
+                if checkpoint_now:
                     self._checkpoint()
             self._end_epoch(epoch, lr)
         bar.close()
