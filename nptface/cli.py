@@ -57,22 +57,36 @@ def _eval(args: argparse.Namespace) -> int:
     from nptface.core.imagefolder import ImageFolderDataset, read_pairs_file
     from nptface.core.pairs import all_genuine_pairs, lfw_style_pairs
 
+    if (args.data is None) == (args.bin is None):
+        raise SystemExit("nptface eval: give exactly one of --data FOLDER or --bin FILE")
     model, _ = load_backbone(args.run)
-    dataset = ImageFolderDataset(args.data, image_size=model.config.input_size, skip_bad=args.skip_bad)
-    if args.pairs is not None:
-        pairs = read_pairs_file(args.pairs, dataset)
-    elif args.pair_protocol == "lfw":
-        pairs = lfw_style_pairs(dataset.labels, per_fold=args.per_fold, seed=args.seed)
+    size = model.config.input_size
+    if args.bin is not None:
+        from nptface.core.verification_bin import load_verification_bin
+
+        dataset, pairs = load_verification_bin(args.bin, image_size=size)
+        source = args.bin
     else:
-        pairs = all_genuine_pairs(dataset.labels, seed=args.seed)
+        dataset = ImageFolderDataset(args.data, image_size=size, skip_bad=args.skip_bad)
+        source = args.data
+        if dataset.skipped:
+            print(dataset.summary())
+        if args.lfw_pairs is not None:
+            from nptface.core.lfw_pairs import read_lfw_pairs
+
+            pairs = read_lfw_pairs(args.lfw_pairs, dataset)
+        elif args.pairs is not None:
+            pairs = read_pairs_file(args.pairs, dataset)
+        elif args.pair_protocol == "lfw":
+            pairs = lfw_style_pairs(dataset.labels, per_fold=args.per_fold, seed=args.seed)
+        else:
+            pairs = all_genuine_pairs(dataset.labels, seed=args.seed)
     result = evaluate_model(model, dataset, pairs, flip=args.flip)
-    print(f"{args.data}: {len(dataset)} images of {dataset.num_classes} identities, {len(pairs)} pairs")
-    if dataset.skipped:
-        print(dataset.summary())
+    print(f"{source}: {len(dataset)} images, {len(pairs)} pairs")
     for line in result.summary_lines():
         print(line)
     out = Path(args.out) if args.out else Path(args.run) / "eval.json"
-    atomic_write_json(out, {"data": str(args.data), "run": str(args.run), **result.to_dict(roc_points=200)})
+    atomic_write_json(out, {"data": str(source), "run": str(args.run), **result.to_dict(roc_points=200)})
     print(f"metrics written to {out}")
     return 0
 
@@ -170,8 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="verify a folder of faces with a trained run")
     evaluate.add_argument("--run", required=True, help="run directory with model.safetensors and checkpoint.json")
-    evaluate.add_argument("--data", required=True, help="ImageFolder: one sub-folder per identity")
+    evaluate.add_argument("--data", help="ImageFolder: one sub-folder per identity")
+    evaluate.add_argument("--bin", help="an insightface verification .bin (lfw.bin, cfp_fp.bin, agedb_30.bin)")
     evaluate.add_argument("--pairs", help="file of 'path_a path_b 1|0' lines, relative to --data")
+    evaluate.add_argument("--lfw-pairs", help="LFW's pairs.txt for an LFW folder given as --data")
     evaluate.add_argument("--pair-protocol", choices=["all", "lfw"], default="all",
                           help="without --pairs: all genuine pairs + as many impostors, or 10 LFW-style folds")
     evaluate.add_argument("--per-fold", type=int, default=300, help="pairs of each kind per fold (lfw protocol)")

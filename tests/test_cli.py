@@ -8,7 +8,11 @@ from nptface.cli import build_parser, main
 from nptface.core.imagefolder import ImageFolderDataset
 
 
-@pytest.mark.parametrize("argv", [[], ["data"], ["data", "synth"], ["model"], ["model", "info"], ["eval"], ["quickstart"]])
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["data"], ["data", "synth"], ["model"], ["model", "info"], ["eval"], ["quickstart"], ["train"], ["bench"],
+     ["bench", "losses"]],
+)
 def test_every_subcommand_has_help(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([*argv, "--help"])
@@ -65,3 +69,40 @@ def test_eval_on_image_folder_with_a_pairs_file(tmp_path, capsys):
 def test_eval_of_a_folder_that_is_not_a_run_fails_clearly(tmp_path, capsys):
     assert main(["eval", "--run", str(tmp_path), "--data", str(tmp_path)]) == 2
     assert "checkpoint.json not found" in capsys.readouterr().err
+
+
+def test_eval_on_a_verification_bin(tmp_path, capsys):
+    from nptface.core.checkpoint import CheckpointMeta, save_checkpoint
+    from nptface.core.datasets import SyntheticFaceDataset, materialize
+    from nptface.core.mobilefacenet import MobileFaceNet
+    from nptface.core.verification_bin import write_verification_bin
+
+    import torch
+
+    run = tmp_path / "run"
+    save_checkpoint(run, MobileFaceNet(width=0.25, input_size=32, embedding_dim=16), torch.randn(2, 16),
+                    CheckpointMeta(model={"embedding_dim": 16, "width": 0.25, "input_size": 32}, head="npt",
+                                   head_hparams={}, class_names=["a", "b"]))
+    faces = materialize(SyntheticFaceDataset(range(4), 6, "studio", image_size=32), progress=False)
+    images, issame = [], []
+    for i in range(12):
+        a, b = (i % 4) * 6, (i % 4) * 6 + 1 + (i % 5)
+        if i % 2:
+            b = ((i + 1) % 4) * 6
+        images += [faces.images[a], faces.images[b]]
+        issame.append(not i % 2)
+    write_verification_bin(tmp_path / "tiny.bin", images, issame)
+    assert main(["eval", "--run", str(run), "--bin", str(tmp_path / "tiny.bin"), "--out", str(tmp_path / "e.json")]) == 0
+    out = capsys.readouterr().out
+    assert "24 images, 12 pairs" in out and "accuracy (cosine)" in out
+
+
+def test_train_refuses_to_overwrite_a_run_with_checkpoints(tmp_path, capsys):
+    tiny = ["data.identities=4", "data.images_per_identity=4", "model.width=0.25", "model.input_size=32",
+            "model.embedding_dim=8", "head.params={k=2}", "optim.epochs=1", "optim.batch_size=8", "optim.milestones=[]",
+            "optim.warmup_epochs=0.0", "eval.sets=[]", "log.progress=false"]
+    argv = ["train", "synthetic-quick", "--run-dir", str(tmp_path / "run")] + [a for o in tiny for a in ("--set", o)]
+    assert main(argv) == 0
+    assert main(argv) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main([*argv, "--resume"]) == 0
