@@ -18,14 +18,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from nptface.core.losses import TopK, margin_softmax_loss, npt_loss, resolve_k
+from nptface.core.scalable_npt import DEFAULT_CHUNK_SIZE, nearest_proxy_cosines, selected_npt_loss
 
 
 @dataclass
 class HeadOutput:
-    """The loss to minimise and the ``[B, C]`` cosines it was computed from (for accuracy)."""
+    """The loss to minimise, the cosines it read, and each sample's nearest proxy.
+
+    ``cosines`` is the full ``[B, C]`` matrix for the plain heads; a head that never builds it
+    (the scalable NPT head) returns the ``[B, 1 + k]`` cosines it selected. ``predictions`` is the
+    index of the nearest proxy of every sample in either case, so accuracy is counted alike.
+    """
 
     loss: torch.Tensor
     cosines: torch.Tensor
+    predictions: torch.Tensor
 
 
 class ProxyHead(nn.Module):
@@ -61,7 +68,7 @@ class ProxyHead(nn.Module):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> HeadOutput:
         cosines = self.cosines(embeddings)
-        return HeadOutput(loss=self.loss(cosines, labels), cosines=cosines)
+        return HeadOutput(loss=self.loss(cosines, labels), cosines=cosines, predictions=cosines.detach().argmax(1))
 
     def hparams(self) -> dict[str, Any]:
         """The head's loss settings, for configs, checkpoints and reports."""
@@ -160,13 +167,60 @@ class ArcFaceHead(MarginSoftmaxHead):
         return {"s": self.s, "m": self.angular_margin}
 
 
+class ScalableNPTHead(ProxyHead):
+    """NPT for very many identities: streamed top-k, gradient through B·(k+1) proxy rows.
+
+    Trains exactly like :class:`~nptface.core.heads.NPTHead` but never builds the ``[B, C]``
+    cosine matrix. Its :class:`HeadOutput` ``cosines`` are the ``[B, 1 + k]`` selected ones
+    (positive first, negatives descending) and ``predictions`` the nearest proxy of each sample
+    (the positive when it beats the best negative; a tie counts as wrong).
+    :meth:`ProxyHead.cosines` still gives the full matrix for evaluation at small scale.
+    """
+
+    name = "scalable_npt"
+
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_dim: int,
+        k: TopK = 6,
+        delta: float = 1.0,
+        r: float = 1.0,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> None:
+        super().__init__(num_classes, embedding_dim)
+        if k == "all":
+            raise ValueError("ScalableNPTHead does not support k='all' (it gathers every proxy); "
+                             "use ProxyTripletHead")
+        resolve_k(k, num_classes)
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        if delta < 0:
+            raise ValueError(f"delta (the triplet margin) must be >= 0, got {delta}")
+        if r <= 0:
+            raise ValueError(f"r (the hypersphere radius) must be > 0, got {r}")
+        self.k, self.delta, self.r, self.chunk_size = k, delta, r, chunk_size
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> HeadOutput:
+        cosines, index = nearest_proxy_cosines(embeddings, self.proxies, labels, self.k, self.chunk_size)
+        loss = selected_npt_loss(cosines, self.delta, self.r, "mean")
+        # The nearest proxy is the positive when it beats the best negative (a tie counts as wrong).
+        selected = cosines.detach()
+        predictions = torch.where(selected[:, 0] > selected[:, 1], labels, index[:, 1])
+        return HeadOutput(loss=loss, cosines=cosines, predictions=predictions)
+
+    def hparams(self) -> dict[str, Any]:
+        return {"k": self.k, "delta": self.delta, "r": self.r, "chunk_size": self.chunk_size}
+
+
 HEADS: dict[str, type[ProxyHead]] = {
-    cls.name: cls for cls in (NPTHead, ProxyTripletHead, NormSoftmaxHead, CosFaceHead, ArcFaceHead)
+    cls.name: cls
+    for cls in (NPTHead, ProxyTripletHead, NormSoftmaxHead, CosFaceHead, ArcFaceHead, ScalableNPTHead)
 }
 
 
 def build_head(name: str, num_classes: int, embedding_dim: int, **hparams: Any) -> ProxyHead:
-    """Construct a head by its name (``npt``, ``arcface``, ``cosface``, ``normsoftmax``, ``proxytriplet``)."""
+    """Construct a head by name: ``npt``, ``scalable_npt``, ``arcface``, ``cosface``, ``normsoftmax``, ``proxytriplet``."""
     try:
         cls = HEADS[name]
     except KeyError:

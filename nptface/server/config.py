@@ -63,6 +63,10 @@ class ModelSection:
 class HeadSection:
     name: str = "npt"
     params: dict[str, Any] = field(default_factory=lambda: {"k": 6, "delta": 1.0, "r": 1.0})
+    # NPT with more classes than this trains through the streamed top-k head (same results, no
+    # [batch, classes] matrix, gradient on B*(k+1) proxy rows); 0 never switches.
+    scalable_above: int = 20000
+    chunk_size: int = 65536  # classes per chunk of the streamed head
 
 
 @dataclass

@@ -83,9 +83,9 @@ class _Meter:
         self._images = 0
         self.window = _Window(start=time.perf_counter())
 
-    def add(self, loss: torch.Tensor, cosines: torch.Tensor, labels: torch.Tensor) -> None:
+    def add(self, loss: torch.Tensor, predictions: torch.Tensor, labels: torch.Tensor) -> None:
         self._loss += loss.detach().double()
-        self._correct += (cosines.detach().argmax(1) == labels).sum()
+        self._correct += (predictions == labels).sum()
         self._steps += 1
         self._images += len(labels)
 
@@ -121,7 +121,7 @@ class TrainStep(nn.Module):
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.head(self.backbone(images), labels)
-        return out.loss, out.cosines
+        return out.loss, out.predictions
 
 
 @dataclass
@@ -146,8 +146,8 @@ class Trainer:
         progress = config.log.progress and self.context.is_main
         self.train_set, heldout = build_train_data(config.data, config.model.input_size, config.run.seed, progress)
         self.backbone = MobileFaceNet(self.model_config)
-        self.head = build_head(config.head.name, self.train_set.num_classes, config.model.embedding_dim,
-                               **config.head.params)
+        head_name, head_params = self._head_choice(self.train_set.num_classes)
+        self.head = build_head(head_name, self.train_set.num_classes, config.model.embedding_dim, **head_params)
         self.optimizer = build_optimizer(self.backbone, self.head, config.optim)
         self.backbone.to(self.device)
         self.head.to(self.device)
@@ -166,6 +166,14 @@ class Trainer:
                              f"{config.optim.batch_size}")
         self.state = TrainState(TrainPosition(), config.to_dict(), config.hash())
         self._tensorboard = None
+
+    def _head_choice(self, num_classes: int) -> tuple[str, dict[str, Any]]:
+        head = self.config.head
+        if head.name == "npt" and head.scalable_above and num_classes > head.scalable_above:
+            logger.info("%d classes > head.scalable_above = %d: using the streamed top-k NPT head",
+                        num_classes, head.scalable_above)
+            return "scalable_npt", {**head.params, "chunk_size": head.chunk_size}
+        return head.name, dict(head.params)
 
     def _configure_backend(self) -> None:
         if self.device.type == "cpu":
@@ -294,13 +302,13 @@ class Trainer:
                     group["lr"] = lr
                 images, labels = self._to_device(images, labels)
                 with self._autocast():
-                    loss, cosines = step_module(images, labels)
+                    loss, predictions = step_module(images, labels)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if optim.grad_clip > 0:
                     nn.utils.clip_grad_norm_(list(self.backbone.parameters()) + [self.head.proxies], optim.grad_clip)
                 self.optimizer.step()
-                meter.add(loss, cosines, labels)
+                meter.add(loss, predictions, labels)
                 position.global_step += 1
                 position.batch_in_epoch += 1
                 position.samples_seen += optim.batch_size
@@ -359,7 +367,7 @@ class Trainer:
 
     def _write_outputs(self, final: dict[str, EvaluationResult], seconds: float) -> None:
         meta = CheckpointMeta(
-            model=self.model_config.to_dict(), head=self.config.head.name, head_hparams=self.head.hparams(),
+            model=self.model_config.to_dict(), head=self.head.name, head_hparams=self.head.hparams(),
             class_names=list(self.train_set.class_names),
             extra={"config_hash": self.config.hash(), "run": self.config.run.name,
                    "global_step": self.state.position.global_step},
@@ -385,7 +393,7 @@ class Trainer:
             f"# nptface training run: {config.run.name}",
             "",
             f"MobileFaceNet (width {config.model.width}, {config.model.input_size}px input, "
-            f"{config.model.embedding_dim}-d embedding), `{config.head.name}` head "
+            f"{config.model.embedding_dim}-d embedding), `{self.head.name}` head "
             f"({', '.join(f'{k}={v}' for k, v in self.head.hparams().items())}), "
             f"{self.train_set.num_classes} training identities, {len(self.train_set)} images, "
             f"{config.optim.epochs} epochs at global batch {config.optim.batch_size} on "
