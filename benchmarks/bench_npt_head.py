@@ -24,6 +24,7 @@ gradient included. Ratios are to full ArcFace at the same C.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import multiprocessing
 import resource
 import statistics
@@ -35,13 +36,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe  # noqa: E402
 
-from nptface.core.heads import ArcFaceHead, HeadOutput, NPTHead, ProxyHead  # noqa: E402
+from nptface.core.heads import ArcFaceHead, HeadOutput, NPTHead, ProxyHead, ScalableNPTHead  # noqa: E402
 from nptface.core.losses import margin_softmax_loss  # noqa: E402
-from nptface.core.heads import ScalableNPTHead  # noqa: E402
 
 BASELINE = "baseline (proxies + inputs only)"
 REFERENCE = "ArcFace (full softmax)"
@@ -79,7 +80,24 @@ class SampledArcFaceHead(ArcFaceHead):
         cosines = F.normalize(embeddings, dim=1) @ F.normalize(self.proxies[sampled], dim=1).t()
         local_labels = torch.searchsorted(sampled, labels)
         loss = margin_softmax_loss(cosines, local_labels, s=self.s, angular_margin=self.angular_margin)
-        return HeadOutput(loss=loss, cosines=cosines)
+        return HeadOutput(loss=loss, cosines=cosines, predictions=sampled[cosines.detach().argmax(1)])
+
+
+class MetricLearningArcFace(nn.Module):
+    """pytorch-metric-learning's ArcFaceLoss (margin 28.6 degrees = 0.5 rad, scale 64): a real peer."""
+
+    name = "pml_arcface"
+
+    def __init__(self, num_classes: int, embedding_dim: int) -> None:
+        super().__init__()
+        from pytorch_metric_learning.losses import ArcFaceLoss
+
+        self.loss_fn = ArcFaceLoss(num_classes, embedding_dim, margin=28.6, scale=64)
+        self.proxies = self.loss_fn.W  # [d, C] there; only its .grad is read here
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> HeadOutput:
+        empty = torch.empty(0)
+        return HeadOutput(loss=self.loss_fn(embeddings, labels), cosines=empty, predictions=empty)
 
 
 def build(variant: str, classes: int, dim: int, chunk_size: int) -> ProxyHead:
@@ -95,10 +113,13 @@ def build(variant: str, classes: int, dim: int, chunk_size: int) -> ProxyHead:
         return ArcFaceHead(classes, dim)
     if variant == "Partial-FC ArcFace (rate 0.1)":
         return SampledArcFaceHead(classes, dim, sample_rate=0.1)
+    if variant == PML:
+        return MetricLearningArcFace(classes, dim)
     raise ValueError(f"unknown variant {variant!r}")
 
 
-VARIANTS = ("scalable NPT", "NPT (full matrix, topk)", "authors' NPT (zero + sort)", REFERENCE,
+PML = "pytorch-metric-learning ArcFaceLoss"
+VARIANTS = ("scalable NPT", "NPT (full matrix, topk)", "authors' NPT (zero + sort)", REFERENCE, PML,
             "Partial-FC ArcFace (rate 0.1)")
 
 
@@ -145,22 +166,26 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads per process (0: torch's default)")
     args = parser.parse_args()
     print(describe())
+    variants = VARIANTS
+    if importlib.util.find_spec("pytorch_metric_learning") is None:
+        variants = tuple(v for v in VARIANTS if v != PML)
+        print("pytorch-metric-learning is not installed (pip install -e '.[bench]'): its ArcFaceLoss is skipped")
     threads = args.threads or "default"
     print(f"batch {args.batch}, dim {args.dim}, k 6, chunk {args.chunk_size}, torch threads {threads}, "
           f"median of {args.repeats} forward+backward steps, one fresh process per cell\n")
-    print(f"{'variant':32s} {'classes':>9s} {'ms/step':>10s} {'x ArcFace':>10s} {'peak MiB':>10s} {'x ArcFace':>10s}")
+    print(f"{'variant':38s} {'classes':>9s} {'ms/step':>10s} {'x ArcFace':>10s} {'peak MiB':>10s} {'x ArcFace':>10s}")
     for classes in args.classes:
         common = (classes, args.batch, args.dim, args.repeats, args.chunk_size, args.threads)
         baseline = measure_in_fresh_process(BASELINE, *common)
-        results = {variant: measure_in_fresh_process(variant, *common) for variant in VARIANTS}
+        results = {variant: measure_in_fresh_process(variant, *common) for variant in variants}
         reference = results[REFERENCE]
         reference_memory = max(reference.max_rss_bytes - baseline.max_rss_bytes, 1)
         for variant, result in results.items():
             memory = result.max_rss_bytes - baseline.max_rss_bytes
-            print(f"{variant:32s} {classes:9d} {1e3 * result.seconds:10.1f} "
+            print(f"{variant:38s} {classes:9d} {1e3 * result.seconds:10.1f} "
                   f"{result.seconds / reference.seconds:10.3f} {memory / 2**20:10.1f} "
                   f"{memory / reference_memory:10.3f}")
-        print(f"{'(baseline process peak)':32s} {classes:9d} {'':10s} {'':10s} "
+        print(f"{'(baseline process peak)':38s} {classes:9d} {'':10s} {'':10s} "
               f"{baseline.max_rss_bytes / 2**20:10.1f}\n")
 
 
