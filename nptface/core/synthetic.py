@@ -394,7 +394,7 @@ class FaceRenderer:
             image.save(buffer, format="JPEG", quality=int(rng.integers(domain.jpeg_quality[0], domain.jpeg_quality[1] + 1)))
             buffer.seek(0)
             image = Image.open(buffer).convert("RGB")
-        return np.asarray(image, dtype=np.uint8)
+        return np.array(image, dtype=np.uint8)  # writable: torch warns on read-only arrays
 
 
 def with_overrides(domain: Domain, **changes: object) -> Domain:
