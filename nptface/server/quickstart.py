@@ -68,4 +68,4 @@ def _add_untrained_to_outputs(result: QuickstartResult) -> None:
         lines += [""] + [f"- {line}" for line in evaluation.summary_lines()] + [""]
     report_path = result.run_dir / "report.md"
     report = report_path.read_text().split("\n")
-    atomic_write_bytes(report_path, "\n".join(report[:2] + lines + report[2:]).encode())
+    atomic_write_bytes(report_path, "\n".join(report[:4] + lines + report[4:]).encode())  # after the summary
