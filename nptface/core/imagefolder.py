@@ -30,7 +30,7 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".
 
 # What PIL raises for files it cannot identify, parse or decode (UnidentifiedImageError and
 # "image file is truncated" are OSErrors; broken PNG chunks raise SyntaxError or struct.error).
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, struct.error, Image.DecompressionBombError)
+IMAGE_DECODE_ERRORS = (OSError, SyntaxError, ValueError, struct.error, Image.DecompressionBombError)
 
 
 class BadImageError(ValueError):
@@ -57,7 +57,7 @@ def check_image_file(path: Path) -> None:
     try:
         with Image.open(path) as image:
             image.verify()
-    except _DECODE_ERRORS as error:
+    except IMAGE_DECODE_ERRORS as error:
         raise BadImageError(path, f"{type(error).__name__}: {error}") from error
 
 
@@ -67,11 +67,11 @@ def load_image(path: Path, size: int | tuple[int, int]) -> np.ndarray:
         with Image.open(path) as image:
             image.load()
             return to_rgb_array(image, size)
-    except _DECODE_ERRORS as error:
+    except IMAGE_DECODE_ERRORS as error:
         raise BadImageError(path, f"{type(error).__name__}: {error}") from error
 
 
-def _checked_size(image_size: int | tuple[int, int]) -> int | tuple[int, int]:
+def checked_image_size(image_size: int | tuple[int, int]) -> int | tuple[int, int]:
     if isinstance(image_size, int) and not isinstance(image_size, bool):
         if image_size > 0:
             return image_size
@@ -117,7 +117,7 @@ class ImageFolderDataset(Dataset):
         extensions: Iterable[str] = IMAGE_EXTENSIONS,
     ) -> None:
         self.root = Path(root)
-        self.image_size = _checked_size(image_size)
+        self.image_size = checked_image_size(image_size)
         self.skip_bad = skip_bad
         self.extensions = _checked_extensions(extensions)
         self.skipped: list[tuple[Path, str]] = []

@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from nptface.core.imagefolder import _DECODE_ERRORS, BadImageError, _checked_size
+from nptface.core.imagefolder import IMAGE_DECODE_ERRORS, BadImageError, checked_image_size
 from nptface.core.preprocess import to_rgb_array
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,6 @@ _SCAN_BYTES = _FRAME.size + HEADER.size + 2 * 4 + 8
 IMAGE_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "BMP")
 _SIGNATURES: tuple[bytes, ...] = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM")
 # What decoding encoded image bytes can raise (the same set ImageFolderDataset catches).
-IMAGE_DECODE_ERRORS: tuple[type[BaseException], ...] = _DECODE_ERRORS
 
 
 class RecordIOError(ValueError):
@@ -314,7 +313,7 @@ class RecordIODataset(Dataset):
 
     def __init__(self, prefix_or_dir: str | Path, image_size: int | tuple[int, int] = 112, skip_bad: bool = False) -> None:
         self.rec_path, self.idx_path, self.property_path = _pack_paths(prefix_or_dir)
-        self.image_size = _checked_size(image_size)
+        self.image_size = checked_image_size(image_size)
         self.skip_bad = skip_bad
         self.skipped: list[tuple[int, str]] = []
         for path, role in ((self.rec_path, "record file"), (self.idx_path, "index file")):

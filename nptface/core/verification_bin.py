@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from nptface.core.datasets import InMemoryFaceDataset
-from nptface.core.imagefolder import _checked_size
+from nptface.core.imagefolder import IMAGE_DECODE_ERRORS, checked_image_size
 from nptface.core.pairs import Pairs
-from nptface.core.recordio import IMAGE_DECODE_ERRORS, decode_image_bytes, encode_image
+from nptface.core.recordio import decode_image_bytes, encode_image
 
 try:  # numpy >= 2
     from numpy._core import multiarray as _multiarray
@@ -134,7 +134,7 @@ def load_verification_bin(path: str | Path, image_size: int | tuple[int, int] = 
     broken one is reported with its index at load time rather than midway through an evaluation.
     """
     path = Path(path)
-    size = _checked_size(image_size)
+    size = checked_image_size(image_size)
     content = _load_pickle(path)
     if not isinstance(content, tuple | list) or len(content) != 2:
         shape = f"a {type(content).__name__}" + (f" of {len(content)} items" if isinstance(content, tuple | list) else "")
