@@ -105,6 +105,8 @@ def build(variant: str, classes: int, dim: int, chunk_size: int) -> ProxyHead:
         return ProxyHead(classes, dim)
     if variant == "scalable NPT":
         return ScalableNPTHead(classes, dim, k=6, chunk_size=chunk_size)
+    if variant == CANDIDATES:
+        return ScalableNPTHead(classes, dim, k=6, chunk_size=chunk_size, candidate_rate=0.1)
     if variant == "NPT (full matrix, topk)":
         return NPTHead(classes, dim, k=6)
     if variant == "authors' NPT (zero + sort)":
@@ -119,7 +121,8 @@ def build(variant: str, classes: int, dim: int, chunk_size: int) -> ProxyHead:
 
 
 PML = "pytorch-metric-learning ArcFaceLoss"
-VARIANTS = ("scalable NPT", "NPT (full matrix, topk)", "authors' NPT (zero + sort)", REFERENCE, PML,
+CANDIDATES = "scalable NPT, candidates 0.1 (approx.)"
+VARIANTS = ("scalable NPT", CANDIDATES, "NPT (full matrix, topk)", "authors' NPT (zero + sort)", REFERENCE, PML,
             "Partial-FC ArcFace (rate 0.1)")
 
 

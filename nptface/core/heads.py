@@ -175,6 +175,8 @@ class ScalableNPTHead(ProxyHead):
     (positive first, negatives descending) and ``predictions`` the nearest proxy of each sample
     (the positive when it beats the best negative; a tie counts as wrong).
     :meth:`ProxyHead.cosines` still gives the full matrix for evaluation at small scale.
+    ``candidate_rate > 0`` trades exactness for speed: in training, negatives are searched only
+    among a random ``candidate_rate`` share of the classes plus each batch class's previous top-k.
     """
 
     name = "scalable_npt"
@@ -187,6 +189,7 @@ class ScalableNPTHead(ProxyHead):
         delta: float = 1.0,
         r: float = 1.0,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        candidate_rate: float = 0.0,
     ) -> None:
         super().__init__(num_classes, embedding_dim)
         if k == "all":
@@ -200,9 +203,19 @@ class ScalableNPTHead(ProxyHead):
         if r <= 0:
             raise ValueError(f"r (the hypersphere radius) must be > 0, got {r}")
         self.k, self.delta, self.r, self.chunk_size = k, delta, r, chunk_size
+        if not 0.0 <= candidate_rate <= 1.0:
+            raise ValueError(f"candidate_rate must lie in [0, 1] (0 = exact search), got {candidate_rate}")
+        self.candidate_rate = candidate_rate
+        if candidate_rate:
+            # Each class's k nearest negatives when it was last in a batch: hard negatives that a
+            # random sample would usually miss stay in the next search pool.
+            self.register_buffer("neighbours", torch.full((num_classes, k), -1, dtype=torch.long))
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> HeadOutput:
-        cosines, index = nearest_proxy_cosines(embeddings, self.proxies, labels, self.k, self.chunk_size)
+        candidates = self._candidates(labels) if self.training and self.candidate_rate else None
+        cosines, index = nearest_proxy_cosines(embeddings, self.proxies, labels, self.k, self.chunk_size, candidates)
+        if candidates is not None:
+            self.neighbours[labels] = index[:, 1:].detach()
         loss = selected_npt_loss(cosines, self.delta, self.r, "mean")
         # The nearest proxy is the positive when it beats the best negative (a tie counts as wrong).
         selected = cosines.detach()
@@ -210,7 +223,15 @@ class ScalableNPTHead(ProxyHead):
         return HeadOutput(loss=loss, cosines=cosines, predictions=predictions)
 
     def hparams(self) -> dict[str, Any]:
-        return {"k": self.k, "delta": self.delta, "r": self.r, "chunk_size": self.chunk_size}
+        return {"k": self.k, "delta": self.delta, "r": self.r, "chunk_size": self.chunk_size,
+                "candidate_rate": self.candidate_rate}
+
+    def _candidates(self, labels: torch.Tensor) -> torch.Tensor:
+        """A Partial-FC-style random sample of classes plus the batch classes' previous top-k."""
+        sampled = torch.randint(0, self.num_classes, (max(1, int(self.candidate_rate * self.num_classes)),),
+                                device=labels.device)
+        previous = self.neighbours[labels].flatten()
+        return torch.cat([sampled, previous[previous >= 0]])
 
 
 HEADS: dict[str, type[ProxyHead]] = {

@@ -105,23 +105,52 @@ def streamed_topk_cosines(
     return best_values, best_indices, pos_values
 
 
+@torch.no_grad()
+def candidate_topk_indices(
+    embeddings_normalised: torch.Tensor,
+    proxies: torch.Tensor,
+    labels: torch.Tensor,
+    k: int,
+    candidates: torch.Tensor,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> torch.Tensor:
+    """Indices ``[B, k]`` of the k nearest negatives found among ``candidates`` (an approximation).
+
+    The search pool is ``candidates`` plus the batch's own labels (so every positive can be
+    excluded by position). Negatives outside the pool are missed, so the selected cosines are at
+    most the true top-k and the loss can only be underestimated; keeping each class's previous
+    top-k in the pool (see :class:`~nptface.core.heads.ScalableNPTHead`) keeps the hard ones in.
+    """
+    pool = torch.cat([candidates.to(labels.device).long(), labels.long()]).unique()
+    if pool.numel() - 1 < k:
+        raise ValueError(f"the candidate pool holds {pool.numel()} classes; k={k} negatives need at least {k + 1}")
+    local_labels = torch.searchsorted(pool, labels.long())
+    _, local_negatives, _ = streamed_topk_cosines(embeddings_normalised, proxies[pool], local_labels, k, chunk_size)
+    return pool[local_negatives]
+
+
 def nearest_proxy_cosines(
     embeddings: torch.Tensor,
     proxies: torch.Tensor,
     labels: torch.Tensor,
     k: TopK = 6,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    candidates: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``[B, 1 + k]`` cosines NPT reads, with autograd, and the proxy rows they came from.
 
     Column 0 is each sample's positive (its own proxy), columns 1..k its k nearest negative
     proxies in descending order. ``embeddings`` need not be normalised. The gradient flows into
-    ``embeddings`` and into the gathered rows of ``proxies`` only.
+    ``embeddings`` and into the gathered rows of ``proxies`` only. With ``candidates`` (class
+    ids) the negatives are searched among those only: see :func:`candidate_topk_indices`.
     """
     n_neg = _check_problem(embeddings, proxies, labels, k, chunk_size)
     dtype = _compute_dtype(torch.promote_types(embeddings.dtype, proxies.dtype))
     queries = F.normalize(embeddings.to(dtype), dim=1)
-    _, neg_indices, _ = streamed_topk_cosines(queries.detach(), proxies, labels, n_neg, chunk_size)
+    if candidates is None:
+        _, neg_indices, _ = streamed_topk_cosines(queries.detach(), proxies, labels, n_neg, chunk_size)
+    else:
+        neg_indices = candidate_topk_indices(queries.detach(), proxies, labels, n_neg, candidates, chunk_size)
     index = torch.cat([labels[:, None].long(), neg_indices], dim=1)
     gathered = F.normalize(proxies[index].to(dtype), dim=2)
     cosines = torch.bmm(gathered, queries[:, :, None]).squeeze(2)

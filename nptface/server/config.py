@@ -67,6 +67,7 @@ class HeadSection:
     # [batch, classes] matrix, gradient on B*(k+1) proxy rows); 0 never switches.
     scalable_above: int = 20000
     chunk_size: int = 65536  # classes per chunk of the streamed head
+    candidate_rate: float = 0.0  # streamed head: search negatives in this share of classes (0 = exact)
 
 
 @dataclass

@@ -172,7 +172,7 @@ class Trainer:
         if head.name == "npt" and head.scalable_above and num_classes > head.scalable_above:
             logger.info("%d classes > head.scalable_above = %d: using the streamed top-k NPT head",
                         num_classes, head.scalable_above)
-            return "scalable_npt", {**head.params, "chunk_size": head.chunk_size}
+            return "scalable_npt", {**head.params, "chunk_size": head.chunk_size, "candidate_rate": head.candidate_rate}
         return head.name, dict(head.params)
 
     def _configure_backend(self) -> None:

@@ -210,7 +210,7 @@ def test_sgd_step_with_momentum_and_weight_decay_matches_npt_head():
             head(embeddings, labels).loss.backward()
             optimizer.step()
     torch.testing.assert_close(scalable.proxies, plain.proxies, rtol=0, atol=1e-6)
-    assert scalable.hparams() == {"k": 6, "delta": 0.8, "r": 1.5, "chunk_size": 256}
+    assert scalable.hparams() == {"k": 6, "delta": 0.8, "r": 1.5, "chunk_size": 256, "candidate_rate": 0.0}
 
 
 def test_bfloat16_inputs_are_computed_in_float32():
@@ -253,3 +253,45 @@ def test_no_batch_by_classes_tensor_is_ever_built():
 def test_scalable_head_is_built_by_name_like_every_other_head():
     head = build_head("scalable_npt", 50, 8, k=3, chunk_size=16)
     assert isinstance(head, ScalableNPTHead) and head.hparams()["chunk_size"] == 16
+
+
+def test_candidate_search_over_every_class_is_the_exact_search():
+    torch.manual_seed(3)
+    embeddings, proxies = torch.randn(16, 32), torch.randn(500, 32)
+    labels = torch.randint(0, 500, (16,))
+    exact, exact_index = nearest_proxy_cosines(embeddings, proxies, labels, 6, 97)
+    pooled, pooled_index = nearest_proxy_cosines(embeddings, proxies, labels, 6, 97, candidates=torch.arange(500))
+    assert torch.equal(pooled_index, exact_index)
+    torch.testing.assert_close(pooled, exact)
+
+
+def test_candidate_search_picks_negatives_only_from_the_pool_and_never_the_positive():
+    torch.manual_seed(4)
+    embeddings, proxies = torch.randn(16, 32), torch.randn(500, 32)
+    labels = torch.randint(0, 500, (16,))
+    candidates = torch.randperm(500)[:50]
+    _, index = nearest_proxy_cosines(embeddings, proxies, labels, 6, 13, candidates=candidates)
+    pool = set(candidates.tolist()) | set(labels.tolist())
+    assert set(index[:, 1:].flatten().tolist()) <= pool
+    assert not (index[:, 1:] == labels[:, None]).any()
+    with pytest.raises(ValueError, match="candidate pool"):
+        nearest_proxy_cosines(embeddings[:1], proxies, labels[:1], 6, 13, candidates=torch.tensor([1, 2]))
+
+
+def test_head_with_candidates_remembers_each_class_top_k_and_is_exact_in_eval_mode():
+    torch.manual_seed(5)
+    head = ScalableNPTHead(400, 16, k=4, chunk_size=64, candidate_rate=0.1)
+    exact = ScalableNPTHead(400, 16, k=4, chunk_size=64)
+    exact.load_state_dict({"proxies": head.proxies.detach()})
+    embeddings, labels = torch.randn(32, 16), torch.randperm(400)[:32]
+    assert (head.neighbours == -1).all()
+    out = head(embeddings, labels)
+    remembered = head.neighbours[labels]
+    assert (remembered >= 0).all() and not (remembered == labels[:, None]).any()
+    with torch.no_grad():
+        torch.testing.assert_close(head.cosines(embeddings).gather(1, remembered), out.cosines[:, 1:].detach())
+    assert out.loss <= exact(embeddings, labels).loss + 1e-6, "a smaller pool can only miss hinges"
+    head.eval()
+    torch.testing.assert_close(head(embeddings, labels).loss, exact(embeddings, labels).loss)
+    with pytest.raises(ValueError, match="candidate_rate"):
+        ScalableNPTHead(400, 16, candidate_rate=1.5)
