@@ -167,12 +167,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--chunk-size", type=int, default=65536)
     parser.add_argument("--threads", type=int, default=0, help="torch threads per process (0: torch's default)")
+    parser.add_argument("--only", nargs="+", default=[], metavar="TEXT",
+                        help="run only the variants whose name contains one of these (the ArcFace reference always runs)")
     args = parser.parse_args()
     print(describe())
     variants = VARIANTS
     if importlib.util.find_spec("pytorch_metric_learning") is None:
         variants = tuple(v for v in VARIANTS if v != PML)
         print("pytorch-metric-learning is not installed (pip install -e '.[bench]'): its ArcFaceLoss is skipped")
+    if args.only:
+        variants = tuple(v for v in variants if v == REFERENCE or any(text in v for text in args.only))
     threads = args.threads or "default"
     print(f"batch {args.batch}, dim {args.dim}, k 6, chunk {args.chunk_size}, torch threads {threads}, "
           f"median of {args.repeats} forward+backward steps, one fresh process per cell\n")
