@@ -8,16 +8,7 @@ import platform
 import numpy as np
 import torch
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from nptface.edge_export.latency import cpu_name as cpu_model  # one definition, shared with export reports
 
 
 def load_average() -> str:

@@ -153,6 +153,33 @@ def _bench_losses(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from nptface.edge_export.onnx_export import INT8_RECIPES
+    from nptface.edge_export.pipeline import ExportOptions, export_run
+
+    recipes = {r.label: r for r in INT8_RECIPES}
+    chosen = [label.strip() for label in (args.onnx_int8_recipes or ",".join(recipes)).split(",") if label.strip()]
+    unknown = [label for label in chosen if label not in recipes]
+    if unknown or not chosen:
+        raise SystemExit(f"nptface export: --onnx-int8-recipes takes labels from {','.join(recipes)}; got {args.onnx_int8_recipes!r}")
+    options = ExportOptions(
+        onnx_int8_recipes=tuple(recipes[label] for label in chosen),
+        formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()),
+        precisions=tuple(p.strip() for p in args.precisions.split(",") if p.strip()),
+        tflite_nhwc=args.tflite_layout == "nhwc", allow_partial=args.allow_partial, overwrite=args.overwrite,
+        latency_repeats=args.latency_repeats,
+    )
+    out = args.out or str(Path("bundles") / Path(args.run).resolve().name)
+    result = export_run(args.run, out, args.calibration, args.eval, args.domain, options, ["nptface", *sys.argv[1:]])
+    print(result.table)
+    print(f"bundle: {result.bundle_dir} ({len(result.shipped)} variants shipped; manifest.json, README.md, report.md)")
+    if result.rejected:
+        names = ", ".join(v.name for v in result.rejected)
+        print(f"rejected by the parity gate (see {result.bundle_dir}/rejected/): {names}", file=sys.stderr)
+        return 0 if args.allow_partial else 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nptface", description="Face verification with the NPT loss.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -213,6 +240,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-dir", help="run directory (default: run.output_dir / run.name)")
     train.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
     train.set_defaults(func=_train)
+
+    export = commands.add_parser("export", help="ONNX/TFLite/Core ML variants of a run, parity-gated, as a bundle")
+    export.add_argument("--run", required=True, help="a run directory (checkpoint.json + model.safetensors)")
+    export.add_argument("--formats", default="onnx,tflite,coreml", help="comma-separated subset of onnx,tflite,coreml")
+    export.add_argument("--precisions", default="fp32,fp16,int8", help="comma-separated subset of fp32,fp16,int8")
+    export.add_argument("--calibration", default="synthetic",
+                        help="'synthetic' (held-out identities) or an ImageFolder of >= 200 face crops")
+    export.add_argument("--eval", default="synthetic", help="'synthetic' or an ImageFolder the gate judges on")
+    export.add_argument("--domain", default="wild", help="synthetic imaging domain for the default image sets")
+    export.add_argument("--out", help="bundle folder (default: bundles/<run name>)")
+    export.add_argument("--tflite-layout", choices=("nhwc", "nchw"), default="nhwc")
+    export.add_argument("--latency-repeats", type=int, default=30)
+    export.add_argument("--onnx-int8-recipes", help="ONNX int8 attempts in order (default: all of minmax, entropy, "
+                        "percentile, minmax-float-ends, minmax-int16-activations): the calibration methods are all "
+                        "tried, then remedies until one passes the gate")
+    export.add_argument("--allow-partial", action="store_true", help="exit 0 even when a variant is rejected")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    export.set_defaults(func=_export)
 
     bench = commands.add_parser("bench", help="benchmarks that train").add_subparsers(dest="bench_command", required=True)
     losses = bench.add_parser("losses", help="NPT vs ArcFace/CosFace/NormSoftmax/proxy-triplet under one budget")

@@ -1,0 +1,150 @@
+"""The bundle on disk: models, the reference, a model card and a manifest that hashes them all.
+
+``manifest.json`` is the contract an app or the demo reads: preprocessing (size, layout, channel
+order, normalisation), embedding size, metric, calibrated thresholds, and every file with its
+sha256 and size. Loading a bundle re-hashes every file, so a truncated download or a swapped
+model is refused by name before a single face is embedded. A bundle is built in a hidden staging
+folder and renamed into place when complete: a crash never leaves a half-written bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nptface.core.atomic import atomic_write_json
+from nptface.edge_export.runtimes import Embedder, LiteRTEmbedder, OnnxEmbedder
+
+FORMAT = "nptface-bundle"
+VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class BundleError(ValueError):
+    """A bundle that is missing, tampered with, or not in the format this version reads."""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _bundle_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.relative_to(root).as_posix() != MANIFEST)
+
+
+def file_table(root: Path) -> dict[str, dict[str, Any]]:
+    return {p.relative_to(root).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
+            for p in _bundle_files(root)}
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    """Hash every file now in ``root`` into the manifest and write it (last: it commits the bundle)."""
+    atomic_write_json(root / MANIFEST, {**manifest, "files": file_table(root)})
+
+
+@dataclass(frozen=True)
+class Bundle:
+    root: Path
+    manifest: dict[str, Any]
+
+    @property
+    def input_size(self) -> int:
+        return int(self.manifest["input"]["size"][0])
+
+    @property
+    def variants(self) -> dict[str, dict[str, Any]]:
+        return {v["name"]: v for v in self.manifest["variants"]}
+
+    def threshold(self, far: float = 1e-3) -> float:
+        key = f"{far:.0e}"
+        thresholds = self.manifest["thresholds"]["cosine"]
+        if key not in thresholds:
+            raise BundleError(f"{self.root / MANIFEST}: no threshold calibrated at FAR={key}; "
+                              f"available: {sorted(thresholds)}")
+        return float(thresholds[key])
+
+    def embedder(self, name: str, threads: int | None = None) -> Embedder:
+        """A runtime for the shipped variant ``name`` (ONNX or TFLite; Core ML needs macOS)."""
+        if name not in self.variants:
+            raise BundleError(f"{self.root}: no variant {name!r}; shipped: {sorted(self.variants)}")
+        variant = self.variants[name]
+        path = self.root / variant["file"]
+        if variant["format"] == "onnx":
+            return OnnxEmbedder(path, self.input_size, threads)
+        if variant["format"] == "tflite":
+            return LiteRTEmbedder(path, self.input_size, threads)
+        if variant["format"] == "coreml":
+            from nptface.edge_export.coreml_export import CoreMLEmbedder
+
+            return CoreMLEmbedder(path, self.input_size)
+        raise BundleError(f"{self.root / MANIFEST}: variant {name!r} has unknown format {variant['format']!r}")
+
+
+def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
+    """Read and (by default) verify a bundle: format, version, and every file's size and sha256."""
+    root = Path(root)
+    path = root / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{path} not found: {root} is not an nptface bundle")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise BundleError(f"{path} is not valid JSON: {error}") from None
+    if manifest.get("format") != FORMAT:
+        raise BundleError(f"{path}: field 'format' must be {FORMAT!r}, got {manifest.get('format')!r}")
+    if manifest.get("version") != VERSION:
+        raise BundleError(f"{path}: field 'version' must be {VERSION}, got {manifest.get('version')!r}")
+    for key in ("input", "embedding", "thresholds", "variants", "files"):
+        if key not in manifest:
+            raise BundleError(f"{path}: required field {key!r} is missing")
+    if verify:
+        verify_files(root, manifest["files"])
+    return Bundle(root, manifest)
+
+
+def verify_files(root: Path, files: dict[str, dict[str, Any]]) -> None:
+    for name, entry in files.items():
+        file = root / name
+        if not file.is_file():
+            raise BundleError(f"{file}: listed in {MANIFEST} but missing")
+        if file.stat().st_size != entry["size"]:
+            raise BundleError(f"{file}: size {file.stat().st_size} bytes, {MANIFEST} says {entry['size']}")
+        actual = sha256_file(file)
+        if actual != entry["sha256"]:
+            raise BundleError(f"{file}: sha256 {actual[:16]}… does not match {MANIFEST} ({entry['sha256'][:16]}…); "
+                              "the file was modified or corrupted")
+    unlisted = [p.relative_to(root).as_posix() for p in _bundle_files(root)
+                if p.relative_to(root).as_posix() not in files]
+    if unlisted:
+        raise BundleError(f"{root}: files not listed in {MANIFEST}: {unlisted[:5]}")
+
+
+def staging_dir(out: Path) -> Path:
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def commit(staging: Path, out: Path, overwrite: bool) -> None:
+    """Move a complete bundle into place; an existing one is replaced only with ``overwrite``."""
+    if out.exists():
+        if not overwrite:
+            shutil.rmtree(staging)
+            raise BundleError(f"{out} already exists; pass --overwrite to replace it")
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+        os.replace(staging, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(staging, out)

@@ -1,0 +1,193 @@
+"""The images an export is calibrated and judged on, and the fp32 reference embeddings.
+
+Every variant of a bundle is compared with the same numbers: the trained fp32 PyTorch model's
+embeddings of the evaluation images, computed once (on a GPU when one is present, with TF32 off
+so that "fp32" means fp32) and stored in the bundle as ``reference.npz`` together with the image
+names and a hash of the pixels. A later check on another machine re-embeds the same images and
+compares with the stored reference, never with a reference of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from nptface.core.atomic import atomic_path
+from nptface.core.embedding import embed_batch
+from nptface.core.pairs import Pairs, lfw_style_pairs
+
+REFERENCE_FILE = "reference.npz"
+
+
+class ReferenceError(ValueError):
+    """A reference file that is missing, malformed, or does not match the images it claims."""
+
+
+@dataclass(frozen=True, eq=False)
+class ImageSet:
+    """Aligned face crops as uint8 ``(N, S, S, 3)`` with identity labels and a name per image."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    names: list[str]
+    source: str
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
+            raise ValueError(f"{self.source}: images must be uint8 (N, H, W, 3), got {self.images.dtype} "
+                             f"{self.images.shape}")
+        if not len(self.images) == len(self.labels) == len(self.names):
+            raise ValueError(f"{self.source}: {len(self.images)} images, {len(self.labels)} labels, "
+                             f"{len(self.names)} names")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def content_hash(self) -> str:
+        """sha256 over names, labels and pixels: equal hashes mean the very same evaluation."""
+        digest = hashlib.sha256()
+        for name in self.names:
+            digest.update(name.encode() + b"\0")
+        digest.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
+        digest.update(np.ascontiguousarray(self.images).tobytes())
+        return digest.hexdigest()
+
+    def verification_pairs(self, n_folds: int = 10, seed: int = 0) -> Pairs:
+        """LFW-style balanced folds, as large as the set allows (up to 300 per fold, LFW's size)."""
+        space_genuine = _count_genuine(self.labels)
+        per_fold = min(300, space_genuine // n_folds)
+        if per_fold < 1:
+            raise ValueError(f"{self.source}: too few genuine pairs ({space_genuine}) for {n_folds} folds; "
+                             "add images per identity")
+        return lfw_style_pairs(self.labels, n_folds=n_folds, per_fold=per_fold, seed=seed)
+
+
+def _count_genuine(labels: np.ndarray) -> int:
+    _, counts = np.unique(labels, return_counts=True)
+    return int((counts * (counts - 1) // 2).sum())
+
+
+def image_set_from_dataset(dataset: Dataset, source: str, limit: int | None = None) -> ImageSet:
+    """Decode every item (or the first ``limit``) of a face dataset into memory."""
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    images, labels = zip(*(dataset[i] for i in range(n)), strict=True)
+    class_names = getattr(dataset, "class_names", None)
+    samples = getattr(dataset, "samples", None)
+    if samples is not None:
+        root = Path(getattr(dataset, "root", "."))
+        names = [Path(path).relative_to(root).as_posix() if Path(path).is_relative_to(root) else str(path)
+                 for path, _ in samples[:n]]
+    else:
+        names = [f"{class_names[label] if class_names else label}/{i:06d}" for i, label in enumerate(labels)]
+    return ImageSet(np.stack(images).astype(np.uint8, copy=False), np.asarray(labels, dtype=np.int64), names, source)
+
+
+@contextmanager
+def _exact_fp32() -> Iterator[None]:
+    """Disable TF32 for the duration: on Ampere+ GPUs it silently rounds fp32 matmuls/convs to 10 bits."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
+def reference_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def compute_reference(model: nn.Module, images: ImageSet, batch_size: int = 128,
+                      device: torch.device | None = None) -> tuple[np.ndarray, str]:
+    """Unit-length fp32 embeddings of ``images`` by the unmodified model, and the device used."""
+    device = device or reference_device()
+    model = model.to(device).eval()
+    with _exact_fp32():
+        chunks = [embed_batch(model, images.images[start:start + batch_size]).cpu().numpy()
+                  for start in range(0, len(images), batch_size)]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return np.concatenate(chunks).astype(np.float32), name
+
+
+def save_reference(path: Path, images: ImageSet, embeddings: np.ndarray, device_name: str) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(
+            handle,
+            embeddings=embeddings.astype(np.float32),
+            labels=images.labels.astype(np.int64),
+            names=np.asarray(images.names, dtype=np.str_),
+            images_sha256=np.asarray(images.content_hash()),
+            device=np.asarray(device_name),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Reference:
+    embeddings: np.ndarray
+    labels: np.ndarray
+    names: list[str]
+    images_sha256: str
+    device: str
+
+    def check_matches(self, images: ImageSet) -> None:
+        """Refuse to compare a model on other images than the reference was computed on."""
+        actual = images.content_hash()
+        if actual != self.images_sha256:
+            raise ReferenceError(f"the evaluation images ({images.source}) hash to {actual[:12]}…, but the "
+                                 f"reference was computed on images hashing to {self.images_sha256[:12]}…")
+
+
+def load_reference(path: Path) -> Reference:
+    if not path.is_file():
+        raise ReferenceError(f"{path} not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            fields = {key: data[key] for key in ("embeddings", "labels", "names", "images_sha256", "device")}
+    except (OSError, ValueError, KeyError) as error:
+        raise ReferenceError(f"{path}: not a reference file ({error})") from None
+    embeddings = fields["embeddings"]
+    if embeddings.ndim != 2 or embeddings.dtype != np.float32 or len(embeddings) != len(fields["labels"]):
+        raise ReferenceError(f"{path}: field 'embeddings' must be float32 (N, d) matching 'labels', got "
+                             f"{embeddings.dtype} {embeddings.shape}")
+    return Reference(embeddings, fields["labels"], [str(n) for n in fields["names"]],
+                     str(fields["images_sha256"]), str(fields["device"]))
+
+
+# Held-out synthetic identities (never trained on by any nptface run): evaluation takes the first
+# block, calibration the next, so the gate never judges a variant on its own calibration images.
+SYNTHETIC_EVAL_IDENTITIES = 100
+SYNTHETIC_EVAL_IMAGES = 8
+SYNTHETIC_CALIBRATION_IDENTITIES = 64
+SYNTHETIC_CALIBRATION_IMAGES = 4
+
+
+def synthetic_sets(input_size: int, domain: str = "wild", seed: int = 2024,
+                   eval_identities: int = SYNTHETIC_EVAL_IDENTITIES,
+                   eval_images: int = SYNTHETIC_EVAL_IMAGES,
+                   calibration_identities: int = SYNTHETIC_CALIBRATION_IDENTITIES,
+                   calibration_images: int = SYNTHETIC_CALIBRATION_IMAGES) -> tuple[ImageSet, ImageSet]:
+    """(evaluation, calibration) sets rendered from disjoint held-out synthetic identities."""
+    from nptface.core.datasets import SyntheticFaceDataset
+    from nptface.core.synthetic import HELDOUT_IDS
+
+    eval_ids = HELDOUT_IDS[:eval_identities]
+    calibration_ids = HELDOUT_IDS[eval_identities:eval_identities + calibration_identities]
+    evaluation = SyntheticFaceDataset(eval_ids, eval_images, domain, seed, input_size)
+    calibration = SyntheticFaceDataset(calibration_ids, calibration_images, domain, seed, input_size)
+    return (image_set_from_dataset(evaluation, f"synthetic held-out ({domain}, {eval_identities} ids x {eval_images}, seed {seed})"),
+            image_set_from_dataset(calibration, f"synthetic held-out ({domain}, {calibration_identities} ids x "
+                                                f"{calibration_images}, seed {seed})"))
+
+
+def image_folder_set(root: str | Path, input_size: int, limit: int | None = None) -> ImageSet:
+    from nptface.core.imagefolder import ImageFolderDataset
+
+    return image_set_from_dataset(ImageFolderDataset(root, image_size=input_size), str(root), limit)

@@ -1,0 +1,491 @@
+"""``nptface export``: checkpoint -> every requested variant -> parity gate -> bundle.
+
+The order is fixed so that each step can trust the previous one: the fp32 reference is computed
+from the unmodified trained model; each variant is built into a staging folder, embedded on the
+evaluation images with its own runtime and compared with the reference; int8 variants that miss
+the gate are retried with the known remedies (other calibration methods, first/last layers in
+float, int16 activations) and the attempt that passed is named in the report. Variants that
+still fail go to ``rejected/`` with their parity report, never to ``models/``. The manifest is
+written last and the staging folder renamed into place, so a bundle either exists complete or
+not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nptface.core.atomic import atomic_write_bytes, atomic_write_json
+from nptface.core.checkpoint import MODEL_FILE, load_backbone
+from nptface.core.mobilefacenet import fuse_bn
+from nptface.core.preprocess import MEAN, STD
+from nptface.edge_export import bundle as bundle_io
+from nptface.edge_export import coreml_export, onnx_export, tflite_export
+from nptface.edge_export.evalset import REFERENCE_FILE, ImageSet, compute_reference, save_reference
+from nptface.edge_export.latency import cpu_name, median_latency_ms
+from nptface.edge_export.model_card import render_model_card
+from nptface.edge_export.parity import (
+    CARD_FARS, DEFAULT_LIMITS, EvalScores, GateLimits, ParityReport, compare, score_embeddings, verdict,
+)
+from nptface.edge_export.runtimes import Embedder, LiteRTEmbedder, OnnxEmbedder, TorchEmbedder
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "tflite", "coreml")
+PRECISIONS = ("fp32", "fp16", "int8")
+MIN_CALIBRATION_IMAGES = 200
+
+
+class ExportError(ValueError):
+    """The export could not run at all (as opposed to a variant failing the gate)."""
+
+
+@dataclass
+class ExportOptions:
+    formats: tuple[str, ...] = FORMATS
+    precisions: tuple[str, ...] = PRECISIONS
+    tflite_nhwc: bool = True
+    allow_partial: bool = False
+    overwrite: bool = False
+    latency_repeats: int = 30
+    limits: dict[str, GateLimits] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
+    onnx_int8_recipes: tuple[onnx_export.Int8Recipe, ...] = onnx_export.INT8_RECIPES
+    tflite_int8_recipes: tuple[tflite_export.TFLiteRecipe, ...] = tflite_export.INT8_RECIPES
+    min_calibration_images: int = MIN_CALIBRATION_IMAGES
+
+    def __post_init__(self) -> None:
+        for name, values, allowed in (("formats", self.formats, FORMATS), ("precisions", self.precisions, PRECISIONS)):
+            unknown = sorted(set(values) - set(allowed))
+            if unknown or not values:
+                raise ValueError(f"{name}: expected a non-empty subset of {','.join(allowed)}, got {','.join(values)}")
+
+
+@dataclass
+class Attempt:
+    label: str
+    recipe: str
+    report: ParityReport
+    failures: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "recipe": self.recipe, "parity": self.report.to_dict(),
+                "failures": self.failures, "passed": not self.failures}
+
+
+@dataclass
+class VariantResult:
+    name: str
+    format: str
+    precision: str
+    file: str  # relative to the bundle root
+    recipe: str
+    scored_by: str
+    attempts: list[Attempt]
+    limits: GateLimits
+    shipped: bool = False
+    latency_ms: float | None = None
+    latency_note: str = ""
+    size_bytes: int = 0
+    io: dict[str, Any] = field(default_factory=dict)
+    recipe_label: str = ""
+
+    @property
+    def final(self) -> Attempt:
+        return next((a for a in self.attempts if a.label == self.recipe_label), self.attempts[-1])
+
+    @property
+    def passed(self) -> bool:
+        return not self.final.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "format": self.format, "precision": self.precision, "file": self.file,
+            "recipe": self.recipe, "size_bytes": self.size_bytes, "scored_by": self.scored_by,
+            "parity": self.final.report.to_dict(), "limits": self.limits.to_dict(),
+            "verdict": "pass" if self.passed else "fail", "failures": self.final.failures,
+            "attempts": [a.to_dict() for a in self.attempts],
+            "latency_ms_1thread_batch1": self.latency_ms, "latency_note": self.latency_note, **self.io,
+        }
+
+
+@dataclass
+class ExportResult:
+    bundle_dir: Path
+    variants: list[VariantResult]
+    reference_scores: EvalScores
+    table: str
+
+    @property
+    def rejected(self) -> list[VariantResult]:
+        return [v for v in self.variants if not v.passed]
+
+    @property
+    def shipped(self) -> list[VariantResult]:
+        return [v for v in self.variants if v.shipped]
+
+
+def _dir_size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for package in ("nptface", "torch", "numpy", "onnx", "onnxruntime", "litert-torch", "ai-edge-litert",
+                    "ai-edge-quantizer", "coremltools"):
+        try:
+            out[package] = importlib_metadata.version(package)
+        except importlib_metadata.PackageNotFoundError:
+            out[package] = "not installed"
+    return out
+
+
+class _Exporter:
+    """Holds what every variant needs: the models, the images, the reference and the staging folder."""
+
+    def __init__(self, run_dir: Path, staging: Path, eval_set: ImageSet, calibration: ImageSet,
+                 options: ExportOptions) -> None:
+        self.model, self.meta = load_backbone(run_dir)
+        self.fused = fuse_bn(self.model).eval()
+        self.size = self.model.config.input_size
+        self.staging = staging
+        self.eval_set = eval_set
+        self.calibration = calibration.images
+        self.options = options
+        self.models_dir = staging / "models"
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        self.work = staging / ".work"
+        self.work.mkdir()
+        self.pairs = eval_set.verification_pairs()
+
+    def set_reference(self, embeddings: np.ndarray) -> None:
+        self.reference = embeddings
+        self.reference_scores = score_embeddings(embeddings, self.eval_set.labels, self.pairs)
+
+    def judge(self, embedder: Embedder, precision: str) -> tuple[ParityReport, list[str]]:
+        report = compare(self.reference, embedder.embed(self.eval_set.images), self.eval_set.labels, self.pairs,
+                         self.reference_scores)
+        return report, verdict(report, self.options.limits[precision])
+
+    def variant(self, name: str, fmt: str, precision: str, path: Path, scored_by: str,
+                attempts: list[tuple[str, str, Callable[[Path], None], Callable[[Path], Embedder]]],
+                try_all: int = 1) -> VariantResult:
+        """Build and judge attempts in order; the first ``try_all`` are all tried, then stop at a pass.
+
+        The best passing attempt (highest mean cosine) is kept at ``path``; with none passing,
+        the last attempt is kept for ``rejected/``.
+        """
+        done: list[Attempt] = []
+        best: tuple[float, Path, str, str] | None = None
+        last: tuple[Path, str, str] | None = None
+        for index, (label, recipe, build, runtime) in enumerate(attempts):
+            candidate = self.work / f"{name}.{label}{path.suffix}"
+            started = time.perf_counter()
+            build(candidate)
+            report, failures = self.judge(runtime(candidate), precision)
+            done.append(Attempt(label, recipe, report, failures))
+            logger.info("%s [%s]: mean cos %.5f, p1 %.5f, acc drop %.2f pt, flips %.2f%% -> %s (%.1fs)",
+                        name, label, report.mean_cos, report.p1_cos, report.accuracy_drop, report.flip_share * 100,
+                        "pass" if not failures else "; ".join(failures), time.perf_counter() - started)
+            last = (candidate, label, recipe)
+            if not failures and (best is None or report.mean_cos > best[0]):
+                best = (report.mean_cos, candidate, label, recipe)
+            if best is not None and index + 1 >= try_all:
+                break
+        assert last is not None
+        _, keep, label, recipe = best if best is not None else (0.0, *last)
+        _move(keep, path)
+        result = VariantResult(name, fmt, precision, path.relative_to(self.staging).as_posix(), recipe, scored_by,
+                               done, self.options.limits[precision], recipe_label=label)
+        result.size_bytes = _dir_size(path)
+        return result
+
+
+def _move(source: Path, target: Path) -> None:
+    if target.exists():
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(source), str(target))
+
+
+def _onnx_variants(ex: _Exporter, card: dict[str, str]) -> list[VariantResult]:
+    size, precisions, out = ex.size, ex.options.precisions, []
+    onnx_runtime = lambda p: OnnxEmbedder(p, size)  # noqa: E731
+    base = ex.models_dir / "onnx-fp32.onnx"
+    fp32 = ex.variant("onnx-fp32", "onnx", "fp32", base, "onnxruntime (CPU)", [
+        ("fp32", "BN folded, dynamic batch, opset 18", lambda p: onnx_export.export_fp32(ex.fused, p, size, card),
+         onnx_runtime)])
+    fp32.io = {"layout": "NCHW", "batch": "dynamic", "input_dtype": "float32", "input_name": onnx_export.INPUT_NAME,
+               "output_name": onnx_export.OUTPUT_NAME}
+    out.append(fp32)
+    if "fp16" in precisions:
+        v = ex.variant("onnx-fp16", "onnx", "fp16", ex.models_dir / "onnx-fp16.onnx", "onnxruntime (CPU)", [
+            ("fp16", "fp16 weights and compute, float32 inputs/outputs (onnxruntime converter)",
+             lambda p: onnx_export.convert_fp16(base, p), onnx_runtime)])
+        v.io = dict(fp32.io)
+        out.append(v)
+    if "int8" in precisions:
+        calibration = ex.calibration
+        attempts = [(r.label, r.describe(), lambda p, r=r: onnx_export.quantize_int8(base, p, calibration, r),
+                     onnx_runtime) for r in ex.options.onnx_int8_recipes]
+        n_methods = sum(1 for r in ex.options.onnx_int8_recipes if not r.keep_float and r.activation_bits == 8)
+        v = ex.variant("onnx-int8", "onnx", "int8", ex.models_dir / "onnx-int8.onnx", "onnxruntime (CPU)", attempts,
+                       try_all=n_methods)
+        v.io = dict(fp32.io)
+        out.append(v)
+    return out
+
+
+def _tflite_variants(ex: _Exporter) -> list[VariantResult]:
+    size, precisions, out = ex.size, ex.options.precisions, []
+    runtime = lambda p: LiteRTEmbedder(p, size)  # noqa: E731
+    base = ex.models_dir / "tflite-fp32.tflite"
+    layout = "NHWC" if ex.options.tflite_nhwc else "NCHW"
+    fp32 = ex.variant("tflite-fp32", "tflite", "fp32", base, "LiteRT interpreter (XNNPACK)", [
+        ("fp32", f"litert-torch, BN folded, batch 1, {layout}",
+         lambda p: tflite_export.export_fp32(ex.fused, p, size, ex.options.tflite_nhwc), runtime)])
+    io = {"layout": layout, "batch": 1, "input_dtype": "float32"}
+    fp32.io = io
+    out.append(fp32)
+    specs: list[tuple[str, str, tuple[tflite_export.TFLiteRecipe, ...]]] = []
+    if "fp16" in precisions:
+        specs.append(("tflite-fp16", "fp16", (tflite_export.FP16,)))
+    if "int8" in precisions:
+        specs.append(("tflite-int8", "int8", ex.options.tflite_int8_recipes))
+        specs.append(("tflite-int8-dynamic", "int8", (tflite_export.INT8_DYNAMIC,)))
+    for name, precision, recipes in specs:
+        attempts = [(r.label, r.describe(),
+                     lambda p, r=r: tflite_export.quantize(base, p, r, ex.calibration), runtime) for r in recipes]
+        v = ex.variant(name, "tflite", precision, ex.models_dir / f"{name}.tflite", "LiteRT interpreter (XNNPACK)",
+                       attempts)
+        details = LiteRTEmbedder(ex.staging / v.file, size)
+        v.io = {**io, "input_dtype": np.dtype(details.input["dtype"]).name,
+                "input_quantization": [float(x) for x in details.input["quantization"]],
+                "output_dtype": np.dtype(details.output["dtype"]).name,
+                "output_quantization": [float(x) for x in details.output["quantization"]]}
+        out.append(v)
+    return out
+
+
+def _coreml_variants(ex: _Exporter, card: dict[str, str]) -> list[VariantResult]:
+    out = []
+    scored_by = ("Core ML predict (macOS)" if coreml_export.can_predict() else
+                 "stored weights read back into a BN-folded PyTorch copy (weight compression only; "
+                 "Core ML predict needs macOS)")
+    for recipe in coreml_export.RECIPES:
+        if recipe.precision not in ex.options.precisions:
+            continue
+        name = f"coreml-{recipe.label}"
+
+        def runtime(p: Path) -> Embedder:
+            if coreml_export.can_predict():
+                return coreml_export.CoreMLEmbedder(p, ex.size)
+            return TorchEmbedder(coreml_export.weights_model(p, ex.fused), ex.size)
+
+        v = ex.variant(name, "coreml", recipe.precision, ex.models_dir / f"{name}.mlpackage", scored_by, [
+            (recipe.label, recipe.describe(),
+             lambda p, r=recipe: coreml_export.export(ex.fused, p, ex.size, r, card), runtime)])
+        v.io = {"layout": "NCHW", "batch": "1..64", "input_dtype": "float32", "input_name": coreml_export.INPUT_NAME,
+                "output_name": coreml_export.OUTPUT_NAME}
+        out.append(v)
+    return out
+
+
+def _latency(ex: _Exporter, variant: VariantResult, repeats: int) -> None:
+    path = ex.staging / variant.file
+    image = ex.eval_set.images[0]
+    if variant.format == "coreml":
+        if not coreml_export.can_predict():
+            variant.latency_note = "Core ML runs only on Apple devices"
+            return
+        embedder: Embedder = coreml_export.CoreMLEmbedder(path, ex.size)
+    elif variant.format == "onnx":
+        embedder = OnnxEmbedder(path, ex.size, threads=1)
+    else:
+        embedder = LiteRTEmbedder(path, ex.size, threads=1)
+    variant.latency_ms = median_latency_ms(embedder, image, repeats)
+
+
+def _table(variants: list[VariantResult], reference: EvalScores, torch_ms: float) -> str:
+    header = ("| variant | precision | recipe | size | ms (1 thread, batch 1) | mean cos | p1 cos | min cos "
+              "| acc drop (pt) | TAR@1e-3 drop (pt) | flips | top-1 agree | gate |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    lines.append(f"| PyTorch fp32 (reference) | fp32 | unfused | - | {torch_ms:.2f} | 1 | 1 | 1 | "
+                 f"acc {reference.accuracy * 100:.2f}% | TAR {_pct(reference.tar_at_gate_far)} | - | - | - |")
+    for v in variants:
+        r = v.final.report
+        tar_drop = "n/a" if r.tar_drop is None else f"{r.tar_drop:+.2f}"
+        agree = "n/a" if r.top1_agreement is None else f"{r.top1_agreement * 100:.1f}%"
+        ms = f"{v.latency_ms:.2f}" if v.latency_ms is not None else "n/a"
+        gate = "pass" if v.passed else "REJECTED"
+        lines.append(f"| {v.name} | {v.precision} | {v.recipe_label} | {v.size_bytes / 1024:.0f} KiB | {ms} | "
+                     f"{r.mean_cos:.5f} | {r.p1_cos:.5f} | {r.min_cos:.5f} | {r.accuracy_drop:+.2f} | {tar_drop} | "
+                     f"{r.flip_share * 100:.2f}% | {agree} | {gate} |")
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.2f}%"
+
+
+def export_bundle(run_dir: str | Path, out: str | Path, eval_set: ImageSet, calibration: ImageSet,
+                  options: ExportOptions | None = None, command: list[str] | None = None) -> ExportResult:
+    """Export the checkpoint in ``run_dir`` to every requested variant and write the bundle ``out``."""
+    options = options or ExportOptions()
+    run_dir, out = Path(run_dir), Path(out)
+    if len(calibration) < options.min_calibration_images:
+        raise ExportError(f"calibration set {calibration.source} has {len(calibration)} images; int8 calibration "
+                          f"needs at least {options.min_calibration_images} face images")
+    if out.exists() and not options.overwrite:
+        raise ExportError(f"{out} already exists; pass --overwrite to replace it")
+    staging = bundle_io.staging_dir(out)
+    try:
+        result = _export(run_dir, out, staging, eval_set, calibration, options, command or [])
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return result
+
+
+def _export(run_dir: Path, out: Path, staging: Path, eval_set: ImageSet, calibration: ImageSet,
+            options: ExportOptions, command: list[str]) -> ExportResult:
+    ex = _Exporter(run_dir, staging, eval_set, calibration, options)
+    if eval_set.images.shape[1:3] != (ex.size, ex.size):
+        raise ExportError(f"evaluation images {eval_set.source} are {eval_set.images.shape[1:3]}, the model "
+                          f"expects {ex.size}x{ex.size}")
+    reference, device = compute_reference(ex.model, eval_set)
+    save_reference(staging / REFERENCE_FILE, eval_set, reference, device)
+    ex.set_reference(reference)
+    if f"{1e-3:.0e}" not in ex.reference_scores.thresholds:
+        raise ExportError(f"evaluation set {eval_set.source} has too few impostor pairs to calibrate FAR=1e-3 "
+                          "(needs >= 1000); add identities")
+    checkpoint_sha = bundle_io.sha256_file(run_dir / MODEL_FILE)
+    card = {"nptface_format": f"{bundle_io.FORMAT}/{bundle_io.VERSION}", "source_checkpoint_sha256": checkpoint_sha,
+            "input": f"RGB {ex.size}x{ex.size}, (x - {MEAN}) / {STD}", "embedding_size": str(ex.model.config.embedding_dim),
+            "metric": "cosine", "threshold_far_1e-3": f"{ex.reference_scores.thresholds['1e-03']:.6f}",
+            "description": f"nptface MobileFaceNet face embedder ({ex.model.config.embedding_dim}-d, cosine)"}
+    # The BN folding every variant starts from, checked on its own so a folding bug is not blamed on a runtime.
+    folded, folded_failures = ex.judge(TorchEmbedder(ex.fused, ex.size), "fp32")
+    if folded_failures:
+        raise ExportError(f"the BN-folded PyTorch model already misses the fp32 gate: {folded_failures}")
+
+    variants: list[VariantResult] = []
+    if "onnx" in options.formats:
+        variants += _onnx_variants(ex, card)
+    if "tflite" in options.formats:
+        variants += _tflite_variants(ex)
+    if "coreml" in options.formats:
+        variants += _coreml_variants(ex, card)
+
+    torch_ms = median_latency_ms(TorchEmbedder(ex.model, ex.size, threads=1), eval_set.images[0], options.latency_repeats)
+    for v in variants:
+        if v.precision == "fp32" and "fp32" not in options.precisions:
+            _remove(staging / v.file)  # built only as the source of fp16/int8
+            continue
+        if v.passed:
+            _latency(ex, v, options.latency_repeats)
+            v.shipped = True
+        else:
+            target = staging / "rejected" / v.name / Path(v.file).name
+            _move(staging / v.file, target)
+            v.file = target.relative_to(staging).as_posix()
+            atomic_write_json(target.parent / "report.json", v.to_dict())
+    listed = [v for v in variants if v.shipped or not v.passed]
+    shutil.rmtree(ex.work)
+
+    table = _table(listed, ex.reference_scores, torch_ms)
+    manifest = _manifest(ex, listed, device, checkpoint_sha, run_dir, command, torch_ms)
+    atomic_write_bytes(staging / "report.md", _report(ex, table, listed).encode())
+    atomic_write_bytes(staging / "README.md", render_model_card(manifest).encode())
+    bundle_io.write_manifest(staging, manifest)
+    bundle_io.commit(staging, out, options.overwrite)
+    return ExportResult(out, listed, ex.reference_scores, table)
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def _manifest(ex: _Exporter, variants: list[VariantResult], device: str, checkpoint_sha: str, run_dir: Path,
+              command: list[str], torch_ms: float) -> dict[str, Any]:
+    config = ex.model.config
+    ref = ex.reference_scores
+    return {
+        "format": bundle_io.FORMAT,
+        "version": bundle_io.VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "producer": {"command": command, "versions": _versions()},
+        "source": {"run": str(run_dir), "checkpoint_sha256": checkpoint_sha, "head": ex.meta.head,
+                   "head_hparams": ex.meta.head_hparams, "training_identities": len(ex.meta.class_names)},
+        "model": {"architecture": "MobileFaceNet", **config.to_dict(),
+                  "parameters": sum(p.numel() for p in ex.model.parameters())},
+        "input": {"size": [config.input_size, config.input_size], "channels": "RGB", "dtype": "float32",
+                  "normalization": {"mean": MEAN, "std": STD, "formula": f"(x - {MEAN}) / {STD}", "range": [-1, 1]},
+                  "alignment": "aligned, tightly cropped face (the training crops); resized bilinearly to the input size",
+                  "preprocessing": "nptface.core.preprocess.to_rgb_array + normalize"},
+        "embedding": {"size": config.embedding_dim, "metric": "cosine",
+                      "comparison": "L2-normalise both embeddings, score = dot product; accept if score >= threshold"},
+        "thresholds": {"cosine": ref.thresholds, "calibrated_on": ex.eval_set.source,
+                       "note": "the reference fp32 model's thresholds on the evaluation set's all-pairs; "
+                               "recalibrate on your own data when you can"},
+        "evaluation": {"source": ex.eval_set.source, "images": len(ex.eval_set),
+                       "identities": int(len(np.unique(ex.eval_set.labels))), "images_sha256": ex.eval_set.content_hash(),
+                       "pairs": len(ex.pairs), "reference_device": device, "reference_file": REFERENCE_FILE,
+                       "reference_accuracy": ref.accuracy, "reference_tar_at_far_1e-3": ref.tar_at_gate_far},
+        "calibration": {"images": int(len(ex.calibration))},
+        "latency": {"cpu": cpu_name(), "threads": 1, "batch": 1, "repeats": ex.options.latency_repeats,
+                    "statistic": "median", "pytorch_fp32_ms": torch_ms},
+        "variants": [v.to_dict() for v in variants if v.shipped],
+        "rejected": [v.to_dict() for v in variants if not v.passed],
+    }
+
+
+def _report(ex: _Exporter, table: str, variants: list[VariantResult]) -> str:
+    lines = ["# Export report", "", f"Evaluation: {ex.eval_set.source} ({len(ex.eval_set)} images, "
+             f"{len(ex.pairs)} verification pairs); calibration: {len(ex.calibration)} images.",
+             f"Latency: median of single-thread batch-1 runs on {cpu_name()}.", "", table, ""]
+    for v in variants:
+        if len(v.attempts) > 1:
+            lines.append(f"`{v.name}` attempts:")
+            for a in v.attempts:
+                state = "pass" if not a.failures else "fail: " + "; ".join(a.failures)
+                lines.append(f"- {a.label} ({a.recipe}): mean cos {a.report.mean_cos:.5f}, p1 {a.report.p1_cos:.5f},"
+                             f" acc drop {a.report.accuracy_drop:+.2f} pt, flips {a.report.flip_share * 100:.2f}% — {state}")
+            lines.append(f"  shipped recipe: {v.recipe_label}" if v.passed else "  none passed: rejected")
+            lines.append("")
+    coreml = [v for v in variants if v.format == "coreml"]
+    if coreml:
+        lines.append(f"Core ML variants were scored by {coreml[0].scored_by}.")
+    return "\n".join(lines) + "\n"
+
+
+def export_run(run_dir: str | Path, out: str | Path, calibration: str = "synthetic", evaluation: str = "synthetic",
+               domain: str = "wild", options: ExportOptions | None = None,
+               command: list[str] | None = None) -> ExportResult:
+    """:func:`export_bundle` with its image sets named as on the command line.
+
+    ``"synthetic"`` renders held-out identities (evaluation and calibration from disjoint ones);
+    anything else is an ImageFolder. The same folder for both is refused: a gate that judges a
+    variant on its own calibration images flatters it.
+    """
+    from nptface.edge_export.evalset import image_folder_set, synthetic_sets
+
+    size = load_backbone(run_dir)[0].config.input_size
+    if calibration != "synthetic" and Path(calibration).resolve() == Path(evaluation).resolve():
+        raise ExportError(f"--calibration and --eval are the same folder ({calibration}); use disjoint images")
+    synthetic_eval, synthetic_calibration = (synthetic_sets(size, domain) if "synthetic" in (calibration, evaluation)
+                                             else (None, None))
+    eval_set = synthetic_eval if evaluation == "synthetic" else image_folder_set(evaluation, size)
+    calibration_set = synthetic_calibration if calibration == "synthetic" else image_folder_set(calibration, size)
+    assert eval_set is not None and calibration_set is not None
+    return export_bundle(run_dir, out, eval_set, calibration_set, options, command)

@@ -1,0 +1,37 @@
+"""A tiny trained run shared by the export tests: 32x32 input, quarter width, 32-d embedding.
+
+Trained for a few seconds on synthetic identities so that its embeddings separate identities
+(an untrained network puts every pair near one threshold, where any rounding flips decisions),
+yet small enough that every format converts in seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nptface.edge_export.evalset import ImageSet, synthetic_sets
+
+TINY_RUN = [
+    "data.identities=40", "data.images_per_identity=10", "model.width=0.25", "model.input_size=32",
+    "model.embedding_dim=32", "head.params={k=3, delta=1.0, r=1.0}", "optim.epochs=4", "optim.batch_size=32",
+    "optim.milestones=[3.0]", "optim.warmup_epochs=0.5", "log.progress=false", "checkpoint.every_steps=1000",
+    "device.cpu_threads=2", "eval.sets=[]",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from nptface.server.config import load_config
+    from nptface.server.trainer import train_from_config
+
+    root = tmp_path_factory.mktemp("export-run")
+    config = load_config("synthetic-quick", [*TINY_RUN, f'run.output_dir="{root.as_posix()}"', 'run.name="tiny"'])
+    return train_from_config(config, root / "tiny", resume="never").run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_sets() -> tuple[ImageSet, ImageSet]:
+    """(evaluation, calibration): 40 x 5 and 50 x 4 held-out synthetic faces, disjoint identities."""
+    return synthetic_sets(32, eval_identities=40, eval_images=5, calibration_identities=50, calibration_images=4)
