@@ -110,6 +110,27 @@ def _quickstart(args: argparse.Namespace) -> int:
     print(f"run directory: {result.run_dir} (report.md, metrics.json, roc.png, model.safetensors); "
           f"training wall time this process {result.fit.seconds / 60:.1f} min"
           + (f", resumed from step {result.fit.resumed_from}" if result.fit.resumed_from is not None else ""))
+    if args.no_export:
+        return 0
+    return _quickstart_export(result.run_dir, Path(args.bundles) / args.name)
+
+
+def _quickstart_export(run_dir: Path, out: Path) -> int:
+    """The last stage of the main job: the trained model as a parity-gated bundle for devices.
+
+    Partial bundles are accepted here (a rejected variant is reported, not fatal): the quickstart
+    shows what ships and what the gate refused; ``nptface export`` is strict by default.
+    """
+    from nptface.edge_export.pipeline import ExportOptions, export_run
+
+    print(f"\nexporting {run_dir} to ONNX, TFLite and Core ML (fp32/fp16/int8), each checked against the fp32 "
+          "reference on held-out identities ...")
+    result = export_run(run_dir, out, options=ExportOptions(allow_partial=True, overwrite=True),
+                        command=["nptface", *sys.argv[1:]])
+    print(result.table)
+    rejected = ", ".join(v.name for v in result.rejected) or "none"
+    print(f"bundle: {result.bundle_dir} ({len(result.shipped)} variants shipped, rejected by the gate: {rejected}; "
+          f"model card in {result.bundle_dir / 'README.md'})")
     return 0
 
 
@@ -230,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override the synthetic-quick config, e.g. --set optim.epochs=4 (repeatable)")
     quick.add_argument("--no-progress", action="store_true", help="no progress bars")
+    quick.add_argument("--bundles", default="bundles", help="folder for the exported bundle")
+    quick.add_argument("--no-export", action="store_true", help="stop after training and evaluation")
     quick.set_defaults(func=_quickstart)
 
     train = commands.add_parser("train", help="train a backbone + proxy head from a config (torchrun for several GPUs)")

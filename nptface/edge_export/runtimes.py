@@ -107,9 +107,12 @@ class LiteRTEmbedder:
     def __init__(self, path: Path, input_size: int, threads: int | None = None) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
+        from nptface.edge_export.quiet import quiet
+
         self.path = Path(path)
-        self.interpreter = Interpreter(model_path=str(path), num_threads=threads or 1)
-        self.interpreter.allocate_tensors()
+        with quiet():  # the interpreter announces its XNNPACK delegate on fd 2
+            self.interpreter = Interpreter(model_path=str(path), num_threads=threads or 1)
+            self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         shape = tuple(int(v) for v in self.input["shape"])

@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 
 
 def export_fp32(fused_model: nn.Module, path: Path, input_size: int, nhwc: bool = True) -> None:
-    import litert_torch
+    with quiet():
+        import litert_torch  # its import logs torchao/absl warnings
 
     example = torch.zeros(1, 3, input_size, input_size)
     model: nn.Module = fused_model.eval()
@@ -72,9 +73,11 @@ INT8_FLOAT_ENDS = TFLiteRecipe("int8-float-ends", "int8", "static", float_ends=T
 
 def quantize(source: Path, path: Path, recipe: TFLiteRecipe, calibration_images: np.ndarray | None = None) -> None:
     from ai_edge_litert.interpreter import Interpreter
-    from ai_edge_quantizer import quantizer
-    from ai_edge_quantizer import recipe as recipes
-    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    with quiet():
+        from ai_edge_quantizer import quantizer
+        from ai_edge_quantizer import recipe as recipes
+        from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
     q = quantizer.Quantizer(str(source))
     if recipe.kind == "float-cast":
@@ -91,7 +94,8 @@ def quantize(source: Path, path: Path, recipe: TFLiteRecipe, calibration_images:
     if q.need_calibration:
         if calibration_images is None or len(calibration_images) == 0:
             raise ValueError(f"TFLite recipe {recipe.label!r} needs calibration images")
-        signatures = Interpreter(model_path=str(source)).get_signature_list()
+        with quiet():
+            signatures = Interpreter(model_path=str(source)).get_signature_list()
         signature = next(iter(signatures))
         input_name = signatures[signature]["inputs"][0]
         nhwc = _is_nhwc(source)
@@ -108,4 +112,5 @@ def quantize(source: Path, path: Path, recipe: TFLiteRecipe, calibration_images:
 def _is_nhwc(path: Path) -> bool:
     from ai_edge_litert.interpreter import Interpreter
 
-    return int(Interpreter(model_path=str(path)).get_input_details()[0]["shape"][-1]) == 3
+    with quiet():
+        return int(Interpreter(model_path=str(path)).get_input_details()[0]["shape"][-1]) == 3
