@@ -1,10 +1,10 @@
-"""Claim: single-thread batch-1 latency of every exported variant, as a ratio to PyTorch fp32.
+"""Claim: single-thread batch-1 latency of exported variants, as a ratio to PyTorch fp32.
 
-Exports a run (default: the full-size MobileFaceNet, 112 px, width 1.0, 256-d, with BatchNorm
-statistics settled on synthetic faces — latency does not depend on training) to ONNX and
-TFLite in one process and prints each variant's median latency next to PyTorch fp32 measured
-in the same process. Parity numbers of an untrained model are not meaningful; the gate is
-exercised on a trained model by ``nptface export`` and the tests.
+Two parts, each measured in one process next to PyTorch fp32:
+1. the full pipeline (``export_bundle``: every ONNX and TFLite variant, parity-gated) on a trained
+   run, by default ``runs/quickstart`` (run ``./dev quickstart`` first);
+2. the full-size MobileFaceNet (112 px, width 1.0, 256-d) as ONNX fp32 and TFLite fp32 — latency
+   only: an untrained network's embeddings are too alike for the parity gate to mean anything.
 
     .venv/bin/python benchmarks/bench_export.py [--run runs/quickstart] [--repeats 50]
 """
@@ -16,54 +16,60 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import torch
-
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import describe  # noqa: E402
 
-from nptface.core.checkpoint import CheckpointMeta, save_checkpoint  # noqa: E402
-from nptface.core.mobilefacenet import MobileFaceNet, MobileFaceNetConfig  # noqa: E402
-from nptface.core.preprocess import normalize  # noqa: E402
+from nptface.core.checkpoint import load_backbone  # noqa: E402
+from nptface.core.mobilefacenet import MobileFaceNet, fuse_bn  # noqa: E402
+from nptface.edge_export import onnx_export, tflite_export  # noqa: E402
 from nptface.edge_export.evalset import synthetic_sets  # noqa: E402
+from nptface.edge_export.latency import median_latency_ms  # noqa: E402
 from nptface.edge_export.pipeline import ExportOptions, export_bundle  # noqa: E402
+from nptface.edge_export.runtimes import LiteRTEmbedder, OnnxEmbedder, TorchEmbedder  # noqa: E402
 
 
-def full_size_run(root: Path, images: np.ndarray) -> Path:
-    torch.manual_seed(0)
-    config = MobileFaceNetConfig()
-    model = MobileFaceNet(config).train()
-    with torch.no_grad():  # settle BatchNorm running statistics on faces
-        for start in range(0, len(images), 64):
-            model(normalize(images[start:start + 64]))
-    meta = CheckpointMeta(model=config.to_dict(), head="npt", head_hparams={"k": 6}, class_names=["a", "b"])
-    return save_checkpoint(root / "full", model.eval(), torch.nn.functional.normalize(torch.randn(2, 256)), meta)
+def row(name: str, ms: float, base: float, size: int | None = None) -> str:
+    return f"| {name} | {ms:.2f} | {ms / base:.2f} | {'-' if size is None else f'{size / 1024:.0f}'} |"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--run", help="a trained run directory (default: an untrained full-size model)")
+    parser.add_argument("--run", default="runs/quickstart", help="a trained run directory")
     parser.add_argument("--repeats", type=int, default=50)
     args = parser.parse_args()
     print(describe())
+    header = ["| variant | median ms | x PyTorch fp32 | size KiB |", "|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
-        size = 112
-        if args.run:
-            from nptface.core.checkpoint import load_backbone
-
+        if Path(args.run).is_dir():
             size = load_backbone(args.run)[0].config.input_size
-        evaluation, calibration = synthetic_sets(size, eval_identities=40, eval_images=5)
-        run = Path(args.run) if args.run else full_size_run(Path(tmp), calibration.images)
-        result = export_bundle(run, Path(tmp) / "bundle", evaluation, calibration,
-                               ExportOptions(formats=("onnx", "tflite"), allow_partial=True,
-                                             latency_repeats=args.repeats))
-    torch_ms = float(result.table.split("\n")[2].split("|")[5])
-    print(f"\nmedian latency, 1 thread, batch 1, {size}x{size} (PyTorch fp32 = {torch_ms:.2f} ms):")
-    print("| variant | ms | × PyTorch fp32 | size KiB |")
-    print("|---|---|---|---|")
-    for v in result.variants:
-        if v.latency_ms is not None:
-            print(f"| {v.name} | {v.latency_ms:.2f} | {v.latency_ms / torch_ms:.2f} | {v.size_bytes / 1024:.0f} |")
+            evaluation, calibration = synthetic_sets(size)
+            result = export_bundle(args.run, Path(tmp) / "bundle", evaluation, calibration,
+                                   ExportOptions(formats=("onnx", "tflite"), allow_partial=True,
+                                                 latency_repeats=args.repeats))
+            print(f"\n1. {args.run} ({size}x{size}), 1 thread, batch 1; PyTorch fp32 {result.torch_ms:.2f} ms")
+            print("\n".join(header))
+            for v in result.variants:
+                if v.latency_ms is not None:
+                    print(row(v.name, v.latency_ms, result.torch_ms, v.size_bytes))
+        else:
+            print(f"\n1. skipped: {args.run} is not a run directory (run ./dev quickstart first)")
+
+        model = MobileFaceNet().eval()
+        fused = fuse_bn(model)
+        image = synthetic_sets(112, eval_identities=2, eval_images=1, calibration_identities=2,
+                               calibration_images=1)[0].images[:1]
+        onnx_path, tflite_path = Path(tmp) / "full.onnx", Path(tmp) / "full.tflite"
+        onnx_export.export_fp32(fused, onnx_path, 112, {})
+        tflite_export.export_fp32(fused, tflite_path, 112)
+        base = median_latency_ms(TorchEmbedder(model, 112, threads=1), image[0], args.repeats)
+        print(f"\n2. full-size MobileFaceNet 112x112, 1 thread, batch 1; PyTorch fp32 {base:.2f} ms")
+        print("\n".join(header))
+        print(row("pytorch-fp32-bn-folded", median_latency_ms(TorchEmbedder(fused, 112, threads=1), image[0],
+                                                              args.repeats), base))
+        print(row("onnx-fp32", median_latency_ms(OnnxEmbedder(onnx_path, 112, threads=1), image[0], args.repeats),
+                  base, onnx_path.stat().st_size))
+        print(row("tflite-fp32", median_latency_ms(LiteRTEmbedder(tflite_path, 112, threads=1), image[0],
+                                                   args.repeats), base, tflite_path.stat().st_size))
 
 
 if __name__ == "__main__":

@@ -201,6 +201,36 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fed_simulate(args: argparse.Namespace) -> int:
+    from nptface.server.fed_config import FedConfig
+    from nptface.simulation.experiment import run_experiment
+
+    values: dict[str, object] = {}
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"nptface fed simulate: --set expects KEY=VALUE, got {item!r}")
+        values[key.strip()] = _scalar(raw.strip())
+    config = FedConfig.from_run_config(values)
+    result = run_experiment(config, baselines=not args.no_baselines, cpus_per_client=args.cpus_per_client)
+    print(result.table)
+    print(f"report: {result.out_dir / 'report.md'} (curves {result.out_dir / 'federated.png'}, results.json); "
+          f"federated model: {result.out_dir} (a run directory: nptface export --run {result.out_dir})")
+    return 0
+
+
+def _scalar(raw: str) -> object:
+    """A run-config value as Flower parses them: bool, int, float, else a string."""
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return raw.strip('"')
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nptface", description="Face verification with the NPT loss.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -281,6 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--allow-partial", action="store_true", help="exit 0 even when a variant is rejected")
     export.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     export.set_defaults(func=_export)
+
+    fed = commands.add_parser("fed", help="federated fine-tuning (Flower)").add_subparsers(dest="fed_command", required=True)
+    simulate = fed.add_parser("simulate", help="N clients on this machine (Flower simulation, Ray) + baselines + report")
+    simulate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          help="a run-config key as in pyproject's [tool.flwr.app.config], e.g. --set num-clients=16")
+    simulate.add_argument("--no-baselines", action="store_true", help="only the federated run (no FedPer/centralised)")
+    simulate.add_argument("--cpus-per-client", type=float, default=1.0)
+    simulate.set_defaults(func=_fed_simulate)
 
     bench = commands.add_parser("bench", help="benchmarks that train").add_subparsers(dest="bench_command", required=True)
     losses = bench.add_parser("losses", help="NPT vs ArcFace/CosFace/NormSoftmax/proxy-triplet under one budget")

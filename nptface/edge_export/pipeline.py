@@ -125,6 +125,7 @@ class ExportResult:
     variants: list[VariantResult]
     reference_scores: EvalScores
     table: str
+    torch_ms: float  # the unfused PyTorch fp32 model, same latency protocol, same process
 
     @property
     def rejected(self) -> list[VariantResult]:
@@ -409,7 +410,7 @@ def _export(run_dir: Path, out: Path, staging: Path, eval_set: ImageSet, calibra
     atomic_write_bytes(staging / "README.md", render_model_card(manifest).encode())
     bundle_io.write_manifest(staging, manifest)
     bundle_io.commit(staging, out, options.overwrite)
-    return ExportResult(out, listed, ex.reference_scores, table)
+    return ExportResult(out, listed, ex.reference_scores, table, torch_ms)
 
 
 def _remove(path: Path) -> None:

@@ -11,36 +11,16 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from nptface.core.heads import ProxyHead
-from nptface.core.mobilefacenet import MobileFaceNet
+from nptface.core.mobilefacenet import MobileFaceNet, weight_decay_groups
 from nptface.server.config import OptimSection
 
 
 def parameter_groups(model: MobileFaceNet, head: ProxyHead, optim: OptimSection) -> list[dict]:
     """SGD parameter groups with the recipe's layer-wise weight decay, in a fixed order."""
-    embedding = {id(p) for p in model.embedding_parameters()}
-    no_decay = {
-        id(p)
-        for module in model.modules()
-        if isinstance(module, (nn.PReLU, nn.BatchNorm2d))
-        for p in module.parameters(recurse=False)
-    }
-    groups: dict[str, list[nn.Parameter]] = {"backbone": [], "embedding": [], "no_decay": []}
-    for p in model.parameters():
-        if id(p) in no_decay:
-            groups["no_decay"].append(p)
-        elif id(p) in embedding:
-            groups["embedding"].append(p)
-        else:
-            groups["backbone"].append(p)
-    return [
-        {"name": "backbone", "params": groups["backbone"], "weight_decay": optim.weight_decay_backbone},
-        {"name": "embedding", "params": groups["embedding"], "weight_decay": optim.weight_decay_embedding},
-        {"name": "no_decay", "params": groups["no_decay"], "weight_decay": 0.0},
-        {"name": "proxies", "params": [head.proxies], "weight_decay": optim.weight_decay_proxies},
-    ]
+    return [*weight_decay_groups(model, optim.weight_decay_backbone, optim.weight_decay_embedding),
+            {"name": "proxies", "params": [head.proxies], "weight_decay": optim.weight_decay_proxies}]
 
 
 def build_optimizer(model: MobileFaceNet, head: ProxyHead, optim: OptimSection) -> torch.optim.SGD:

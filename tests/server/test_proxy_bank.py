@@ -202,3 +202,18 @@ def test_from_state_is_the_inverse_of_to_state():
     json.dumps(meta)
     again = ProxyBank.from_state(arrays, meta)
     assert again.ids == bank.ids and np.array_equal(again.rows, bank.rows)
+
+
+def test_pairs_of_two_frozen_rows_are_reported_in_distance_but_not_as_fixable_violations():
+    rows = np.array([[1.0, 0, 0], [1.0, 0.01, 0], [0, 0, 1.0]])
+    bank = ProxyBank.from_rows(["f0", "f1", "m"], rows, public=True)
+    stats = bank.spread_out(frozen=np.array([True, True, False]))
+    assert stats.violating_pairs_before == 0 and stats.steps_run == 0
+    assert stats.after_min_sq_distance == pytest.approx(bank.min_sq_distance()) and stats.after_min_sq_distance < 1e-3
+
+
+def test_a_damaged_rows_file_is_refused_without_unpickling(tmp_path):
+    make_bank().save(tmp_path)
+    (tmp_path / "bank.safetensors").write_bytes(b"\x80\x04not a safetensors file")
+    with pytest.raises(ProxyBankError, match="bank.safetensors"):
+        ProxyBank.load(tmp_path)

@@ -1,0 +1,103 @@
+"""The Flower ClientApp: register, fine-tune locally with NPT, evaluate on local held-out images.
+
+Images never leave the client: it sends back backbone weights, the rows of the bank for its own
+identities (with the number of images behind each) and metrics. Its data is its partition of
+the plan described by the settings in the message (``partition-id`` from the node config picks
+which), so the same ClientApp serves simulation and real SuperNodes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from nptface.client import protocol
+from nptface.client.local_training import LocalConfig, fine_tune, imprint
+from nptface.core.mobilefacenet import MobileFaceNet, MobileFaceNetConfig
+
+app = ClientApp()
+
+
+def _partition(context: Context) -> int:
+    if "partition-id" not in context.node_config:
+        raise ValueError("node config has no 'partition-id'; start the SuperNode with "
+                         "--node-config \"partition-id=N num-partitions=M\"")
+    return int(context.node_config["partition-id"])
+
+
+def _datasets(settings: protocol.ClientSettings, partition: int):  # type: ignore[no-untyped-def]
+    from nptface.simulation.partitions import client_datasets
+
+    return client_datasets(plan_for(settings), partition, settings.image_size, seed=settings.partition_seed)
+
+
+def plan_for(settings: protocol.ClientSettings):  # type: ignore[no-untyped-def]
+    from nptface.simulation.partitions import image_folder_plan, synthetic_plan
+
+    if settings.source == "synthetic":
+        return synthetic_plan(settings.num_clients, settings.client_identities, seed=settings.partition_seed,
+                              sizes=settings.sizes, images_per_identity=settings.images_per_identity,
+                              few_shot_share=settings.few_shot_share, eval_images=settings.eval_images,
+                              domains=tuple(d.strip() for d in settings.domains.split(",") if d.strip()))
+    return image_folder_plan(settings.source, settings.num_clients, seed=settings.partition_seed, sizes=settings.sizes,
+                             eval_images=settings.eval_images)
+
+
+@app.query(protocol.ACTION_REGISTER)
+def register(msg: Message, context: Context) -> Message:
+    settings = protocol.ClientSettings.from_record(msg.content[protocol.CONFIG])
+    partition = _partition(context)
+    train, _ = _datasets(settings, partition)
+    record = ConfigRecord({"client": f"partition-{partition}", "partition": partition, "ids": list(train.class_names)})
+    return Message(RecordDict({protocol.CONFIG: record}), reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    config = msg.content[protocol.CONFIG]
+    settings = protocol.ClientSettings.from_record(config)
+    partition = _partition(context)
+    if settings.failure_rate and random.Random(f"{config['seed']}-{partition}").random() < settings.failure_rate:
+        raise RuntimeError(f"injected failure (failure-rate={settings.failure_rate}) on partition {partition}")
+    model = MobileFaceNet(MobileFaceNetConfig(**json.loads(settings.model_json)))
+    model.load_state_dict(msg.content[protocol.BACKBONE].to_torch_state_dict(), strict=False)
+    model.eval()
+    train_set, _ = _datasets(settings, partition)
+    ids = list(train_set.class_names)
+    given = dict(zip(list(config["own_ids"]), msg.content[protocol.OWN_ROWS]["rows"].numpy(), strict=True))
+    rows = imprint(model, train_set)  # new identities start as their mean embedding
+    for index, identity in enumerate(ids):
+        if identity in given:
+            rows[index] = given[identity]
+    local = LocalConfig(epochs=settings.local_epochs, lr=settings.lr, batch_size=settings.batch_size, k=settings.k,
+                        delta=settings.delta, fedprox_mu=settings.fedprox_mu, seed=int(config["seed"]) + partition)
+    result = fine_tune(model, rows, msg.content[protocol.NEGATIVES]["rows"].numpy(), train_set, local)
+    content = RecordDict({
+        protocol.BACKBONE: ArrayRecord(result.weights),
+        protocol.ROWS_OUT: protocol.numpy_record(rows=result.rows.astype(np.float32), counts=result.counts),
+        protocol.CONFIG: ConfigRecord({"ids": ids, "imprinted": len(ids) - len(given)}),
+        protocol.METRICS: MetricRecord({k: float(v) for k, v in result.metrics.items()}),
+    })
+    return Message(content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Local verification on this client's held-out images (never used for training)."""
+    from nptface.core.evaluation import evaluate_model
+    from nptface.core.pairs import all_genuine_pairs
+
+    settings = protocol.ClientSettings.from_record(msg.content[protocol.CONFIG])
+    model = MobileFaceNet(MobileFaceNetConfig(**json.loads(settings.model_json)))
+    model.load_state_dict(msg.content[protocol.BACKBONE].to_torch_state_dict(), strict=False)
+    _, held_out = _datasets(settings, _partition(context))
+    metrics = {"num-examples": 0.0}
+    if held_out is not None and len(held_out) >= 4:
+        pairs = all_genuine_pairs(held_out.labels, seed=0)
+        result = evaluate_model(model.eval(), held_out, pairs, n_folds=min(10, len(pairs) // 2))
+        metrics = {"num-examples": float(len(held_out)), "accuracy": result.verification.accuracy.mean}
+    return Message(RecordDict({protocol.METRICS: MetricRecord(metrics)}), reply_to=msg)

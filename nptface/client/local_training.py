@@ -1,0 +1,122 @@
+"""One client's local round: fine-tune the shared backbone and its own identities' proxies with NPT.
+
+The client sees the global backbone, the bank rows of the identities it holds (its "own rows",
+trainable) and a set of negative proxies chosen by the server (fixed). NPT compares each sample
+with its own proxy and the k nearest other proxies among own rows + negatives, so a client's
+identities are pushed away both from each other and from the identities elsewhere in the
+federation that the server let it see. Rows for identities the bank has never seen are imprinted:
+the normalised mean embedding of that identity's images under the current backbone, the
+standard way to initialise a classifier row for a new class without training.
+
+Optionally a FedProx term ``mu/2 * ||w - w_global||^2`` keeps the backbone near the global one
+when clients' data differ a lot (Li et al., 2020). BatchNorm running statistics are updated
+locally and averaged by the server like the weights; the integer batch counters are not sent.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from nptface.core.embedding import embed_dataset
+from nptface.core.losses import npt_loss
+from nptface.core.mobilefacenet import weight_decay_groups
+from nptface.core.preprocess import normalize
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    epochs: int = 1
+    lr: float = 0.01
+    batch_size: int = 32
+    momentum: float = 0.9
+    k: int = 6
+    delta: float = 1.0
+    r: float = 1.0
+    fedprox_mu: float = 0.0
+    weight_decay_proxies: float = 5e-4
+    weight_decay_embedding: float = 1e-4
+    weight_decay_backbone: float = 1e-5
+    seed: int = 0
+
+
+@dataclass
+class LocalResult:
+    weights: dict[str, torch.Tensor]  # float tensors of the backbone's state_dict
+    rows: np.ndarray  # [n_own, d] updated own rows (unit length)
+    counts: np.ndarray  # [n_own] training images behind each row
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def float_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What the federation exchanges: every float tensor of the state_dict (not BN's batch counters)."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+
+@torch.no_grad()
+def imprint(model: nn.Module, dataset: Dataset, batch_size: int = 64) -> np.ndarray:
+    """Per identity of ``dataset``: the normalised mean of its normalised embeddings, [C, d]."""
+    embeddings = embed_dataset(model, dataset, batch_size=batch_size)
+    labels = np.asarray(dataset.labels)
+    rows = np.zeros((dataset.num_classes, embeddings.shape[1]), np.float64)
+    np.add.at(rows, labels, embeddings)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    if np.any(norms == 0):
+        missing = np.flatnonzero(norms[:, 0] == 0)[:5].tolist()
+        raise ValueError(f"identities {missing} have no images to imprint a proxy from")
+    return (rows / norms).astype(np.float32)
+
+
+def fine_tune(model: nn.Module, own_rows: np.ndarray, negatives: np.ndarray, dataset: Dataset,
+              config: LocalConfig, fail_on_nonfinite: bool = True) -> LocalResult:
+    """Train ``model`` (in place) and the own rows on ``dataset``; negatives stay fixed.
+
+    Labels of ``dataset`` index ``own_rows``. Returns the float weights, the new rows (unit
+    length), the per-row image counts and the loss before/after.
+    """
+    if own_rows.shape[0] != dataset.num_classes:
+        raise ValueError(f"{own_rows.shape[0]} own rows for a dataset of {dataset.num_classes} identities")
+    torch.manual_seed(config.seed)
+    started = time.perf_counter()
+    global_weights = {name: p.detach().clone() for name, p in model.named_parameters()} if config.fedprox_mu else {}
+    proxies = nn.Parameter(torch.as_tensor(own_rows, dtype=torch.float32).clone())
+    fixed = F.normalize(torch.as_tensor(negatives, dtype=torch.float32).reshape(-1, proxies.shape[1]), dim=1)
+    groups = [*weight_decay_groups(model, config.weight_decay_backbone, config.weight_decay_embedding),
+              {"name": "proxies", "params": [proxies], "weight_decay": config.weight_decay_proxies}]
+    optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    n_classes = proxies.shape[0] + fixed.shape[0]
+    k = max(1, min(config.k, n_classes - 1))
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=generator,
+                        drop_last=len(dataset) > config.batch_size)
+    model.train()
+    losses: list[float] = []
+    for _ in range(config.epochs):
+        for images, labels in loader:
+            if len(labels) < 2:
+                continue  # BatchNorm cannot train on a single image
+            embeddings = F.normalize(model(normalize(images)), dim=1)
+            bank = torch.cat([F.normalize(proxies, dim=1), fixed])
+            loss = npt_loss(embeddings @ bank.T, labels, k=k, delta=config.delta, r=config.r)
+            if config.fedprox_mu:
+                loss = loss + config.fedprox_mu / 2 * sum(
+                    (p - global_weights[name]).pow(2).sum() for name, p in model.named_parameters())
+            if fail_on_nonfinite and not torch.isfinite(loss):
+                raise FloatingPointError(f"local loss became {loss.item()} after {len(losses)} steps")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    model.eval()
+    counts = np.bincount(np.asarray(dataset.labels), minlength=proxies.shape[0]).astype(np.int64)
+    rows = F.normalize(proxies.detach(), dim=1).numpy()
+    metrics = {"steps": float(len(losses)), "samples": float(len(dataset)), "seconds": time.perf_counter() - started,
+               "loss_first": losses[0] if losses else float("nan"), "loss_last": losses[-1] if losses else float("nan"),
+               "k": float(k)}
+    return LocalResult(float_state(model), rows, counts, metrics)

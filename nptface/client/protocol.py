@@ -1,0 +1,70 @@
+"""What server and clients say to each other: record names and the per-round client settings.
+
+Every setting a client needs travels in the message (``ConfigRecord``), so a ClientApp behaves
+the same under ``flwr run`` (which has a run config) and under the Python simulation entry point
+(which has none), and a client never trusts a local file for the federation's settings. The
+partition plan is not sent: it is a pure function of the plan settings, which are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+# Record names inside a Message's RecordDict.
+BACKBONE = "backbone"  # ArrayRecord: float state_dict tensors
+OWN_ROWS = "own_rows"  # ArrayRecord {"rows": [n, d]} for CONFIG["own_ids"]
+NEGATIVES = "negatives"  # ArrayRecord {"rows": [m, d]} fixed negative proxies
+ROWS_OUT = "rows"  # reply ArrayRecord {"rows": [n, d], "counts": [n]} for CONFIG["ids"]
+CONFIG = "config"  # ConfigRecord
+METRICS = "metrics"  # MetricRecord
+
+ACTION_REGISTER = "register"  # query action: which identities does this client hold?
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Settings of one round for every client: data plan, model, and local training."""
+
+    # partition plan (recomputed identically on every client)
+    source: str = "synthetic"  # "synthetic" or an ImageFolder root
+    num_clients: int = 8
+    client_identities: int = 80
+    images_per_identity: int = 10
+    few_shot_share: float = 0.25
+    sizes: str = "power-law"
+    domains: str = "phone-lowlight"  # comma-separated synthetic domains, round-robin over clients
+    eval_images: int = 2
+    partition_seed: int = 0
+    # model
+    image_size: int = 64
+    model_json: str = "{}"  # MobileFaceNetConfig as JSON
+    # local training
+    local_epochs: int = 1
+    lr: float = 0.01
+    batch_size: int = 32
+    k: int = 6
+    delta: float = 1.0
+    fedprox_mu: float = 0.0
+    failure_rate: float = 0.0  # fault injection: probability that a client raises instead of training
+    seed: int = 0
+
+    def to_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: Any) -> ClientSettings:
+        names = {f.name for f in fields(cls)}
+        values = {key: record[key] for key in record.keys() if key in names}
+        missing = names - set(values)
+        if missing:
+            raise ValueError(f"client settings are missing {sorted(missing)}")
+        return cls(**values)
+
+
+def numpy_record(**arrays: Any) -> Any:
+    """An ArrayRecord of named NumPy arrays (Flower takes dicts of ``Array``, lists, or torch state_dicts)."""
+    import numpy as np
+    from flwr.app import Array, ArrayRecord
+
+    return ArrayRecord({name: Array(np.ascontiguousarray(value)) for name, value in arrays.items()})

@@ -1,0 +1,77 @@
+"""The settings of a federated run, read from Flower's run config (``[tool.flwr.app.config]``).
+
+Keys are flat and kebab-case as Flower expects (``num-rounds``, ``local-epochs``); unknown keys
+and wrong types are refused with the key named, like the training configs. The client-side
+subset is forwarded to clients in every message (see :mod:`nptface.client.protocol`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from nptface.client.protocol import ClientSettings
+
+SHARING_MODES = ("public", "local-heads")
+
+
+class FedConfigError(ValueError):
+    """A run-config key that is unknown, of the wrong type or out of range."""
+
+
+@dataclass(frozen=True)
+class FedConfig:
+    num_rounds: int = 5
+    server_run: str = "runs/quickstart"  # the centrally trained starting point (a run directory)
+    out_dir: str = "runs/federated"
+    fraction_train: float = 1.0
+    min_nodes: int = 2
+    wait_nodes_s: float = 120.0  # how long to wait for min-nodes before failing clearly
+    round_timeout_s: float = 600.0  # stragglers past this are dropped from the round
+    proxy_sharing: str = "public"  # public | local-heads (FedPer-like: no shared negatives, no spread-out)
+    negatives_nearest: int = 4  # per own row: nearest public proxies sent as negatives
+    negatives_random: int = 32  # plus this many random public proxies
+    spread_steps: int = 50  # server-side spread-out steps per round (0 disables)
+    spread_freeze_public: bool = False  # True: only client rows move (the server's proxies stay as trained)
+    norm_screen: float = 5.0  # reject a backbone update whose norm exceeds this multiple of the round's median
+    eval_identities: int = 100
+    eval_images: int = 6
+    eval_domain_server: str = "wild"
+    seed: int = 0
+    client: ClientSettings = field(default_factory=ClientSettings)
+
+    def __post_init__(self) -> None:
+        if self.proxy_sharing not in SHARING_MODES:
+            raise FedConfigError(f"proxy-sharing must be one of {', '.join(SHARING_MODES)}, got {self.proxy_sharing!r}")
+        if self.num_rounds < 1:
+            raise FedConfigError(f"num-rounds must be >= 1, got {self.num_rounds}")
+        if not 0 < self.fraction_train <= 1:
+            raise FedConfigError(f"fraction-train must be in (0, 1], got {self.fraction_train}")
+        if not 0 <= self.client.failure_rate < 1:
+            raise FedConfigError(f"failure-rate must be in [0, 1), got {self.client.failure_rate}")
+
+    @classmethod
+    def from_run_config(cls, run_config: dict[str, Any]) -> FedConfig:
+        """Build from flat kebab-case keys; server and client settings share one namespace."""
+        server_fields = {f.name: f for f in fields(cls) if f.name != "client"}
+        client_fields = {f.name: f for f in fields(ClientSettings)}
+        server_values: dict[str, Any] = {}
+        client_values: dict[str, Any] = {}
+        for key, value in run_config.items():
+            name = key.replace("-", "_")
+            target = server_fields.get(name) or client_fields.get(name)
+            if target is None:
+                raise FedConfigError(f"unknown run-config key {key!r}")
+            expected = type(target.default)
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+                raise FedConfigError(f"run-config key {key!r} must be {expected.__name__}, got {value!r}")
+            (server_values if name in server_fields else client_values)[name] = value
+        return cls(**server_values, client=ClientSettings(**client_values))
+
+    def to_run_config(self) -> dict[str, Any]:
+        out = {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self) if f.name != "client"}
+        out.update({f.name.replace("_", "-"): getattr(self.client, f.name) for f in fields(ClientSettings)
+                    if f.name not in ("image_size", "model_json")})
+        return out
