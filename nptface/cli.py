@@ -110,9 +110,27 @@ def _quickstart(args: argparse.Namespace) -> int:
     print(f"run directory: {result.run_dir} (report.md, metrics.json, roc.png, model.safetensors); "
           f"training wall time this process {result.fit.seconds / 60:.1f} min"
           + (f", resumed from step {result.fit.resumed_from}" if result.fit.resumed_from is not None else ""))
+    final_run = result.run_dir
+    if not args.no_federated:
+        final_run = _quickstart_federated(result.run_dir, Path(args.runs) / f"{args.name}-federated")
     if args.no_export:
         return 0
-    return _quickstart_export(result.run_dir, Path(args.bundles) / args.name)
+    return _quickstart_export(final_run, Path(args.bundles) / args.name)
+
+
+def _quickstart_federated(server_run: Path, out: Path) -> Path:
+    """Stage 2 of the main job: 8 clients in another imaging domain fine-tune with a shared proxy bank."""
+    from nptface.server.fed_config import FedConfig
+    from nptface.simulation.experiment import run_experiment
+
+    config = FedConfig.from_run_config({"server-run": str(server_run), "out-dir": str(out), "num-rounds": 5})
+    print(f"\nfederated fine-tuning: {config.client.num_clients} clients holding {config.client.client_identities} "
+          f"new identities in the '{config.client.domains}' domain, {config.num_rounds} rounds (Flower simulation) "
+          "+ baselines ...")
+    result = run_experiment(config)
+    print(result.table)
+    print(f"federated report: {out / 'report.md'} (curves {out / 'federated.png'})")
+    return out
 
 
 def _quickstart_export(run_dir: Path, out: Path) -> int:
@@ -282,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override the synthetic-quick config, e.g. --set optim.epochs=4 (repeatable)")
     quick.add_argument("--no-progress", action="store_true", help="no progress bars")
     quick.add_argument("--bundles", default="bundles", help="folder for the exported bundle")
-    quick.add_argument("--no-export", action="store_true", help="stop after training and evaluation")
+    quick.add_argument("--no-federated", action="store_true", help="skip the federated fine-tuning stage")
+    quick.add_argument("--no-export", action="store_true", help="skip the export stage")
     quick.set_defaults(func=_quickstart)
 
     train = commands.add_parser("train", help="train a backbone + proxy head from a config (torchrun for several GPUs)")

@@ -47,7 +47,6 @@ class ClientSettings:
     delta: float = 1.0
     fedprox_mu: float = 0.0
     failure_rate: float = 0.0  # fault injection: probability that a client raises instead of training
-    seed: int = 0
 
     def to_record(self) -> dict[str, Any]:
         return asdict(self)

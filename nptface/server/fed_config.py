@@ -34,9 +34,9 @@ class FedConfig:
     spread_steps: int = 50  # server-side spread-out steps per round (0 disables)
     spread_freeze_public: bool = False  # True: only client rows move (the server's proxies stay as trained)
     norm_screen: float = 5.0  # reject a backbone update whose norm exceeds this multiple of the round's median
-    eval_identities: int = 100
-    eval_images: int = 6
-    eval_domain_server: str = "wild"
+    central_eval_identities: int = 100
+    central_eval_images: int = 6
+    central_eval_domain: str = "wild"  # the server's domain: forgetting shows here
     seed: int = 0
     client: ClientSettings = field(default_factory=ClientSettings)
 
@@ -55,6 +55,7 @@ class FedConfig:
         """Build from flat kebab-case keys; server and client settings share one namespace."""
         server_fields = {f.name: f for f in fields(cls) if f.name != "client"}
         client_fields = {f.name: f for f in fields(ClientSettings)}
+        assert not set(server_fields) & set(client_fields), "server and client settings share one key namespace"
         server_values: dict[str, Any] = {}
         client_values: dict[str, Any] = {}
         for key, value in run_config.items():

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from nptface.client import protocol
-from nptface.core.checkpoint import load_backbone, load_proxies
+from nptface.core.checkpoint import MODEL_FILE, load_backbone, load_proxies
 from nptface.core.evaluation import evaluate_model
 from nptface.core.mobilefacenet import MobileFaceNet, MobileFaceNetConfig
 from nptface.core.pairs import lfw_style_pairs
@@ -60,8 +60,10 @@ class Reply:
 
 
 def config_hash(config: FedConfig) -> str:
+    """Settings that change what a round computes, and the starting checkpoint's content."""
     payload = {k: v for k, v in asdict(config).items() if k not in ("num_rounds", "out_dir", "round_timeout_s",
                                                                     "wait_nodes_s")}
+    payload["server_checkpoint"] = hashlib.sha256((Path(config.server_run) / MODEL_FILE).read_bytes()).hexdigest()
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -174,20 +176,21 @@ class Federation:
         return messages
 
     def _parse(self, message: Any) -> Reply | str:
-        node = message.metadata.src_node_id
         if message.has_error():
             return f"client error: {message.error.reason}"
+        return self.check_reply(message.metadata.src_node_id, message.content)
+
+    def check_reply(self, node: int, content: Any) -> Reply | str:
+        """A well-formed update from a registered node, or why it is refused."""
         if node not in self.node_clients:
             return "reply from an unregistered node"
         client, partition = self.node_clients[node]
         try:
-            weights = message.content[protocol.BACKBONE].to_torch_state_dict()
-            rows_record = message.content[protocol.ROWS_OUT]
-            rows = rows_record["rows"].numpy()
-            counts = rows_record["counts"].numpy()
-            config = message.content[protocol.CONFIG]
-            ids = list(config["ids"])
-            metrics = dict(message.content[protocol.METRICS])
+            weights = content[protocol.BACKBONE].to_torch_state_dict()
+            rows = content[protocol.ROWS_OUT]["rows"].numpy()
+            counts = content[protocol.ROWS_OUT]["counts"].numpy()
+            ids = list(content[protocol.CONFIG]["ids"])
+            metrics = dict(content[protocol.METRICS])
         except (KeyError, TypeError, ValueError) as error:
             return f"malformed reply ({error})"
         expected = self.state.backbone
@@ -198,12 +201,15 @@ class Federation:
                 return f"backbone tensor {name} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}"
             if not torch.isfinite(tensor).all():
                 return f"backbone tensor {name} has NaN/inf values"
-        if set(ids) - set(self.state.registry.get(client, [])):
-            return f"rows for identities {sorted(set(ids) - set(self.state.registry[client]))[:3]} the client does not hold"
+        foreign = sorted(set(ids) - set(self.state.registry.get(client, [])))
+        if foreign:
+            return f"rows for identities the client does not hold: {foreign[:3]}"
         return Reply(node, client, partition, ids, rows, counts, weights, int(metrics.get("samples", 0)), metrics)
 
     # ----------------------------------------------------------------- aggregation
-    def _aggregate(self, replies: list[Reply]) -> dict[str, Any]:
+    def aggregate(self, replies: list[Reply]) -> dict[str, Any]:
+        """Screen, then FedAvg the backbone and average the bank rows; the order of arrival does not matter."""
+        replies = sorted(replies, key=lambda r: r.partition)
         global_weights = self.state.backbone
         norms = [torch.sqrt(sum(((r.weights[k] - global_weights[k]) ** 2).sum() for k in global_weights)).item()
                  for r in replies]
@@ -271,7 +277,7 @@ class Federation:
                 else:
                     parsed.append(result)
             missing = len(sampled) - len(replies)
-            summary = self._aggregate(parsed)
+            summary = self.aggregate(parsed)
             self.state.round = round_number
             record = {"round": round_number, "sampled": len(sampled), "replies": len(replies), "timed_out": missing,
                       "failed": failures, **summary, "bank_rows": len(self.state.bank), **self.evaluate(),
@@ -289,12 +295,12 @@ def central_eval_sets(config: FedConfig, image_size: int) -> dict[str, tuple[Any
     from nptface.core.datasets import SyntheticFaceDataset, materialize
     from nptface.core.synthetic import HELDOUT_IDS
 
-    ids = HELDOUT_IDS[200:200 + config.eval_identities]  # never a client's, never the export gate's
+    ids = HELDOUT_IDS[200:200 + config.central_eval_identities]  # never a client's, never the export gate's
     client_domain = config.client.domains.split(",")[0].strip()
     sets = {}
-    for name, domain in (("client-domain", client_domain), ("server-domain", config.eval_domain_server)):
-        data = materialize(SyntheticFaceDataset(ids, config.eval_images, domain, 4242, image_size), progress=False)
-        genuine = len(ids) * config.eval_images * (config.eval_images - 1) // 2
+    for name, domain in (("client-domain", client_domain), ("server-domain", config.central_eval_domain)):
+        data = materialize(SyntheticFaceDataset(ids, config.central_eval_images, domain, 4242, image_size), progress=False)
+        genuine = len(ids) * config.central_eval_images * (config.central_eval_images - 1) // 2
         sets[name] = (data, lfw_style_pairs(data.labels, per_fold=min(300, genuine // 10), seed=0))
     return sets
 

@@ -1,4 +1,4 @@
-"""A tiny trained run shared by the export tests: 32x32 input, quarter width, 32-d embedding.
+"""A tiny trained run shared by the export and federated tests: 32x32 input, quarter width, 32-d embedding.
 
 Trained for a few seconds on synthetic identities so that its embeddings separate identities
 (an untrained network puts every pair near one threshold, where any rounding flips decisions),

@@ -1,0 +1,68 @@
+"""A client's local round: imprinting, NPT fine-tuning of backbone + own rows, fixed negatives, FedProx."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nptface.client.local_training import LocalConfig, fine_tune, float_state, imprint
+from nptface.core.checkpoint import load_backbone, load_proxies
+from nptface.core.datasets import SyntheticFaceDataset, materialize
+from nptface.core.embedding import embed_dataset
+from nptface.core.synthetic import CLIENT_IDS
+
+
+@pytest.fixture(scope="module")
+def client_data():
+    return materialize(SyntheticFaceDataset(CLIENT_IDS[:6], 8, "phone-lowlight", 3, 32), progress=False)
+
+
+def test_imprinted_row_is_the_normalised_mean_embedding(tiny_run, client_data):
+    model, _ = load_backbone(tiny_run)
+    rows = imprint(model, client_data)
+    embeddings = embed_dataset(model, client_data)
+    mean = embeddings[client_data.labels == 2].mean(axis=0)
+    np.testing.assert_allclose(rows[2], mean / np.linalg.norm(mean), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-6)
+
+
+def test_fine_tuning_lowers_the_npt_loss_and_leaves_negatives_alone(tiny_run, client_data):
+    model, _ = load_backbone(tiny_run)
+    negatives = load_proxies(tiny_run).numpy()
+    before = negatives.copy()
+    result = fine_tune(model, imprint(model, client_data), negatives, client_data,
+                       LocalConfig(epochs=6, lr=0.05, batch_size=16, k=3))
+    assert result.metrics["loss_last"] < result.metrics["loss_first"]
+    assert np.array_equal(negatives, before), "negatives are the server's: a client must not move them"
+    assert result.rows.shape == (6, 32) and np.allclose(np.linalg.norm(result.rows, axis=1), 1, atol=1e-6)
+    assert result.counts.tolist() == [8] * 6
+    assert all(v.is_floating_point() for v in result.weights.values())
+    assert "blocks.0.block.0.1.num_batches_tracked" not in result.weights
+
+
+def test_fedprox_keeps_the_backbone_closer_to_the_global_model(tiny_run, client_data):
+    def drift(mu: float) -> float:
+        model, _ = load_backbone(tiny_run)
+        start = float_state(model)
+        result = fine_tune(model, imprint(model, client_data), np.zeros((0, 32), np.float32), client_data,
+                           LocalConfig(epochs=3, lr=0.1, batch_size=16, k=3, fedprox_mu=mu))
+        return sum(float((result.weights[k] - start[k]).pow(2).sum()) for k in start)
+
+    assert drift(10.0) < drift(0.0)
+
+
+def test_row_count_must_match_identities(tiny_run, client_data):
+    model, _ = load_backbone(tiny_run)
+    with pytest.raises(ValueError, match="5 own rows for a dataset of 6 identities"):
+        fine_tune(model, np.zeros((5, 32), np.float32), np.zeros((0, 32)), client_data, LocalConfig())
+
+
+def test_training_is_reproducible_with_a_seed(tiny_run, client_data):
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        model, _ = load_backbone(tiny_run)
+        outs.append(fine_tune(model, imprint(model, client_data), np.zeros((0, 32), np.float32), client_data,
+                              LocalConfig(epochs=1, batch_size=16, seed=7)))
+    assert all(torch.equal(outs[0].weights[k], outs[1].weights[k]) for k in outs[0].weights)

@@ -1,0 +1,75 @@
+"""The federated server's screening and aggregation, without Flower's transport (fast)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
+from nptface.client import protocol
+from nptface.server.fed_config import FedConfig
+from nptface.server.federation import Federation, FederationError
+
+
+@pytest.fixture()
+def federation(tiny_run, tmp_path):
+    config = FedConfig.from_run_config({"server-run": str(tiny_run), "out-dir": str(tmp_path / "fed"),
+                                        "central-eval-identities": 10, "central-eval-images": 3})
+    fed = Federation(config)
+    for node, partition in ((11, 0), (12, 1), (13, 2)):
+        fed.node_clients[node] = (f"partition-{partition}", partition)
+        fed.state.registry[f"partition-{partition}"] = [f"c{partition}-a", f"c{partition}-b"]
+    return fed
+
+
+def _content(fed, partition, scale=1.0, weights=None, ids=None):
+    state = weights or {k: v * scale for k, v in fed.state.backbone.items()}
+    rows = np.eye(2, fed.state.bank.dim, dtype=np.float32)
+    return RecordDict({
+        protocol.BACKBONE: ArrayRecord(state),
+        protocol.ROWS_OUT: protocol.numpy_record(rows=rows, counts=np.array([4, 6])),
+        protocol.CONFIG: ConfigRecord({"ids": ids or [f"c{partition}-a", f"c{partition}-b"]}),
+        protocol.METRICS: MetricRecord({"samples": 10.0}),
+    })
+
+
+def test_nan_wrong_shape_and_foreign_rows_are_refused_by_reason(federation):
+    nan = {k: v.clone() for k, v in federation.state.backbone.items()}
+    first = next(iter(nan))
+    nan[first][..., 0] = float("nan")
+    assert "NaN/inf" in federation.check_reply(11, _content(federation, 0, weights=nan))
+    wrong = {k: v.clone() for k, v in federation.state.backbone.items()}
+    wrong[first] = torch.zeros(3)
+    assert "has shape (3,)" in federation.check_reply(11, _content(federation, 0, weights=wrong))
+    assert "does not hold" in federation.check_reply(11, _content(federation, 0, ids=["c1-a", "c0-b"]))
+    assert "unregistered" in federation.check_reply(99, _content(federation, 0))
+
+
+def test_an_update_scaled_100x_is_screened_out_and_the_rest_aggregated(federation):
+    base = {k: v.clone() for k, v in federation.state.backbone.items()}
+    replies = [federation.check_reply(11, _content(federation, 0, scale=1.01)),
+               federation.check_reply(12, _content(federation, 1, scale=1.02)),
+               federation.check_reply(13, _content(federation, 2, scale=100.0))]
+    summary = federation.aggregate(replies)
+    assert summary["accepted"] == 2 and summary["rejected_nodes"] == [13]
+    key = next(k for k in base if base[k].abs().sum() > 0)
+    torch.testing.assert_close(federation.state.backbone[key], base[key] * 1.015)
+    assert {"c0-a", "c1-b"} <= set(federation.state.bank.ids) and "c2-a" not in federation.state.bank.ids
+    assert federation.state.bank.owner_of("c1-a") == 1
+
+
+def test_spread_out_restores_the_margin_after_aggregation(federation):
+    summary = federation.aggregate([federation.check_reply(11, _content(federation, 0))])
+    assert summary["min_sq_distance"] >= 1.0 - 1e-3
+
+
+def test_too_few_nodes_is_a_clear_error_not_a_silent_wait(federation):
+    class OneNode:
+        def get_node_ids(self):
+            return [11]
+
+    federation.config = FedConfig.from_run_config({"server-run": federation.config.server_run, "min-nodes": 3,
+                                                   "wait-nodes-s": 0.5})
+    with pytest.raises(FederationError, match="only 1 node\\(s\\) connected after 0 s; min-nodes is 3"):
+        federation._wait_for_nodes(OneNode())

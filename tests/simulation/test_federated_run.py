@@ -1,0 +1,75 @@
+"""Real federated runs on Flower's simulation engine (Ray): rounds, faults, and resume after SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nptface.core.checkpoint import load_backbone, load_meta
+from nptface.server.fed_config import FedConfig
+from nptface.server.fed_state import latest_state
+from nptface.simulation.run import simulate
+
+pytestmark = pytest.mark.slow
+
+
+def _config(tiny_run: Path, out: Path, **extra: object) -> FedConfig:
+    values = {"server-run": str(tiny_run), "out-dir": str(out), "num-rounds": 2, "num-clients": 3,
+              "client-identities": 9, "images-per-identity": 4, "few-shot-share": 0.0, "batch-size": 8,
+              "central-eval-identities": 20, "central-eval-images": 4, "k": 3, "min-nodes": 2, **extra}
+    return FedConfig.from_run_config(values)
+
+
+def test_rounds_register_client_identities_and_keep_proxies_apart(tiny_run, tmp_path):
+    config = _config(tiny_run, tmp_path / "fed")
+    simulate(config)
+    state = latest_state(tmp_path / "fed")
+    assert [h["round"] for h in state.history] == [0, 1, 2]
+    server_ids = load_meta(tiny_run).class_names
+    assert len(state.bank) == len(server_ids) + 9
+    assert sorted(sum(state.registry.values(), [])) == sorted(set(state.bank.ids) - set(server_ids))
+    for record in state.history[1:]:
+        assert record["accepted"] == 3 and record["failed"] == 0
+        assert record["min_sq_distance"] >= 1.0 - 1e-3, "the spread-out step keeps Property 2 across the bank"
+    model, meta = load_backbone(tmp_path / "fed")  # the federated model is a standard run directory
+    assert meta.class_names == state.bank.ids and model.config.input_size == 32
+
+
+def test_crashing_clients_do_not_stop_a_round(tiny_run, tmp_path):
+    config = _config(tiny_run, tmp_path / "fed", **{"num-clients": 4, "client-identities": 12, "failure-rate": 0.5})
+    simulate(config)
+    history = latest_state(tmp_path / "fed").history[1:]
+    assert sum(h["failed"] for h in history) > 0, "with failure-rate 0.5 some clients must have crashed"
+    for record in history:
+        assert record["accepted"] + record["failed"] + record["timed_out"] == record["sampled"]
+    assert any(h["accepted"] > 0 for h in history)
+
+
+def test_resume_after_sigkill_loses_no_round(tiny_run, tmp_path):
+    out = tmp_path / "fed"
+    config = _config(tiny_run, out, **{"num-rounds": 3})
+    script = (f"from nptface.server.fed_config import FedConfig; from nptface.simulation.run import simulate; "
+              f"simulate(FedConfig.from_run_config({config.to_run_config()!r}))")
+    process = subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    try:
+        while not (out / "rounds" / "round-0001" / "state.json").exists():
+            assert process.poll() is None, "the federated run ended before round 1 was saved"
+            assert time.monotonic() < deadline, "round 1 was not saved in time"
+            time.sleep(0.2)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the driver and its Ray workers
+        process.wait()
+    before = latest_state(out)
+    assert before is not None and before.round in (1, 2)
+    simulate(config)
+    after = latest_state(out)
+    assert [h["round"] for h in after.history] == [0, 1, 2, 3]
+    assert after.history[: before.round + 1] == before.history, "completed rounds are kept, not redone"
