@@ -28,6 +28,8 @@ def simulate(config: FedConfig, cpus_per_client: float = 1.0, verbose: bool = Fa
     from nptface.client.client_app import app as client_app
     from nptface.server.server_app import make_server_app
 
+    if not verbose:
+        logging.getLogger("flwr").setLevel(logging.WARNING)  # Flower logs every actor and message at INFO/DEBUG
     started = time.perf_counter()
     run_simulation(
         server_app=make_server_app(config),

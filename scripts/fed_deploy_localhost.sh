@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Flower's deployment engine on one machine: a SuperLink, N SuperNodes (one per client partition)
+# and `flwr run` of this app for a few rounds — the same processes a real deployment runs on several
+# machines (see README "Federated fine-tuning" for TLS and SuperNode authentication).
+#   SERVER_RUN=runs/quickstart N=2 ROUNDS=2 OUT=runs/federated-deploy scripts/fed_deploy_localhost.sh [extra run-config]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV_BIN=${VENV_BIN:-$PWD/.venv/bin}
+export PATH="$VENV_BIN:$PATH"
+N=${N:-2}; ROUNDS=${ROUNDS:-2}; PORT=${PORT:-18100}
+OUT=${OUT:-runs/federated-deploy}; SERVER_RUN=${SERVER_RUN:-runs/quickstart}
+EXTRA=${1:-}
+export FLWR_HOME; FLWR_HOME=$(mktemp -d)
+export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1  # else flwr installs deps per run (a CUDA torch)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$FLWR_HOME"; }
+trap cleanup EXIT
+
+flower-superlink --insecure --disable-runtime-dependency-installation --port "$PORT" \
+    --database "$FLWR_HOME/state.db" > "$FLWR_HOME/superlink.log" 2>&1 &
+pids+=($!)
+for i in $(seq 0 $((N - 1))); do
+    flower-supernode --insecure --superlink "127.0.0.1:$PORT" --port $((PORT + 10 + i)) \
+        --node-config "partition-id=$i num-partitions=$N" > "$FLWR_HOME/supernode-$i.log" 2>&1 &
+    pids+=($!)
+done
+cat > "$FLWR_HOME/config.toml" <<TOML
+[superlink]
+default = "local-deployment"
+
+[superlink.local-deployment]
+address = "127.0.0.1:$PORT"
+insecure = true
+TOML
+flwr run . local-deployment --stream \
+    --run-config "num-rounds=$ROUNDS num-clients=$N min-nodes=$N out-dir='$OUT' server-run='$SERVER_RUN' $EXTRA"
+# `flwr run --stream` returns when the run ends; the federated state says whether it completed.
+"$VENV_BIN/python" - "$OUT" "$ROUNDS" <<'PY'
+import sys
+from pathlib import Path
+from nptface.server.fed_state import latest_state
+state = latest_state(Path(sys.argv[1]))
+done = 0 if state is None else state.round
+print(f"deployment engine: {done} of {sys.argv[2]} rounds completed in {sys.argv[1]}")
+sys.exit(0 if done >= int(sys.argv[2]) else 1)
+PY
