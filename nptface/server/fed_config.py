@@ -12,7 +12,7 @@ from typing import Any
 
 from nptface.client.protocol import ClientSettings
 
-SHARING_MODES = ("public", "local-heads")
+SHARING_MODES = ("public", "all", "local-heads")
 
 
 class FedConfigError(ValueError):
@@ -28,7 +28,7 @@ class FedConfig:
     min_nodes: int = 2
     wait_nodes_s: float = 120.0  # how long to wait for min-nodes before failing clearly
     round_timeout_s: float = 600.0  # stragglers past this are dropped from the round
-    proxy_sharing: str = "public"  # public | local-heads (FedPer-like: no shared negatives, no spread-out)
+    proxy_sharing: str = "public"  # public | all | local-heads (FedPer-like: no shared negatives, no spread-out)
     negatives_nearest: int = 4  # per own row: nearest public proxies sent as negatives
     negatives_random: int = 32  # plus this many random public proxies
     spread_steps: int = 50  # server-side spread-out steps per round (0 disables)

@@ -141,15 +141,26 @@ class Federation:
             self.state.registry[client] = ids
             self.node_clients[node] = (client, partition)
 
-    def _negatives(self, own_rows: np.ndarray) -> np.ndarray:
+    def _negatives(self, own_rows: np.ndarray, own_ids: list[str]) -> np.ndarray:
+        """Fixed negatives for one client: nearest + random rows from the pool the sharing mode allows.
+
+        ``public``: only the server's own identities (no client's template reaches another client);
+        ``all``: every row but the client's own (other clients' identities too: the strongest signal,
+        no privacy); ``local-heads``: none.
+        """
         bank = self.state.bank
-        public = bank.public_mask()
-        if self.config.proxy_sharing == "local-heads" or not public.any():
+        if self.config.proxy_sharing == "local-heads":
+            return np.zeros((0, bank.dim), np.float32)
+        pool_mask = bank.public_mask() if self.config.proxy_sharing == "public" else np.ones(len(bank), bool)
+        if own_ids:
+            pool_mask = pool_mask.copy()
+            pool_mask[bank.index_of(own_ids)] = False
+        if not pool_mask.any():
             return np.zeros((0, bank.dim), np.float32)
         chosen: set[int] = set()
         if len(own_rows) and self.config.negatives_nearest:
-            chosen.update(bank.nearest(own_rows, self.config.negatives_nearest, candidates=public).ravel().tolist())
-        pool = np.flatnonzero(public)
+            chosen.update(bank.nearest(own_rows, self.config.negatives_nearest, candidates=pool_mask).ravel().tolist())
+        pool = np.flatnonzero(pool_mask)
         chosen.update(self.rng.choice(pool, size=min(self.config.negatives_random, len(pool)), replace=False).tolist())
         return bank.rows[sorted(chosen)]
 
@@ -169,7 +180,7 @@ class Federation:
             content = RecordDict({
                 protocol.BACKBONE: backbone,
                 protocol.OWN_ROWS: protocol.numpy_record(rows=rows.astype(np.float32)),
-                protocol.NEGATIVES: protocol.numpy_record(rows=self._negatives(rows).astype(np.float32)),
+                protocol.NEGATIVES: protocol.numpy_record(rows=self._negatives(rows, known).astype(np.float32)),
                 protocol.CONFIG: config,
             })
             messages.append(Message(content, dst_node_id=node, message_type="train"))
@@ -248,6 +259,11 @@ class Federation:
                 "local_loss_first": float(np.mean([r.metrics.get("loss_first", np.nan) for r in kept])) if kept else None,
                 "local_loss_last": float(np.mean([r.metrics.get("loss_last", np.nan) for r in kept])) if kept else None}
 
+    def _aggregate_timed(self, parsed: list[Reply]) -> dict[str, Any]:
+        started = time.perf_counter()
+        summary = self.aggregate(parsed)
+        return {**summary, "aggregate_seconds": time.perf_counter() - started}
+
     # ----------------------------------------------------------------- the loop
     def run(self, grid: Any) -> FedState:
         if self.state.round == 0 and not self.state.history:
@@ -265,8 +281,10 @@ class Federation:
             n_sample = max(self.config.min_nodes, int(round(self.config.fraction_train * len(eligible))))
             picks = self.rng.choice(len(eligible), size=min(n_sample, len(eligible)), replace=False)
             sampled = sorted(eligible[int(i)] for i in picks)  # node ids exceed int64: never via numpy
+            sent = time.perf_counter()
             replies = list(grid.send_and_receive(self._train_messages(sampled, round_number),
                                                  timeout=self.config.round_timeout_s))
+            received = time.perf_counter()
             parsed: list[Reply] = []
             failures = 0
             for message in replies:
@@ -276,12 +294,17 @@ class Federation:
                     logger.warning("round %d: node %d: %s", round_number, message.metadata.src_node_id, result)
                 else:
                     parsed.append(result)
-            missing = len(sampled) - len(replies)
-            summary = self.aggregate(parsed)
+            summary = self._aggregate_timed(parsed)
+            evaluated = time.perf_counter()
+            metrics = self.evaluate()
             self.state.round = round_number
-            record = {"round": round_number, "sampled": len(sampled), "replies": len(replies), "timed_out": missing,
-                      "failed": failures, **summary, "bank_rows": len(self.state.bank), **self.evaluate(),
-                      "seconds": time.perf_counter() - started}
+            record = {"round": round_number, "sampled": len(sampled), "replies": len(replies),
+                      "timed_out": len(sampled) - len(replies), "failed": failures, **summary,
+                      "bank_rows": len(self.state.bank), **metrics,
+                      "train_seconds": received - sent, "client_seconds_max": max(
+                          (r.metrics.get("seconds", 0.0) for r in parsed), default=0.0),
+                      "eval_seconds": time.perf_counter() - evaluated, "seconds": time.perf_counter() - started,
+                      "ended_unix": time.time()}
             self.state.history.append(record)
             save_state(self.out_dir, self.state)
             logger.info("round %d: %s", round_number, {k: v for k, v in record.items() if not isinstance(v, list)})

@@ -25,7 +25,7 @@ def federation(tiny_run, tmp_path):
 
 def _content(fed, partition, scale=1.0, weights=None, ids=None):
     state = weights or {k: v * scale for k, v in fed.state.backbone.items()}
-    rows = np.eye(2, fed.state.bank.dim, dtype=np.float32)
+    rows = np.roll(np.eye(2, fed.state.bank.dim, dtype=np.float32), 2 * partition, axis=1)
     return RecordDict({
         protocol.BACKBONE: ArrayRecord(state),
         protocol.ROWS_OUT: protocol.numpy_record(rows=rows, counts=np.array([4, 6])),
@@ -73,3 +73,25 @@ def test_too_few_nodes_is_a_clear_error_not_a_silent_wait(federation):
                                                    "wait-nodes-s": 0.5})
     with pytest.raises(FederationError, match="only 1 node\\(s\\) connected after 0 s; min-nodes is 3"):
         federation._wait_for_nodes(OneNode())
+
+
+def test_negatives_follow_the_sharing_mode(federation):
+    federation.aggregate([federation.check_reply(11, _content(federation, 0)),
+                          federation.check_reply(12, _content(federation, 1))])
+    bank = federation.state.bank
+    own = ["c0-a", "c0-b"]
+    own_rows = bank.rows[bank.index_of(own)]
+
+    def sources(mode):
+        federation.config = FedConfig.from_run_config({"server-run": federation.config.server_run,
+                                                       "proxy-sharing": mode, "negatives-random": 1000})
+        negatives = federation._negatives(own_rows, own)
+        matches = [int(np.argmax(bank.rows @ row)) for row in negatives]
+        return {bank.ids[i] for i in matches}, negatives
+
+    public, _ = sources("public")
+    assert public and all(bank.owner_of(i) is None for i in public), "public: only the server's identities"
+    shared, _ = sources("all")
+    assert {"c1-a", "c1-b"} <= shared and not set(own) & shared, "all: other clients' rows, never the client's own"
+    _, none = sources("local-heads")
+    assert none.shape == (0, bank.dim)
