@@ -22,10 +22,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import describe  # noqa: E402
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from machine import describe  # noqa: E402
 
 from nptface.client.client_app import plan_for  # noqa: E402
 from nptface.client.local_training import LocalConfig, fine_tune, imprint  # noqa: E402

@@ -42,10 +42,10 @@ def test_data_synth_without_output_is_refused():
 
 
 def test_eval_on_image_folder_with_a_pairs_file(tmp_path, capsys):
+    import torch
+
     from nptface.core.checkpoint import CheckpointMeta, save_checkpoint
     from nptface.core.mobilefacenet import MobileFaceNet
-
-    import torch
 
     run = tmp_path / "run"
     save_checkpoint(run, MobileFaceNet(width=0.25, input_size=32, embedding_dim=16), torch.randn(2, 16),
@@ -72,12 +72,12 @@ def test_eval_of_a_folder_that_is_not_a_run_fails_clearly(tmp_path, capsys):
 
 
 def test_eval_on_a_verification_bin(tmp_path, capsys):
+    import torch
+
     from nptface.core.checkpoint import CheckpointMeta, save_checkpoint
     from nptface.core.datasets import SyntheticFaceDataset, materialize
     from nptface.core.mobilefacenet import MobileFaceNet
     from nptface.core.verification_bin import write_verification_bin
-
-    import torch
 
     run = tmp_path / "run"
     save_checkpoint(run, MobileFaceNet(width=0.25, input_size=32, embedding_dim=16), torch.randn(2, 16),

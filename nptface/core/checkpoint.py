@@ -10,7 +10,6 @@ either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from nptface.core.atomic import atomic_path, atomic_write_json
 from nptface.core.mobilefacenet import MobileFaceNet, MobileFaceNetConfig
+from nptface.core.versioned_json import read_versioned_json
 
 FORMAT = "nptface-checkpoint"
 VERSION = 1
@@ -62,16 +62,8 @@ def save_checkpoint(run_dir: str | Path, model: MobileFaceNet, proxies: torch.Te
 
 def load_meta(run_dir: str | Path) -> CheckpointMeta:
     path = Path(run_dir) / META_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{path} not found: {Path(run_dir)} is not an nptface run directory")
-    try:
-        payload = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path} is not valid JSON: {error}") from None
-    if payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: field 'format' must be {FORMAT!r}, got {payload.get('format')!r}")
-    if payload.get("version") != VERSION:
-        raise CheckpointError(f"{path}: field 'version' must be {VERSION}, got {payload.get('version')!r}")
+    payload = read_versioned_json(path, FORMAT, VERSION, CheckpointError,
+                                  f"{Path(run_dir)} is not an nptface run directory")
     try:
         return CheckpointMeta(**payload)
     except TypeError as error:

@@ -29,7 +29,6 @@ gradient is not worth it: a custom autograd.Function returning a sparse COO grad
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 

@@ -10,7 +10,6 @@ folder and renamed into place when complete: a crash never leaves a half-written
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nptface.core.atomic import atomic_write_json
+from nptface.core.versioned_json import read_versioned_json
 from nptface.edge_export.runtimes import Embedder, LiteRTEmbedder, OnnxEmbedder
 
 FORMAT = "nptface-bundle"
@@ -93,16 +93,7 @@ def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
     """Read and (by default) verify a bundle: format, version, and every file's size and sha256."""
     root = Path(root)
     path = root / MANIFEST
-    if not path.is_file():
-        raise BundleError(f"{path} not found: {root} is not an nptface bundle")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise BundleError(f"{path} is not valid JSON: {error}") from None
-    if manifest.get("format") != FORMAT:
-        raise BundleError(f"{path}: field 'format' must be {FORMAT!r}, got {manifest.get('format')!r}")
-    if manifest.get("version") != VERSION:
-        raise BundleError(f"{path}: field 'version' must be {VERSION}, got {manifest.get('version')!r}")
+    manifest = read_versioned_json(path, FORMAT, VERSION, BundleError, f"{root} is not an nptface bundle")
     for key in ("input", "embedding", "thresholds", "variants", "files"):
         if key not in manifest:
             raise BundleError(f"{path}: required field {key!r} is missing")

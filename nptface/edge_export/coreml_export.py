@@ -19,7 +19,7 @@ from torch import nn
 
 from nptface.core.preprocess import normalize
 from nptface.edge_export.quiet import quiet
-from nptface.edge_export.runtimes import unit_rows, checked_images
+from nptface.edge_export.runtimes import checked_images, unit_rows
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "embedding"

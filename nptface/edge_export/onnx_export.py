@@ -60,9 +60,8 @@ def set_metadata(model: object, metadata: dict[str, str]) -> None:
 
 def convert_fp16(source: Path, path: Path) -> None:
     import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
     import onnx_ir
+    from onnxruntime.transformers.float16 import convert_float_to_float16
 
     converted = onnx_ir.from_proto(convert_float_to_float16(onnx.load(str(source)), keep_io_types=True))
     converted.graph.sort()  # the converter appends its input casts after their consumers
@@ -119,7 +118,13 @@ def _conv_nodes(model_path: Path) -> list[str]:
 
 def quantize_int8(source: Path, path: Path, calibration_images: np.ndarray, recipe: Int8Recipe) -> None:
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):

@@ -18,13 +18,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from nptface.core.atomic import atomic_write_bytes, atomic_write_json
 from nptface.core.checkpoint import MODEL_FILE, load_backbone
@@ -36,7 +35,13 @@ from nptface.edge_export.evalset import REFERENCE_FILE, ImageSet, compute_refere
 from nptface.edge_export.latency import cpu_name, median_latency_ms
 from nptface.edge_export.model_card import render_model_card
 from nptface.edge_export.parity import (
-    CARD_FARS, DEFAULT_LIMITS, EvalScores, GateLimits, ParityReport, compare, score_embeddings, verdict,
+    DEFAULT_LIMITS,
+    EvalScores,
+    GateLimits,
+    ParityReport,
+    compare,
+    score_embeddings,
+    verdict,
 )
 from nptface.edge_export.runtimes import Embedder, LiteRTEmbedder, OnnxEmbedder, TorchEmbedder
 
@@ -424,7 +429,7 @@ def _manifest(ex: _Exporter, variants: list[VariantResult], device: str, checkpo
     return {
         "format": bundle_io.FORMAT,
         "version": bundle_io.VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "producer": {"command": command, "versions": _versions()},
         "source": {"run": str(run_dir), "checkpoint_sha256": checkpoint_sha, "head": ex.meta.head,
                    "head_hparams": ex.meta.head_hparams, "training_identities": len(ex.meta.class_names)},

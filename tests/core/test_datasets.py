@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nptface.core.datasets import InMemoryFaceDataset, SyntheticFaceDataset, materialize, preview_grid, write_image_folder
+from nptface.core.datasets import (
+    InMemoryFaceDataset,
+    SyntheticFaceDataset,
+    materialize,
+    preview_grid,
+    write_image_folder,
+)
 from nptface.core.imagefolder import ImageFolderDataset
 from nptface.core.synthetic import FaceRenderer
 

@@ -25,10 +25,9 @@ def fp32_bundle(tiny_run, tiny_sets, tmp_path_factory):
 
 def test_preprocessing_is_identical_across_torch_onnx_and_litert(tiny_run, tiny_sets, fp32_bundle, tmp_path):
     from nptface.core.checkpoint import load_backbone
+    from nptface.core.mobilefacenet import fuse_bn
     from nptface.edge_export.runtimes import LiteRTEmbedder, TorchEmbedder
     from nptface.edge_export.tflite_export import export_fp32
-
-    from nptface.core.mobilefacenet import fuse_bn
 
     image = tiny_sets[0].images[:1]
     model, _ = load_backbone(tiny_run)
