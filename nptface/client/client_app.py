@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -63,6 +64,8 @@ def train(msg: Message, context: Context) -> Message:
     partition = _partition(context)
     if settings.failure_rate and random.Random(f"{config['seed']}-{partition}").random() < settings.failure_rate:
         raise RuntimeError(f"injected failure (failure-rate={settings.failure_rate}) on partition {partition}")
+    if partition == settings.slow_partition:
+        time.sleep(settings.slow_seconds)  # injected straggler
     model = MobileFaceNet(MobileFaceNetConfig(**json.loads(settings.model_json)))
     model.load_state_dict(msg.content[protocol.BACKBONE].to_torch_state_dict(), strict=False)
     model.eval()

@@ -47,6 +47,8 @@ class ClientSettings:
     delta: float = 1.0
     fedprox_mu: float = 0.0
     failure_rate: float = 0.0  # fault injection: probability that a client raises instead of training
+    slow_partition: int = -1  # fault injection: this partition is a straggler ...
+    slow_seconds: float = 0.0  # ... that sleeps this long before training
 
     def to_record(self) -> dict[str, Any]:
         return asdict(self)

@@ -73,3 +73,14 @@ def test_resume_after_sigkill_loses_no_round(tiny_run, tmp_path):
     after = latest_state(out)
     assert [h["round"] for h in after.history] == [0, 1, 2, 3]
     assert after.history[: before.round + 1] == before.history, "completed rounds are kept, not redone"
+
+
+def test_a_straggler_past_the_round_timeout_is_dropped_and_the_round_completes(tiny_run, tmp_path):
+    config = _config(tiny_run, tmp_path / "fed", **{"num-rounds": 1, "slow-partition": 0, "slow-seconds": 25.0,
+                                                    "round-timeout-s": 8.0})
+    started = time.monotonic()
+    simulate(config)
+    [record] = latest_state(tmp_path / "fed").history[1:]
+    assert record["timed_out"] == 1 and record["accepted"] == 2
+    assert record["train_seconds"] < 20, "the round waited for the timeout, not for the straggler"
+    assert time.monotonic() - started < 120
