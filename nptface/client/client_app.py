@@ -45,7 +45,8 @@ def plan_for(settings: protocol.ClientSettings):  # type: ignore[no-untyped-def]
                               few_shot_share=settings.few_shot_share, eval_images=settings.eval_images,
                               domains=tuple(d.strip() for d in settings.domains.split(",") if d.strip()))
     return image_folder_plan(settings.source, settings.num_clients, seed=settings.partition_seed, sizes=settings.sizes,
-                             eval_images=settings.eval_images)
+                             eval_images=settings.eval_images,
+                             held_out_identities=settings.folder_held_out_identities)
 
 
 @app.query(protocol.ACTION_REGISTER)

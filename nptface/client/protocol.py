@@ -35,6 +35,7 @@ class ClientSettings:
     sizes: str = "power-law"
     domains: str = "phone-lowlight"  # comma-separated synthetic domains, round-robin over clients
     eval_images: int = 2
+    folder_held_out_identities: int = 10  # ImageFolder source: identities kept from every client for central eval
     partition_seed: int = 0
     # model
     image_size: int = 64

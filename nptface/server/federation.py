@@ -23,7 +23,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -319,13 +319,37 @@ def central_eval_sets(config: FedConfig, image_size: int) -> dict[str, tuple[Any
     from nptface.core.synthetic import HELDOUT_IDS
 
     ids = HELDOUT_IDS[200:200 + config.central_eval_identities]  # never a client's, never the export gate's
-    client_domain = config.client.domains.split(",")[0].strip()
+    domains = [("server-domain", config.central_eval_domain)]
     sets = {}
-    for name, domain in (("client-domain", client_domain), ("server-domain", config.central_eval_domain)):
-        data = materialize(SyntheticFaceDataset(ids, config.central_eval_images, domain, 4242, image_size), progress=False)
-        genuine = len(ids) * config.central_eval_images * (config.central_eval_images - 1) // 2
-        sets[name] = (data, lfw_style_pairs(data.labels, per_fold=min(300, genuine // 10), seed=0))
-    return sets
+    if config.client.source == "synthetic":
+        domains.insert(0, ("client-domain", config.client.domains.split(",")[0].strip()))
+    else:  # the folder's identities that no client holds
+        sets["client-domain"] = _with_pairs(_held_out_folder(config, image_size))
+    for name, domain in domains:
+        sets[name] = _with_pairs(materialize(SyntheticFaceDataset(ids, config.central_eval_images, domain, 4242,
+                                                                  image_size), progress=False))
+    return dict(sorted(sets.items()))
+
+
+def _held_out_folder(config: FedConfig, image_size: int) -> Any:
+    from nptface.client.client_app import plan_for
+    from nptface.core.datasets import materialize
+    from nptface.core.identities import ClassSubset
+    from nptface.core.imagefolder import ImageFolderDataset
+
+    plan = plan_for(replace(config.client, image_size=image_size))
+    if len(plan.held_out) < 2:
+        raise FederationError(f"{config.client.source}: central evaluation needs >= 2 held-out identities "
+                              "(folder-held-out-identities)")
+    folder = ImageFolderDataset(config.client.source, image_size=image_size)
+    labels = [folder.class_names.index(name) for name in plan.held_out]
+    return materialize(ClassSubset(folder, labels), progress=False)
+
+
+def _with_pairs(data: Any) -> tuple[Any, Any]:
+    _, counts = np.unique(data.labels, return_counts=True)
+    genuine = int((counts * (counts - 1) // 2).sum())
+    return data, lfw_style_pairs(data.labels, per_fold=min(300, genuine // 10), seed=0)
 
 
 def evaluate_backbone(model: MobileFaceNet, sets: dict[str, tuple[Any, Any]]) -> dict[str, float]:

@@ -82,14 +82,18 @@ class PartitionPlan:
     seed: int
     clients: tuple[ClientPartition, ...]
     skipped: tuple[str, ...] = ()  # ImageFolder identities with too few images to split
+    held_out: tuple[str, ...] = ()  # ImageFolder identities no client gets: the server's central evaluation
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "clients", tuple(self.clients))
         object.__setattr__(self, "skipped", tuple(self.skipped))
+        object.__setattr__(self, "held_out", tuple(self.held_out))
         ids = [client.partition_id for client in self.clients]
         if ids != list(range(len(self.clients))):
             raise PartitionError(f"partition ids must be 0..{len(self.clients) - 1} in order, got {ids}")
         names = [name for client in self.clients for name in client.identities]
+        if set(names) & set(self.held_out):
+            raise PartitionError("a held-out identity is also a client's")
         if len(set(names)) != len(names):
             raise PartitionError("an identity belongs to more than one client; client identities must be disjoint")
 
@@ -107,7 +111,7 @@ class PartitionPlan:
 
     def to_dict(self) -> dict:
         return {"source": self.source, "seed": self.seed, "skipped": list(self.skipped),
-                "clients": [client.to_dict() for client in self.clients]}
+                "held_out": list(self.held_out), "clients": [client.to_dict() for client in self.clients]}
 
     @classmethod
     def from_dict(cls, data: dict) -> PartitionPlan:
@@ -115,7 +119,8 @@ class PartitionPlan:
         if missing:
             raise PartitionError(f"partition plan is missing field(s) {missing}")
         clients = tuple(ClientPartition.from_dict(client) for client in data["clients"])
-        return cls(data["source"], int(data["seed"]), clients, tuple(data.get("skipped", ())))
+        return cls(data["source"], int(data["seed"]), clients, tuple(data.get("skipped", ())),
+                   tuple(data.get("held_out", ())))
 
 
 def _rng(seed: int, stream: int) -> np.random.Generator:
@@ -218,18 +223,26 @@ def image_folder_plan(
     alpha: float = 1.5,
     min_identities: int = 2,
     eval_images: int = 2,
+    held_out_identities: int = 0,
 ) -> PartitionPlan:
     """Split the identity folders of ``root`` across clients; the last ``eval_images`` files
     (in sorted order) of each identity are held out, identities with fewer than
-    ``eval_images + 1`` images are skipped and listed in the plan's ``skipped``."""
+    ``eval_images + 1`` images are skipped and listed in the plan's ``skipped``.
+    ``held_out_identities`` (seeded choice) go to no client: the server evaluates on them."""
     if eval_images < 0:
         raise PartitionError(f"eval_images must be >= 0, got {eval_images}")
+    if held_out_identities < 0:
+        raise PartitionError(f"held_out_identities must be >= 0, got {held_out_identities}")
     folder = ImageFolderDataset(root, image_size=8)  # size is irrelevant: nothing is decoded here
     counts = np.bincount(folder.labels, minlength=folder.num_classes)
     usable = [label for label in range(folder.num_classes) if counts[label] > eval_images]
     skipped = tuple(folder.class_names[label] for label in range(folder.num_classes) if counts[label] <= eval_images)
-    sizes_per_client = _client_sizes(num_clients, len(usable), sizes, alpha, min_identities, seed)
     order = [usable[i] for i in _rng(seed, _STREAM_IDENTITIES).permutation(len(usable))]
+    if held_out_identities >= len(order):
+        raise PartitionError(f"held_out_identities={held_out_identities} leaves no identity of {root} for clients")
+    held_out = tuple(sorted(folder.class_names[label] for label in order[:held_out_identities]))
+    order = order[held_out_identities:]
+    sizes_per_client = _client_sizes(num_clients, len(order), sizes, alpha, min_identities, seed)
     clients, start = [], 0
     for client, size in enumerate(sizes_per_client):
         labels = order[start : start + size]
@@ -237,7 +250,7 @@ def image_folder_plan(
         names = tuple(folder.class_names[label] for label in labels)
         train = tuple(int(counts[label]) - eval_images for label in labels)
         clients.append(ClientPartition(client, names, IMAGE_FOLDER_DOMAIN, train, eval_images))
-    return PartitionPlan(str(root), seed, tuple(clients), skipped)
+    return PartitionPlan(str(root), seed, tuple(clients), skipped, held_out)
 
 
 class _Selection(Dataset):

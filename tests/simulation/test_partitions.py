@@ -208,3 +208,14 @@ def test_a_plan_whose_clients_share_an_identity_is_rejected() -> None:
 
     with pytest.raises(PartitionError, match="disjoint"):
         PartitionPlan("synthetic", 0, (shared, overlapping))
+
+
+@pytest.mark.skipif(not ORL_FACES.is_dir(), reason="ORL faces not present under ../shared/data/orl_faces")
+def test_held_out_identities_go_to_no_client_and_survive_json() -> None:
+    plan = image_folder_plan(ORL_FACES, num_clients=4, eval_images=2, held_out_identities=10)
+    assert len(plan.held_out) == 10
+    assert not set(plan.held_out) & {name for client in plan.clients for name in client.identities}
+    assert sum(len(client.identities) for client in plan.clients) == 30
+    assert PartitionPlan.from_dict(plan.to_dict()) == plan
+    with pytest.raises(PartitionError, match="leaves no identity"):
+        image_folder_plan(ORL_FACES, num_clients=4, held_out_identities=40)
