@@ -37,6 +37,7 @@ class FedConfig:
     central_eval_identities: int = 100
     central_eval_images: int = 6
     central_eval_domain: str = "wild"  # the server's domain: forgetting shows here
+    client_eval_every: int = 1  # every N rounds clients verify their own held-out images (0: never)
     seed: int = 0
     client: ClientSettings = field(default_factory=ClientSettings)
 

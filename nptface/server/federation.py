@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from flwr.app import ArrayRecord
 
 from nptface.client import protocol
 from nptface.core.checkpoint import MODEL_FILE, load_backbone, load_proxies
@@ -100,6 +101,27 @@ class Federation:
     def evaluate(self) -> dict[str, float]:
         return evaluate_backbone(self.model(), self._eval_sets)
 
+    def client_evaluate(self, grid: Any, nodes: list[int]) -> dict[str, float]:
+        """Clients verify their own held-out images with the global backbone (sample-weighted mean)."""
+        from flwr.app import ConfigRecord, Message, RecordDict
+
+        content = RecordDict({protocol.BACKBONE: ArrayRecord(self.state.backbone),
+                              protocol.CONFIG: ConfigRecord(self.settings.to_record())})
+        messages = [Message(content, dst_node_id=n, message_type="evaluate") for n in nodes]
+        weighted, examples, replies = 0.0, 0.0, 0
+        for reply in grid.send_and_receive(messages, timeout=self.config.round_timeout_s):
+            if reply.has_error():
+                logger.warning("node %d: local evaluation failed: %s", reply.metadata.src_node_id, reply.error.reason)
+                continue
+            metrics = reply.content[protocol.METRICS]
+            n = float(metrics["num-examples"])
+            if n > 0 and "accuracy" in metrics:
+                weighted += float(metrics["accuracy"]) * n
+                examples += n
+                replies += 1
+        return {"clients-local/accuracy": weighted / examples if examples else float("nan"),
+                "clients-local/replies": float(replies)}
+
     # ----------------------------------------------------------------- messaging
     def _wait_for_nodes(self, grid: Any) -> list[int]:
         deadline = time.monotonic() + self.config.wait_nodes_s
@@ -165,7 +187,7 @@ class Federation:
         return bank.rows[sorted(chosen)]
 
     def _train_messages(self, nodes: list[int], round_number: int) -> list[Any]:
-        from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+        from flwr.app import ConfigRecord, Message, RecordDict
 
         backbone = ArrayRecord(self.state.backbone)
         messages = []
@@ -297,6 +319,9 @@ class Federation:
             summary = self._aggregate_timed(parsed)
             evaluated = time.perf_counter()
             metrics = self.evaluate()
+            every = self.config.client_eval_every
+            if every and (round_number % every == 0 or round_number == self.config.num_rounds):
+                metrics.update(self.client_evaluate(grid, sampled))
             self.state.round = round_number
             record = {"round": round_number, "sampled": len(sampled), "replies": len(replies),
                       "timed_out": len(sampled) - len(replies), "failed": failures, **summary,

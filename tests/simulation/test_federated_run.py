@@ -36,6 +36,7 @@ def test_rounds_register_client_identities_and_keep_proxies_apart(tiny_run, tmp_
     assert sorted(sum(state.registry.values(), [])) == sorted(set(state.bank.ids) - set(server_ids))
     for record in state.history[1:]:
         assert record["accepted"] == 3 and record["failed"] == 0
+        assert record["clients-local/replies"] == 3 and 0 <= record["clients-local/accuracy"] <= 1
         assert record["min_sq_distance"] >= 1.0 - 1e-3, "the spread-out step keeps Property 2 across the bank"
     model, meta = load_backbone(tmp_path / "fed")  # the federated model is a standard run directory
     assert meta.class_names == state.bank.ids and model.config.input_size == 32
