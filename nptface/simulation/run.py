@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 
 from nptface.server.fed_config import FedConfig
@@ -29,7 +30,11 @@ def simulate(config: FedConfig, cpus_per_client: float = 1.0, verbose: bool = Fa
     from nptface.server.server_app import make_server_app
 
     if not verbose:
-        logging.getLogger("flwr").setLevel(logging.WARNING)  # Flower logs every actor and message at INFO/DEBUG
+        # Flower logs every actor and message at INFO/DEBUG and warns that this entry point is
+        # deprecated (it is the one that takes a Python config; `flwr run .` is supported too);
+        # our own round log reports failures and rejected updates.
+        logging.getLogger("flwr").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", message=".*Ray will no longer override accelerator", category=FutureWarning)
     started = time.perf_counter()
     run_simulation(
         server_app=make_server_app(config),
