@@ -54,7 +54,7 @@ def register(msg: Message, context: Context) -> Message:
     settings = protocol.ClientSettings.from_record(msg.content[protocol.CONFIG])
     partition = _partition(context)
     train, _ = _datasets(settings, partition)
-    record = ConfigRecord({"client": f"partition-{partition}", "partition": partition, "ids": list(train.class_names)})
+    record = ConfigRecord({"partition": partition, "ids": list(train.class_names)})
     return Message(RecordDict({protocol.CONFIG: record}), reply_to=msg)
 
 

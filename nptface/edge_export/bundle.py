@@ -77,7 +77,12 @@ class Bundle:
         if name not in self.variants:
             raise BundleError(f"{self.root}: no variant {name!r}; shipped: {sorted(self.variants)}")
         variant = self.variants[name]
-        path = self.root / variant["file"]
+        path = (self.root / variant["file"]).resolve()
+        listed = self.manifest["files"]
+        relative = path.relative_to(self.root.resolve()).as_posix() if path.is_relative_to(self.root.resolve()) else None
+        if relative is None or not (relative in listed or any(f.startswith(relative + "/") for f in listed)):
+            raise BundleError(f"{self.root / MANIFEST}: variant {name!r} points to {variant['file']!r}, "
+                              "which is not a hashed file of this bundle")
         if variant["format"] == "onnx":
             return OnnxEmbedder(path, self.input_size, threads)
         if variant["format"] == "tflite":
@@ -105,6 +110,8 @@ def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
 def verify_files(root: Path, files: dict[str, dict[str, Any]]) -> None:
     for name, entry in files.items():
         file = root / name
+        if not file.resolve().is_relative_to(root.resolve()):
+            raise BundleError(f"{root / MANIFEST}: listed file {name!r} lies outside the bundle")
         if not file.is_file():
             raise BundleError(f"{file}: listed in {MANIFEST} but missing")
         if file.stat().st_size != entry["size"]:

@@ -12,6 +12,7 @@ not at all.
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import sys
@@ -369,7 +370,7 @@ def _export(run_dir: Path, out: Path, staging: Path, eval_set: ImageSet, calibra
     if eval_set.images.shape[1:3] != (ex.size, ex.size):
         raise ExportError(f"evaluation images {eval_set.source} are {eval_set.images.shape[1:3]}, the model "
                           f"expects {ex.size}x{ex.size}")
-    reference, device = compute_reference(ex.model, eval_set)
+    reference, device = compute_reference(copy.deepcopy(ex.model), eval_set)  # may move it to a GPU
     save_reference(staging / REFERENCE_FILE, eval_set, reference, device)
     ex.set_reference(reference)
     if f"{1e-3:.0e}" not in ex.reference_scores.thresholds:
@@ -394,9 +395,11 @@ def _export(run_dir: Path, out: Path, staging: Path, eval_set: ImageSet, calibra
         variants += _coreml_variants(ex, card)
 
     torch_ms = median_latency_ms(TorchEmbedder(ex.model, ex.size, threads=1), eval_set.images[0], options.latency_repeats)
+    internal = []
     for v in variants:
         if v.precision == "fp32" and "fp32" not in options.precisions:
             _remove(staging / v.file)  # built only as the source of fp16/int8
+            internal.append(v)
             continue
         if v.passed:
             _latency(ex, v, options.latency_repeats)
@@ -406,7 +409,7 @@ def _export(run_dir: Path, out: Path, staging: Path, eval_set: ImageSet, calibra
             _move(staging / v.file, target)
             v.file = target.relative_to(staging).as_posix()
             atomic_write_json(target.parent / "report.json", v.to_dict())
-    listed = [v for v in variants if v.shipped or not v.passed]
+    listed = [v for v in variants if v not in internal and (v.shipped or not v.passed)]
     shutil.rmtree(ex.work)
 
     table = _table(listed, ex.reference_scores, torch_ms)

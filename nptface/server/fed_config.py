@@ -48,6 +48,12 @@ class FedConfig:
             raise FedConfigError(f"num-rounds must be >= 1, got {self.num_rounds}")
         if not 0 < self.fraction_train <= 1:
             raise FedConfigError(f"fraction-train must be in (0, 1], got {self.fraction_train}")
+        if not 0 < self.client.delta <= 4:
+            raise FedConfigError(f"delta must be in (0, 4] (a squared distance on the unit sphere), got {self.client.delta}")
+        if self.central_eval_images < 2 or self.central_eval_identities * self.central_eval_images * (
+                self.central_eval_images - 1) // 2 < 10:
+            raise FedConfigError("central-eval-identities x central-eval-images must give >= 10 genuine pairs "
+                                 "(and central-eval-images >= 2)")
         if not 0 <= self.client.failure_rate < 1:
             raise FedConfigError(f"failure-rate must be in [0, 1), got {self.client.failure_rate}")
 

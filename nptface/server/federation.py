@@ -113,10 +113,14 @@ class Federation:
             if reply.has_error():
                 logger.warning("node %d: local evaluation failed: %s", reply.metadata.src_node_id, reply.error.reason)
                 continue
-            metrics = reply.content[protocol.METRICS]
-            n = float(metrics["num-examples"])
-            if n > 0 and "accuracy" in metrics:
-                weighted += float(metrics["accuracy"]) * n
+            try:
+                metrics = reply.content[protocol.METRICS]
+                n, accuracy = float(metrics["num-examples"]), float(metrics.get("accuracy", float("nan")))
+            except (KeyError, TypeError, ValueError) as error:
+                logger.warning("node %d: malformed evaluation reply (%s)", reply.metadata.src_node_id, error)
+                continue
+            if n > 0 and np.isfinite(accuracy) and 0 <= accuracy <= 1:
+                weighted += accuracy * n
                 examples += n
                 replies += 1
         return {"clients-local/accuracy": weighted / examples if examples else float("nan"),
@@ -149,19 +153,35 @@ class Federation:
             if reply.has_error():
                 logger.warning("node %d: registration failed: %s", node, reply.error.reason)
                 continue
-            record = reply.content[protocol.CONFIG]
-            client, partition, ids = str(record["client"]), int(record["partition"]), list(record["ids"])
-            known = self.state.registry.get(client)
-            if known is not None and known != ids:
-                logger.warning("node %d claims client %s with other identities than before; ignored", node, client)
+            try:
+                record = reply.content[protocol.CONFIG]
+                partition, ids = int(record["partition"]), [str(i) for i in record["ids"]]
+            except (KeyError, TypeError, ValueError) as error:
+                logger.warning("node %d: malformed registration (%s); ignored", node, error)
                 continue
-            taken = [i for i in ids if i in self.state.bank.ids and self.state.bank.owner_of(i) not in (None, partition)]
-            public = set(np.asarray(self.state.bank.ids)[self.state.bank.public_mask()].tolist())
-            if taken or any(i in public for i in ids):
-                logger.warning("node %d (%s) claims identities owned by others; ignored", node, client)
+            problem = self._registration_problem(partition, ids)
+            if problem:
+                logger.warning("node %d: registration refused: %s", node, problem)
                 continue
+            client = f"partition-{partition}"  # the server names clients; ownership follows the partition
             self.state.registry[client] = ids
             self.node_clients[node] = (client, partition)
+
+    def _registration_problem(self, partition: int, ids: list[str]) -> str | None:
+        client = f"partition-{partition}"
+        if any(p == partition for _, p in self.node_clients.values()):
+            return f"{client} is already served by another connected node"
+        known = self.state.registry.get(client)
+        if known is not None and known != ids:
+            return f"{client} claims other identities than it registered before"
+        if len(set(ids)) != len(ids):
+            return "duplicate identity ids"
+        held = {i for other, owned in self.state.registry.items() if other != client for i in owned}
+        public = set(np.asarray(self.state.bank.ids)[self.state.bank.public_mask()].tolist())
+        clash = sorted((held | public) & set(ids))
+        if clash:
+            return f"identities held by another client or the server: {clash[:3]}"
+        return None
 
     def _negatives(self, own_rows: np.ndarray, own_ids: list[str]) -> np.ndarray:
         """Fixed negatives for one client: nearest + random rows from the pool the sharing mode allows.
@@ -237,7 +257,12 @@ class Federation:
         foreign = sorted(set(ids) - set(self.state.registry.get(client, [])))
         if foreign:
             return f"rows for identities the client does not hold: {foreign[:3]}"
-        return Reply(node, client, partition, ids, rows, counts, weights, int(metrics.get("samples", 0)), metrics)
+        if rows.ndim != 2 or counts.shape != (rows.shape[0],) or len(ids) != rows.shape[0]:
+            return f"rows {rows.shape}, counts {counts.shape} and {len(ids)} ids do not line up"
+        if not np.issubdtype(counts.dtype, np.integer) or (counts < 1).any():
+            return "per-row counts must be positive integers"
+        # FedAvg weights come from the per-row image counts (validated), never from a free-form metric.
+        return Reply(node, client, partition, ids, rows, counts, weights, int(counts.sum()), metrics)
 
     # ----------------------------------------------------------------- aggregation
     def aggregate(self, replies: list[Reply]) -> dict[str, Any]:
@@ -260,10 +285,10 @@ class Federation:
             kept.append(reply)
         for node, reason in rejected:
             logger.warning("round update from node %d rejected: %s", node, reason)
+        new_backbone = global_weights
         if kept:
             total = sum(max(r.samples, 1) for r in kept)
-            self.state.backbone = {k: sum(r.weights[k] * (max(r.samples, 1) / total) for r in kept)
-                                   for k in global_weights}
+            new_backbone = {k: sum(r.weights[k] * (max(r.samples, 1) / total) for r in kept) for k in global_weights}
             # In local-heads mode the bank only stores each client's rows for it (one owner per row,
             # so the "mean" is the client's own row): no negatives are shared and nothing is spread.
             stats = self.state.bank.aggregate([RowUpdate(r.partition, r.ids, r.rows, r.counts) for r in kept])
@@ -272,6 +297,7 @@ class Federation:
             frozen = self.state.bank.public_mask() if self.config.spread_freeze_public else None
             spread = self.state.bank.spread_out(min_sq_distance=self.config.client.delta, steps=self.config.spread_steps,
                                                 frozen=frozen)
+        self.state.backbone = new_backbone  # only once the bank steps have succeeded
         return {"accepted": len(kept), "rejected": len(rejected), "rejected_nodes": [n for n, _ in rejected],
                 "rows_updated": stats.updated if kept else 0, "rows_registered": stats.registered if kept else 0,
                 "spread_min_sq_before": spread.before_min_sq_distance if spread else None,
@@ -294,6 +320,8 @@ class Federation:
             save_state(self.out_dir, self.state)
         for round_number in range(self.state.round + 1, self.config.num_rounds + 1):
             started = time.perf_counter()
+            # Seeded per round, so a resumed run samples exactly as an uninterrupted one would.
+            self.rng = np.random.default_rng([self.config.seed, round_number])
             nodes = self._wait_for_nodes(grid)
             self._register(grid, nodes)
             eligible = [n for n in nodes if n in self.node_clients]

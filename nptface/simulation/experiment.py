@@ -86,14 +86,14 @@ def run_experiment(config: FedConfig, baselines: bool = True, cpus_per_client: f
     out = Path(config.out_dir)
     seconds: dict[str, float] = {}
     seconds["federated"] = simulate(config, cpus_per_client)
-    history = latest_state(out).history  # type: ignore[union-attr]
+    history = _history(out, config.num_rounds)
     final = history[-1]
     rows = {"server model, no fine-tuning": _metrics(history[0]), "federated, shared proxy bank": _metrics(final)}
     fedper_history: list[dict[str, Any]] = []
     if baselines:
         fedper = replace(config, proxy_sharing="local-heads", out_dir=str(out / "baseline-fedper"))
         seconds["fedper"] = simulate(fedper, cpus_per_client)
-        fedper_history = latest_state(Path(fedper.out_dir)).history  # type: ignore[union-attr]
+        fedper_history = _history(Path(fedper.out_dir), config.num_rounds)
         rows["FedAvg + local heads (FedPer-like)"] = _metrics(fedper_history[-1])
         started = time.perf_counter()
         rows["centralised fine-tuning (upper bound)"] = centralised_baseline(config)
@@ -102,6 +102,15 @@ def run_experiment(config: FedConfig, baselines: bool = True, cpus_per_client: f
     table = _table(rows, recovered)
     _write_report(out, config, rows, history, fedper_history, recovered, table, seconds)
     return ExperimentResult(out, rows, history, fedper_history, recovered, table, seconds)
+
+
+def _history(out: Path, num_rounds: int) -> list[dict[str, Any]]:
+    """Rounds 0..num_rounds of the run in ``out``; a longer earlier run there is refused, not misread."""
+    state = latest_state(out)
+    if state is None or state.round != num_rounds:
+        found = "nothing" if state is None else f"{state.round} rounds"
+        raise RuntimeError(f"{out} holds {found}, expected exactly {num_rounds}; use a fresh out-dir")
+    return state.history
 
 
 def _metrics(record: dict[str, Any]) -> dict[str, float]:

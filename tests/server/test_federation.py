@@ -95,3 +95,21 @@ def test_negatives_follow_the_sharing_mode(federation):
     assert {"c1-a", "c1-b"} <= shared and not set(own) & shared, "all: other clients' rows, never the client's own"
     _, none = sources("local-heads")
     assert none.shape == (0, bank.dim)
+
+
+def test_registration_refuses_impersonation_and_identity_clashes(federation):
+    server_id = federation.state.bank.ids[0]
+    assert "already served" in federation._registration_problem(1, ["c1-a", "c1-b"])  # node 12 serves it
+    federation.node_clients.clear()
+    assert federation._registration_problem(1, ["c1-a", "c1-b"]) is None
+    assert "other identities" in federation._registration_problem(1, ["c1-a", "x"])
+    assert "held by another client" in federation._registration_problem(7, ["c0-a", "new"])
+    assert "held by another client or the server" in federation._registration_problem(7, [server_id])
+    assert "duplicate" in federation._registration_problem(7, ["n", "n"])
+
+
+def test_reply_counts_must_be_positive_integers(federation):
+    content = _content(federation, 0)
+    content[protocol.ROWS_OUT] = protocol.numpy_record(rows=np.eye(2, federation.state.bank.dim, dtype=np.float32),
+                                                       counts=np.array([0, 3]))
+    assert "positive integers" in federation.check_reply(11, content)
