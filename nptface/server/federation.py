@@ -210,11 +210,12 @@ class Federation:
         from flwr.app import ConfigRecord, Message, RecordDict
 
         backbone = ArrayRecord(self.state.backbone)
+        in_bank = set(self.state.bank.ids)  # once per round: `ids` copies the list, banks reach 1e5+ rows
         messages = []
         for node in nodes:
             client, _ = self.node_clients[node]
             ids = self.state.registry[client]
-            known = [i for i in ids if i in set(self.state.bank.ids)]
+            known = [i for i in ids if i in in_bank]
             rows = self.state.bank.rows[self.state.bank.index_of(known)] if known else np.zeros((0, self.state.bank.dim),
                                                                                                 np.float32)
             config = ConfigRecord({**self.settings.to_record(), "round": round_number, "own_ids": known,

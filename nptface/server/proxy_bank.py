@@ -12,7 +12,6 @@ of each other; :meth:`ProxyBank.spread_out` restores NPT's Property 2 (proxies a
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from nptface.core.atomic import atomic_path, atomic_write_json
+from nptface.core.versioned_json import read_versioned_json
 
 FORMAT = "nptface-proxy-bank"
 VERSION = 1
@@ -388,15 +388,9 @@ class ProxyBank:
         """Read a saved bank: safetensors plus JSON, nothing is unpickled."""
         directory = Path(directory)
         rows_path, meta_path = directory / ROWS_FILE, directory / META_FILE
-        for path in (rows_path, meta_path):
-            if not path.is_file():
-                raise ProxyBankError(f"{path}: not found")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as error:
-            raise ProxyBankError(f"{meta_path}: not valid JSON ({error})") from None
-        if not isinstance(meta, dict):
-            raise ProxyBankError(f"{meta_path}: expected a JSON object")
+        if not rows_path.is_file():
+            raise ProxyBankError(f"{rows_path}: not found")
+        meta = read_versioned_json(meta_path, FORMAT, VERSION, ProxyBankError)
         try:
             arrays = load_file(str(rows_path))
         except (SafetensorError, OSError) as error:
