@@ -220,7 +220,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _fed_simulate(args: argparse.Namespace) -> int:
-    from nptface.server.fed_config import FedConfig
+    from nptface.server.fed_config import SHARING_MODES, FedConfig
+    from nptface.simulation.comparison import robustness_configs, run_comparison, sharing_configs
     from nptface.simulation.experiment import run_experiment
 
     values: dict[str, object] = {}
@@ -229,11 +230,31 @@ def _fed_simulate(args: argparse.Namespace) -> int:
         if not sep:
             raise SystemExit(f"nptface fed simulate: --set expects KEY=VALUE, got {item!r}")
         values[key.strip()] = _scalar(raw.strip())
+    modes = [m.strip() for m in (args.proxy_sharing or "").split(",") if m.strip()]
+    unknown = [m for m in modes if m not in SHARING_MODES]
+    if unknown:
+        raise SystemExit(f"nptface fed simulate: --proxy-sharing takes {', '.join(SHARING_MODES)}; got {unknown}")
+    if len(modes) == 1:
+        values["proxy-sharing"] = modes[0]
+    if args.attack:
+        values["attack-linkage"] = True
     config = FedConfig.from_run_config(values)
-    result = run_experiment(config, baselines=not args.no_baselines, cpus_per_client=args.cpus_per_client)
-    print(result.table)
-    print(f"report: {result.out_dir / 'report.md'} (curves {result.out_dir / 'federated.png'}, results.json); "
-          f"federated model: {result.out_dir} (a run directory: nptface export --run {result.out_dir})")
+    if args.poison:
+        configs = robustness_configs(config, args.poison, [m.strip() for m in args.robust.split(",") if m.strip()])
+        result = run_comparison(configs, Path(config.out_dir), "robustness", args.cpus_per_client)
+        print(result.table)
+        print(f"table: {result.out_dir / 'robustness.md'}; runs under {result.out_dir}/")
+        return 0
+    if len(modes) > 1:
+        result = run_comparison(sharing_configs(config, modes, args.attack is not None), Path(config.out_dir),
+                                "privacy", args.cpus_per_client)
+        print(result.table)
+        print(f"table: {result.out_dir / 'privacy.md'}; runs under {result.out_dir}/sharing-<mode>/")
+        return 0
+    experiment = run_experiment(config, baselines=not args.no_baselines, cpus_per_client=args.cpus_per_client)
+    print(experiment.table)
+    print(f"report: {experiment.out_dir / 'report.md'} (curves {experiment.out_dir / 'federated.png'}, results.json); "
+          f"federated model: {experiment.out_dir} (a run directory: nptface export --run {experiment.out_dir})")
     return 0
 
 
@@ -336,6 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                           help="a run-config key as in pyproject's [tool.flwr.app.config], e.g. --set num-clients=16")
     simulate.add_argument("--no-baselines", action="store_true", help="only the federated run (no FedPer/centralised)")
+    simulate.add_argument("--proxy-sharing", metavar="MODES",
+                          help="all|public|none|dp|local-heads; several, comma-separated, give the privacy table")
+    simulate.add_argument("--attack", choices=["linkage"], help="measure the proxy-linkage attack every round")
+    simulate.add_argument("--poison", metavar="KIND:PARTITION,...",
+                          help="malicious clients (scale, noise, flip), e.g. scale:0,noise:1,flip:2: the robustness table")
+    simulate.add_argument("--robust", default="median,trimmed-mean",
+                          help="with --poison: robust backbone aggregators to compare (default: median,trimmed-mean)")
     simulate.add_argument("--cpus-per-client", type=float, default=1.0)
     simulate.set_defaults(func=_fed_simulate)
 

@@ -13,14 +13,18 @@ import random
 import time
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from nptface.client import protocol
 from nptface.client.local_training import LocalConfig, fine_tune, imprint
+from nptface.client.poison import FlippedLabels, parse_poison, poison_update
+from nptface.client.row_privacy import noised_rows
 from nptface.core.mobilefacenet import MobileFaceNet, MobileFaceNetConfig
 
 app = ClientApp()
+
+STATE_ROWS = "nptface-own-rows"  # context.state: the clean rows a dp-mode client keeps to itself
 
 
 def _partition(context: Context) -> int:
@@ -72,21 +76,45 @@ def train(msg: Message, context: Context) -> Message:
     model.eval()
     train_set, _ = _datasets(settings, partition)
     ids = list(train_set.class_names)
-    given = dict(zip(list(config["own_ids"]), msg.content[protocol.OWN_ROWS]["rows"].numpy(), strict=True))
+    keep_rows = bool(config.get(protocol.KEEP_ROWS, False))
+    given = _kept_rows(context) if keep_rows else dict(
+        zip(list(config["own_ids"]), msg.content[protocol.OWN_ROWS]["rows"].numpy(), strict=True))
     rows = imprint(model, train_set)  # new identities start as their mean embedding
     for index, identity in enumerate(ids):
         if identity in given:
             rows[index] = given[identity]
+    seed = int(config["seed"]) + partition
+    attack = parse_poison(settings.poison).get(partition)
     local = LocalConfig(epochs=settings.local_epochs, lr=settings.lr, batch_size=settings.batch_size, k=settings.k,
-                        delta=settings.delta, fedprox_mu=settings.fedprox_mu, seed=int(config["seed"]) + partition)
-    result = fine_tune(model, rows, msg.content[protocol.NEGATIVES]["rows"].numpy(), train_set, local)
+                        delta=settings.delta, fedprox_mu=settings.fedprox_mu, seed=seed)
+    global_weights = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+    data = FlippedLabels(train_set, seed) if attack == "flip" else train_set
+    result = fine_tune(model, rows, msg.content[protocol.NEGATIVES]["rows"].numpy(), data, local)
+    weights, sent_rows = result.weights, result.rows
+    if keep_rows:
+        context.state[STATE_ROWS] = ArrayRecord({"rows": Array(np.ascontiguousarray(sent_rows, np.float32))})
+        context.state[STATE_ROWS + "-ids"] = ConfigRecord({"ids": ids})
+    noise = float(config.get(protocol.DP_NOISE, 0.0))
+    if noise > 0:  # only the noised copy leaves the client
+        sent_rows = noised_rows(sent_rows, float(config[protocol.DP_CLIP]), noise, np.random.default_rng([seed, 7]))
+    if attack in ("scale", "noise"):
+        weights, sent_rows = poison_update(attack, weights, global_weights, sent_rows, seed)
     content = RecordDict({
-        protocol.BACKBONE: ArrayRecord(result.weights),
-        protocol.ROWS_OUT: protocol.numpy_record(rows=result.rows.astype(np.float32), counts=result.counts),
+        protocol.BACKBONE: ArrayRecord(weights),
+        protocol.ROWS_OUT: protocol.numpy_record(rows=np.asarray(sent_rows, np.float32), counts=result.counts),
         protocol.CONFIG: ConfigRecord({"ids": ids, "imprinted": len(ids) - len(given)}),
         protocol.METRICS: MetricRecord({k: float(v) for k, v in result.metrics.items()}),
     })
     return Message(content, reply_to=msg)
+
+
+def _kept_rows(context: Context) -> dict[str, np.ndarray]:
+    """The clean rows this node kept from its last round (empty on its first round or after a restart)."""
+    if STATE_ROWS not in context.state:
+        return {}
+    rows = context.state[STATE_ROWS]["rows"].numpy()
+    ids = list(context.state[STATE_ROWS + "-ids"]["ids"])
+    return dict(zip(ids, rows, strict=True))
 
 
 @app.evaluate()

@@ -19,6 +19,11 @@ ROWS_OUT = "rows"  # reply ArrayRecord {"rows": [n, d], "counts": [n]} for CONFI
 CONFIG = "config"  # ConfigRecord
 METRICS = "metrics"  # MetricRecord
 
+# Train-message config keys set by the server per round (not run-config keys).
+DP_NOISE = "dp-noise-multiplier"  # > 0: add N(0, (z * clip)^2) to every row before it leaves the client
+DP_CLIP = "dp-clip"
+KEEP_ROWS = "keep-own-rows"  # the client keeps its clean rows in its own state (the server holds only noised ones)
+
 ACTION_REGISTER = "register"  # query action: which identities does this client hold?
 
 
@@ -50,6 +55,7 @@ class ClientSettings:
     failure_rate: float = 0.0  # fault injection: probability that a client raises instead of training
     slow_partition: int = -1  # fault injection: this partition is a straggler ...
     slow_seconds: float = 0.0  # ... that sleeps this long before training
+    poison: str = ""  # attack injection, "KIND:PARTITION,...": scale (x100 update), noise, flip (labels)
 
     def to_record(self) -> dict[str, Any]:
         return asdict(self)

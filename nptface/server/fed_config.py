@@ -12,7 +12,8 @@ from typing import Any
 
 from nptface.client.protocol import ClientSettings
 
-SHARING_MODES = ("public", "all", "local-heads")
+SHARING_MODES = ("all", "public", "none", "dp", "local-heads")
+BACKBONE_AGGREGATIONS = ("fedavg", "median", "trimmed-mean")
 
 
 class FedConfigError(ValueError):
@@ -28,12 +29,22 @@ class FedConfig:
     min_nodes: int = 2
     wait_nodes_s: float = 120.0  # how long to wait for min-nodes before failing clearly
     round_timeout_s: float = 600.0  # stragglers past this are dropped from the round
-    proxy_sharing: str = "public"  # public | all | local-heads (FedPer-like: no shared negatives, no spread-out)
+    # What a client sees of the bank beyond its own rows (README "Privacy"): all | public | none | dp |
+    # local-heads (FedPer-like baseline: no shared negatives and no spread-out either).
+    proxy_sharing: str = "public"
+    dp_epsilon: float = 8.0  # dp: each identity's row releases over all rounds together stay (epsilon, delta)-DP
+    dp_delta: float = 1e-5
+    dp_clip: float = 1.0  # dp: L2 bound of a row before noise (the Gaussian mechanism's sensitivity)
     negatives_nearest: int = 4  # per own row: nearest public proxies sent as negatives
     negatives_random: int = 32  # plus this many random public proxies
     spread_steps: int = 50  # server-side spread-out steps per round (0 disables)
     spread_freeze_public: bool = False  # True: only client rows move (the server's proxies stay as trained)
-    norm_screen: float = 5.0  # reject a backbone update whose norm exceeds this multiple of the round's median
+    norm_screen: float = 5.0  # reject a backbone update whose norm exceeds this multiple of the round's median (0: off)
+    row_norm_limit: float = 1.01  # reject a reply whose bank rows are longer than this (clients send unit rows; 0: off)
+    backbone_aggregation: str = "fedavg"  # fedavg (sample-weighted) | median | trimmed-mean (Flower's aggregators)
+    trim_fraction: float = 0.2  # trimmed-mean: share of the updates cut at each end, per coordinate
+    attack_linkage: bool = False  # measure the proxy-linkage attack each round (simulation harness)
+    attack_partition: int = 0  # the honest-but-curious client whose view the attack uses
     central_eval_identities: int = 100
     central_eval_images: int = 6
     central_eval_domain: str = "wild"  # the server's domain: forgetting shows here
@@ -54,6 +65,16 @@ class FedConfig:
                 self.central_eval_images - 1) // 2 < 10:
             raise FedConfigError("central-eval-identities x central-eval-images must give >= 10 genuine pairs "
                                  "(and central-eval-images >= 2)")
+        if self.backbone_aggregation not in BACKBONE_AGGREGATIONS:
+            raise FedConfigError(f"backbone-aggregation must be one of {', '.join(BACKBONE_AGGREGATIONS)}, "
+                                 f"got {self.backbone_aggregation!r}")
+        if not 0 <= self.trim_fraction < 0.5:
+            raise FedConfigError(f"trim-fraction must be in [0, 0.5), got {self.trim_fraction}")
+        if self.dp_epsilon <= 0 or not 0 < self.dp_delta < 1 or self.dp_clip <= 0:
+            raise FedConfigError(f"dp-epsilon and dp-clip must be > 0 and dp-delta in (0, 1), got "
+                                 f"{self.dp_epsilon}, {self.dp_clip}, {self.dp_delta}")
+        if self.row_norm_limit < 0 or self.norm_screen < 0:
+            raise FedConfigError("row-norm-limit and norm-screen must be >= 0 (0 turns the screen off)")
         if not 0 <= self.client.failure_rate < 1:
             raise FedConfigError(f"failure-rate must be in [0, 1), got {self.client.failure_rate}")
 

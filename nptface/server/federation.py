@@ -38,6 +38,7 @@ from nptface.core.mobilefacenet import MobileFaceNet, MobileFaceNetConfig
 from nptface.core.pairs import lfw_style_pairs
 from nptface.server.fed_config import FedConfig
 from nptface.server.fed_state import FedState, export_run_directory, latest_state, save_state
+from nptface.server.privacy import calibrate, epsilon_after
 from nptface.server.proxy_bank import ProxyBank, RowUpdate
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,10 @@ class Federation:
             self.state = FedState(0, weights, bank, {}, [], config_hash(config))
         self._eval_sets = central_eval_sets(config, model.config.input_size)
         self.node_clients: dict[int, tuple[str, int]] = {}
+        self._sent_negatives: dict[int, np.ndarray] = {}
+        self._gallery_data: list[Any] | None = None
+        self.row_privacy = calibrate(config.dp_epsilon, config.dp_delta, config.num_rounds, config.dp_clip) \
+            if config.proxy_sharing == "dp" else None
 
     # ----------------------------------------------------------------- model helpers
     def model(self) -> MobileFaceNet:
@@ -184,50 +189,89 @@ class Federation:
         return None
 
     def _negatives(self, own_rows: np.ndarray, own_ids: list[str]) -> np.ndarray:
-        """Fixed negatives for one client: nearest + random rows from the pool the sharing mode allows.
+        """Bank indices of one client's fixed negatives: nearest + random rows of the pool its mode allows.
 
-        ``public``: only the server's own identities (no client's template reaches another client);
         ``all``: every row but the client's own (other clients' identities too: the strongest signal,
-        no privacy); ``local-heads``: none.
+        no privacy); ``dp``: the same pool, but the server only ever holds noised client rows;
+        ``public``: only the server's own identities (no client's template reaches another client);
+        ``none`` and ``local-heads``: nothing.
         """
         bank = self.state.bank
-        if self.config.proxy_sharing == "local-heads":
-            return np.zeros((0, bank.dim), np.float32)
+        if self.config.proxy_sharing in ("none", "local-heads"):
+            return np.zeros(0, np.int64)
         pool_mask = bank.public_mask() if self.config.proxy_sharing == "public" else np.ones(len(bank), bool)
         if own_ids:
             pool_mask = pool_mask.copy()
             pool_mask[bank.index_of(own_ids)] = False
         if not pool_mask.any():
-            return np.zeros((0, bank.dim), np.float32)
+            return np.zeros(0, np.int64)
         chosen: set[int] = set()
         if len(own_rows) and self.config.negatives_nearest:
             chosen.update(bank.nearest(own_rows, self.config.negatives_nearest, candidates=pool_mask).ravel().tolist())
         pool = np.flatnonzero(pool_mask)
         chosen.update(self.rng.choice(pool, size=min(self.config.negatives_random, len(pool)), replace=False).tolist())
-        return bank.rows[sorted(chosen)]
+        return np.asarray(sorted(chosen), np.int64)
 
     def _train_messages(self, nodes: list[int], round_number: int) -> list[Any]:
-        from flwr.app import ConfigRecord, Message, RecordDict
+        from flwr.app import Message
 
+        self._sent_negatives = {}
         backbone = ArrayRecord(self.state.backbone)
         in_bank = set(self.state.bank.ids)  # once per round: `ids` copies the list, banks reach 1e5+ rows
-        messages = []
-        for node in nodes:
-            client, _ = self.node_clients[node]
-            ids = self.state.registry[client]
-            known = [i for i in ids if i in in_bank]
-            rows = self.state.bank.rows[self.state.bank.index_of(known)] if known else np.zeros((0, self.state.bank.dim),
-                                                                                                np.float32)
-            config = ConfigRecord({**self.settings.to_record(), "round": round_number, "own_ids": known,
-                                   "seed": self.config.seed * 100_003 + round_number})
-            content = RecordDict({
-                protocol.BACKBONE: backbone,
-                protocol.OWN_ROWS: protocol.numpy_record(rows=rows.astype(np.float32)),
-                protocol.NEGATIVES: protocol.numpy_record(rows=self._negatives(rows, known).astype(np.float32)),
-                protocol.CONFIG: config,
-            })
-            messages.append(Message(content, dst_node_id=node, message_type="train"))
-        return messages
+        return [Message(self.train_content(node, round_number, backbone, in_bank), dst_node_id=node,
+                        message_type="train") for node in nodes]
+
+    def train_content(self, node: int, round_number: int, backbone: ArrayRecord, in_bank: set[str]) -> Any:
+        """One client's train message: the backbone, its own rows, its negatives, and the settings."""
+        from flwr.app import ConfigRecord, RecordDict
+
+        bank = self.state.bank
+        client, _ = self.node_clients[node]
+        known = [i for i in self.state.registry[client] if i in in_bank]
+        rows = bank.rows[bank.index_of(known)] if known else np.zeros((0, bank.dim), np.float32)
+        negatives = self._negatives(rows, known)
+        self._sent_negatives[node] = negatives
+        privacy: dict[str, Any] = {}
+        own_ids, own_rows = known, rows
+        if self.row_privacy is not None:
+            # dp: the bank holds only noised copies of a client's rows; the client trains on the clean
+            # rows it kept itself, so none are sent back to it.
+            privacy = {protocol.KEEP_ROWS: True, protocol.DP_NOISE: self.row_privacy.noise_multiplier,
+                       protocol.DP_CLIP: self.config.dp_clip}
+            own_ids, own_rows = [], np.zeros((0, bank.dim), np.float32)
+        config = ConfigRecord({**self.settings.to_record(), "round": round_number, "own_ids": own_ids,
+                               "seed": self.config.seed * 100_003 + round_number, **privacy})
+        return RecordDict({
+            protocol.BACKBONE: backbone,
+            protocol.OWN_ROWS: protocol.numpy_record(rows=own_rows.astype(np.float32)),
+            protocol.NEGATIVES: protocol.numpy_record(rows=bank.rows[negatives].astype(np.float32)),
+            protocol.CONFIG: config,
+        })
+
+    def linkage(self, nodes: list[int]) -> dict[str, float]:
+        """The proxy-linkage attack from the attacker partition's view of this round (if it was sampled)."""
+        from nptface.server.linkage_attack import build_gallery, linkage_attack
+
+        attacker = next((n for n in nodes if self.node_clients[n][1] == self.config.attack_partition), None)
+        if attacker is None:
+            return {}
+        indices = self._sent_negatives[attacker]
+        gallery = build_gallery(self.model(), self._gallery_sets())
+        bank_ids = self.state.bank.ids
+        return linkage_attack(self.state.bank.rows[indices], [bank_ids[i] for i in indices], gallery).to_metrics()
+
+    def _gallery_sets(self) -> list[Any]:
+        if self._gallery_data is None:
+            from nptface.client.client_app import plan_for
+            from nptface.core.datasets import materialize
+            from nptface.simulation.partitions import client_datasets
+
+            plan = plan_for(self.settings)
+            self._gallery_data = [
+                materialize(held, progress=False) if held is not None else None
+                for held in (client_datasets(plan, c.partition_id, self.settings.image_size,
+                                             seed=self.settings.partition_seed)[1] for c in plan.clients)]
+        return self._gallery_data
 
     def _parse(self, message: Any) -> Reply | str:
         if message.has_error():
@@ -274,12 +318,13 @@ class Federation:
                  for r in replies]
         median = float(np.median(norms)) if norms else 0.0
         kept, rejected = [], []
+        row_limit = self.config.row_norm_limit or None
         for reply, norm in zip(replies, norms, strict=True):
-            if len(replies) >= 3 and median > 0 and norm > self.config.norm_screen * median:
+            if self.config.norm_screen and len(replies) >= 3 and median > 0 and norm > self.config.norm_screen * median:
                 rejected.append((reply.node_id, f"update norm {norm:.3g} > {self.config.norm_screen} x median {median:.3g}"))
                 continue
             update = RowUpdate(reply.partition, reply.ids, reply.rows, reply.counts)
-            problems = self.state.bank.validate(update)
+            problems = self.state.bank.validate(update, norm_limit=row_limit)
             if problems:
                 rejected.append((reply.node_id, "; ".join(problems)))
                 continue
@@ -288,8 +333,8 @@ class Federation:
             logger.warning("round update from node %d rejected: %s", node, reason)
         new_backbone = global_weights
         if kept:
-            total = sum(max(r.samples, 1) for r in kept)
-            new_backbone = {k: sum(r.weights[k] * (max(r.samples, 1) / total) for r in kept) for k in global_weights}
+            new_backbone = combine_backbones([r.weights for r in kept], [r.samples for r in kept],
+                                             self.config.backbone_aggregation, self.config.trim_fraction)
             # In local-heads mode the bank only stores each client's rows for it (one owner per row,
             # so the "mean" is the client's own row): no negatives are shared and nothing is spread.
             stats = self.state.bank.aggregate([RowUpdate(r.partition, r.ids, r.rows, r.counts) for r in kept])
@@ -307,6 +352,13 @@ class Federation:
                 "min_sq_distance": self.state.bank.min_sq_distance(),
                 "local_loss_first": float(np.mean([r.metrics.get("loss_first", np.nan) for r in kept])) if kept else None,
                 "local_loss_last": float(np.mean([r.metrics.get("loss_last", np.nan) for r in kept])) if kept else None}
+
+    def _privacy_spent(self, round_number: int) -> dict[str, float]:
+        """Epsilon of one identity's row after this round: at most one release per round (no sampling claimed)."""
+        if self.row_privacy is None:
+            return {}
+        return {"dp/epsilon": epsilon_after(self.row_privacy.noise_multiplier, round_number, self.config.dp_delta),
+                "dp/noise_multiplier": self.row_privacy.noise_multiplier}
 
     def _aggregate_timed(self, parsed: list[Reply]) -> dict[str, Any]:
         started = time.perf_counter()
@@ -333,8 +385,9 @@ class Federation:
             picks = self.rng.choice(len(eligible), size=min(n_sample, len(eligible)), replace=False)
             sampled = sorted(eligible[int(i)] for i in picks)  # node ids exceed int64: never via numpy
             sent = time.perf_counter()
-            replies = list(grid.send_and_receive(self._train_messages(sampled, round_number),
-                                                 timeout=self.config.round_timeout_s))
+            messages = self._train_messages(sampled, round_number)
+            attack = self.linkage(sampled) if self.config.attack_linkage else {}
+            replies = list(grid.send_and_receive(messages, timeout=self.config.round_timeout_s))
             received = time.perf_counter()
             parsed: list[Reply] = []
             failures = 0
@@ -354,7 +407,7 @@ class Federation:
             self.state.round = round_number
             record = {"round": round_number, "sampled": len(sampled), "replies": len(replies),
                       "timed_out": len(sampled) - len(replies), "failed": failures, **summary,
-                      "bank_rows": len(self.state.bank), **metrics,
+                      "bank_rows": len(self.state.bank), **metrics, **attack, **self._privacy_spent(round_number),
                       "train_seconds": received - sent, "client_seconds_max": max(
                           (r.metrics.get("seconds", 0.0) for r in parsed), default=0.0),
                       "eval_seconds": time.perf_counter() - evaluated, "seconds": time.perf_counter() - started,
@@ -365,6 +418,26 @@ class Federation:
         export_run_directory(self.out_dir, self.model(), self.state.bank,
                              {"federated_rounds": self.state.round, "proxy_sharing": self.config.proxy_sharing})
         return self.state
+
+
+def combine_backbones(updates: list[dict[str, torch.Tensor]], samples: list[int], method: str,
+                      trim_fraction: float = 0.2) -> dict[str, torch.Tensor]:
+    """One backbone from the clients' ones: sample-weighted FedAvg, or Flower's coordinate-wise median /
+    trimmed mean (robust to a minority of poisoned updates; they ignore sample counts by design)."""
+    names = list(updates[0])
+    if method == "fedavg":
+        total = sum(max(n, 1) for n in samples)
+        return {k: sum(u[k] * (max(n, 1) / total) for u, n in zip(updates, samples, strict=True)) for k in names}
+    from flwr.server.strategy.aggregate import aggregate_median, aggregate_trimmed_avg
+
+    arrays = [([u[k].numpy() for k in names], n) for u, n in zip(updates, samples, strict=True)]
+    if method == "median":
+        combined = aggregate_median(arrays)
+    elif method == "trimmed-mean":
+        combined = aggregate_trimmed_avg(arrays, trim_fraction)
+    else:
+        raise ValueError(f"backbone aggregation must be fedavg, median or trimmed-mean, got {method!r}")
+    return {k: torch.as_tensor(np.asarray(a, dtype=np.float32)) for k, a in zip(names, combined, strict=True)}
 
 
 def central_eval_sets(config: FedConfig, image_size: int) -> dict[str, tuple[Any, Any]]:

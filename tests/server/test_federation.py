@@ -86,15 +86,15 @@ def test_negatives_follow_the_sharing_mode(federation):
         federation.config = FedConfig.from_run_config({"server-run": federation.config.server_run,
                                                        "proxy-sharing": mode, "negatives-random": 1000})
         negatives = federation._negatives(own_rows, own)
-        matches = [int(np.argmax(bank.rows @ row)) for row in negatives]
-        return {bank.ids[i] for i in matches}, negatives
+        return {bank.ids[i] for i in negatives}, negatives
 
     public, _ = sources("public")
     assert public and all(bank.owner_of(i) is None for i in public), "public: only the server's identities"
-    shared, _ = sources("all")
-    assert {"c1-a", "c1-b"} <= shared and not set(own) & shared, "all: other clients' rows, never the client's own"
-    _, none = sources("local-heads")
-    assert none.shape == (0, bank.dim)
+    for mode in ("all", "dp"):
+        shared, _ = sources(mode)
+        assert {"c1-a", "c1-b"} <= shared and not set(own) & shared, f"{mode}: other clients' rows, never the own"
+    for mode in ("none", "local-heads"):
+        assert sources(mode)[1].shape == (0,), f"{mode}: no negatives at all"
 
 
 def test_registration_refuses_impersonation_and_identity_clashes(federation):
@@ -113,3 +113,63 @@ def test_reply_counts_must_be_positive_integers(federation):
     content[protocol.ROWS_OUT] = protocol.numpy_record(rows=np.eye(2, federation.state.bank.dim, dtype=np.float32),
                                                        counts=np.array([0, 3]))
     assert "positive integers" in federation.check_reply(11, content)
+
+
+def test_without_screens_a_100x_update_drags_fedavg_but_not_the_median(federation):
+    base = {k: v.clone() for k, v in federation.state.backbone.items()}
+    key = next(k for k in base if base[k].abs().sum() > 0)
+
+    def run(aggregation):
+        federation.state.backbone = {k: v.clone() for k, v in base.items()}
+        federation.config = FedConfig.from_run_config({"server-run": federation.config.server_run, "norm-screen": 0.0,
+                                                       "backbone-aggregation": aggregation})
+        replies = [federation.check_reply(11, _content(federation, 0, scale=1.01)),
+                   federation.check_reply(12, _content(federation, 1, scale=1.02)),
+                   federation.check_reply(13, _content(federation, 2, scale=100.0))]
+        summary = federation.aggregate(replies)
+        return summary, federation.state.backbone[key] / base[key].where(base[key] != 0, torch.ones(()))
+
+    summary, ratio = run("fedavg")
+    assert summary["accepted"] == 3 and ratio[base[key] != 0].mean() > 10, "plain FedAvg is dragged by the attacker"
+    summary, ratio = run("median")
+    assert summary["accepted"] == 3
+    torch.testing.assert_close(ratio[base[key] != 0], torch.full_like(ratio[base[key] != 0], 1.02))
+
+
+def test_trimmed_mean_cuts_the_extremes_per_coordinate():
+    from scipy.stats import trim_mean
+
+    from nptface.server.federation import combine_backbones
+
+    updates = [{"w": torch.tensor([float(v), -float(v)])} for v in (1, 2, 3, 4, 100)]
+    combined = combine_backbones(updates, [1] * 5, "trimmed-mean", trim_fraction=0.2)
+    expected = trim_mean(np.array([[1, -1], [2, -2], [3, -3], [4, -4], [100, -100]], float), 0.2, axis=0)
+    np.testing.assert_allclose(combined["w"].numpy(), expected)
+    assert combined["w"].tolist() == [3.0, -3.0]
+
+
+def test_rows_longer_than_unit_are_screened_with_the_reply(federation):
+    content = _content(federation, 0)
+    content[protocol.ROWS_OUT] = protocol.numpy_record(
+        rows=100 * np.eye(2, federation.state.bank.dim, dtype=np.float32), counts=np.array([4, 6]))
+    summary = federation.aggregate([federation.check_reply(11, content),
+                                    federation.check_reply(12, _content(federation, 1))])
+    assert summary["rejected_nodes"] == [11] and "c0-a" not in federation.state.bank.ids
+
+
+def test_dp_clients_get_no_clean_rows_back_and_are_told_the_noise(federation, tmp_path):
+    config = FedConfig.from_run_config({"server-run": federation.config.server_run, "out-dir": str(tmp_path / "dp"),
+                                        "central-eval-identities": 10, "central-eval-images": 3,
+                                        "proxy-sharing": "dp", "dp-epsilon": 4.0, "num-rounds": 3})
+    dp = Federation(config)
+    dp.node_clients, dp.state.registry = dict(federation.node_clients), dict(federation.state.registry)
+    dp.aggregate([dp.check_reply(11, _content(dp, 0)), dp.check_reply(12, _content(dp, 1))])
+    content = dp.train_content(11, 2, ArrayRecord(dp.state.backbone), set(dp.state.bank.ids))
+    record = content[protocol.CONFIG]
+    assert list(record["own_ids"]) == [] and content[protocol.OWN_ROWS]["rows"].numpy().shape[0] == 0
+    assert content[protocol.NEGATIVES]["rows"].numpy().shape[0] > 0
+    assert record[protocol.KEEP_ROWS] is True and record[protocol.DP_CLIP] == 1.0
+    assert record[protocol.DP_NOISE] == dp.row_privacy.noise_multiplier > 1.0
+    assert dp.row_privacy.epsilon <= 4.0
+    spent = [dp._privacy_spent(r)["dp/epsilon"] for r in (1, 2, 3)]
+    assert spent == sorted(spent) and spent[-1] == dp.row_privacy.epsilon

@@ -85,3 +85,19 @@ def test_a_straggler_past_the_round_timeout_is_dropped_and_the_round_completes(t
     assert record["timed_out"] == 1 and record["accepted"] == 2
     assert record["train_seconds"] < 20, "the round waited for the timeout, not for the straggler"
     assert time.monotonic() - started < 120
+
+
+def test_dp_sharing_accounts_epsilon_and_the_attacker_sees_only_noised_rows(tiny_run, tmp_path):
+    config = _config(tiny_run, tmp_path / "fed", **{"proxy-sharing": "dp", "dp-epsilon": 6.0, "attack-linkage": True,
+                                                     "negatives-random": 1000, "poison": "flip:2",
+                                                     "backbone-aggregation": "median"})
+    simulate(config)
+    state = latest_state(tmp_path / "fed")
+    rounds = state.history[1:]
+    spent = [h["dp/epsilon"] for h in rounds]
+    assert spent == sorted(spent) and spent[-1] <= 6.0
+    assert all(h["attack/chance"] == 1 / 9 for h in rounds)
+    assert rounds[0]["attack/rows"] == 0, "round 1: no client row is in the bank yet"
+    others = 9 - len(state.registry["partition-0"])
+    assert rounds[1]["attack/rows"] == others, "round 2: every other client's row, noised"
+    assert all(h["accepted"] == 3 for h in rounds)
