@@ -11,7 +11,11 @@ from pathlib import Path
 
 
 def _data_synth(args: argparse.Namespace) -> int:
-    from nptface.core.datasets import SyntheticFaceDataset, preview_grid, write_image_folder
+    from nptface.core.datasets import (
+        SyntheticFaceDataset,
+        preview_grid,
+        write_image_folder,
+    )
     from nptface.core.synthetic import CLIENT_IDS, HELDOUT_IDS, SERVER_IDS
 
     if args.out is None and args.preview is None:
@@ -221,7 +225,11 @@ def _export(args: argparse.Namespace) -> int:
 
 def _fed_simulate(args: argparse.Namespace) -> int:
     from nptface.server.fed_config import SHARING_MODES, FedConfig
-    from nptface.simulation.comparison import robustness_configs, run_comparison, sharing_configs
+    from nptface.simulation.comparison import (
+        robustness_configs,
+        run_comparison,
+        sharing_configs,
+    )
     from nptface.simulation.experiment import run_experiment
 
     values: dict[str, object] = {}

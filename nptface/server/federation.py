@@ -37,7 +37,12 @@ from nptface.core.evaluation import evaluate_model
 from nptface.core.mobilefacenet import MobileFaceNet, MobileFaceNetConfig
 from nptface.core.pairs import lfw_style_pairs
 from nptface.server.fed_config import FedConfig
-from nptface.server.fed_state import FedState, export_run_directory, latest_state, save_state
+from nptface.server.fed_state import (
+    FedState,
+    export_run_directory,
+    latest_state,
+    save_state,
+)
 from nptface.server.privacy import calibrate, epsilon_after
 from nptface.server.proxy_bank import ProxyBank, RowUpdate
 

@@ -89,22 +89,27 @@ def summarise(history: list[dict[str, Any]], config: FedConfig) -> dict[str, Any
 
 def privacy_table(rows: dict[str, dict[str, Any]]) -> str:
     reference = rows.get("all", {}).get("tar")
-    lines = ["| sharing | TAR@FAR=1e-2 | vs all (points) | 10-fold acc | linkage rank-1 (pooled) | chance | "
-             "client rows sent to attacker | epsilon (delta) | goal |", "|---|---|---|---|---|---|---|---|---|"]
+    header = ("| sharing | TAR@FAR=1e-2 | vs all (points) | 10-fold acc | linkage rank-1 (pooled) | chance | "
+              "client rows sent to attacker | epsilon (delta) | goal |")
+    lines = [header, "|---|---|---|---|---|---|---|---|---|"]
     for mode, r in rows.items():
         delta_pts = None if reference is None or r["tar"] is None else (r["tar"] - reference) * 100
-        privacy_goal = r["attack_rank1"] is None or r["attack_chance"] is None or \
-            r["attack_rank1"] <= r["attack_chance"] + 0.05
-        accuracy_goal = delta_pts is None or delta_pts >= -2.0
-        goal = "reference" if mode == "all" else ("met" if privacy_goal and accuracy_goal else
-                                                 "missed: " + ", ".join(
-                                                     x for x, ok in (("attack > chance+5", privacy_goal),
-                                                                     ("TAR loss > 2 pts", accuracy_goal)) if not ok))
+        goal = "reference" if mode == "all" else _goal(r, delta_pts)
         rank1 = "no rows to link" if r["attack_rows"] == 0 else _pct(r["attack_rank1"])
         epsilon = _epsilon_cell(mode, r)
         lines.append(f"| {mode} | {_pct(r['tar'])} | {_signed(delta_pts)} | {_pct(r['accuracy'])} | {rank1} | "
                      f"{_pct(r['attack_chance'])} | {_int(r['attack_rows'])} | {epsilon} | {goal} |")
     return "\n".join(lines)
+
+
+def _goal(r: dict[str, Any], delta_pts: float | None) -> str:
+    """Issue 6's goal for a private mode: attack rank-1 <= chance + 5 points at <= 2 points TAR loss vs all."""
+    missed = []
+    if r["attack_rank1"] is not None and r["attack_chance"] is not None and r["attack_rank1"] > r["attack_chance"] + 0.05:
+        missed.append("attack > chance + 5")
+    if delta_pts is not None and delta_pts < -2.0:
+        missed.append("TAR loss > 2 points")
+    return "missed: " + ", ".join(missed) if missed else "met"
 
 
 def _epsilon_cell(mode: str, r: dict[str, Any]) -> str:
