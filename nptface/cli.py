@@ -370,8 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--attack", choices=["linkage"], help="measure the proxy-linkage attack every round")
     simulate.add_argument("--poison", metavar="KIND:PARTITION,...",
                           help="malicious clients (scale, noise, flip), e.g. scale:0,noise:1,flip:2: the robustness table")
-    simulate.add_argument("--robust", default="median,trimmed-mean",
-                          help="with --poison: robust backbone aggregators to compare (default: median,trimmed-mean)")
+    simulate.add_argument("--robust", default="fedavg,median,trimmed-mean",
+                          help="with --poison: backbone aggregators to compare behind the norm screens "
+                               "(fedavg, median, trimmed-mean; default: fedavg,median,trimmed-mean)")
     simulate.add_argument("--cpus-per-client", type=float, default=1.0)
     simulate.set_defaults(func=_fed_simulate)
 

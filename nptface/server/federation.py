@@ -33,7 +33,6 @@ from flwr.app import ArrayRecord
 
 from nptface.client import protocol
 from nptface.core.checkpoint import MODEL_FILE, load_backbone, load_proxies
-from nptface.core.evaluation import evaluate_model
 from nptface.core.mobilefacenet import MobileFaceNet, MobileFaceNetConfig
 from nptface.core.pairs import lfw_style_pairs
 from nptface.server.fed_config import FedConfig
@@ -417,6 +416,8 @@ class Federation:
                           (r.metrics.get("seconds", 0.0) for r in parsed), default=0.0),
                       "eval_seconds": time.perf_counter() - evaluated, "seconds": time.perf_counter() - started,
                       "ended_unix": time.time()}
+            # Strict JSON: a metric that could not be measured (no client answered, a NaN loss) is null.
+            record = {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in record.items()}
             self.state.history.append(record)
             save_state(self.out_dir, self.state)
             logger.info("round %d: %s", round_number, {k: v for k, v in record.items() if not isinstance(v, list)})
@@ -485,9 +486,19 @@ def _with_pairs(data: Any) -> tuple[Any, Any]:
 
 
 def evaluate_backbone(model: MobileFaceNet, sets: dict[str, tuple[Any, Any]]) -> dict[str, float]:
+    """Held-out verification per set. A backbone that yields non-finite embeddings (a poisoned
+    aggregate can) cannot verify anything: it scores chance accuracy, TAR 0, and is flagged."""
+    from nptface.core.embedding import embed_dataset
+    from nptface.core.evaluation import evaluate_embeddings
+
     out = {}
     for name, (data, pairs) in sets.items():
-        result = evaluate_model(model.eval(), data, pairs)
+        embeddings = embed_dataset(model.eval(), data)
+        if not np.isfinite(embeddings).all():
+            logger.warning("%s: the global backbone gives non-finite embeddings; scored as chance", name)
+            out.update({f"{name}/accuracy": 0.5, f"{name}/tar@far=1e-2": 0.0, f"{name}/non-finite": 1.0})
+            continue
+        result = evaluate_embeddings(embeddings, np.asarray(data.labels), pairs)
         out[f"{name}/accuracy"] = result.verification.accuracy.mean
         tar = result.verification.tar_at_far.get(1e-2)
         out[f"{name}/tar@far=1e-2"] = float("nan") if tar is None or tar.tar is None else tar.tar

@@ -37,7 +37,7 @@ def sharing_configs(base: FedConfig, modes: list[str], attack: bool) -> dict[str
 
 
 def robustness_configs(base: FedConfig, poison: str, robust: list[str]) -> dict[str, FedConfig]:
-    """Clean run, poisoned run with every defence off, and the poisoned run per robust aggregator."""
+    """Clean run, poisoned run with every defence off, and per robust aggregator the clean and the poisoned run."""
     out = Path(base.out_dir)
     clean_client = replace(base.client, poison="")
     poisoned_client = replace(base.client, poison=poison)
@@ -45,6 +45,9 @@ def robustness_configs(base: FedConfig, poison: str, robust: list[str]) -> dict[
                "poisoned, no defence (plain FedAvg)": replace(base, client=poisoned_client, norm_screen=0.0,
                                                               row_norm_limit=0.0, backbone_aggregation="fedavg",
                                                               out_dir=str(out / "poisoned-undefended"))}
+    for method in (m for m in robust if m != "fedavg"):  # what the aggregator costs by itself, without attackers
+        configs[f"clean, norm screens + {method}"] = replace(base, client=clean_client, backbone_aggregation=method,
+                                                             out_dir=str(out / f"clean-{method}"))
     for method in robust:
         configs[f"poisoned, norm screens + {method}"] = replace(base, client=poisoned_client,
                                                                 backbone_aggregation=method,
@@ -80,6 +83,7 @@ def summarise(history: list[dict[str, Any]], config: FedConfig) -> dict[str, Any
             "server_tar": final.get("server-domain/tar@far=1e-2"),
             "attack_rows": attacked if config.attack_linkage else None,
             "attack_rank1": hits / attacked if config.attack_linkage and attacked else None,
+            "attack_per_round": [h.get("attack/rank1") for h in rounds] if config.attack_linkage else None,
             "attack_chance": next((h["attack/chance"] for h in rounds if "attack/chance" in h), None),
             "epsilon": final.get("dp/epsilon"), "delta": config.dp_delta if config.proxy_sharing == "dp" else None,
             "noise_multiplier": final.get("dp/noise_multiplier"),
@@ -90,15 +94,16 @@ def summarise(history: list[dict[str, Any]], config: FedConfig) -> dict[str, Any
 def privacy_table(rows: dict[str, dict[str, Any]]) -> str:
     reference = rows.get("all", {}).get("tar")
     header = ("| sharing | TAR@FAR=1e-2 | vs all (points) | 10-fold acc | linkage rank-1 (pooled) | chance | "
-              "client rows sent to attacker | epsilon (delta) | goal |")
-    lines = [header, "|---|---|---|---|---|---|---|---|---|"]
+              "rank-1 per round | client rows sent to attacker | epsilon (delta) | goal |")
+    lines = [header, "|---|---|---|---|---|---|---|---|---|---|"]
     for mode, r in rows.items():
         delta_pts = None if reference is None or r["tar"] is None else (r["tar"] - reference) * 100
         goal = "reference" if mode == "all" else _goal(r, delta_pts)
         rank1 = "no rows to link" if r["attack_rows"] == 0 else _pct(r["attack_rank1"])
         epsilon = _epsilon_cell(mode, r)
         lines.append(f"| {mode} | {_pct(r['tar'])} | {_signed(delta_pts)} | {_pct(r['accuracy'])} | {rank1} | "
-                     f"{_pct(r['attack_chance'])} | {_int(r['attack_rows'])} | {epsilon} | {goal} |")
+                     f"{_pct(r['attack_chance'])} | {_per_round(r.get('attack_per_round'))} | {_int(r['attack_rows'])} | "
+                     f"{epsilon} | {goal} |")
     return "\n".join(lines)
 
 
@@ -143,6 +148,13 @@ def _pct(value: float | None) -> str:
 
 def _signed(points: float | None) -> str:
     return "—" if points is None else f"{points:+.2f}"
+
+
+def _per_round(values: list[float | None] | None) -> str:
+    """``–/78/81`` in percent; a dash where the attacker was sent no client row that round."""
+    if not values:
+        return "—"
+    return "/".join("–" if v is None else f"{v * 100:.0f}" for v in values)
 
 
 def _int(value: float | None) -> str:

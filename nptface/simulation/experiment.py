@@ -114,7 +114,7 @@ def _history(out: Path, num_rounds: int) -> list[dict[str, Any]]:
 
 
 def _metrics(record: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in record.items()
+    return {k: float("nan") if v is None else float(v) for k, v in record.items()
             if k.startswith(("client-domain/", "server-domain/")) or k == "clients-local/accuracy"}
 
 

@@ -173,3 +173,15 @@ def test_dp_clients_get_no_clean_rows_back_and_are_told_the_noise(federation, tm
     assert dp.row_privacy.epsilon <= 4.0
     spent = [dp._privacy_spent(r)["dp/epsilon"] for r in (1, 2, 3)]
     assert spent == sorted(spent) and spent[-1] == dp.row_privacy.epsilon
+
+
+def test_a_backbone_with_non_finite_outputs_scores_chance_and_is_flagged(federation):
+    from nptface.server.federation import evaluate_backbone
+
+    model = federation.model()
+    batch_norm = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    batch_norm.running_var.fill_(-1.0)  # what an averaged-in noise update can leave behind
+    metrics = evaluate_backbone(model, federation._eval_sets)
+    assert metrics["client-domain/non-finite"] == 1.0 and metrics["client-domain/accuracy"] == 0.5
+    healthy = evaluate_backbone(federation.model(), federation._eval_sets)
+    assert "client-domain/non-finite" not in healthy and healthy["client-domain/accuracy"] > 0.5

@@ -21,7 +21,7 @@ def test_attack_rank1_is_pooled_over_rounds_weighted_by_rows():
     config = FedConfig(attack_linkage=True, proxy_sharing="all")
     summary = summarise(_history(0.6, [(0, 0.0), (10, 1.0), (30, 0.5)]), config)
     assert summary["attack_rows"] == 40 and summary["attack_rank1"] == (10 + 15) / 40
-    assert summary["rejected"] == 3
+    assert summary["rejected"] == 3 and summary["attack_per_round"] == [None, 1.0, 0.5]
 
 
 def test_private_modes_are_held_to_chance_plus_5_and_2_points_of_tar():
@@ -39,8 +39,9 @@ def test_private_modes_are_held_to_chance_plus_5_and_2_points_of_tar():
 
 def test_the_undefended_run_turns_every_defence_off_and_the_robust_ones_keep_them():
     configs = robustness_configs(FedConfig(out_dir="x"), "scale:0,flip:2", ["median"])
-    clean, undefended, robust = configs.values()
+    clean, undefended, clean_robust, robust = configs.values()
+    assert clean_robust.client.poison == "" and clean_robust.backbone_aggregation == "median"
     assert clean.client.poison == "" and undefended.client.poison == robust.client.poison == "scale:0,flip:2"
     assert (undefended.norm_screen, undefended.row_norm_limit, undefended.backbone_aggregation) == (0.0, 0.0, "fedavg")
     assert robust.norm_screen > 0 and robust.row_norm_limit > 0 and robust.backbone_aggregation == "median"
-    assert len({c.out_dir for c in configs.values()}) == 3
+    assert len({c.out_dir for c in configs.values()}) == 4
