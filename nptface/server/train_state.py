@@ -1,7 +1,8 @@
 """Training checkpoints: everything needed to continue a run exactly where it stopped.
 
 A checkpoint is a directory ``checkpoints/step-XXXXXXXX/`` with ``state.safetensors`` (model,
-proxies, optimizer momentum, RNG states: tensors only) and ``state.json`` (position in the data,
+the full proxy matrix and optimizer momentum even when the proxies are sharded across ranks, RNG
+states: tensors only) and ``state.json`` (position in the data,
 optimizer hyper-parameters, config and its hash, the epoch history). It is written under a
 hidden temporary name and renamed into place, then ``checkpoints/latest`` (a small JSON file,
 itself written atomically) is pointed at it: a kill at any instant leaves the previous
