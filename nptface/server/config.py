@@ -68,6 +68,11 @@ class HeadSection:
     scalable_above: int = 20000
     chunk_size: int = 65536  # classes per chunk of the streamed head
     candidate_rate: float = 0.0  # streamed head: search negatives in this share of classes (0 = exact)
+    # Under torchrun, keep each rank's rows of the proxies (and their momentum) instead of all of
+    # them: "auto" when the streamed head is chosen (and candidate_rate = 0), true for any NPT
+    # head with an integer k, false never. One process has nothing to shard. Not in the config
+    # hash: like the number of processes, it splits the work without changing what is trained.
+    shard_proxies: bool | str = "auto"
 
 
 @dataclass
@@ -150,6 +155,7 @@ class TrainConfig:
         payload["run"].pop("name")
         payload["run"].pop("output_dir")
         payload["data"].pop("num_workers")
+        payload["head"].pop("shard_proxies")
         for volatile in ("log", "checkpoint", "eval"):
             payload.pop(volatile)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -316,6 +322,13 @@ def validate(config: TrainConfig, source: str) -> None:
         fail(f"optim.milestones must be epochs inside (0, {config.optim.epochs}), got {config.optim.milestones}")
     if not 0 <= config.optim.warmup_epochs < config.optim.epochs:
         fail(f"optim.warmup_epochs must lie in [0, epochs), got {config.optim.warmup_epochs}")
+    shard = config.head.shard_proxies
+    if not (shard == "auto" or isinstance(shard, bool)):
+        fail(f'head.shard_proxies must be "auto", true or false, got {shard!r}')
+    if shard is True and (config.head.name != "npt" or not isinstance(config.head.params.get("k", 6), int)
+                          or config.head.candidate_rate):
+        fail(f"head.shard_proxies = true needs head.name = \"npt\" with an integer params.k and candidate_rate = 0, "
+             f"got name {config.head.name!r}, params {config.head.params}, candidate_rate {config.head.candidate_rate}")
     if config.device.amp not in ("bf16", "none"):
         fail(f"device.amp must be bf16 or none, got {config.device.amp!r}")
     for i, eval_set in enumerate(config.eval.sets):

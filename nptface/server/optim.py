@@ -15,15 +15,19 @@ import torch
 from nptface.core.heads import ProxyHead
 from nptface.core.mobilefacenet import MobileFaceNet, weight_decay_groups
 from nptface.server.config import OptimSection
+from nptface.server.proxy_shard import PROXY_GROUP, ShardedNPTHead
 
 
-def parameter_groups(model: MobileFaceNet, head: ProxyHead, optim: OptimSection) -> list[dict]:
-    """SGD parameter groups with the recipe's layer-wise weight decay, in a fixed order."""
+def parameter_groups(model: MobileFaceNet, head: ProxyHead | ShardedNPTHead, optim: OptimSection) -> list[dict]:
+    """SGD parameter groups with the recipe's layer-wise weight decay, in a fixed order.
+
+    A sharded head's group holds this rank's rows only: decay and momentum act row by row.
+    """
     return [*weight_decay_groups(model, optim.weight_decay_backbone, optim.weight_decay_embedding),
-            {"name": "proxies", "params": [head.proxies], "weight_decay": optim.weight_decay_proxies}]
+            {"name": PROXY_GROUP, "params": [head.proxies], "weight_decay": optim.weight_decay_proxies}]
 
 
-def build_optimizer(model: MobileFaceNet, head: ProxyHead, optim: OptimSection) -> torch.optim.SGD:
+def build_optimizer(model: MobileFaceNet, head: ProxyHead | ShardedNPTHead, optim: OptimSection) -> torch.optim.SGD:
     return torch.optim.SGD(
         parameter_groups(model, head, optim), lr=optim.lr, momentum=optim.momentum, nesterov=optim.nesterov
     )

@@ -63,20 +63,20 @@ def backbone_grad_scale() -> float:
     return float(dist.get_world_size())
 
 
-def sharded_npt_loss(
+def sharded_selected_cosines(
     embeddings: torch.Tensor,
     labels: torch.Tensor,
     shard: torch.Tensor,
     shard_start: int,
     num_classes: int,
     k: int = 6,
-    delta: float = 1.0,
-    r: float = 1.0,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-    reduction: Reduction = "mean",
-) -> torch.Tensor:
-    """This rank's share of the global NPT loss (already divided by the world size; see module doc).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``[W * B, 1 + k]`` cosines NPT reads for the whole global batch, and their proxy rows.
 
+    Identical on every rank: rows are the ranks' local batches in rank order, column 0 each
+    sample's positive, columns 1..k its k nearest negatives over all shards (descending). The
+    cosines carry autograd into ``embeddings`` and ``shard`` (see the module doc for the scale).
     ``embeddings``/``labels`` are this rank's local batch (labels are global class ids);
     ``shard`` holds proxy rows ``shard_start .. shard_start + len(shard)`` of ``num_classes``.
     Every rank must pass the same local batch size.
@@ -109,8 +109,27 @@ def sharded_npt_loss(
     mine = (index >= shard_start) & (index < shard_start + size)
     rows = F.normalize(shard[torch.where(mine, index - shard_start, torch.zeros_like(index))].float(), dim=2)
     partial = torch.bmm(rows, queries[:, :, None]).squeeze(2) * mine
-    cosines = _AllReduceSum.apply(partial)
-    return selected_npt_loss(cosines, delta, r, reduction) / world
+    return _AllReduceSum.apply(partial), index
+
+
+def sharded_npt_loss(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    shard: torch.Tensor,
+    shard_start: int,
+    num_classes: int,
+    k: int = 6,
+    delta: float = 1.0,
+    r: float = 1.0,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    reduction: Reduction = "mean",
+) -> torch.Tensor:
+    """This rank's share of the global NPT loss (already divided by the world size; see module doc).
+
+    Arguments as :func:`sharded_selected_cosines`.
+    """
+    cosines, _ = sharded_selected_cosines(embeddings, labels, shard, shard_start, num_classes, k, chunk_size)
+    return selected_npt_loss(cosines, delta, r, reduction) / dist.get_world_size()
 
 
 def _gather_ints(values: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Training checkpoints: everything needed to continue a run exactly where it stopped.
 
 A checkpoint is a directory ``checkpoints/step-XXXXXXXX/`` with ``state.safetensors`` (model,
-proxies, optimizer momentum, RNG states: tensors only) and ``state.json`` (position in the data,
+the full proxy matrix and optimizer momentum even when the proxies are sharded across ranks, RNG
+states: tensors only) and ``state.json`` (position in the data,
 optimizer hyper-parameters, config and its hash, the epoch history). It is written under a
 hidden temporary name and renamed into place, then ``checkpoints/latest`` (a small JSON file,
 itself written atomically) is pointed at it: a kill at any instant leaves the previous
@@ -54,8 +55,24 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    state_dict = optimizer.state_dict()
+@dataclass
+class StoredTrainState:
+    """A checkpoint as read: state dicts to load (full proxies whatever the writer's world size)."""
+
+    model: dict[str, torch.Tensor]
+    head: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    train: TrainState
+    rng: dict[str, torch.Tensor]
+
+    def restore_rng(self) -> None:
+        torch.set_rng_state(self.rng["torch"])
+        cuda_states = [self.rng[f"cuda.{i}"] for i in range(torch.cuda.device_count()) if f"cuda.{i}" in self.rng]
+        if cuda_states:
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+def _optimizer_to_tensors(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for param_id, param_state in state_dict["state"].items():
@@ -80,22 +97,26 @@ def _optimizer_from_tensors(tensors: dict[str, torch.Tensor], structure: dict[st
 
 def save_train_state(
     checkpoints_dir: Path,
-    model: torch.nn.Module,
-    head: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    model_state: dict[str, torch.Tensor],
+    head_state: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any],
     state: TrainState,
     keep: int = 2,
 ) -> Path:
-    """Write one checkpoint directory atomically, point ``latest`` at it, prune old ones."""
+    """Write one checkpoint directory atomically, point ``latest`` at it, prune old ones.
+
+    The states are ``state_dict()``s; a sharded head passes its gathered full matrix and momentum
+    (:mod:`nptface.server.proxy_shard`), so every checkpoint has the layout of a one-process run.
+    """
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
     name = f"step-{state.position.global_step:08d}"
     final = checkpoints_dir / name
     staging = checkpoints_dir / f".{name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    tensors.update({f"head.{k}": v for k, v in head.state_dict().items()})
-    optimizer_tensors, optimizer_structure = _optimizer_to_tensors(optimizer)
+    tensors = {f"model.{k}": v for k, v in model_state.items()}
+    tensors.update({f"head.{k}": v for k, v in head_state.items()})
+    optimizer_tensors, optimizer_structure = _optimizer_to_tensors(optimizer_state)
     tensors.update(optimizer_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
@@ -138,14 +159,8 @@ def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
     return path
 
 
-def load_train_state(
-    path: Path,
-    model: torch.nn.Module,
-    head: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    expected_hash: str | None,
-) -> TrainState:
-    """Restore model, head, optimizer and RNG in place; refuse a checkpoint of another config."""
+def read_train_state(path: Path, expected_hash: str | None) -> StoredTrainState:
+    """Read a checkpoint (nothing is loaded into modules); refuse one of another config."""
     try:
         meta = json.loads((path / "state.json").read_text())
     except (OSError, json.JSONDecodeError) as error:
@@ -159,11 +174,13 @@ def load_train_state(
             f"{expected_hash}: resuming would mix two different trainings (start a new run name instead)"
         )
     tensors = load_file(path / "state.safetensors")
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    head.load_state_dict({k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")})
-    optimizer.load_state_dict(_optimizer_from_tensors(tensors, meta["optimizer"]))
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda_states = [tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count()) if f"rng.cuda.{i}" in tensors]
-    if cuda_states:
-        torch.cuda.set_rng_state_all(cuda_states)
-    return TrainState(TrainPosition(**meta["position"]), meta["config"], meta["config_hash"], meta["history"])
+
+    def section(prefix: str) -> dict[str, torch.Tensor]:
+        return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    return StoredTrainState(
+        model=section("model."), head=section("head."),
+        optimizer=_optimizer_from_tensors(tensors, meta["optimizer"]),
+        train=TrainState(TrainPosition(**meta["position"]), meta["config"], meta["config_hash"], meta["history"]),
+        rng=section("rng."),
+    )

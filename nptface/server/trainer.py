@@ -3,14 +3,18 @@
 GPU first (bf16 autocast, channels_last, optional ``torch.compile``, pinned memory and
 non-blocking copies of uint8 batches, normalised on the device), CPU otherwise. Multi-GPU and
 multi-node through ``torchrun`` + DistributedDataParallel; a plain single process never touches
-``torch.distributed``. The proxy matrix is replicated on every rank (sharding by class is the
-scalable-NPT head's job).
+``torch.distributed``. The proxy matrix is either replicated on every rank (DDP wraps backbone
+and head and all-reduces the ``[C, d]`` proxy gradient) or, with ``head.shard_proxies``, sharded
+by class: each rank keeps its rows outside DDP (:mod:`nptface.server.proxy_shard`), DDP wraps
+the backbone only, the loss merges per-shard top-k (:mod:`nptface.server.sharded_npt`), and
+backbone gradients are scaled by the world size because DDP averages what the global loss sums.
 
 Everything a run needs to continue is checkpointed atomically every N steps and at the end of
 each epoch (:mod:`nptface.server.train_state`); the data order is a pure function of (seed,
 epoch) (:mod:`nptface.server.sampler`), so a run killed at any instant and resumed ends with
 the same weights as one never interrupted (bitwise on CPU with deterministic settings), on any
-number of processes. Only rank 0 logs, evaluates and writes.
+number of processes. Checkpoints always hold the full proxy matrix and its momentum (gathered
+from the shards), so that holds with sharding too. Only rank 0 logs, evaluates and writes.
 """
 
 from __future__ import annotations
@@ -34,20 +38,28 @@ from tqdm import tqdm
 from nptface.core.atomic import atomic_write_bytes, atomic_write_json
 from nptface.core.checkpoint import CheckpointMeta, save_checkpoint
 from nptface.core.evaluation import EvaluationResult, evaluate_model
-from nptface.core.heads import ProxyHead, build_head
+from nptface.core.heads import ProxyHead, ScalableNPTHead, build_head
 from nptface.core.mobilefacenet import MobileFaceNet, MobileFaceNetConfig
 from nptface.core.preprocess import normalize
 from nptface.server import distributed
 from nptface.server.config import TrainConfig
 from nptface.server.data import EvalData, build_eval_set, build_train_data
 from nptface.server.optim import build_optimizer, lr_at
+from nptface.server.proxy_shard import (
+    ShardedNPTHead,
+    clip_sharded_grad_norm_,
+    gather_full_state,
+    gather_rows,
+    slice_full_state,
+)
 from nptface.server.report import markdown_table, plot_roc, plot_training
 from nptface.server.sampler import FlipView, GlobalBatchSampler
+from nptface.server.sharded_npt import backbone_grad_scale
 from nptface.server.train_state import (
     TrainPosition,
     TrainState,
     latest_checkpoint,
-    load_train_state,
+    read_train_state,
     save_train_state,
 )
 
@@ -73,10 +85,15 @@ class _Window:
 
 
 class _Meter:
-    """Loss and accuracy summed on the device, read back only when flushed (no per-step sync)."""
+    """Loss and accuracy summed on the device, read back only when flushed (no per-step sync).
 
-    def __init__(self, device: torch.device) -> None:
+    ``loss_scale`` turns the loss a rank backpropagates into the loss it reports: a sharded
+    head's rank holds ``1 / world_size`` of the global batch's loss.
+    """
+
+    def __init__(self, device: torch.device, loss_scale: float = 1.0) -> None:
         self.device = device
+        self.loss_scale = loss_scale
         self._loss = torch.zeros((), dtype=torch.float64, device=device)
         self._correct = torch.zeros((), dtype=torch.int64, device=device)
         self._steps = 0
@@ -84,7 +101,7 @@ class _Meter:
         self.window = _Window(start=time.perf_counter())
 
     def add(self, loss: torch.Tensor, predictions: torch.Tensor, labels: torch.Tensor) -> None:
-        self._loss += loss.detach().double()
+        self._loss += loss.detach().double() * self.loss_scale
         self._correct += (predictions == labels).sum()
         self._steps += 1
         self._images += len(labels)
@@ -112,9 +129,9 @@ class _Meter:
 
 
 class TrainStep(nn.Module):
-    """Backbone + head as one module, so DDP sees (and all-reduces) both."""
+    """Backbone + head as one module: DDP wraps it whole (replicated proxies), or wraps the backbone inside it."""
 
-    def __init__(self, backbone: MobileFaceNet, head: ProxyHead) -> None:
+    def __init__(self, backbone: nn.Module, head: ProxyHead | ShardedNPTHead) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -147,7 +164,8 @@ class Trainer:
         self.train_set, heldout = build_train_data(config.data, config.model.input_size, config.run.seed, progress)
         self.backbone = MobileFaceNet(self.model_config)
         head_name, head_params = self._head_choice(self.train_set.num_classes)
-        self.head = build_head(head_name, self.train_set.num_classes, config.model.embedding_dim, **head_params)
+        self.head = self._shard_choice(
+            build_head(head_name, self.train_set.num_classes, config.model.embedding_dim, **head_params))
         self.optimizer = build_optimizer(self.backbone, self.head, config.optim)
         self.backbone.to(self.device)
         self.head.to(self.device)
@@ -175,6 +193,26 @@ class Trainer:
             return "scalable_npt", {**head.params, "chunk_size": head.chunk_size, "candidate_rate": head.candidate_rate}
         return head.name, dict(head.params)
 
+    def _shard_choice(self, head: ProxyHead) -> ProxyHead | ShardedNPTHead:
+        """The head itself, or this rank's shard of it (``head.shard_proxies`` under torchrun)."""
+        setting = self.config.head.shard_proxies
+        if not self.context.distributed:
+            if setting is True:
+                logger.info("head.shard_proxies = true, but one process has nothing to shard")
+            return head
+        exact_streamed = isinstance(head, ScalableNPTHead) and not head.candidate_rate
+        if setting is False or (setting == "auto" and not exact_streamed):
+            return head
+        sharded = ShardedNPTHead(head, self.context.rank, self.context.world_size, self.config.head.chunk_size)
+        if self.context.is_main:
+            logger.info("proxies sharded by class over %d ranks: rank 0 holds rows [%d, %d) of %d",
+                        self.context.world_size, sharded.start, sharded.stop, sharded.num_classes)
+        return sharded
+
+    @property
+    def sharded(self) -> bool:
+        return isinstance(self.head, ShardedNPTHead)
+
     def _configure_backend(self) -> None:
         if self.device.type == "cpu":
             threads = self.config.device.cpu_threads or len(os.sched_getaffinity(0))
@@ -198,7 +236,15 @@ class Trainer:
         if resume == "never":
             raise RunExistsError(f"{self.run_dir} already has checkpoints; pass --resume to continue it, "
                                  f"or choose another run name (--set run.name=...)")
-        self.state = load_train_state(found, self.backbone, self.head, self.optimizer, self.config.hash())
+        stored = read_train_state(found, self.config.hash())
+        head_state, optimizer_state = stored.head, stored.optimizer
+        if isinstance(self.head, ShardedNPTHead):
+            head_state, optimizer_state = slice_full_state(self.head, head_state, optimizer_state)
+        self.backbone.load_state_dict(stored.model)
+        self.head.load_state_dict(head_state)
+        self.optimizer.load_state_dict(optimizer_state)
+        stored.restore_rng()
+        self.state = stored.train
         logger.info("resumed from %s (epoch %d, batch %d, step %d)", found, self.state.position.epoch,
                     self.state.position.batch_in_epoch, self.state.position.global_step)
         return self.state.position.global_step
@@ -270,27 +316,55 @@ class Trainer:
             self._tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"))
 
     def _checkpoint(self) -> None:
-        if self.context.is_main:
-            save_train_state(self.checkpoints_dir, self.backbone, self.head, self.optimizer, self.state,
-                             self.config.checkpoint.keep)
+        if isinstance(self.head, ShardedNPTHead):
+            full = gather_full_state(self.head, self.optimizer)  # collective: every rank sends its rows
+        else:
+            full = self.head.state_dict(), self.optimizer.state_dict()
+        if full is not None and self.context.is_main:
+            head_state, optimizer_state = full
+            save_train_state(self.checkpoints_dir, self.backbone.state_dict(), head_state, optimizer_state,
+                             self.state, self.config.checkpoint.keep)
         self.context.barrier()
+
+    def _step_module(self) -> nn.Module:
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        if self.sharded:
+            # Each rank owns its proxy rows: DDP must not average their gradients, so it sees the backbone only.
+            backbone: nn.Module = DistributedDataParallel(self.backbone, device_ids=device_ids)
+            if self.config.device.compile:
+                backbone = torch.compile(backbone)
+            return TrainStep(backbone, self.head)
+        step_module: nn.Module = TrainStep(self.backbone, self.head)
+        if self.context.distributed:
+            step_module = DistributedDataParallel(step_module, device_ids=device_ids)
+        if self.config.device.compile:
+            step_module = torch.compile(step_module)
+        return step_module
+
+    def _finish_gradients(self) -> None:
+        """Scale (sharded: DDP averaged what the global loss sums) and clip, before the optimizer step."""
+        max_norm = self.config.optim.grad_clip
+        if isinstance(self.head, ShardedNPTHead):
+            scale = backbone_grad_scale()
+            for parameter in self.backbone.parameters():
+                if parameter.grad is not None:
+                    parameter.grad.mul_(scale)
+            if max_norm > 0:
+                clip_sharded_grad_norm_(list(self.backbone.parameters()), self.head, max_norm)
+        elif max_norm > 0:
+            nn.utils.clip_grad_norm_(list(self.backbone.parameters()) + [self.head.proxies], max_norm)
 
     def fit(self, resume: str = "never") -> FitResult:
         start_time = time.perf_counter()
         resumed_from = self.restore(resume)
         self._open_logs()
-        step_module: nn.Module = TrainStep(self.backbone, self.head)
-        if self.context.distributed:
-            step_module = DistributedDataParallel(
-                step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if self.config.device.compile:
-            step_module = torch.compile(step_module)
+        step_module = self._step_module()
         optim = self.config.optim
         position = self.state.position
         bar = tqdm(total=optim.epochs * self.steps_per_epoch, initial=position.global_step, unit="step",
                    desc=self.config.run.name, disable=not (self.config.log.progress and self.context.is_main),
                    dynamic_ncols=True)
-        meter = _Meter(self.device)
+        meter = _Meter(self.device, loss_scale=self.context.world_size if self.sharded else 1.0)
         lr = lr_at(position.global_step, self.steps_per_epoch, optim)
         for epoch in range(position.epoch, optim.epochs):
             epoch_start = time.perf_counter() - position.epoch_seconds
@@ -305,8 +379,7 @@ class Trainer:
                     loss, predictions = step_module(images, labels)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if optim.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(list(self.backbone.parameters()) + [self.head.proxies], optim.grad_clip)
+                self._finish_gradients()
                 self.optimizer.step()
                 meter.add(loss, predictions, labels)
                 position.global_step += 1
@@ -331,9 +404,12 @@ class Trainer:
             self._end_epoch(epoch, lr)
         bar.close()
         final = self.evaluate()
+        proxies = self.head.proxies
+        if isinstance(self.head, ShardedNPTHead):
+            proxies = gather_rows(self.head, proxies)  # collective: rank 0 writes the full matrix
         seconds = time.perf_counter() - start_time
         if self.context.is_main:
-            self._write_outputs(final, seconds)
+            self._write_outputs(final, seconds, proxies)
         self.context.barrier()
         if self._tensorboard is not None:
             self._tensorboard.close()
@@ -365,14 +441,15 @@ class Trainer:
 
     # -- outputs -----------------------------------------------------------------------------
 
-    def _write_outputs(self, final: dict[str, EvaluationResult], seconds: float) -> None:
+    def _write_outputs(self, final: dict[str, EvaluationResult], seconds: float, proxies: torch.Tensor) -> None:
+        """Rank 0: the run's outputs; ``proxies`` is the full matrix (gathered when sharded)."""
         meta = CheckpointMeta(
             model=self.model_config.to_dict(), head=self.head.name, head_hparams=self.head.hparams(),
             class_names=list(self.train_set.class_names),
             extra={"config_hash": self.config.hash(), "run": self.config.run.name,
                    "global_step": self.state.position.global_step},
         )
-        save_checkpoint(self.run_dir, self.backbone, self.head.proxies, meta)
+        save_checkpoint(self.run_dir, self.backbone, proxies, meta)
         metrics = {
             "config_hash": self.config.hash(),
             "global_step": self.state.position.global_step,

@@ -47,6 +47,9 @@ def test_inheritance_loops_are_reported(tmp_path):
         (["optim.milestones=[100.0]"], "milestones"),
         (['eval.sets=[{kind="bin"}]'], r"eval.sets\[0\].path is required"),
         (["optim"], "section.key=value"),
+        (["head.shard_proxies=1"], 'head.shard_proxies must be "auto", true or false'),
+        (['head.name="arcface"', "head.params={}", "head.shard_proxies=true"], "shard_proxies = true needs"),
+        (["head.candidate_rate=0.1", "head.shard_proxies=true"], "shard_proxies = true needs"),
     ],
 )
 def test_bad_values_name_the_key(overrides, message):
@@ -71,3 +74,5 @@ def test_config_hash_ignores_names_and_logging_but_not_the_recipe():
     assert load_config("synthetic-quick", ['run.name="other"', "log.every_steps=5"]).hash() == base.hash()
     assert load_config("synthetic-quick", ["optim.lr=0.2"]).hash() != base.hash()
     assert load_config("synthetic-quick", ["run.seed=1"]).hash() != base.hash()
+    # Like the number of processes: a checkpoint resumes sharded or not.
+    assert load_config("synthetic-quick", ["head.shard_proxies=false"]).hash() == base.hash()
