@@ -153,7 +153,13 @@ def _quickstart_export(run_dir: Path, out: Path) -> int:
     rejected = ", ".join(v.name for v in result.rejected) or "none"
     print(f"bundle: {result.bundle_dir} ({len(result.shipped)} variants shipped, rejected by the gate: {rejected}; "
           f"model card in {result.bundle_dir / 'README.md'})")
+    print(_demo_hint(result.bundle_dir))
     return 0
+
+
+def _demo_hint(bundle_dir: Path) -> str:
+    return (f"try it on-device (the browser runs the model): nptface demo serve --bundle {bundle_dir.as_posix()}"
+            f"  then open http://127.0.0.1:8765/ ; or nptface enroll/verify/identify --bundle {bundle_dir.as_posix()} ...")
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -58,8 +58,9 @@ class Routes:
         return self.files.get(url_path)
 
 
-def build_routes(bundle_dir: str | Path, static: Path = STATIC) -> Routes:
+def build_routes(bundle_dir: str | Path, static: Path | None = None) -> Routes:
     bundle_dir = Path(bundle_dir)
+    static = static or STATIC
     missing = missing_vendor_files(static / "vendor")
     if missing:
         raise DemoSetupError(f"{static / 'vendor'}: onnxruntime-web files {missing} are missing; run ./dev setup "
