@@ -8,6 +8,7 @@ recorded and must go to the demo's own origin. The screenshot path is printed (`
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,6 +83,8 @@ def _assert_same_origin(requests: list[str], origin: str) -> None:
 
 
 def test_page_enrolls_verifies_and_identifies_like_the_cli(browser, fp32_bundle, faces, tmp_path):
+    from PIL import Image
+
     from nptface.edge_export.bundle import load_bundle
     from nptface.edge_export.demo.gallery import Gallery
     from nptface.edge_export.demo.images import load_face
@@ -102,8 +105,8 @@ def test_page_enrolls_verifies_and_identifies_like_the_cli(browser, fp32_bundle,
 
         genuine, genuine_decision = _verify(page, "ann", faces["a"][2])
         size = load_bundle(fp32_bundle).input_size
-        crop = _crop(page)  # what the model saw, against Python's preprocessing of the same file: exact
-        assert np.array_equal(crop, load_face(faces["a"][2], size)), f"{int((crop != load_face(faces['a'][2], size)).sum())} values differ"
+        crop, expected_crop = _crop(page), load_face(faces["a"][2], size)  # what the model saw vs Python: exact
+        assert np.array_equal(crop, expected_crop), f"{int((crop != expected_crop).sum())} values differ"
         impostor, impostor_decision = _verify(page, "ann", faces["b"][2])
 
         page.set_input_files("#identify-file", str(faces["b"][2]))
@@ -121,7 +124,26 @@ def test_page_enrolls_verifies_and_identifies_like_the_cli(browser, fp32_bundle,
         page.wait_for_selector("#message:not([hidden])")
         assert "holiday.png: not a decodable image" in page.text_content("#message")
         assert "Nothing was stored" in page.text_content("#message")
+        tiny = tmp_path / "tiny.png"
+        Image.new("RGB", (8, 8)).save(tiny)
+        page.set_input_files("#enroll-files", str(tiny))
+        page.click("#enroll-button")
+        page.wait_for_selector("#message:has-text('too small')")  # a CSS wait: the CSP forbids eval'd predicates
         assert page.query_selector("#gallery li[data-name=eve]") is None
+
+        # Export, then import into a fresh browser profile: the same people and counts come back.
+        with page.expect_download() as download:
+            page.click("#export-button")
+        exported = tmp_path / "gallery.json"
+        download.value.save_as(exported)
+        fresh = _open(browser, origin, requests)
+        fresh.set_input_files("#import-file", str(exported))
+        fresh.wait_for_selector("#gallery li[data-name=bob][data-count='2']")
+        assert fresh.eval_on_selector_all("#gallery li", "items => items.map(i => i.dataset.name)") == ["ann", "bob"]
+        foreign = json.loads(exported.read_text()) | {"model": "0" * 64}
+        (tmp_path / "foreign.json").write_text(json.dumps(foreign))
+        fresh.set_input_files("#import-file", str(tmp_path / "foreign.json"))
+        fresh.wait_for_selector("#message:has-text('not comparable')")
 
         screenshot = tmp_path / "demo-page.png"
         page.screenshot(path=str(screenshot), full_page=True)
