@@ -1,8 +1,8 @@
 """``nptface demo serve``: hands the page, its WASM runtime and the bundle's files to a browser.
 
 No inference happens here, and nothing is received: the server answers GET/HEAD for a fixed set
-of files (the app, the vendored onnxruntime-web build, the bundle's manifest and the files it
-lists) and nothing else, bound to 127.0.0.1 by default. A Content-Security-Policy of
+of files (the app, the vendored onnxruntime-web build, the bundle's manifest, model card and
+ONNX models) and nothing else, bound to 127.0.0.1 by default. A Content-Security-Policy of
 ``default-src 'self'`` (plus ``'wasm-unsafe-eval'`` to compile the runtime) makes the browser
 refuse any request to another origin. The page checks every file's sha256 against the manifest
 itself — the device, not the server, decides whether to trust the model — so a tampered bundle
@@ -72,8 +72,10 @@ def build_routes(bundle_dir: str | Path, static: Path | None = None) -> Routes:
         logger.warning("serving a bundle that does not verify (the page will refuse it): %s", error)
     files = {"/": static / "index.html", f"/bundle/{MANIFEST}": bundle.root / MANIFEST}
     files |= {f"/static/{p.relative_to(static).as_posix()}": p for p in static.rglob("*") if p.is_file()}
+    # Only what the page reads: the model card and the ONNX variants (not the reference, Core ML, ...).
+    wanted = {"README.md"} | {v["file"] for v in bundle.manifest["variants"] if v["format"] == "onnx"}
     files |= {f"/bundle/{name}": bundle.root / name for name in bundle.manifest["files"]
-              if (bundle.root / name).resolve().is_relative_to(bundle.root.resolve())}
+              if name in wanted and (bundle.root / name).resolve().is_relative_to(bundle.root.resolve())}
     config = {"limits": LIMITS.to_dict(), "default_variant": default_variant(bundle, "onnxruntime"),
               "bundle_url": "/bundle/", "manifest": MANIFEST}
     return Routes(files, json.dumps(config).encode())
