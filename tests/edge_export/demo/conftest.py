@@ -33,3 +33,19 @@ def faces(tmp_path_factory) -> dict[str, list[Path]]:
             image.save(root / f"{person}{index}.png")
             files[person].append(root / f"{person}{index}.png")
     return files
+
+
+@pytest.fixture(scope="session")
+def int8_bundle(tiny_run, tiny_sets, tmp_path_factory) -> Path:
+    """ONNX fp32 + static QDQ int8 (one calibration recipe, to stay quick) of the tiny model."""
+    from nptface.edge_export.onnx_export import INT8_RECIPES
+    from nptface.edge_export.pipeline import ExportOptions, export_bundle
+
+    evaluation, calibration = tiny_sets
+    out = tmp_path_factory.mktemp("int8") / "bundle"
+    result = export_bundle(tiny_run, out, evaluation, calibration,
+                           ExportOptions(formats=("onnx",), precisions=("fp32", "int8"), latency_repeats=1,
+                                         allow_partial=True, onnx_int8_recipes=INT8_RECIPES[:1]))
+    if "onnx-int8" not in {v.name for v in result.shipped}:
+        pytest.fail(f"the tiny model's ONNX int8 variant failed the parity gate: {result.table}")
+    return out

@@ -185,3 +185,34 @@ def test_a_tampered_bundle_is_refused_in_the_page(browser, fp32_bundle, tmp_path
     finally:
         serving.close()
     _assert_same_origin(requests, origin)
+
+
+def test_the_int8_qdq_model_runs_in_the_page_like_on_onnxruntime(browser, int8_bundle, faces):
+    """onnxruntime-web's WASM backend runs the static QDQ int8 model, by default, with the CPU runtime's scores."""
+    from nptface.edge_export.demo.gallery import Gallery
+    from nptface.edge_export.demo.on_device import open_model
+
+    requests: list[str] = []
+    serving = _serve(int8_bundle)
+    origin = next(serving)
+    try:
+        page = _open(browser, origin, requests)
+        assert page.get_attribute("#status", "data-state") == "ready", page.text_content("#status")
+        assert page.get_attribute("#status", "data-variant") == "onnx-int8"
+        page.fill("#enroll-name", "ann")
+        page.set_input_files("#enroll-files", [str(p) for p in faces["a"][:2]])
+        page.click("#enroll-button")
+        page.wait_for_selector("#gallery li[data-name=ann][data-count='2']")
+        scores = [_verify(page, "ann", faces[person][2]) for person in "ab"]
+    finally:
+        serving.close()
+    model = open_model(int8_bundle, "onnxruntime")  # the CLI's default: int8 when shipped
+    assert model.variant == "onnx-int8"
+    gallery = Gallery(model.model_sha256, str(int8_bundle), model.variant)
+    gallery.enroll("ann", model.embed_files(faces["a"][:2]))
+    threshold = model.bundle.threshold(1e-3)
+    for (score, decision), person in zip(scores, "ab", strict=True):
+        cli = gallery.score("ann", model.embed_files([faces[person][2]])[0])
+        assert score == pytest.approx(cli, abs=1e-3), person
+        assert decision == ("match" if cli >= threshold else "no match")
+    _assert_same_origin(requests, origin)
