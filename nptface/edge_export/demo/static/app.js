@@ -312,7 +312,10 @@ async function start() {
   if ("1e-03" in state.manifest.thresholds.cosine) $("far").value = "1e-03";
   if (state.manifest.files["README.md"]) $("card").textContent = new TextDecoder().decode(await fetchVerified("README.md"));
   $("variant").addEventListener("change", () => run(() => loadVariant($("variant").value)).then(() => {
-    if (!state.session || state.variant !== $("variant").value) setStatus("error", $("message").textContent);
+    if (state.variant !== $("variant").value) {
+      setStatus("error", $("message").textContent);
+      $("variant").disabled = false; // let the user pick another variant
+    }
   }));
   $("enroll-button").addEventListener("click", () => run(enroll));
   $("verify-button").addEventListener("click", () => run(verify));
