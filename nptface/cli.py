@@ -8,6 +8,10 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nptface.edge_export.demo.on_device import DeviceModel
 
 
 def _data_synth(args: argparse.Namespace) -> int:
@@ -153,7 +157,13 @@ def _quickstart_export(run_dir: Path, out: Path) -> int:
     rejected = ", ".join(v.name for v in result.rejected) or "none"
     print(f"bundle: {result.bundle_dir} ({len(result.shipped)} variants shipped, rejected by the gate: {rejected}; "
           f"model card in {result.bundle_dir / 'README.md'})")
+    print(_demo_hint(result.bundle_dir))
     return 0
+
+
+def _demo_hint(bundle_dir: Path) -> str:
+    return (f"try it on-device (the browser runs the model): nptface demo serve --bundle {bundle_dir.as_posix()}"
+            f"  then open http://127.0.0.1:8765/ ; or nptface enroll/verify/identify --bundle {bundle_dir.as_posix()} ...")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -278,6 +288,112 @@ def _scalar(raw: str) -> object:
     return raw.strip('"')
 
 
+def _device_model(args: argparse.Namespace, gallery_bundle: str | None = None) -> DeviceModel:
+    from nptface.edge_export.demo.on_device import open_model
+
+    bundle = args.bundle or gallery_bundle
+    if bundle is None:
+        raise SystemExit(f"nptface {args.command}: give --bundle BUNDLE_DIR")
+    model = open_model(bundle, args.runtime, args.variant)
+    print(f"model: {model.bundle.root} variant {model.variant} on {model.runtime}")
+    return model
+
+
+def _far_label(far: float) -> str:
+    mantissa, exponent = f"{far:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"  # 1e-3, as the page writes it
+
+
+def _decision_line(score: float, model: DeviceModel, far: float) -> str:
+    threshold = model.bundle.threshold(far)
+    verdict = "match" if score >= threshold else "no match"
+    return f"cosine = {score:.4f}  threshold(FAR={_far_label(far)}) = {threshold:.4f}  -> {verdict}"
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    from nptface.edge_export.demo.gallery import Gallery, load_gallery, save_gallery
+
+    gallery_path = Path(args.gallery)
+    existing = load_gallery(gallery_path) if gallery_path.exists() else None
+    model = _device_model(args, existing.bundle if existing else None)
+    if existing is None:
+        gallery = Gallery(model.model_sha256, str(model.bundle.root.resolve()), model.variant)
+    else:
+        gallery = existing
+        gallery.check_model(model.model_sha256, model.variant, str(gallery_path))
+    count = gallery.enroll(args.name, model.embed_files(args.images))
+    save_gallery(gallery, gallery_path)
+    print(f"enrolled {args.name!r}: {count} image(s) in the template; {len(gallery.names)} people in {gallery_path}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from nptface.core.verification import cosine_scores
+    from nptface.edge_export.demo.gallery import load_gallery
+
+    if args.gallery is None:
+        if len(args.images) != 2 or args.name is not None:
+            raise SystemExit("nptface verify: give two images (IMG_A IMG_B), or --gallery G --name NAME and one image")
+        model = _device_model(args)
+        embeddings = model.embed_files(args.images)
+        score = float(cosine_scores(embeddings[:1], embeddings[1:])[0])
+        print(f"{args.images[0]} vs {args.images[1]}: {_decision_line(score, model, args.far)}")
+        return 0
+    if len(args.images) != 1 or args.name is None:
+        raise SystemExit("nptface verify: with --gallery give --name NAME and exactly one image")
+    gallery = load_gallery(args.gallery)
+    model = _device_model(args, gallery.bundle)
+    gallery.check_model(model.model_sha256, model.variant, args.gallery)
+    score = gallery.score(args.name, model.embed_files(args.images)[0])
+    print(f"{args.images[0]} as {args.name!r}: {_decision_line(score, model, args.far)}")
+    return 0
+
+
+def _identify(args: argparse.Namespace) -> int:
+    from nptface.edge_export.demo.gallery import load_gallery
+
+    gallery = load_gallery(args.gallery)
+    model = _device_model(args, gallery.bundle)
+    gallery.check_model(model.model_sha256, model.variant, args.gallery)
+    embedding = model.embed_files([args.image])[0]
+    threshold = model.bundle.threshold(args.far)
+    print(f"{args.image}: top {min(args.top, len(gallery.names))} of {len(gallery.names)} (cosine; "
+          f"threshold(FAR={_far_label(args.far)}) = {threshold:.4f})")
+    for rank, match in enumerate(gallery.top(embedding, args.top), start=1):
+        print(f"  {rank}. {match.name}  cosine = {match.score:.4f}" + ("  -> match" if match.score >= threshold else ""))
+    return 0
+
+
+def _demo_serve(args: argparse.Namespace) -> int:
+    from nptface.edge_export.demo.server import make_server
+
+    try:
+        server = make_server(args.bundle, args.host, args.port)
+    except OSError as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise SystemExit(f"nptface demo serve: cannot listen on {args.host}:{args.port}: {error}") from error
+    host, port = server.server_address[:2]
+    print(f"on-device demo of {args.bundle}: open http://{host}:{port}/ (inference runs in the browser; "
+          "Ctrl+C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def _add_device_options(parser: argparse.ArgumentParser, bundle_required: bool = False) -> None:
+    parser.add_argument("--bundle", required=bundle_required,
+                        help="a bundle folder (nptface export); with --gallery, defaults to the gallery's bundle")
+    parser.add_argument("--runtime", choices=("onnxruntime", "litert"), default="onnxruntime",
+                        help="onnxruntime (ONNX variants) or litert (the LiteRT interpreter, TFLite variants)")
+    parser.add_argument("--variant", help="a shipped variant name (default: the runtime's int8, else fp16, else fp32)")
+    parser.add_argument("--far", type=float, default=1e-3, help="operating point: the manifest's threshold at this FAR")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nptface", description="Face verification with the NPT loss.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -386,6 +502,34 @@ def build_parser() -> argparse.ArgumentParser:
     losses.add_argument("--out", default="runs/bench-losses")
     losses.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the budget")
     losses.set_defaults(func=_bench_losses)
+
+    enroll = commands.add_parser("enroll", help="add a person's template (mean embedding) to a gallery .npz")
+    enroll.add_argument("--gallery", required=True, help="gallery file (created with --bundle if missing)")
+    enroll.add_argument("--name", required=True)
+    enroll.add_argument("images", nargs="+", help="aligned face images of this person")
+    _add_device_options(enroll)
+    enroll.set_defaults(func=_enroll)
+
+    verify = commands.add_parser("verify", help="1:1 — two images (--bundle), or one image vs --gallery --name")
+    verify.add_argument("--gallery")
+    verify.add_argument("--name", help="the claimed person (with --gallery)")
+    verify.add_argument("images", nargs="+", help="IMG_A IMG_B, or IMG with --gallery --name")
+    _add_device_options(verify)
+    verify.set_defaults(func=_verify)
+
+    identify = commands.add_parser("identify", help="1:N — the top matches of an image in a gallery")
+    identify.add_argument("--gallery", required=True)
+    identify.add_argument("--top", type=int, default=5)
+    identify.add_argument("image")
+    _add_device_options(identify)
+    identify.set_defaults(func=_identify)
+
+    demo = commands.add_parser("demo", help="the on-device web demo").add_subparsers(dest="demo_command", required=True)
+    serve = demo.add_parser("serve", help="serve the page and a bundle's files; the browser runs the model")
+    serve.add_argument("--bundle", required=True)
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.set_defaults(func=_demo_serve)
     return parser
 
 

@@ -14,15 +14,6 @@ from nptface.edge_export.pipeline import ExportError, ExportOptions, export_bund
 from nptface.edge_export.runtimes import InputShapeError
 
 
-@pytest.fixture(scope="module")
-def fp32_bundle(tiny_run, tiny_sets, tmp_path_factory):
-    evaluation, calibration = tiny_sets
-    out = tmp_path_factory.mktemp("fp32") / "bundle"
-    export_bundle(tiny_run, out, evaluation, calibration,
-                  ExportOptions(formats=("onnx", "tflite"), precisions=("fp32",), latency_repeats=1))
-    return out
-
-
 def test_preprocessing_is_identical_across_torch_onnx_and_litert(tiny_run, tiny_sets, fp32_bundle, tmp_path):
     from nptface.core.checkpoint import load_backbone
     from nptface.core.mobilefacenet import fuse_bn

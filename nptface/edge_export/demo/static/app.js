@@ -1,0 +1,333 @@
+// The demo page: loads a bundle, checks every file it uses against the manifest's sha256, and
+// enrols, verifies and identifies faces with onnxruntime-web's WebAssembly backend. Nothing is
+// sent anywhere: the only requests are for this app's own files (the server's CSP enforces it).
+
+import * as ort from "./vendor/ort.wasm.min.mjs";
+import { toInputTensor, toRgbCrop } from "./preprocess.js";
+import { extended, openStore } from "./store.js";
+
+// Single-threaded: no SharedArrayBuffer, so no cross-origin isolation headers are needed.
+ort.env.wasm.numThreads = 1;
+ort.env.wasm.proxy = false;
+ort.env.wasm.wasmPaths = new URL("./vendor/", import.meta.url).href;
+
+const EXPORT_FORMAT = "nptface-web-gallery";
+const $ = (id) => document.getElementById(id);
+const state = { config: null, manifest: null, session: null, variant: null, store: null, captured: [] };
+
+class BadInput extends Error {}
+
+function setStatus(kind, text) {
+  $("status").dataset.state = kind;
+  $("status").textContent = text;
+}
+
+function showMessage(text) {
+  $("message").hidden = !text;
+  $("message").textContent = text || "";
+}
+
+function setReady(ready) {
+  for (const id of ["variant", "far", "enroll-button", "verify-button", "identify-button", "export-button", "import-file"]) {
+    $(id).disabled = !ready;
+  }
+}
+
+function hex(buffer) {
+  return Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function farLabel(key) {
+  return key.replace(/e-0*/, "e-");
+}
+
+async function fetchJson(url) {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
+  return response.json();
+}
+
+// A bundle file, refused unless its size and sha256 are those the manifest lists.
+async function fetchVerified(name) {
+  const entry = state.manifest.files[name];
+  if (!entry) throw new Error(`${name} is not a file listed in the bundle's manifest.json`);
+  const response = await fetch(state.config.bundle_url + name);
+  if (!response.ok) throw new Error(`${name}: HTTP ${response.status}`);
+  const bytes = await response.arrayBuffer();
+  if (bytes.byteLength !== entry.size) {
+    throw new Error(`bundle refused: ${name} is ${bytes.byteLength} bytes, manifest.json says ${entry.size}`);
+  }
+  const digest = hex(await crypto.subtle.digest("SHA-256", bytes));
+  if (digest !== entry.sha256) {
+    throw new Error(`bundle refused: ${name} has sha256 ${digest.slice(0, 16)}…, manifest.json says ` +
+      `${entry.sha256.slice(0, 16)}… — the file was modified or corrupted`);
+  }
+  return bytes;
+}
+
+async function loadVariant(name) {
+  setReady(false);
+  const variant = state.manifest.variants.find((v) => v.name === name);
+  setStatus("loading", `Loading ${name}…`);
+  const bytes = await fetchVerified(variant.file);
+  state.session = await ort.InferenceSession.create(new Uint8Array(bytes), { executionProviders: ["wasm"] });
+  state.variant = name;
+  $("status").dataset.variant = name;
+  setStatus("ready", `Ready: ${name} (${(bytes.byteLength / 1e6).toFixed(2)} MB, verified), ` +
+    `${state.size}x${state.size} input, ${state.manifest.embedding.size}-d embedding`);
+  setReady(true);
+}
+
+async function decode(file) {
+  const limits = state.config.limits;
+  if (file.size > limits.max_bytes) throw new BadInput(`${file.name}: ${file.size} bytes; expected at most ${limits.max_bytes} bytes`);
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+  } catch {
+    throw new BadInput(`${file.name}: not a decodable image (PNG, JPEG, WebP, BMP, GIF)`);
+  }
+  const { width, height } = bitmap;
+  if (Math.min(width, height) < limits.min_side) {
+    throw new BadInput(`${file.name}: ${width}x${height} px is too small for a face; expected at least ${limits.min_side} px on each side`);
+  }
+  if (Math.max(width, height) > limits.max_side || width * height > limits.max_pixels) {
+    throw new BadInput(`${file.name}: ${width}x${height} px is too large; expected at most ${limits.max_side} px on a side ` +
+      `and ${Math.round(limits.max_pixels / 1e6)} megapixels`);
+  }
+  const canvas = new OffscreenCanvas(width, height);
+  const context = canvas.getContext("2d", { willReadFrequently: true });
+  context.drawImage(bitmap, 0, 0);
+  bitmap.close();
+  return { pixels: context.getImageData(0, 0, width, height).data, width, height };
+}
+
+function showCrop(rgb) {
+  const size = state.size;
+  const canvas = $("crop");
+  canvas.width = size;
+  canvas.height = size;
+  const image = new ImageData(size, size);
+  for (let p = 0; p < size * size; p++) {
+    image.data.set([rgb[3 * p], rgb[3 * p + 1], rgb[3 * p + 2], 255], 4 * p);
+  }
+  canvas.getContext("2d").putImageData(image, 0, 0);
+}
+
+// A unit-length embedding of one image file, showing its crop and inference time.
+async function embed(file) {
+  const { pixels, width, height } = await decode(file);
+  const rgb = toRgbCrop(pixels, width, height, state.size);
+  showCrop(rgb);
+  const { mean, std } = state.manifest.input.normalization;
+  const input = new ort.Tensor("float32", toInputTensor(rgb, state.size, mean, std), [1, 3, state.size, state.size]);
+  const start = performance.now();
+  const outputs = await state.session.run({ [state.session.inputNames[0]]: input });
+  const ms = performance.now() - start;
+  const raw = outputs[state.session.outputNames[0]].data;
+  const norm = Math.hypot(...raw);
+  if (!(norm > 0) || !Number.isFinite(norm)) throw new Error(`${file.name}: the model produced a zero or non-finite embedding`);
+  const item = document.createElement("li");
+  item.textContent = `${file.name}: ${ms.toFixed(1)} ms inference (${state.variant}, ${width}x${height} -> ${state.size}x${state.size})`;
+  $("timing").prepend(item);
+  return Array.from(raw, (v) => v / norm);
+}
+
+function cosine(template, embedding) {
+  let dot = 0;
+  let norm = 0;
+  for (let i = 0; i < template.length; i++) {
+    dot += template[i] * embedding[i];
+    norm += template[i] * template[i];
+  }
+  return dot / Math.sqrt(norm); // the embedding is unit length
+}
+
+function threshold() {
+  const key = $("far").value;
+  return { key, value: state.manifest.thresholds.cosine[key] };
+}
+
+function model() {
+  return state.manifest.source.checkpoint_sha256;
+}
+
+async function refreshGallery() {
+  const people = await state.store.people(model());
+  const list = $("gallery");
+  const select = $("verify-person");
+  list.replaceChildren();
+  select.replaceChildren();
+  for (const person of people) {
+    const item = document.createElement("li");
+    item.dataset.name = person.name;
+    item.dataset.count = String(person.count);
+    item.textContent = `${person.name} — ${person.count} image${person.count === 1 ? "" : "s"} `;
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.textContent = "Delete";
+    remove.addEventListener("click", () => run(async () => {
+      await state.store.remove(model(), person.name);
+      await refreshGallery();
+    }));
+    item.append(remove);
+    list.append(item);
+    select.append(new Option(person.name, person.name));
+  }
+  return people;
+}
+
+async function run(action) {
+  showMessage("");
+  try {
+    await action();
+  } catch (error) {
+    showMessage(error instanceof BadInput ? `Refused: ${error.message}. Nothing was stored.` : error.message);
+  }
+}
+
+async function enroll() {
+  const name = $("enroll-name").value.trim();
+  const files = [...$("enroll-files").files, ...state.captured];
+  if (!name) throw new BadInput("enter the person's name");
+  if (!files.length) throw new BadInput("choose one or more images (or capture from the camera)");
+  const embeddings = [];
+  for (const file of files) embeddings.push(await embed(file)); // all or nothing: any bad file stores nothing
+  const record = extended(await state.store.get(model(), name), model(), state.variant, name, embeddings);
+  await state.store.put(record);
+  state.captured = [];
+  $("camera-count").textContent = "";
+  await refreshGallery();
+  setStatus("ready", `Enrolled ${name}: ${record.count} image${record.count === 1 ? "" : "s"} in the template`);
+}
+
+async function verify() {
+  const name = $("verify-person").value;
+  const file = $("verify-file").files[0];
+  if (!name) throw new BadInput("enroll someone first");
+  if (!file) throw new BadInput("choose an image to verify");
+  const embedding = await embed(file);
+  const record = await state.store.get(model(), name);
+  const score = cosine(record.template, embedding);
+  const { key, value } = threshold();
+  const result = $("verify-result");
+  result.dataset.score = String(score);
+  result.dataset.decision = score >= value ? "match" : "no match";
+  result.textContent = `${name}: cosine = ${score.toFixed(4)}  threshold(FAR=${farLabel(key)}) = ${value.toFixed(4)}  ` +
+    `-> ${result.dataset.decision}`;
+}
+
+async function identify() {
+  const file = $("identify-file").files[0];
+  if (!file) throw new BadInput("choose an image to identify");
+  const people = await state.store.people(model());
+  if (!people.length) throw new BadInput("the gallery is empty; enroll someone first");
+  const embedding = await embed(file);
+  const { value } = threshold();
+  const ranked = people.map((p) => ({ name: p.name, score: cosine(p.template, embedding) }))
+    .sort((a, b) => b.score - a.score).slice(0, 5);
+  const body = $("identify-result").tBodies[0];
+  body.replaceChildren();
+  ranked.forEach((entry, i) => {
+    const row = body.insertRow();
+    row.dataset.name = entry.name;
+    row.dataset.score = String(entry.score);
+    for (const text of [String(i + 1), entry.name, entry.score.toFixed(4), entry.score >= value ? "match" : ""]) {
+      row.insertCell().textContent = text;
+    }
+  });
+}
+
+async function exportGallery() {
+  const people = await state.store.people(model());
+  const payload = { format: EXPORT_FORMAT, version: 1, model: model(), exported: new Date().toISOString(),
+    people: people.map(({ name, count, template, variant }) => ({ name, count, template, variant })) };
+  const url = URL.createObjectURL(new Blob([JSON.stringify(payload)], { type: "application/json" }));
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = "nptface-gallery.json";
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
+async function importGallery() {
+  const file = $("import-file").files[0];
+  if (!file) return;
+  let payload;
+  try {
+    payload = JSON.parse(await file.text());
+  } catch {
+    throw new BadInput(`${file.name}: not JSON`);
+  }
+  if (payload?.format !== EXPORT_FORMAT || payload.version !== 1 || !Array.isArray(payload.people)) {
+    throw new BadInput(`${file.name}: expected an ${EXPORT_FORMAT} v1 export`);
+  }
+  if (payload.model !== model()) {
+    throw new BadInput(`${file.name}: made with model ${String(payload.model).slice(0, 12)}…, this page runs ` +
+      `${model().slice(0, 12)}…; templates of different models are not comparable`);
+  }
+  const dim = state.manifest.embedding.size;
+  for (const p of payload.people) {
+    const valid = typeof p.name === "string" && p.name.trim() && Number.isInteger(p.count) && p.count > 0 &&
+      Array.isArray(p.template) && p.template.length === dim && p.template.every(Number.isFinite);
+    if (!valid) throw new BadInput(`${file.name}: person ${JSON.stringify(p.name)} is not a name, a positive count and ${dim} finite numbers`);
+  }
+  for (const p of payload.people) {
+    await state.store.put({ model: model(), variant: p.variant, name: p.name, count: p.count, template: p.template,
+      updated: new Date().toISOString() });
+  }
+  await refreshGallery();
+  setStatus("ready", `Imported ${payload.people.length} people from ${file.name}`);
+}
+
+function setUpCamera() {
+  if (!navigator.mediaDevices?.getUserMedia) return;
+  $("camera").hidden = false;
+  const video = $("camera-video");
+  $("camera-start").addEventListener("click", () => run(async () => {
+    video.srcObject = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "user" }, audio: false });
+    video.hidden = false;
+    $("camera-capture").disabled = false;
+  }));
+  $("camera-capture").addEventListener("click", () => run(async () => {
+    const canvas = new OffscreenCanvas(video.videoWidth, video.videoHeight);
+    canvas.getContext("2d").drawImage(video, 0, 0);
+    const blob = await canvas.convertToBlob({ type: "image/png" });
+    state.captured.push(new File([blob], `camera-${state.captured.length + 1}.png`, { type: "image/png" }));
+    $("camera-count").textContent = `${state.captured.length} frame(s) captured for enrolment`;
+  }));
+}
+
+async function start() {
+  state.config = await fetchJson("/config.json");
+  state.manifest = await fetchJson(state.config.bundle_url + state.config.manifest);
+  state.size = state.manifest.input.size[0];
+  state.store = await openStore();
+  const onnx = state.manifest.variants.filter((v) => v.format === "onnx");
+  for (const v of onnx) $("variant").append(new Option(`${v.name} (${(v.size_bytes / 1e6).toFixed(2)} MB)`, v.name));
+  $("variant").value = state.config.default_variant;
+  for (const [key, value] of Object.entries(state.manifest.thresholds.cosine)) {
+    $("far").append(new Option(`FAR ${farLabel(key)} (cosine >= ${value.toFixed(4)})`, key));
+  }
+  if ("1e-03" in state.manifest.thresholds.cosine) $("far").value = "1e-03";
+  if (state.manifest.files["README.md"]) $("card").textContent = new TextDecoder().decode(await fetchVerified("README.md"));
+  $("variant").addEventListener("change", () => run(() => loadVariant($("variant").value)).then(() => {
+    if (state.variant !== $("variant").value) {
+      setStatus("error", $("message").textContent);
+      $("variant").disabled = false; // let the user pick another variant
+    }
+  }));
+  $("enroll-button").addEventListener("click", () => run(enroll));
+  $("verify-button").addEventListener("click", () => run(verify));
+  $("identify-button").addEventListener("click", () => run(identify));
+  $("export-button").addEventListener("click", () => run(exportGallery));
+  $("import-file").addEventListener("change", () => run(importGallery));
+  setUpCamera();
+  await refreshGallery();
+  await loadVariant(state.config.default_variant);
+}
+
+start().catch((error) => {
+  setReady(false);
+  setStatus("error", error.message);
+});
