@@ -111,7 +111,8 @@ def train(msg: Message, context: Context) -> Message:
         protocol.BACKBONE: ArrayRecord(weights),
         protocol.ROWS_OUT: protocol.numpy_record(rows=np.asarray(sent_rows, np.float32), counts=result.counts),
         protocol.CONFIG: ConfigRecord({"ids": ids, "imprinted": len(ids) - len(given)}),
-        protocol.METRICS: MetricRecord({k: float(v) for k, v in result.metrics.items()}),
+        protocol.METRICS: MetricRecord({**{k: float(v) for k, v in result.metrics.items()},
+                                        "imprinted": float(len(ids) - len(given))}),
     })
     return Message(content, reply_to=msg)
 

@@ -355,7 +355,9 @@ class Federation:
                 "spread_violations_after": spread.violating_pairs_after if spread else None,
                 "min_sq_distance": self.state.bank.min_sq_distance(),
                 "local_loss_first": float(np.mean([r.metrics.get("loss_first", np.nan) for r in kept])) if kept else None,
-                "local_loss_last": float(np.mean([r.metrics.get("loss_last", np.nan) for r in kept])) if kept else None}
+                "local_loss_last": float(np.mean([r.metrics.get("loss_last", np.nan) for r in kept])) if kept else None,
+                # rows the clients had to imprint afresh (new identities; in dp mode also lost client state)
+                "rows_imprinted": int(sum(r.metrics.get("imprinted", 0.0) for r in kept))}
 
     def _privacy_spent(self, round_number: int) -> dict[str, float]:
         """Epsilon of one identity's row after this round: at most one release per round (no sampling claimed)."""

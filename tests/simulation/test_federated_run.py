@@ -101,3 +101,5 @@ def test_dp_sharing_accounts_epsilon_and_the_attacker_sees_only_noised_rows(tiny
     others = 9 - len(state.registry["partition-0"])
     assert rounds[1]["attack/rows"] == others, "round 2: every other client's row, noised"
     assert all(h["accepted"] == 3 for h in rounds)
+    assert rounds[0]["rows_imprinted"] == 9 and rounds[1]["rows_imprinted"] == 0, \
+        "round 2: every client trains on the clean rows it kept in context.state, none re-imprinted"
