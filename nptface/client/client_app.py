@@ -95,7 +95,9 @@ def train(msg: Message, context: Context) -> Message:
     attack = parse_poison(settings.poison).get(partition)
     local = LocalConfig(epochs=settings.local_epochs, lr=settings.lr, batch_size=settings.batch_size, k=settings.k,
                         delta=settings.delta, fedprox_mu=settings.fedprox_mu, seed=seed)
-    global_weights = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+    # Only the scale/noise attackers need the weights they were sent; honest rounds skip the copy.
+    global_weights = {k: v.detach().clone() for k, v in model.state_dict().items()
+                      if v.is_floating_point()} if attack in ("scale", "noise") else {}
     data = FlippedLabels(train_set, seed) if attack == "flip" else train_set
     result = fine_tune(model, rows, msg.content[protocol.NEGATIVES]["rows"].numpy(), data, local)
     weights, sent_rows = result.weights, result.rows
