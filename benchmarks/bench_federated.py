@@ -29,9 +29,9 @@ from machine import describe  # noqa: E402
 from nptface.client.client_app import plan_for  # noqa: E402
 from nptface.client.local_training import LocalConfig, fine_tune, imprint  # noqa: E402
 from nptface.core.checkpoint import load_backbone, load_proxies  # noqa: E402
-from nptface.server.fed_config import FedConfig  # noqa: E402
-from nptface.server.fed_state import latest_state  # noqa: E402
-from nptface.simulation.partitions import client_datasets  # noqa: E402
+from nptface.server.federation.config import FedConfig  # noqa: E402
+from nptface.server.federation.state import latest_state  # noqa: E402
+from nptface.core.partitions import client_datasets  # noqa: E402
 
 
 def local_only_seconds(config: FedConfig) -> float:
@@ -81,7 +81,7 @@ def memory_of_100_clients(server_run: str, out: Path) -> tuple[float, float]:
     values = {"server-run": server_run, "out-dir": str(out), "num-rounds": 2, "num-clients": 100,
               "client-identities": 300, "images-per-identity": 4, "few-shot-share": 0.0, "min-nodes": 100,
               "central-eval-identities": 30, "central-eval-images": 4, "batch-size": 8}
-    script = ("from nptface.server.fed_config import FedConfig; from nptface.simulation.run import simulate; "
+    script = ("from nptface.server.federation.config import FedConfig; from nptface.simulation.run import simulate; "
               f"simulate(FedConfig.from_run_config({values!r}))")
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -3,7 +3,7 @@
 Per training step, what the head's communication costs on W ranks (global batch B, embedding d,
 k negatives, C classes), against the two alternatives:
 
-1. sharded NPT (:mod:`nptface.server.sharded_npt`): all-gather of the B/W x d embeddings and the
+1. sharded NPT (:mod:`nptface.server.training.sharding.sharded_npt`): all-gather of the B/W x d embeddings and the
    B/W labels; all-gather of every rank's top-(k+1) ``(value, index)`` pairs for all B queries;
    all-reduce of the ``[B, 1 + k]`` selected cosines, and in backward of their gradient and of
    the ``[B, d]`` embedding gradient;
@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe  # noqa: E402
 
 from nptface.core.scalable_npt import scalable_npt_loss  # noqa: E402
-from nptface.server.proxy_shard import shard_bounds  # noqa: E402
-from nptface.server.sharded_npt import sharded_npt_loss  # noqa: E402
+from nptface.server.training.sharding.proxy_shard import shard_bounds  # noqa: E402
+from nptface.server.training.sharding.sharded_npt import sharded_npt_loss  # noqa: E402
 
 FLOAT, LONG = 4, 8
 SCHEMES = ("sharded NPT (top-k pairs)", "gather logits [B, C]", "replicated: all-reduce [C, d]")

@@ -30,10 +30,10 @@ from machine import describe  # noqa: E402
 from nptface.core.datasets import SyntheticFaceDataset, write_image_folder  # noqa: E402
 from nptface.core.imagefolder import ImageFolderDataset  # noqa: E402
 from nptface.core.preprocess import normalize  # noqa: E402
-from nptface.server.config import load_config  # noqa: E402
-from nptface.server.optim import build_optimizer  # noqa: E402
-from nptface.server.sampler import FlipView, GlobalBatchSampler  # noqa: E402
-from nptface.server.trainer import Trainer  # noqa: E402
+from nptface.server.training.config import load_config  # noqa: E402
+from nptface.server.training.optim import build_optimizer  # noqa: E402
+from nptface.server.training.sampler import FlipView, GlobalBatchSampler  # noqa: E402
+from nptface.server.training.trainer import Trainer  # noqa: E402
 
 # The quickstart's model and batch; 40 steps an epoch, evaluation and checkpoints off.
 OVERRIDES = [

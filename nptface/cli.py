@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from nptface.edge_export.demo.on_device import DeviceModel
+    from nptface.on_device.runtime import DeviceModel
 
 
 def _data_synth(args: argparse.Namespace) -> int:
@@ -100,7 +100,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _quickstart(args: argparse.Namespace) -> int:
-    from nptface.server.quickstart import quickstart_config, run_quickstart
+    from nptface.quickstart import quickstart_config, run_quickstart
 
     overrides = list(args.set)
     if args.no_progress:
@@ -128,7 +128,7 @@ def _quickstart(args: argparse.Namespace) -> int:
 
 def _quickstart_federated(server_run: Path, out: Path) -> Path:
     """Stage 2 of the main job: 8 clients in another imaging domain fine-tune with a shared proxy bank."""
-    from nptface.server.fed_config import FedConfig
+    from nptface.server.federation.config import FedConfig
     from nptface.simulation.experiment import run_experiment
 
     config = FedConfig.from_run_config({"server-run": str(server_run), "out-dir": str(out), "num-rounds": 5})
@@ -167,8 +167,8 @@ def _demo_hint(bundle_dir: Path) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from nptface.server.config import load_config
-    from nptface.server.trainer import train_from_config
+    from nptface.server.training.config import load_config
+    from nptface.server.training.trainer import train_from_config
 
     config = load_config(args.config, args.set)
     result = train_from_config(config, args.run_dir, resume="must" if args.resume else "never")
@@ -182,7 +182,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _bench_losses(args: argparse.Namespace) -> int:
-    from nptface.server import loss_benchmark as bench
+    from nptface.server.training import loss_benchmark as bench
 
     out = Path(args.out)
     seeds = list(range(args.seeds))
@@ -234,7 +234,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _fed_simulate(args: argparse.Namespace) -> int:
-    from nptface.server.fed_config import SHARING_MODES, FedConfig
+    from nptface.server.federation.config import SHARING_MODES, FedConfig
     from nptface.simulation.comparison import (
         robustness_configs,
         run_comparison,
@@ -289,7 +289,7 @@ def _scalar(raw: str) -> object:
 
 
 def _device_model(args: argparse.Namespace, gallery_bundle: str | None = None) -> DeviceModel:
-    from nptface.edge_export.demo.on_device import open_model
+    from nptface.on_device.runtime import open_model
 
     bundle = args.bundle or gallery_bundle
     if bundle is None:
@@ -311,7 +311,7 @@ def _decision_line(score: float, model: DeviceModel, far: float) -> str:
 
 
 def _enroll(args: argparse.Namespace) -> int:
-    from nptface.edge_export.demo.gallery import Gallery, load_gallery, save_gallery
+    from nptface.on_device.gallery import Gallery, load_gallery, save_gallery
 
     gallery_path = Path(args.gallery)
     existing = load_gallery(gallery_path) if gallery_path.exists() else None
@@ -329,7 +329,7 @@ def _enroll(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from nptface.core.verification import cosine_scores
-    from nptface.edge_export.demo.gallery import load_gallery
+    from nptface.on_device.gallery import load_gallery
 
     if args.gallery is None:
         if len(args.images) != 2 or args.name is not None:
@@ -350,7 +350,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _identify(args: argparse.Namespace) -> int:
-    from nptface.edge_export.demo.gallery import load_gallery
+    from nptface.on_device.gallery import load_gallery
 
     gallery = load_gallery(args.gallery)
     model = _device_model(args, gallery.bundle)
@@ -365,7 +365,7 @@ def _identify(args: argparse.Namespace) -> int:
 
 
 def _demo_serve(args: argparse.Namespace) -> int:
-    from nptface.edge_export.demo.server import make_server
+    from nptface.on_device.server import make_server
 
     try:
         server = make_server(args.bundle, args.host, args.port)

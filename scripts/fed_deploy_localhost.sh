@@ -38,7 +38,7 @@ flwr run . local-deployment --stream \
 "$VENV_BIN/python" - "$OUT" "$ROUNDS" <<'PY'
 import sys
 from pathlib import Path
-from nptface.server.fed_state import latest_state
+from nptface.server.federation.state import latest_state
 state = latest_state(Path(sys.argv[1]))
 done = 0 if state is None else state.round
 print(f"deployment engine: {done} of {sys.argv[2]} rounds completed in {sys.argv[1]}")

@@ -23,8 +23,8 @@ TINY_RUN = [
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from nptface.server.config import load_config
-    from nptface.server.trainer import train_from_config
+    from nptface.server.training.config import load_config
+    from nptface.server.training.trainer import train_from_config
 
     root = tmp_path_factory.mktemp("export-run")
     config = load_config("synthetic-quick", [*TINY_RUN, f'run.output_dir="{root.as_posix()}"', 'run.name="tiny"'])
@@ -35,3 +35,15 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_sets() -> tuple[ImageSet, ImageSet]:
     """(evaluation, calibration): 40 x 5 and 50 x 4 held-out synthetic faces, disjoint identities."""
     return synthetic_sets(32, eval_identities=40, eval_images=5, calibration_identities=50, calibration_images=4)
+
+
+@pytest.fixture(scope="session")
+def fp32_bundle(tiny_run: Path, tiny_sets: tuple[ImageSet, ImageSet], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny run exported to ONNX + TFLite fp32, shared by the export and on-device tests."""
+    from nptface.edge_export.pipeline import ExportOptions, export_bundle
+
+    evaluation, calibration = tiny_sets
+    out = tmp_path_factory.mktemp("fp32") / "bundle"
+    export_bundle(tiny_run, out, evaluation, calibration,
+                  ExportOptions(formats=("onnx", "tflite"), precisions=("fp32",), latency_repeats=1))
+    return out

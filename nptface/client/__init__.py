@@ -1,4 +1,5 @@
-"""The federated client: local fine-tuning of the backbone and of one party's own proxies.
+"""The Flower ClientApp: local fine-tuning of the backbone and of one party's own proxy rows.
 
-Empty until the federated fine-tuning issue lands; kept so that the package layout is stable.
+``protocol`` is the message contract with the server (which may import it); nothing here knows
+about simulation, attacks or test harnesses.
 """

@@ -26,7 +26,7 @@ from flwr.clientapp import ClientApp
 
 from nptface.client import protocol
 from nptface.client.local_training import LocalConfig, fine_tune, imprint
-from nptface.client.poison import FlippedLabels, parse_poison, poison_update
+from nptface.simulation.attacks.poison import FlippedLabels, parse_poison, poison_update
 from nptface.client.row_privacy import noised_rows
 from nptface.core.mobilefacenet import MobileFaceNet, MobileFaceNetConfig
 
@@ -43,13 +43,13 @@ def _partition(context: Context) -> int:
 
 
 def _datasets(settings: protocol.ClientSettings, partition: int):  # type: ignore[no-untyped-def]
-    from nptface.simulation.partitions import client_datasets
+    from nptface.core.partitions import client_datasets
 
     return client_datasets(plan_for(settings), partition, settings.image_size, seed=settings.partition_seed)
 
 
 def plan_for(settings: protocol.ClientSettings):  # type: ignore[no-untyped-def]
-    from nptface.simulation.partitions import image_folder_plan, synthetic_plan
+    from nptface.core.partitions import image_folder_plan, synthetic_plan
 
     if settings.source == "synthetic":
         return synthetic_plan(settings.num_clients, settings.client_identities, seed=settings.partition_seed,

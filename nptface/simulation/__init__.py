@@ -1,4 +1,5 @@
-"""Federated simulation of many clients on one machine with Flower's simulation engine.
+"""Many clients on one machine (Flower's simulation engine): experiments, baselines, attacks.
 
-Empty until the federated fine-tuning issue lands; kept so that the package layout is stable.
+Every test harness lives here (attackers, failing and slow clients, the proxy-linkage attack),
+injected into the production apps through Flower client mods and a server hook.
 """

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from nptface.core.atomic import atomic_write_bytes, atomic_write_json
-from nptface.server.fed_config import FedConfig
-from nptface.server.fed_state import latest_state
+from nptface.server.federation.config import FedConfig
+from nptface.server.federation.state import latest_state
 
 TAR = "client-domain/tar@far=1e-2"
 ACC = "client-domain/accuracy"

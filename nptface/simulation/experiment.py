@@ -26,8 +26,8 @@ from torch.utils.data import ConcatDataset
 
 from nptface.core.atomic import atomic_write_bytes, atomic_write_json
 from nptface.core.checkpoint import load_backbone, load_proxies
-from nptface.server.fed_config import FedConfig
-from nptface.server.fed_state import latest_state
+from nptface.server.federation.config import FedConfig
+from nptface.server.federation.state import latest_state
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +65,8 @@ class _Labelled(ConcatDataset):
 def centralised_baseline(config: FedConfig) -> dict[str, float]:
     from nptface.client.client_app import plan_for
     from nptface.client.local_training import LocalConfig, fine_tune, imprint
-    from nptface.server.federation import central_eval_sets, evaluate_backbone
-    from nptface.simulation.partitions import client_datasets
+    from nptface.server.federation.round_loop import central_eval_sets, evaluate_backbone
+    from nptface.core.partitions import client_datasets
 
     model, _ = load_backbone(config.server_run)
     settings = replace(config.client, image_size=model.config.input_size)

@@ -14,8 +14,8 @@ import time
 import warnings
 from pathlib import Path
 
-from nptface.server.fed_config import FedConfig
-from nptface.server.fed_state import latest_state
+from nptface.server.federation.config import FedConfig
+from nptface.server.federation.state import latest_state
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def simulate(config: FedConfig, cpus_per_client: float = 1.0, verbose: bool = Fa
     from flwr.simulation import run_simulation
 
     from nptface.client.client_app import app as client_app
-    from nptface.server.server_app import make_server_app
+    from nptface.server.federation.server_app import make_server_app
 
     if not verbose:
         # Flower logs every actor and message at INFO/DEBUG and warns that this entry point is

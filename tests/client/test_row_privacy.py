@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nptface.client.row_privacy import clip_rows, gaussian_mechanism, noised_rows
-from nptface.server.privacy import calibrate, epsilon_after
+from nptface.server.federation.privacy import calibrate, epsilon_after
 
 
 def test_clipping_bounds_every_row_and_leaves_short_rows_alone():

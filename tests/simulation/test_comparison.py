@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nptface.server.fed_config import FedConfig
+from nptface.server.federation.config import FedConfig
 from nptface.simulation.comparison import privacy_table, robustness_configs, summarise
 
 

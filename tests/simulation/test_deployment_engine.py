@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nptface.server.fed_state import latest_state
+from nptface.server.federation.state import latest_state
 
 pytestmark = pytest.mark.slow
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "fed_deploy_localhost.sh"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from nptface.core.checkpoint import load_backbone, load_meta
-from nptface.server.fed_config import FedConfig
-from nptface.server.fed_state import latest_state
+from nptface.server.federation.config import FedConfig
+from nptface.server.federation.state import latest_state
 from nptface.simulation.run import simulate
 
 pytestmark = pytest.mark.slow
@@ -55,7 +55,7 @@ def test_crashing_clients_do_not_stop_a_round(tiny_run, tmp_path):
 def test_resume_after_sigkill_loses_no_round(tiny_run, tmp_path):
     out = tmp_path / "fed"
     config = _config(tiny_run, out, **{"num-rounds": 3})
-    script = (f"from nptface.server.fed_config import FedConfig; from nptface.simulation.run import simulate; "
+    script = (f"from nptface.server.federation.config import FedConfig; from nptface.simulation.run import simulate; "
               f"simulate(FedConfig.from_run_config({config.to_run_config()!r}))")
     process = subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

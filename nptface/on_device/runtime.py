@@ -1,0 +1,65 @@
+"""The bundle's model on a device runtime: which shipped variant to run, and embedding files.
+
+"Precision from the bundle": for a runtime (onnxruntime or the LiteRT interpreter) the smallest
+shipped variant of its format wins — int8, then fp16, then fp32 — since every shipped variant
+passed the bundle's parity gate; ``variant`` overrides the choice. The page uses the same rule
+for its default (``default_variants`` is served to it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nptface.edge_export.bundle import Bundle, BundleError, load_bundle
+from nptface.on_device.images import load_face
+from nptface.edge_export.runtimes import Embedder
+
+RUNTIME_FORMATS = {"onnxruntime": "onnx", "litert": "tflite"}
+PRECISION_PREFERENCE = ("int8", "fp16", "fp32")
+
+
+def default_variant(bundle: Bundle, runtime: str) -> str:
+    """The shipped variant ``runtime`` runs by default (int8 -> fp16 -> fp32, manifest order within)."""
+    if runtime not in RUNTIME_FORMATS:
+        raise ValueError(f"runtime {runtime!r}: expected one of {sorted(RUNTIME_FORMATS)}")
+    fmt = RUNTIME_FORMATS[runtime]
+    candidates = [v for v in bundle.manifest["variants"] if v["format"] == fmt]
+    for precision in PRECISION_PREFERENCE:
+        for variant in candidates:
+            if variant["precision"] == precision:
+                return str(variant["name"])
+    raise BundleError(f"{bundle.root}: ships no {fmt} variant for {runtime}; shipped: {sorted(bundle.variants)}")
+
+
+@dataclass
+class DeviceModel:
+    bundle: Bundle
+    runtime: str
+    variant: str
+    embedder: Embedder
+
+    @property
+    def model_sha256(self) -> str:
+        """The trained checkpoint's hash: templates from the same checkpoint are comparable."""
+        return str(self.bundle.manifest["source"]["checkpoint_sha256"])
+
+    def embed_files(self, paths: Sequence[str | Path]) -> np.ndarray:
+        faces = np.stack([load_face(p, self.bundle.input_size) for p in paths])
+        return self.embedder.embed(faces)
+
+
+def open_model(bundle_dir: str | Path, runtime: str = "onnxruntime", variant: str | None = None) -> DeviceModel:
+    """Load and verify the bundle, then start ``variant`` (default: the runtime's preferred one)."""
+    bundle = load_bundle(bundle_dir)
+    name = variant or default_variant(bundle, runtime)
+    if name not in bundle.variants:
+        raise BundleError(f"{bundle.root}: no variant {name!r}; shipped: {sorted(bundle.variants)}")
+    fmt = bundle.variants[name]["format"]
+    if fmt != RUNTIME_FORMATS[runtime]:
+        raise BundleError(f"{bundle.root}: variant {name!r} is {fmt}; --runtime {runtime} runs "
+                          f"{RUNTIME_FORMATS[runtime]} variants")
+    return DeviceModel(bundle, runtime, name, bundle.embedder(name, threads=1))

@@ -1,0 +1,340 @@
+"""Declarative training configs: one TOML file is one run, inheriting a named base.
+
+A config file may name a ``base`` (another config shipped in ``nptface/server/training/configs/`` or a path
+relative to the file); its tables are merged key by key over the base's. Command-line
+``--set section.key=value`` overrides come last, values parsed as TOML literals (``0.1``,
+``[30, 45]``, ``"npt"``, ``true``) and falling back to a plain string. The result is validated
+into typed dataclasses: an unknown key or a value of the wrong type is an error that names the
+key and the file it came from, not a silent default. The resolved config and its hash are saved
+with every run and checkpoint, so a run can always be reproduced and a resume can refuse a
+checkpoint from a different config.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config file, base or override that cannot be read or does not fit the schema."""
+
+
+@dataclass
+class RunSection:
+    name: str = "run"
+    seed: int = 0
+    output_dir: str = "runs"
+    deterministic: bool = True  # deterministic kernels where torch has them (bitwise CPU resume)
+
+
+@dataclass
+class DataSection:
+    kind: str = "synthetic"  # synthetic | imagefolder | recordio
+    path: str = ""  # imagefolder root or recordio prefix
+    identities: int = 300  # synthetic: server identities to train on
+    images_per_identity: int = 30
+    domain: str = "wild"
+    lookalike_share: float = 0.3
+    in_memory: bool = True  # synthetic: render once and keep in RAM; false streams (renders in workers)
+    num_workers: int = 0
+    skip_bad: bool = False
+    flip: bool = True  # random horizontal flip augmentation
+    # imagefolder / recordio: identities kept out of training (seeded choice) and verified on.
+    heldout_identities: int = 0
+
+
+@dataclass
+class ModelSection:
+    width: float = 1.0
+    input_size: int = 112
+    embedding_dim: int = 256
+
+
+@dataclass
+class HeadSection:
+    name: str = "npt"
+    params: dict[str, Any] = field(default_factory=lambda: {"k": 6, "delta": 1.0, "r": 1.0})
+    # NPT with more classes than this trains through the streamed top-k head (same results, no
+    # [batch, classes] matrix, gradient on B*(k+1) proxy rows); 0 never switches.
+    scalable_above: int = 20000
+    chunk_size: int = 65536  # classes per chunk of the streamed head
+    candidate_rate: float = 0.0  # streamed head: search negatives in this share of classes (0 = exact)
+    # Under torchrun, keep each rank's rows of the proxies (and their momentum) instead of all of
+    # them: "auto" when the streamed head is chosen (and candidate_rate = 0), true for any NPT
+    # head with an integer k, false never. One process has nothing to shard. Not in the config
+    # hash: like the number of processes, it splits the work without changing what is trained.
+    shard_proxies: bool | str = "auto"
+
+
+@dataclass
+class OptimSection:
+    epochs: int = 65
+    batch_size: int = 64  # global: split evenly over distributed ranks
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    schedule: str = "step"  # step | cosine | poly
+    milestones: list[float] = field(default_factory=lambda: [30.0, 45.0])  # epochs (step schedule)
+    poly_power: float = 2.0
+    warmup_epochs: float = 0.0
+    weight_decay_proxies: float = 5e-4
+    weight_decay_embedding: float = 1e-4
+    weight_decay_backbone: float = 1e-5
+    grad_clip: float = 0.0  # max global grad norm; 0 disables
+
+
+@dataclass
+class EvalSet:
+    kind: str = "synthetic"  # synthetic | imagefolder | bin | lfw
+    name: str = ""
+    path: str = ""  # folder (imagefolder, lfw), .bin file
+    pairs: str = ""  # imagefolder: optional 'a b 1|0' file; lfw: pairs.txt
+    identities: int = 100  # synthetic held-out identities
+    images_per_identity: int = 10
+    domain: str = "wild"
+
+
+@dataclass
+class EvalSection:
+    every_epochs: int = 1
+    flip: bool = False
+    batch_size: int = 256
+    n_folds: int = 10  # the LFW protocol's 10 folds
+    sets: list[EvalSet] = field(default_factory=lambda: [EvalSet(name="synthetic-heldout")])
+
+
+@dataclass
+class DeviceSection:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "bf16"  # bf16 | none (CUDA only; CPU runs in fp32)
+    channels_last: bool = True  # CUDA only
+    compile: bool = False
+    cpu_threads: int = 0  # 0 = all cores this process may use
+
+
+@dataclass
+class LogSection:
+    every_steps: int = 20
+    tensorboard: bool = False
+    progress: bool = True
+
+
+@dataclass
+class CheckpointSection:
+    every_steps: int = 500
+    keep: int = 2
+
+
+@dataclass
+class TrainConfig:
+    run: RunSection = field(default_factory=RunSection)
+    data: DataSection = field(default_factory=DataSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    head: HeadSection = field(default_factory=HeadSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    device: DeviceSection = field(default_factory=DeviceSection)
+    log: LogSection = field(default_factory=LogSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """Hash of everything that shapes the weights (not names, paths, logging or workers)."""
+        payload = self.to_dict()
+        payload["run"].pop("name")
+        payload["run"].pop("output_dir")
+        payload["data"].pop("num_workers")
+        payload["head"].pop("shard_proxies")
+        for volatile in ("log", "checkpoint", "eval"):
+            payload.pop(volatile)
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _shipped_dir() -> Any:
+    return resources.files("nptface.server.training") / "configs"
+
+
+def shipped_configs() -> list[str]:
+    return sorted(p.name.removesuffix(".toml") for p in _shipped_dir().iterdir() if p.name.endswith(".toml"))
+
+
+def _locate(name_or_path: str, relative_to: Path | None) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml":
+        if not candidate.is_absolute() and relative_to is not None and not candidate.exists():
+            candidate = relative_to / candidate
+        if not candidate.is_file():
+            raise ConfigError(f"config file {candidate} not found")
+        return candidate
+    shipped = _shipped_dir() / f"{name_or_path}.toml"
+    if not shipped.is_file():
+        raise ConfigError(f"no shipped config named {name_or_path!r}; expected one of {shipped_configs()} "
+                          f"or a path to a .toml file")
+    return Path(str(shipped))
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "params":
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _read_raw(name_or_path: str, relative_to: Path | None = None, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = _locate(name_or_path, relative_to).resolve()
+    if path in seen:
+        raise ConfigError(f"config inheritance loops: {' -> '.join(map(str, (*seen, path)))}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    base_name = raw.pop("base", None)
+    if base_name is None:
+        return raw
+    if not isinstance(base_name, str):
+        raise ConfigError(f"{path}: 'base' must be a config name or path, got {base_name!r}")
+    return _merge(_read_raw(base_name, path.parent, (*seen, path)), raw)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``section.key=value`` -> (["section", "key"], parsed value)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw_value = text.split("=", 1)
+    keys = key.strip().split(".")
+    if not all(keys):
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        value = tomllib.loads(f"v = {raw_value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw_value.strip()
+    return keys, value
+
+
+def _apply_override(raw: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = raw
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {'.'.join(keys)}: {key!r} is not a table")
+    node[keys[-1]] = value
+
+
+def _convert(value: Any, annotation: Any, where: str) -> Any:
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table, got {value!r}")
+        return _build(annotation, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        (item_type,) = typing.get_args(annotation)
+        return [_convert(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table, got {value!r}")
+        return dict(value)
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; expected some of {sorted(known)}")
+    kwargs = {name: _convert(value, hints[name], f"{where}.{name}" if where else name) for name, value in raw.items()}
+    return cls(**kwargs)
+
+
+def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Read a config (shipped name or path), apply its bases and ``--set`` overrides, validate."""
+    raw = _read_raw(name_or_path)
+    for override in overrides:
+        keys, value = parse_override(override)
+        _apply_override(raw, keys, value)
+    try:
+        config = _build(TrainConfig, raw, "")
+    except ConfigError as error:
+        raise ConfigError(f"{name_or_path} (with overrides {list(overrides)}): {error}") from None
+    validate(config, source=name_or_path)
+    return config
+
+
+def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
+    config = _build(TrainConfig, raw, "")
+    validate(config, source="<dict>")
+    return config
+
+
+def validate(config: TrainConfig, source: str) -> None:
+    """Cross-field checks that types alone cannot express."""
+    def fail(message: str) -> None:
+        raise ConfigError(f"{source}: {message}")
+
+    if config.data.kind not in ("synthetic", "imagefolder", "recordio"):
+        fail(f"data.kind must be synthetic, imagefolder or recordio, got {config.data.kind!r}")
+    if config.data.kind != "synthetic" and not config.data.path:
+        fail(f"data.path is required for data.kind = {config.data.kind!r}")
+    if config.data.heldout_identities < 0 or (config.data.kind == "synthetic" and config.data.heldout_identities):
+        fail("data.heldout_identities is for imagefolder/recordio data (synthetic held-out identities are an "
+             "eval set of their own id range)")
+    if config.optim.schedule not in ("step", "cosine", "poly"):
+        fail(f"optim.schedule must be step, cosine or poly, got {config.optim.schedule!r}")
+    if config.optim.epochs < 1:
+        fail(f"optim.epochs must be >= 1, got {config.optim.epochs}")
+    if config.optim.batch_size < 2:
+        fail(f"optim.batch_size must be >= 2, got {config.optim.batch_size}")
+    if config.optim.lr <= 0:
+        fail(f"optim.lr must be > 0, got {config.optim.lr}")
+    if any(not 0 < m < config.optim.epochs for m in config.optim.milestones):
+        fail(f"optim.milestones must be epochs inside (0, {config.optim.epochs}), got {config.optim.milestones}")
+    if not 0 <= config.optim.warmup_epochs < config.optim.epochs:
+        fail(f"optim.warmup_epochs must lie in [0, epochs), got {config.optim.warmup_epochs}")
+    shard = config.head.shard_proxies
+    if not (shard == "auto" or isinstance(shard, bool)):
+        fail(f'head.shard_proxies must be "auto", true or false, got {shard!r}')
+    if shard is True and (config.head.name != "npt" or not isinstance(config.head.params.get("k", 6), int)
+                          or config.head.candidate_rate):
+        fail(f"head.shard_proxies = true needs head.name = \"npt\" with an integer params.k and candidate_rate = 0, "
+             f"got name {config.head.name!r}, params {config.head.params}, candidate_rate {config.head.candidate_rate}")
+    if config.device.amp not in ("bf16", "none"):
+        fail(f"device.amp must be bf16 or none, got {config.device.amp!r}")
+    for i, eval_set in enumerate(config.eval.sets):
+        if eval_set.kind not in ("synthetic", "imagefolder", "bin", "lfw"):
+            fail(f"eval.sets[{i}].kind must be synthetic, imagefolder, bin or lfw, got {eval_set.kind!r}")
+        if eval_set.kind != "synthetic" and not eval_set.path:
+            fail(f"eval.sets[{i}].path is required for kind {eval_set.kind!r}")
+    if config.checkpoint.every_steps < 1 or config.checkpoint.keep < 1:
+        fail("checkpoint.every_steps and checkpoint.keep must be >= 1")

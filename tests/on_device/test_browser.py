@@ -1,0 +1,218 @@
+"""End to end in headless Chromium: the page enrols, verifies and identifies like the CLI, offline.
+
+Debian's ``/usr/bin/chromium`` driven by Playwright (its own browser download does not work here;
+``.ci/run`` installs the Debian package). Skips with the reason when Chromium, Playwright or the
+vendored onnxruntime-web files (``./dev setup``) are missing. Every request the page makes is
+recorded and must go to the demo's own origin. The screenshot path is printed (``-s`` shows it).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nptface.on_device.server import make_server, missing_vendor_files, serve_in_thread
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 60_000
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} missing: apt-get install chromium (.ci/run does)"),
+    pytest.mark.skipif(bool(missing_vendor_files()), reason="onnxruntime-web files missing: run ./dev setup"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the dev extra)")
+    with sync_api.sync_playwright() as playwright:
+        # launch() gives every browser a fresh temporary profile (user data dir).
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def _serve(bundle: Path) -> Iterator[str]:
+    server = make_server(bundle, "127.0.0.1", 0)
+    thread = serve_in_thread(server)
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def _open(browser, origin: str, requests: list[str]):
+    page = browser.new_context().new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(origin + "/")
+    page.wait_for_selector("#status:not([data-state=loading])")
+    return page
+
+
+def _verify(page, name: str, image: Path) -> tuple[float, str]:
+    page.evaluate("() => document.getElementById('verify-result').removeAttribute('data-score')")
+    page.select_option("#verify-person", name)
+    page.set_input_files("#verify-file", str(image))
+    page.click("#verify-button")
+    result = page.wait_for_selector("#verify-result[data-score]")
+    return float(result.get_attribute("data-score")), result.get_attribute("data-decision")
+
+
+def _crop(page) -> np.ndarray:
+    rgba = page.evaluate("""() => { const c = document.getElementById('crop');
+        return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data); }""")
+    side = int(round((len(rgba) // 4) ** 0.5))
+    return np.array(rgba, np.uint8).reshape(side, side, 4)[..., :3]
+
+
+def _assert_same_origin(requests: list[str], origin: str) -> None:
+    assert requests, "the page made no requests at all"
+    foreign = [url for url in requests if not (url.startswith(origin + "/") or url.startswith(("blob:", "data:")))]
+    assert not foreign, f"requests to other origins: {foreign}"
+
+
+def test_page_enrolls_verifies_and_identifies_like_the_cli(browser, fp32_bundle, faces, tmp_path):
+    from PIL import Image
+
+    from nptface.edge_export.bundle import load_bundle
+    from nptface.on_device.gallery import Gallery
+    from nptface.on_device.images import load_face
+    from nptface.on_device.runtime import open_model
+
+    requests: list[str] = []
+    serving = _serve(fp32_bundle)
+    origin = next(serving)
+    try:
+        page = _open(browser, origin, requests)
+        assert page.get_attribute("#status", "data-state") == "ready", page.text_content("#status")
+        assert page.get_attribute("#status", "data-variant") == "onnx-fp32"
+        for name, person in (("ann", "a"), ("bob", "b")):
+            page.fill("#enroll-name", name)
+            page.set_input_files("#enroll-files", [str(p) for p in faces[person][:2]])
+            page.click("#enroll-button")
+            page.wait_for_selector(f"#gallery li[data-name={name}][data-count='2']")
+
+        genuine, genuine_decision = _verify(page, "ann", faces["a"][2])
+        size = load_bundle(fp32_bundle).input_size
+        crop, expected_crop = _crop(page), load_face(faces["a"][2], size)  # what the model saw vs Python: exact
+        assert np.array_equal(crop, expected_crop), f"{int((crop != expected_crop).sum())} values differ"
+        impostor, impostor_decision = _verify(page, "ann", faces["b"][2])
+
+        page.set_input_files("#identify-file", str(faces["b"][2]))
+        page.click("#identify-button")
+        page.wait_for_selector("#identify-result tbody tr[data-name]")
+        ranking = page.eval_on_selector_all("#identify-result tbody tr",
+                                            "rows => rows.map(r => [r.dataset.name, Number(r.dataset.score)])")
+
+        # Bad input: a clear message, nothing stored.
+        not_image = tmp_path / "holiday.png"
+        not_image.write_text("this is not an image")
+        page.fill("#enroll-name", "eve")
+        page.set_input_files("#enroll-files", [str(faces["a"][0]), str(not_image)])
+        page.click("#enroll-button")
+        page.wait_for_selector("#message:not([hidden])")
+        assert "holiday.png: not a decodable image" in page.text_content("#message")
+        assert "Nothing was stored" in page.text_content("#message")
+        tiny = tmp_path / "tiny.png"
+        Image.new("RGB", (8, 8)).save(tiny)
+        page.set_input_files("#enroll-files", str(tiny))
+        page.click("#enroll-button")
+        page.wait_for_selector("#message:has-text('too small')")  # a CSS wait: the CSP forbids eval'd predicates
+        assert page.query_selector("#gallery li[data-name=eve]") is None
+
+        # Export, then import into a fresh browser profile: the same people and counts come back.
+        with page.expect_download() as download:
+            page.click("#export-button")
+        exported = tmp_path / "gallery.json"
+        download.value.save_as(exported)
+        fresh = _open(browser, origin, requests)
+        fresh.set_input_files("#import-file", str(exported))
+        fresh.wait_for_selector("#gallery li[data-name=bob][data-count='2']")
+        assert fresh.eval_on_selector_all("#gallery li", "items => items.map(i => i.dataset.name)") == ["ann", "bob"]
+        foreign = json.loads(exported.read_text()) | {"model": "0" * 64}
+        (tmp_path / "foreign.json").write_text(json.dumps(foreign))
+        fresh.set_input_files("#import-file", str(tmp_path / "foreign.json"))
+        fresh.wait_for_selector("#message:has-text('not comparable')")
+
+        screenshot = tmp_path / "demo-page.png"
+        page.screenshot(path=str(screenshot), full_page=True)
+        print(f"screenshot: {screenshot}")
+    finally:
+        serving.close()
+
+    model = open_model(fp32_bundle, "onnxruntime", "onnx-fp32")  # what `nptface verify` runs
+    gallery = Gallery(model.model_sha256, str(fp32_bundle), model.variant)
+    gallery.enroll("ann", model.embed_files(faces["a"][:2]))
+    gallery.enroll("bob", model.embed_files(faces["b"][:2]))
+    cli_genuine = gallery.score("ann", model.embed_files([faces["a"][2]])[0])
+    cli_impostor = gallery.score("ann", model.embed_files([faces["b"][2]])[0])
+    cli_ranking = gallery.top(model.embed_files([faces["b"][2]])[0])
+    assert genuine == pytest.approx(cli_genuine, abs=1e-3)
+    assert impostor == pytest.approx(cli_impostor, abs=1e-3)
+    assert (genuine_decision, impostor_decision) == ("match", "no match")
+    assert [name for name, _ in ranking] == [m.name for m in cli_ranking]
+    np.testing.assert_allclose([s for _, s in ranking], [m.score for m in cli_ranking], atol=1e-3)
+    _assert_same_origin(requests, origin)
+
+
+def test_a_tampered_bundle_is_refused_in_the_page(browser, fp32_bundle, tmp_path):
+    copy = tmp_path / "bundle"
+    shutil.copytree(fp32_bundle, copy)
+    model = copy / "models" / "onnx-fp32.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    requests: list[str] = []
+    serving = _serve(copy)
+    origin = next(serving)
+    try:
+        page = _open(browser, origin, requests)
+        assert page.get_attribute("#status", "data-state") == "error"
+        status = page.text_content("#status")
+        assert "bundle refused: models/onnx-fp32.onnx has sha256" in status and "modified or corrupted" in status
+        assert page.is_disabled("#enroll-button") and page.is_disabled("#verify-button")
+    finally:
+        serving.close()
+    _assert_same_origin(requests, origin)
+
+
+def test_the_int8_qdq_model_runs_in_the_page_like_on_onnxruntime(browser, int8_bundle, faces):
+    """onnxruntime-web's WASM backend runs the static QDQ int8 model, by default, with the CPU runtime's scores."""
+    from nptface.on_device.gallery import Gallery
+    from nptface.on_device.runtime import open_model
+
+    requests: list[str] = []
+    serving = _serve(int8_bundle)
+    origin = next(serving)
+    try:
+        page = _open(browser, origin, requests)
+        assert page.get_attribute("#status", "data-state") == "ready", page.text_content("#status")
+        assert page.get_attribute("#status", "data-variant") == "onnx-int8"
+        page.fill("#enroll-name", "ann")
+        page.set_input_files("#enroll-files", [str(p) for p in faces["a"][:2]])
+        page.click("#enroll-button")
+        page.wait_for_selector("#gallery li[data-name=ann][data-count='2']")
+        scores = [_verify(page, "ann", faces[person][2]) for person in "ab"]
+    finally:
+        serving.close()
+    model = open_model(int8_bundle, "onnxruntime")  # the CLI's default: int8 when shipped
+    assert model.variant == "onnx-int8"
+    gallery = Gallery(model.model_sha256, str(int8_bundle), model.variant)
+    gallery.enroll("ann", model.embed_files(faces["a"][:2]))
+    threshold = model.bundle.threshold(1e-3)
+    for (score, decision), person in zip(scores, "ab", strict=True):
+        cli = gallery.score("ann", model.embed_files([faces[person][2]])[0])
+        assert score == pytest.approx(cli, abs=1e-3), person
+        assert decision == ("match" if cli >= threshold else "no match")
+    _assert_same_origin(requests, origin)

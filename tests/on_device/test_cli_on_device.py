@@ -1,0 +1,122 @@
+"""``nptface enroll / verify / identify`` on onnxruntime and LiteRT, and the quickstart's last line."""
+
+from __future__ import annotations
+
+import re
+import types
+
+import numpy as np
+import pytest
+
+from nptface.cli import main
+from nptface.edge_export.bundle import load_bundle
+from nptface.on_device.gallery import load_gallery
+
+SCORE_LINE = re.compile(r"cosine = (-?\d\.\d{4})  threshold\(FAR=1e-3\) = (\d\.\d{4})  -> (match|no match)$")
+
+
+def _expected_score(bundle_dir, variant, enrolled, probe) -> float:
+    """The template score recomputed by hand: mean of unit embeddings, renormalised, dot the probe."""
+    from nptface.core.preprocess import to_rgb_array
+    from PIL import Image
+
+    bundle = load_bundle(bundle_dir)
+    faces = np.stack([to_rgb_array(Image.open(p), bundle.input_size) for p in [*enrolled, probe]])
+    embeddings = bundle.embedder(variant).embed(faces).astype(np.float64)
+    template = embeddings[:-1].mean(0)
+    return float(template @ embeddings[-1] / np.linalg.norm(template))
+
+
+@pytest.mark.parametrize(("runtime", "variant"), [("onnxruntime", "onnx-fp32"), ("litert", "tflite-fp32")])
+def test_enroll_verify_identify_on_each_runtime(runtime, variant, fp32_bundle, faces, tmp_path, capsys):
+    gallery = tmp_path / "g.npz"
+    device = ["--runtime", runtime]
+    assert main(["enroll", "--bundle", str(fp32_bundle), "--gallery", str(gallery), "--name", "ann",
+                 *map(str, faces["a"][:2]), *device]) == 0
+    assert main(["enroll", "--gallery", str(gallery), "--name", "bob", *map(str, faces["b"][:2]), *device]) == 0
+    out = capsys.readouterr().out
+    assert f"variant {variant} on {runtime}" in out  # the bundle's only variant of that format
+    assert load_gallery(gallery).counts == [2, 2]
+
+    threshold = load_bundle(fp32_bundle).threshold(1e-3)
+    for probe, claimed in ((faces["a"][2], "ann"), (faces["b"][2], "ann")):
+        assert main(["verify", "--gallery", str(gallery), "--name", claimed, str(probe), *device]) == 0
+        score, printed_threshold, decision = SCORE_LINE.search(capsys.readouterr().out.strip()).groups()
+        expected = _expected_score(fp32_bundle, variant, faces["a"][:2], probe)
+        assert float(score) == pytest.approx(expected, abs=1e-4)
+        assert float(printed_threshold) == pytest.approx(threshold, abs=1e-4)
+        assert decision == ("match" if expected >= threshold else "no match")
+
+    assert main(["identify", "--gallery", str(gallery), str(faces["b"][2]), *device]) == 0
+    ranking = re.findall(r"\d\. (\w+)  cosine = (-?\d\.\d{4})", capsys.readouterr().out)
+    assert [name for name, _ in ranking] == ["bob", "ann"]
+    assert float(ranking[0][1]) >= float(ranking[1][1])
+
+
+def test_the_demo_images_give_a_match_and_a_no_match(fp32_bundle, faces, capsys):
+    """The browser test's premise, checked on the CLI: genuine above the FAR=1e-3 threshold, impostor below."""
+    args = ["--bundle", str(fp32_bundle), "--variant", "onnx-fp32"]
+    assert main(["verify", *args, str(faces["a"][0]), str(faces["a"][2])]) == 0
+    assert main(["verify", *args, str(faces["a"][0]), str(faces["b"][2])]) == 0
+    decisions = [m.group(3) for m in map(SCORE_LINE.search, capsys.readouterr().out.strip().splitlines()[1::2])]
+    assert decisions == ["match", "no match"]
+
+
+def test_litert_and_onnxruntime_agree_on_a_pair(fp32_bundle, faces, capsys):
+    scores = []
+    for runtime in ("onnxruntime", "litert"):
+        assert main(["verify", "--bundle", str(fp32_bundle), "--runtime", runtime, str(faces["a"][0]),
+                     str(faces["b"][1])]) == 0
+        scores.append(float(SCORE_LINE.search(capsys.readouterr().out.strip()).group(1)))
+    assert scores[0] == pytest.approx(scores[1], abs=2e-4)
+
+
+def test_bad_images_and_wrong_variants_fail_clearly_and_store_nothing(fp32_bundle, faces, tmp_path, capsys):
+    from PIL import Image
+
+    gallery = tmp_path / "g.npz"
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (8, 8)).save(tiny)
+    base = ["enroll", "--bundle", str(fp32_bundle), "--gallery", str(gallery), "--name", "ann"]
+    assert main([*base, str(faces["a"][0]), str(text)]) == 2
+    assert "notes.png: not a decodable image" in capsys.readouterr().err
+    assert main([*base, str(tiny)]) == 2
+    assert "8x8 px is too small" in capsys.readouterr().err
+    assert not gallery.exists()
+    assert main([*base, "--runtime", "litert", "--variant", "onnx-fp32", str(faces["a"][0])]) == 2
+    assert "variant 'onnx-fp32' is onnx; --runtime litert runs tflite variants" in capsys.readouterr().err
+
+
+def test_a_gallery_of_another_model_is_refused(fp32_bundle, faces, tmp_path, capsys):
+    from nptface.on_device.gallery import Gallery, save_gallery
+
+    gallery = tmp_path / "other.npz"
+    other = Gallery("0" * 64, str(fp32_bundle), "onnx-fp32")
+    other.enroll("ann", np.eye(1, load_bundle(fp32_bundle).manifest["embedding"]["size"], dtype=np.float32))
+    save_gallery(other, gallery)
+    assert main(["identify", "--gallery", str(gallery), str(faces["a"][2])]) == 2
+    assert "templates of different models are not comparable" in capsys.readouterr().err
+
+
+def test_quickstart_ends_with_the_demo_command(monkeypatch, tmp_path, capsys):
+    from nptface import cli
+    from nptface.edge_export import pipeline
+
+    bundle = tmp_path / "bundles" / "quickstart"
+    fake = types.SimpleNamespace(table="(table)", rejected=[], shipped=[object()], bundle_dir=bundle)
+    monkeypatch.setattr(pipeline, "export_run", lambda *args, **kwargs: fake)
+    assert cli._quickstart_export(tmp_path / "run", bundle) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert f"nptface demo serve --bundle {bundle.as_posix()}" in last
+
+
+@pytest.mark.parametrize("argv", [["enroll"], ["verify"], ["identify"], ["demo"], ["demo", "serve"]])
+def test_on_device_subcommands_have_help(argv, capsys):
+    from nptface.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([*argv, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: nptface" in capsys.readouterr().out

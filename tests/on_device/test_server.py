@@ -1,0 +1,58 @@
+"""``nptface demo serve``: only the app's and the bundle's files, with a strict CSP; clear setup errors."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from nptface.on_device import server as demo_server
+
+
+@pytest.fixture
+def fake_vendor(tmp_path, monkeypatch):
+    """A static folder with placeholder runtime files, so these tests need no npm."""
+    static = tmp_path / "static"
+    (static / "vendor").mkdir(parents=True)
+    (static / "index.html").write_text("<!doctype html>")
+    for name in demo_server.VENDOR_FILES:
+        (static / "vendor" / name).write_bytes(b"placeholder")
+    monkeypatch.setattr(demo_server, "STATIC", static)
+    return static
+
+
+def _get(url: str) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), b""
+
+
+def test_serves_listed_bundle_files_only_with_a_strict_csp(fp32_bundle, fake_vendor):
+    server = demo_server.make_server(fp32_bundle, "127.0.0.1", 0)
+    thread = demo_server.serve_in_thread(server)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        status, headers, body = _get(base + "/bundle/models/onnx-fp32.onnx")
+        assert status == 200 and body == (fp32_bundle / "models" / "onnx-fp32.onnx").read_bytes()
+        assert headers["Content-Security-Policy"].startswith("default-src 'self'")
+        assert "'wasm-unsafe-eval'" in headers["Content-Security-Policy"]
+        config = json.loads(_get(base + "/config.json")[2])
+        assert config["default_variant"] == "onnx-fp32" and config["limits"]["min_side"] > 0
+        assert _get(base + "/static/vendor/ort-wasm-simd-threaded.wasm")[1]["Content-Type"] == "application/wasm"
+        for path in ("/bundle/../manifest.json", "/bundle/%2e%2e/%2e%2e/etc/passwd", "/static/../server.py",
+                     "/etc/passwd", "/bundle/reference.npz", "/bundle/models/tflite-fp32.tflite"):
+            assert _get(base + path)[0] == 404, path
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_missing_runtime_files_say_run_dev_setup(fp32_bundle, fake_vendor):
+    (fake_vendor / "vendor" / "ort-wasm-simd-threaded.wasm").unlink()
+    with pytest.raises(demo_server.DemoSetupError, match=r"ort-wasm-simd-threaded.wasm.*run ./dev setup"):
+        demo_server.make_server(fp32_bundle, "127.0.0.1", 0)

@@ -1,0 +1,36 @@
+"""Federated settings: one kebab-case namespace shared by pyproject, `flwr run` and `nptface fed simulate`."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from nptface.server.federation.config import FedConfig, FedConfigError
+
+PYPROJECT = Path(__file__).resolve().parents[3] / "pyproject.toml"
+
+
+def test_pyproject_run_config_lists_every_setting_with_its_default():
+    declared = tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]
+    assert declared == FedConfig().to_run_config()
+    assert FedConfig.from_run_config(declared) == FedConfig()
+
+
+def test_keys_are_routed_to_server_and_client_settings():
+    config = FedConfig.from_run_config({"num-rounds": 3, "local-epochs": 2, "lr": 1, "proxy-sharing": "local-heads"})
+    assert config.num_rounds == 3 and config.client.local_epochs == 2 and config.client.lr == 1.0
+    assert config.proxy_sharing == "local-heads"
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"num-round": 3}, "unknown run-config key 'num-round'"),
+    ({"num-rounds": "3"}, "'num-rounds' must be int"),
+    ({"spread-freeze-public": 1}, "'spread-freeze-public' must be bool"),
+    ({"proxy-sharing": "everything"}, "proxy-sharing must be one of"),
+    ({"failure-rate": 1.0}, "failure-rate must be in"),
+])
+def test_bad_settings_are_refused_by_name(values, message):
+    with pytest.raises(FedConfigError, match=message):
+        FedConfig.from_run_config(values)

@@ -1,0 +1,78 @@
+"""Declarative configs: shipped names, inheritance, --set overrides, and errors that say where."""
+
+from __future__ import annotations
+
+import pytest
+
+from nptface.server.training.config import ConfigError, load_config, parse_override, shipped_configs
+
+
+def test_shipped_configs_carry_the_paper_recipe():
+    assert {"synthetic-quick", "casia-mobilefacenet-npt", "ms1m-mobilefacenet-npt"} <= set(shipped_configs())
+    casia = load_config("casia-mobilefacenet-npt", ['data.path="/data/casia/train"'])
+    assert (casia.optim.epochs, casia.optim.batch_size, casia.optim.milestones) == (65, 64, [30.0, 45.0])
+    assert (casia.optim.lr, casia.optim.momentum, casia.optim.nesterov) == (0.1, 0.9, True)
+    assert (casia.optim.weight_decay_proxies, casia.optim.weight_decay_embedding,
+            casia.optim.weight_decay_backbone) == (5e-4, 1e-4, 1e-5)
+    assert casia.head.name == "npt" and casia.head.params == {"k": 6, "delta": 1.0, "r": 1.0}
+    assert (casia.model.width, casia.model.input_size, casia.model.embedding_dim) == (1.0, 112, 256)
+    ms1m = load_config("ms1m-mobilefacenet-npt", ['data.path="/data/ms1m/train"'])
+    assert (ms1m.optim.epochs, ms1m.optim.batch_size, ms1m.optim.milestones) == (21, 512, [10.0, 18.0])
+
+
+def test_a_user_config_inherits_a_shipped_base_and_overrides_win(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('base = "synthetic-quick"\n[optim]\nlr = 0.05\n[head]\nname = "arcface"\nparams = { s = 32.0 }\n')
+    config = load_config(str(path), ["optim.lr=0.02", "optim.milestones=[2.0, 3.0]"])
+    assert config.optim.lr == 0.02 and config.optim.milestones == [2.0, 3.0]
+    assert config.head.name == "arcface" and config.head.params == {"s": 32.0}, "params replace, not merge"
+    assert config.model.width == 0.5 and config.optim.momentum == 0.9, "inherited through two levels"
+
+
+def test_inheritance_loops_are_reported(tmp_path):
+    (tmp_path / "a.toml").write_text('base = "b.toml"\n')
+    (tmp_path / "b.toml").write_text('base = "a.toml"\n')
+    with pytest.raises(ConfigError, match="loops"):
+        load_config(str(tmp_path / "a.toml"))
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["optim.lrr=0.1"], r"unknown key\(s\) \['lrr'\]"),
+        (['optim.lr="fast"'], "optim.lr must be a number"),
+        (["optim.epochs=2.5"], "optim.epochs must be an integer"),
+        (['data.kind="parquet"'], "data.kind must be synthetic, imagefolder or recordio"),
+        (['data.kind="imagefolder"'], "data.path is required"),
+        (["optim.milestones=[100.0]"], "milestones"),
+        (['eval.sets=[{kind="bin"}]'], r"eval.sets\[0\].path is required"),
+        (["optim"], "section.key=value"),
+        (["head.shard_proxies=1"], 'head.shard_proxies must be "auto", true or false'),
+        (['head.name="arcface"', "head.params={}", "head.shard_proxies=true"], "shard_proxies = true needs"),
+        (["head.candidate_rate=0.1", "head.shard_proxies=true"], "shard_proxies = true needs"),
+    ],
+)
+def test_bad_values_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("synthetic-quick", overrides)
+
+
+def test_unknown_config_names_list_the_shipped_ones():
+    with pytest.raises(ConfigError, match="synthetic-quick"):
+        load_config("imagenet")
+
+
+def test_override_values_parse_as_toml_with_string_fallback():
+    assert parse_override("a.b=3") == (["a", "b"], 3)
+    assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
+    assert parse_override("a.b=true") == (["a", "b"], True)
+    assert parse_override("a.b=npt") == (["a", "b"], "npt")
+
+
+def test_config_hash_ignores_names_and_logging_but_not_the_recipe():
+    base = load_config("synthetic-quick")
+    assert load_config("synthetic-quick", ['run.name="other"', "log.every_steps=5"]).hash() == base.hash()
+    assert load_config("synthetic-quick", ["optim.lr=0.2"]).hash() != base.hash()
+    assert load_config("synthetic-quick", ["run.seed=1"]).hash() != base.hash()
+    # Like the number of processes: a checkpoint resumes sharded or not.
+    assert load_config("synthetic-quick", ["head.shard_proxies=false"]).hash() == base.hash()
