@@ -122,6 +122,28 @@ def lfw_style_pairs(
     return Pairs(index_a=index_a, index_b=index_b, is_same=is_same)
 
 
+LFW_PAIRS_PER_FOLD = 300
+
+
+def largest_lfw_style_pairs(
+    labels: npt.ArrayLike, n_folds: int = 10, seed: int = 0, where: str = "labels"
+) -> Pairs:
+    """LFW-style folds as large as the labels allow, capped at LFW's 300 genuine pairs a fold.
+
+    Small evaluation sets (a client's few identities, a tiny export eval set) cannot fill LFW's
+    folds; this is the one place that decides how far to shrink them. ``where`` names the set
+    in the error when not even one genuine pair per fold exists.
+    """
+    space = _PairSpace(labels)
+    per_fold = min(LFW_PAIRS_PER_FOLD, space.n_genuine // n_folds, space.n_impostor // n_folds)
+    if per_fold < 1:
+        raise ValueError(
+            f"{where}: too few pairs ({space.n_genuine} genuine, {space.n_impostor} impostor) for "
+            f"{n_folds} folds; expected at least {n_folds} of each (add identities or images)"
+        )
+    return lfw_style_pairs(labels, n_folds=n_folds, per_fold=per_fold, seed=seed)
+
+
 class _PairSpace:
     """Numbers every genuine and every impostor pair of a label list, and decodes the numbers.
 

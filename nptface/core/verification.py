@@ -196,6 +196,23 @@ def cosine_scores(emb_a: ArrayInput, emb_b: ArrayInput) -> np.ndarray:
     return np.clip(scores, -1.0, 1.0)
 
 
+def unit_rows(rows: ArrayInput, name: str = "embeddings", dtype: npt.DTypeLike = np.float32) -> np.ndarray:
+    """Rows scaled to unit L2 norm; a zero or non-finite row raises, naming ``name`` and the row.
+
+    Every numpy consumer of embeddings and proxy rows (parity gate, proxy bank, attacks, clients)
+    normalises through here, so "cosine" means one thing and a dead embedding is never divided
+    into NaNs silently.
+    """
+    matrix = _embedding_matrix(rows, name)
+    return _unit_rows(matrix, name, 0).astype(dtype, copy=False)
+
+
+def pair_scores(embeddings: ArrayInput, index_a: ArrayInput, index_b: ArrayInput) -> np.ndarray:
+    """Cosine score of every pair ``(embeddings[index_a[i]], embeddings[index_b[i]])``, in float64."""
+    matrix = _embedding_matrix(embeddings, "embeddings")
+    return cosine_scores(matrix[_as_numpy(index_a)], matrix[_as_numpy(index_b)])
+
+
 def roc_curve(scores: ArrayInput, is_same: ArrayInput) -> RocCurve:
     """ROC of ``scores`` against ``is_same`` (True for a genuine pair), ties forming one point."""
     scores_array, same = _scores_and_labels(scores, is_same)

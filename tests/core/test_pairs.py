@@ -174,3 +174,16 @@ def test_pair_generators_refuse_labels_that_cannot_form_both_kinds_of_pair(
 def test_pairs_refuse_arrays_of_different_lengths() -> None:
     with pytest.raises(ValueError, match="equal lengths"):
         Pairs(np.arange(3), np.arange(3), np.ones(2, bool))
+
+
+def test_largest_lfw_style_pairs_shrinks_folds_to_what_the_labels_hold():
+    import numpy as np
+    import pytest
+
+    from nptface.core.pairs import largest_lfw_style_pairs
+
+    labels = np.repeat(np.arange(10), 3)  # 30 genuine pairs -> 3 per fold
+    pairs = largest_lfw_style_pairs(labels, n_folds=10)
+    assert pairs.is_same.sum() == 30 and (~pairs.is_same).sum() == 30
+    with pytest.raises(ValueError, match="client set: too few pairs"):
+        largest_lfw_style_pairs(np.repeat(np.arange(3), 2), n_folds=10, where="client set")

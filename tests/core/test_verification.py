@@ -363,3 +363,17 @@ def test_evaluate_pairs_rejects_is_same_of_the_wrong_length() -> None:
     emb_a, emb_b, is_same = separable_embeddings(50, 4)
     with pytest.raises(ValueError, match="is_same has shape"):
         evaluate_pairs(emb_a, emb_b, is_same[:-1])
+
+
+def test_unit_rows_normalises_and_names_the_bad_row():
+    import numpy as np
+    import pytest
+
+    from nptface.core.verification import pair_scores, unit_rows
+
+    rows = unit_rows(np.array([[3.0, 4.0], [0.0, 2.0]]))
+    assert rows.dtype == np.float32
+    np.testing.assert_allclose(rows, [[0.6, 0.8], [0.0, 1.0]], rtol=1e-6)
+    with pytest.raises(ValueError, match="proxies row 1"):
+        unit_rows(np.array([[1.0, 0.0], [0.0, 0.0]]), name="proxies")
+    np.testing.assert_allclose(pair_scores(np.array([[1.0, 0.0], [1.0, 1.0]]), [0, 0], [1, 0]), [2**-0.5, 1.0])
