@@ -28,6 +28,7 @@ from nptface.core.embedding import embed_dataset
 from nptface.core.losses import npt_loss
 from nptface.core.mobilefacenet import weight_decay_groups
 from nptface.core.preprocess import normalize
+from nptface.core.verification import unit_rows
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,10 @@ def imprint(model: nn.Module, dataset: Dataset, batch_size: int = 64) -> np.ndar
     labels = np.asarray(dataset.labels)
     rows = np.zeros((dataset.num_classes, embeddings.shape[1]), np.float64)
     np.add.at(rows, labels, embeddings)
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    if np.any(norms == 0):
-        missing = np.flatnonzero(norms[:, 0] == 0)[:5].tolist()
+    missing = np.flatnonzero(~rows.any(axis=1))[:5].tolist()
+    if missing:
         raise ValueError(f"identities {missing} have no images to imprint a proxy from")
-    return (rows / norms).astype(np.float32)
+    return unit_rows(rows, name="imprinted rows")
 
 
 def fine_tune(model: nn.Module, own_rows: np.ndarray, negatives: np.ndarray, dataset: Dataset,

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nptface.core.verification import unit_rows
+
 
 def clip_rows(rows: np.ndarray, clip: float) -> np.ndarray:
     """Scale every row whose L2 norm exceeds ``clip`` down to ``clip`` (others unchanged)."""
@@ -33,6 +35,4 @@ def gaussian_mechanism(rows: np.ndarray, clip: float, noise_multiplier: float, r
 
 def noised_rows(rows: np.ndarray, clip: float, noise_multiplier: float, rng: np.random.Generator) -> np.ndarray:
     """What leaves a ``dp`` client: the Gaussian mechanism's output renormalised (float32)."""
-    noisy = gaussian_mechanism(rows, clip, noise_multiplier, rng)
-    norms = np.linalg.norm(noisy, axis=1, keepdims=True)
-    return (noisy / np.maximum(norms, 1e-12)).astype(np.float32)
+    return unit_rows(gaussian_mechanism(rows, clip, noise_multiplier, rng), name="noised rows")

@@ -23,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from nptface.core.atomic import atomic_path, atomic_write_json
+from nptface.core.verification import unit_rows
 from nptface.core.versioned_json import read_versioned_json
 
 FORMAT = "nptface-proxy-bank"
@@ -87,11 +88,6 @@ def _id_problems(ids: Sequence[Any]) -> list[str]:
         return [f"ids: entries {bad[:_SHOWN]} are not non-empty strings"]
     duplicates = [x for x, n in Counter(ids).items() if n > 1]
     return [f"ids: duplicated {_names(duplicates)}"] if duplicates else []
-
-
-def _unit(rows: np.ndarray) -> np.ndarray:
-    rows = np.asarray(rows, dtype=np.float64)
-    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 
 
 def _upper_blocks(rows: np.ndarray, chunk_rows: int) -> Iterator[tuple[slice, slice, np.ndarray]]:
@@ -201,14 +197,14 @@ class ProxyBank:
         if problems:
             raise ProxyBankError("; ".join(problems))
         owners = [None if public else int(owner)] * len(ids)
-        self._append(ids, _unit(rows), [public] * len(ids), owners)
+        self._append(ids, unit_rows(rows, name="rows"), [public] * len(ids), owners)
 
-    def _append(self, ids: list[str], unit_rows: np.ndarray, public: list[bool], owners: list[int | None]) -> None:
+    def _append(self, ids: list[str], unit: np.ndarray, public: list[bool], owners: list[int | None]) -> None:
         self._index.update((identity, k) for k, identity in enumerate(ids, start=len(self._ids)))
         self._ids += ids
         self._public += public
         self._owners += owners
-        self._rows = np.concatenate([self._rows, unit_rows.astype(np.float32, copy=False)])
+        self._rows = np.concatenate([self._rows, unit.astype(np.float32, copy=False)])
 
     def validate(self, update: RowUpdate, norm_limit: float | None = None) -> list[str]:
         """Everything wrong with ``update``, in words; empty means aggregate may use it."""
@@ -262,7 +258,7 @@ class ProxyBank:
         cancelled = [touched[k] for k in np.flatnonzero(np.linalg.norm(means, axis=1) == 0)]
         if cancelled:
             raise ProxyBankError(f"rows: the weighted mean is zero for {_names(cancelled)}")
-        unit = _unit(means)
+        unit = unit_rows(means, name="rows")
         old = [k for k, i in enumerate(touched) if i in self._index]
         new = [k for k, i in enumerate(touched) if i not in self._index]
         before = len(self)
@@ -293,7 +289,7 @@ class ProxyBank:
         while violating and steps_run < steps:
             moving, push = rows[movable], grad[movable]
             tangent = push - np.sum(push * moving, axis=1, keepdims=True) * moving
-            rows[movable] = _unit(moving - lr * tangent)
+            rows[movable] = unit_rows(moving - lr * tangent, name="spread rows")
             steps_run += 1
             best, violating, grad = _spread_pass(rows, movable, max_cos, chunk_rows)
         self._rows = rows
