@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -26,19 +27,19 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from machine import describe  # noqa: E402
 
-from nptface.client.client_app import plan_for  # noqa: E402
 from nptface.client.local_training import LocalConfig, fine_tune, imprint  # noqa: E402
 from nptface.core.checkpoint import load_backbone, load_proxies  # noqa: E402
+from nptface.core.partitions import client_datasets  # noqa: E402
 from nptface.server.federation.config import FedConfig  # noqa: E402
 from nptface.server.federation.state import latest_state  # noqa: E402
-from nptface.core.partitions import client_datasets  # noqa: E402
+from nptface.simulation.config import SimulationConfig  # noqa: E402
 
 
 def local_only_seconds(config: FedConfig) -> float:
     """One round's local training for every client, sequentially, without Flower."""
     model0, _ = load_backbone(config.server_run)
-    settings = config.client.__class__(**{**config.client.__dict__, "image_size": model0.config.input_size})
-    plan = plan_for(settings)
+    settings = replace(config.client, image_size=model0.config.input_size)
+    plan = settings.plan()
     negatives = load_proxies(config.server_run).numpy()
     rng = np.random.default_rng(0)
     total = 0.0
@@ -81,8 +82,8 @@ def memory_of_100_clients(server_run: str, out: Path) -> tuple[float, float]:
     values = {"server-run": server_run, "out-dir": str(out), "num-rounds": 2, "num-clients": 100,
               "client-identities": 300, "images-per-identity": 4, "few-shot-share": 0.0, "min-nodes": 100,
               "central-eval-identities": 30, "central-eval-images": 4, "batch-size": 8}
-    script = ("from nptface.server.federation.config import FedConfig; from nptface.simulation.run import simulate; "
-              f"simulate(FedConfig.from_run_config({values!r}))")
+    script = ("from nptface.simulation.config import SimulationConfig; from nptface.simulation.run import simulate; "
+              f"simulate(SimulationConfig.from_run_config({values!r}))")
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
@@ -110,7 +111,7 @@ def main() -> None:
         config = FedConfig.from_run_config({"server-run": args.server_run, "out-dir": f"{tmp}/fed",
                                             "num-rounds": args.rounds})
         started = time.time()
-        simulate(config)
+        simulate(SimulationConfig(config))
         history = latest_state(Path(config.out_dir)).history[1:]
         steady = statistics.median(h["train_seconds"] for h in history[1:])
         torch.set_num_threads(2)

@@ -129,13 +129,14 @@ def _quickstart(args: argparse.Namespace) -> int:
 def _quickstart_federated(server_run: Path, out: Path) -> Path:
     """Stage 2 of the main job: 8 clients in another imaging domain fine-tune with a shared proxy bank."""
     from nptface.server.federation.config import FedConfig
+    from nptface.simulation.config import SimulationConfig
     from nptface.simulation.experiment import run_experiment
 
     config = FedConfig.from_run_config({"server-run": str(server_run), "out-dir": str(out), "num-rounds": 5})
     print(f"\nfederated fine-tuning: {config.client.num_clients} clients holding {config.client.client_identities} "
           f"new identities in the '{config.client.domains}' domain, {config.num_rounds} rounds (Flower simulation) "
           "+ baselines ...")
-    result = run_experiment(config)
+    result = run_experiment(SimulationConfig(config))
     print(result.table)
     print(f"federated report: {out / 'report.md'} (curves {out / 'federated.png'})")
     return out
@@ -234,12 +235,13 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _fed_simulate(args: argparse.Namespace) -> int:
-    from nptface.server.federation.config import SHARING_MODES, FedConfig
+    from nptface.server.federation.config import SHARING_MODES
     from nptface.simulation.comparison import (
         robustness_configs,
         run_comparison,
         sharing_configs,
     )
+    from nptface.simulation.config import SimulationConfig
     from nptface.simulation.experiment import run_experiment
 
     values: dict[str, object] = {}
@@ -256,15 +258,15 @@ def _fed_simulate(args: argparse.Namespace) -> int:
         values["proxy-sharing"] = modes[0]
     if args.attack:
         values["attack-linkage"] = True
-    config = FedConfig.from_run_config(values)
+    config = SimulationConfig.from_run_config(values)
     if args.poison:
         configs = robustness_configs(config, args.poison, [m.strip() for m in args.robust.split(",") if m.strip()])
-        result = run_comparison(configs, Path(config.out_dir), "robustness", args.cpus_per_client)
+        result = run_comparison(configs, Path(config.fed.out_dir), "robustness", args.cpus_per_client)
         print(result.table)
         print(f"table: {result.out_dir / 'robustness.md'}; runs under {result.out_dir}/")
         return 0
     if len(modes) > 1:
-        result = run_comparison(sharing_configs(config, modes, args.attack is not None), Path(config.out_dir),
+        result = run_comparison(sharing_configs(config, modes, args.attack is not None), Path(config.fed.out_dir),
                                 "privacy", args.cpus_per_client)
         print(result.table)
         print(f"table: {result.out_dir / 'privacy.md'}; runs under {result.out_dir}/sharing-<mode>/")

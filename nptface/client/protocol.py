@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from nptface.core.partitions import PartitionPlan, image_folder_plan, synthetic_plan
+
 # Record names inside a Message's RecordDict.
 BACKBONE = "backbone"  # ArrayRecord: float state_dict tensors
 OWN_ROWS = "own_rows"  # ArrayRecord {"rows": [n, d]} for CONFIG["own_ids"]
@@ -52,10 +54,6 @@ class ClientSettings:
     k: int = 6
     delta: float = 1.0
     fedprox_mu: float = 0.0
-    failure_rate: float = 0.0  # fault injection: probability that a client raises instead of training
-    slow_partition: int = -1  # fault injection: this partition is a straggler ...
-    slow_seconds: float = 0.0  # ... that sleeps this long before training
-    poison: str = ""  # attack injection, "KIND:PARTITION,...": scale (x100 update), noise, flip (labels)
 
     def to_record(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +66,16 @@ class ClientSettings:
         if missing:
             raise ValueError(f"client settings are missing {sorted(missing)}")
         return cls(**values)
+
+    def plan(self) -> PartitionPlan:
+        """The partition plan these settings describe: every client (and the server) computes the same one."""
+        if self.source == "synthetic":
+            return synthetic_plan(self.num_clients, self.client_identities, seed=self.partition_seed, sizes=self.sizes,
+                                  images_per_identity=self.images_per_identity, few_shot_share=self.few_shot_share,
+                                  eval_images=self.eval_images,
+                                  domains=tuple(d.strip() for d in self.domains.split(",") if d.strip()))
+        return image_folder_plan(self.source, self.num_clients, seed=self.partition_seed, sizes=self.sizes,
+                                 eval_images=self.eval_images, held_out_identities=self.folder_held_out_identities)
 
 
 def numpy_record(**arrays: Any) -> Any:

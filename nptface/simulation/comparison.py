@@ -11,14 +11,14 @@ the damage against the clean run.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from nptface.core.atomic import atomic_write_bytes, atomic_write_json
-from nptface.server.federation.config import FedConfig
+from nptface.core.tables import markdown_table, percent
 from nptface.server.federation.state import latest_state
+from nptface.simulation.config import Harness, SimulationConfig
 
 TAR = "client-domain/tar@far=1e-2"
 ACC = "client-domain/accuracy"
@@ -31,39 +31,42 @@ class Comparison:
     out_dir: Path
 
 
-def sharing_configs(base: FedConfig, modes: list[str], attack: bool) -> dict[str, FedConfig]:
-    return {mode: replace(base, proxy_sharing=mode, attack_linkage=attack or base.attack_linkage,
-                          out_dir=str(Path(base.out_dir) / f"sharing-{mode}")) for mode in modes}
+def sharing_configs(base: SimulationConfig, modes: list[str], attack: bool) -> dict[str, SimulationConfig]:
+    harness = replace(base.harness, attack_linkage=attack or base.harness.attack_linkage)
+    return {mode: SimulationConfig(replace(base.fed, proxy_sharing=mode,
+                                           out_dir=str(Path(base.fed.out_dir) / f"sharing-{mode}")), harness)
+            for mode in modes}
 
 
-def robustness_configs(base: FedConfig, poison: str, robust: list[str]) -> dict[str, FedConfig]:
+def robustness_configs(base: SimulationConfig, poison: str, robust: list[str]) -> dict[str, SimulationConfig]:
     """Clean run, poisoned run with every defence off, and per robust aggregator the clean and the poisoned run."""
-    out = Path(base.out_dir)
-    clean_client = replace(base.client, poison="")
-    poisoned_client = replace(base.client, poison=poison)
-    configs = {"clean (FedAvg + norm screens)": replace(base, client=clean_client, out_dir=str(out / "clean")),
-               "poisoned, no defence (plain FedAvg)": replace(base, client=poisoned_client, norm_screen=0.0,
-                                                              row_norm_limit=0.0, backbone_aggregation="fedavg",
-                                                              out_dir=str(out / "poisoned-undefended"))}
+    out = Path(base.fed.out_dir)
+    clean, poisoned = replace(base.harness, poison=""), replace(base.harness, poison=poison)
+
+    def run(harness: Harness, name: str, **fed: Any) -> SimulationConfig:
+        return SimulationConfig(replace(base.fed, out_dir=str(out / name), **fed), harness)
+
+    configs = {"clean (FedAvg + norm screens)": run(clean, "clean"),
+               "poisoned, no defence (plain FedAvg)": run(poisoned, "poisoned-undefended", norm_screen=0.0,
+                                                          row_norm_limit=0.0, backbone_aggregation="fedavg")}
     for method in (m for m in robust if m != "fedavg"):  # what the aggregator costs by itself, without attackers
-        configs[f"clean, norm screens + {method}"] = replace(base, client=clean_client, backbone_aggregation=method,
-                                                             out_dir=str(out / f"clean-{method}"))
+        configs[f"clean, norm screens + {method}"] = run(clean, f"clean-{method}", backbone_aggregation=method)
     for method in robust:
-        configs[f"poisoned, norm screens + {method}"] = replace(base, client=poisoned_client,
-                                                                backbone_aggregation=method,
-                                                                out_dir=str(out / f"poisoned-{method}"))
+        configs[f"poisoned, norm screens + {method}"] = run(poisoned, f"poisoned-{method}",
+                                                            backbone_aggregation=method)
     return configs
 
 
-def run_comparison(configs: dict[str, FedConfig], out_dir: Path, kind: str, cpus_per_client: float = 1.0) -> Comparison:
+def run_comparison(configs: dict[str, SimulationConfig], out_dir: Path, kind: str,
+                   cpus_per_client: float = 1.0) -> Comparison:
     from nptface.simulation.run import simulate
 
     rows: dict[str, dict[str, Any]] = {}
     for label, config in configs.items():
-        state = latest_state(Path(config.out_dir))
-        if state is None or state.round < config.num_rounds:  # finished runs are reused; unfinished ones resume
+        state = latest_state(Path(config.fed.out_dir))
+        if state is None or state.round < config.fed.num_rounds:  # finished runs are reused; unfinished ones resume
             simulate(config, cpus_per_client)
-            state = latest_state(Path(config.out_dir))
+            state = latest_state(Path(config.fed.out_dir))
         assert state is not None
         rows[label] = summarise(state.history, config)
     table = privacy_table(rows) if kind == "privacy" else robustness_table(rows)
@@ -73,19 +76,20 @@ def run_comparison(configs: dict[str, FedConfig], out_dir: Path, kind: str, cpus
     return Comparison(table, rows, out_dir)
 
 
-def summarise(history: list[dict[str, Any]], config: FedConfig) -> dict[str, Any]:
+def summarise(history: list[dict[str, Any]], config: SimulationConfig) -> dict[str, Any]:
     """Final held-out metrics, the attack pooled over all rounds, epsilon spent, rejected updates."""
     final = history[-1]
     rounds = [h for h in history if h.get("round", 0) > 0]
     attacked = sum(h.get("attack/rows", 0.0) for h in rounds)
     hits = sum(h.get("attack/rank1", 0.0) * h.get("attack/rows", 0.0) for h in rounds)
-    return {"mode": config.proxy_sharing, "tar": final.get(TAR), "accuracy": final.get(ACC),
+    attack, sharing = config.harness.attack_linkage, config.fed.proxy_sharing
+    return {"mode": sharing, "tar": final.get(TAR), "accuracy": final.get(ACC),
             "server_tar": final.get("server-domain/tar@far=1e-2"),
-            "attack_rows": attacked if config.attack_linkage else None,
-            "attack_rank1": hits / attacked if config.attack_linkage and attacked else None,
-            "attack_per_round": [h.get("attack/rank1") for h in rounds] if config.attack_linkage else None,
+            "attack_rows": attacked if attack else None,
+            "attack_rank1": hits / attacked if attack and attacked else None,
+            "attack_per_round": [h.get("attack/rank1") for h in rounds] if attack else None,
             "attack_chance": next((h["attack/chance"] for h in rounds if "attack/chance" in h), None),
-            "epsilon": final.get("dp/epsilon"), "delta": config.dp_delta if config.proxy_sharing == "dp" else None,
+            "epsilon": final.get("dp/epsilon"), "delta": config.fed.dp_delta if sharing == "dp" else None,
             "noise_multiplier": final.get("dp/noise_multiplier"),
             "rejected": int(sum(h.get("rejected", 0) for h in rounds)),
             "start_tar": history[0].get(TAR), "start_accuracy": history[0].get(ACC)}
@@ -93,18 +97,17 @@ def summarise(history: list[dict[str, Any]], config: FedConfig) -> dict[str, Any
 
 def privacy_table(rows: dict[str, dict[str, Any]]) -> str:
     reference = rows.get("all", {}).get("tar")
-    header = ("| sharing | TAR@FAR=1e-2 | vs all (points) | 10-fold acc | linkage rank-1 (pooled) | chance | "
-              "rank-1 per round | client rows sent to attacker | epsilon (delta) | goal |")
-    lines = [header, "|---|---|---|---|---|---|---|---|---|---|"]
+    header = ["sharing", "TAR@FAR=1e-2", "vs all (points)", "10-fold acc", "linkage rank-1 (pooled)", "chance",
+              "rank-1 per round", "client rows sent to attacker", "epsilon (delta)", "goal"]
+    cells = []
     for mode, r in rows.items():
         delta_pts = None if reference is None or r["tar"] is None else (r["tar"] - reference) * 100
         goal = "reference" if mode == "all" else _goal(r, delta_pts)
-        rank1 = "no rows to link" if r["attack_rows"] == 0 else _pct(r["attack_rank1"])
-        epsilon = _epsilon_cell(mode, r)
-        lines.append(f"| {mode} | {_pct(r['tar'])} | {_signed(delta_pts)} | {_pct(r['accuracy'])} | {rank1} | "
-                     f"{_pct(r['attack_chance'])} | {_per_round(r.get('attack_per_round'))} | {_int(r['attack_rows'])} | "
-                     f"{epsilon} | {goal} |")
-    return "\n".join(lines)
+        rank1 = "no rows to link" if r["attack_rows"] == 0 else percent(r["attack_rank1"])
+        cells.append([mode, percent(r["tar"]), _signed(delta_pts), percent(r["accuracy"]), rank1,
+                      percent(r["attack_chance"]), _per_round(r.get("attack_per_round")), _int(r["attack_rows"]),
+                      _epsilon_cell(mode, r), goal])
+    return markdown_table(header, cells)
 
 
 def _goal(r: dict[str, Any], delta_pts: float | None) -> str:
@@ -129,21 +132,16 @@ def _epsilon_cell(mode: str, r: dict[str, Any]) -> str:
 
 def robustness_table(rows: dict[str, dict[str, Any]]) -> str:
     clean = next(iter(rows.values()))
-    lines = ["| run | TAR@FAR=1e-2 | vs clean (points) | 10-fold acc | vs clean (points) | updates rejected |",
-             "|---|---|---|---|---|---|"]
-    for label, r in rows.items():
-        lines.append(f"| {label} | {_pct(r['tar'])} | {_signed(_diff(r['tar'], clean['tar']))} | {_pct(r['accuracy'])} | "
-                     f"{_signed(_diff(r['accuracy'], clean['accuracy']))} | {r['rejected']} |")
-    lines.append(f"\nServer model before federation: TAR {_pct(clean['start_tar'])}, acc {_pct(clean['start_accuracy'])}.")
-    return "\n".join(lines)
+    header = ["run", "TAR@FAR=1e-2", "vs clean (points)", "10-fold acc", "vs clean (points)", "updates rejected"]
+    table = markdown_table(header, [
+        [label, percent(r["tar"]), _signed(_diff(r["tar"], clean["tar"])), percent(r["accuracy"]),
+         _signed(_diff(r["accuracy"], clean["accuracy"])), r["rejected"]] for label, r in rows.items()])
+    return (f"{table}\n\nServer model before federation: TAR {percent(clean['start_tar'])}, "
+            f"acc {percent(clean['start_accuracy'])}.")
 
 
 def _diff(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else (a - b) * 100
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value * 100:.2f}%"
 
 
 def _signed(points: float | None) -> str:

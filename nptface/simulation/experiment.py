@@ -14,8 +14,6 @@ gain" is (FL − server) / (centralised − server) on client-domain TAR@FAR=1e-
 from __future__ import annotations
 
 import json
-import logging
-import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,10 +24,10 @@ from torch.utils.data import ConcatDataset
 
 from nptface.core.atomic import atomic_write_bytes, atomic_write_json
 from nptface.core.checkpoint import load_backbone, load_proxies
+from nptface.core.tables import markdown_table, percent
 from nptface.server.federation.config import FedConfig
 from nptface.server.federation.state import latest_state
-
-logger = logging.getLogger(__name__)
+from nptface.simulation.config import SimulationConfig
 
 PRIMARY = "client-domain/tar@far=1e-2"
 
@@ -63,14 +61,13 @@ class _Labelled(ConcatDataset):
 
 
 def centralised_baseline(config: FedConfig) -> dict[str, float]:
-    from nptface.client.client_app import plan_for
     from nptface.client.local_training import LocalConfig, fine_tune, imprint
-    from nptface.server.federation.round_loop import central_eval_sets, evaluate_backbone
     from nptface.core.partitions import client_datasets
+    from nptface.server.federation.evaluation import central_eval_sets, evaluate_backbone
 
     model, _ = load_backbone(config.server_run)
     settings = replace(config.client, image_size=model.config.input_size)
-    plan = plan_for(settings)
+    plan = settings.plan()
     union = _Labelled([client_datasets(plan, c.partition_id, settings.image_size, seed=settings.partition_seed)[0]
                        for c in plan.clients])
     negatives = load_proxies(config.server_run).numpy() if config.proxy_sharing != "local-heads" else np.zeros((0, 1))
@@ -80,23 +77,24 @@ def centralised_baseline(config: FedConfig) -> dict[str, float]:
     return evaluate_backbone(model, central_eval_sets(config, model.config.input_size))
 
 
-def run_experiment(config: FedConfig, baselines: bool = True, cpus_per_client: float = 1.0) -> ExperimentResult:
+def run_experiment(config: SimulationConfig, baselines: bool = True, cpus_per_client: float = 1.0) -> ExperimentResult:
     from nptface.simulation.run import simulate
 
-    out = Path(config.out_dir)
+    out = Path(config.fed.out_dir)
     seconds: dict[str, float] = {}
     seconds["federated"] = simulate(config, cpus_per_client)
-    history = _history(out, config.num_rounds)
+    history = _history(out, config.fed.num_rounds)
     final = history[-1]
     rows = {"server model, no fine-tuning": _metrics(history[0]), "federated, shared proxy bank": _metrics(final)}
     fedper_history: list[dict[str, Any]] = []
     if baselines:
-        fedper = replace(config, proxy_sharing="local-heads", out_dir=str(out / "baseline-fedper"))
+        fedper = replace(config, fed=replace(config.fed, proxy_sharing="local-heads",
+                                             out_dir=str(out / "baseline-fedper")))
         seconds["fedper"] = simulate(fedper, cpus_per_client)
-        fedper_history = _history(Path(fedper.out_dir), config.num_rounds)
+        fedper_history = _history(Path(fedper.fed.out_dir), config.fed.num_rounds)
         rows["FedAvg + local heads (FedPer-like)"] = _metrics(fedper_history[-1])
         started = time.perf_counter()
-        rows["centralised fine-tuning (upper bound)"] = centralised_baseline(config)
+        rows["centralised fine-tuning (upper bound)"] = centralised_baseline(config.fed)
         seconds["centralised"] = time.perf_counter() - started
     recovered = _recovered(rows)
     table = _table(rows, recovered)
@@ -127,22 +125,18 @@ def _recovered(rows: dict[str, dict[str, float]]) -> float | None:
 
 
 def _table(rows: dict[str, dict[str, float]], recovered: float | None) -> str:
-    lines = ["| method | client-domain TAR@FAR=1e-2 | client-domain 10-fold acc | server-domain TAR@FAR=1e-2 "
-             "| server-domain acc | clients' own held-out acc |", "|---|---|---|---|---|---|"]
-    for name, m in rows.items():
-        lines.append(f"| {name} | {_pct(m['client-domain/tar@far=1e-2'])} | {_pct(m['client-domain/accuracy'])} | "
-                     f"{_pct(m['server-domain/tar@far=1e-2'])} | {_pct(m['server-domain/accuracy'])} | "
-                     f"{_pct(m.get('clients-local/accuracy'))} |")
+    header = ["method", "client-domain TAR@FAR=1e-2", "client-domain 10-fold acc", "server-domain TAR@FAR=1e-2",
+              "server-domain acc", "clients' own held-out acc"]
+    table = markdown_table(header, [
+        [name, percent(m["client-domain/tar@far=1e-2"]), percent(m["client-domain/accuracy"]),
+         percent(m["server-domain/tar@far=1e-2"]), percent(m["server-domain/accuracy"]),
+         percent(m.get("clients-local/accuracy"))] for name, m in rows.items()])
     if recovered is not None:
-        lines.append(f"\nFL recovers {recovered * 100:.0f}% of the centralised gain (client-domain TAR@FAR=1e-2).")
-    return "\n".join(lines)
+        table += f"\n\nFL recovers {recovered * 100:.0f}% of the centralised gain (client-domain TAR@FAR=1e-2)."
+    return table
 
 
-def _pct(value: float) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{value * 100:.2f}%"
-
-
-def _write_report(out: Path, config: FedConfig, rows: dict[str, dict[str, float]], history: list[dict[str, Any]],
+def _write_report(out: Path, config: SimulationConfig, rows: dict[str, dict[str, float]], history: list[dict[str, Any]],
                   fedper: list[dict[str, Any]], recovered: float | None, table: str, seconds: dict[str, float]) -> None:
     import matplotlib
 
@@ -161,7 +155,7 @@ def _write_report(out: Path, config: FedConfig, rows: dict[str, dict[str, float]
     if central:
         axes[0].axhline(central["client-domain/tar@far=1e-2"], ls="--", c="k", label="centralised")
         axes[1].axhline(central["server-domain/tar@far=1e-2"], ls="--", c="k", label="centralised")
-    axes[2].axhline(config.client.delta, ls=":", c="r", label="margin Δ")
+    axes[2].axhline(config.fed.client.delta, ls=":", c="r", label="margin Δ")
     titles = ("client-domain held-out TAR@FAR=1e-2", "server-domain held-out TAR@FAR=1e-2 (forgetting)",
               "min squared distance between proxies")
     for ax, title in zip(axes, titles, strict=True):
@@ -175,6 +169,7 @@ def _write_report(out: Path, config: FedConfig, rows: dict[str, dict[str, float]
     png.with_suffix(".tmp.png").replace(png)
     atomic_write_json(out / "results.json", {"config": config.to_run_config(), "methods": rows, "history": history,
                                              "fedper_history": fedper, "recovered_share": recovered, "seconds": seconds})
-    report = [f"# Federated fine-tuning ({config.client.num_clients} clients, {config.num_rounds} rounds)", "", table,
+    report = [f"# Federated fine-tuning ({config.fed.client.num_clients} clients, {config.fed.num_rounds} rounds)", "",
+              table,
               "", "![curves](federated.png)", "", f"Wall time (s): {json.dumps({k: round(v, 1) for k, v in seconds.items()})}"]
     atomic_write_bytes(out / "report.md", ("\n".join(report) + "\n").encode())

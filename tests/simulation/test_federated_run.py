@@ -1,4 +1,4 @@
-"""Real federated runs on Flower's simulation engine (Ray): rounds, faults, and resume after SIGKILL."""
+"""Real federated runs on Flower's simulation engine (Ray): rounds, faults, attacks, and resume after SIGKILL."""
 
 from __future__ import annotations
 
@@ -12,18 +12,18 @@ from pathlib import Path
 import pytest
 
 from nptface.core.checkpoint import load_backbone, load_meta
-from nptface.server.federation.config import FedConfig
 from nptface.server.federation.state import latest_state
+from nptface.simulation.config import SimulationConfig
 from nptface.simulation.run import simulate
 
 pytestmark = pytest.mark.slow
 
 
-def _config(tiny_run: Path, out: Path, **extra: object) -> FedConfig:
+def _config(tiny_run: Path, out: Path, **extra: object) -> SimulationConfig:
     values = {"server-run": str(tiny_run), "out-dir": str(out), "num-rounds": 2, "num-clients": 3,
               "client-identities": 9, "images-per-identity": 4, "few-shot-share": 0.0, "batch-size": 8,
               "central-eval-identities": 20, "central-eval-images": 4, "k": 3, "min-nodes": 2, **extra}
-    return FedConfig.from_run_config(values)
+    return SimulationConfig.from_run_config(values)
 
 
 def test_rounds_register_client_identities_and_keep_proxies_apart(tiny_run, tmp_path):
@@ -55,8 +55,8 @@ def test_crashing_clients_do_not_stop_a_round(tiny_run, tmp_path):
 def test_resume_after_sigkill_loses_no_round(tiny_run, tmp_path):
     out = tmp_path / "fed"
     config = _config(tiny_run, out, **{"num-rounds": 3})
-    script = (f"from nptface.server.federation.config import FedConfig; from nptface.simulation.run import simulate; "
-              f"simulate(FedConfig.from_run_config({config.to_run_config()!r}))")
+    script = (f"from nptface.simulation.config import SimulationConfig; from nptface.simulation.run import simulate; "
+              f"simulate(SimulationConfig.from_run_config({config.to_run_config()!r}))")
     process = subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
@@ -77,14 +77,15 @@ def test_resume_after_sigkill_loses_no_round(tiny_run, tmp_path):
 
 
 def test_a_straggler_past_the_round_timeout_is_dropped_and_the_round_completes(tiny_run, tmp_path):
-    config = _config(tiny_run, tmp_path / "fed", **{"num-rounds": 1, "slow-partition": 0, "slow-seconds": 25.0,
-                                                    "round-timeout-s": 8.0})
-    started = time.monotonic()
+    # Round 1 warms the engine up (Ray starts, every client imports torch) well inside the timeout; from
+    # round 2 partition 0 sleeps longer than the timeout, so its reply cannot arrive before the server
+    # closes the round, however loaded the machine is.
+    config = _config(tiny_run, tmp_path / "fed", **{"slow-partition": 0, "slow-seconds": 65.0,
+                                                    "round-timeout-s": 60.0, "client-eval-every": 0})
     simulate(config)
-    [record] = latest_state(tmp_path / "fed").history[1:]
-    assert record["timed_out"] == 1 and record["accepted"] == 2
-    assert record["train_seconds"] < 20, "the round waited for the timeout, not for the straggler"
-    assert time.monotonic() - started < 120
+    warm_up, straggled = latest_state(tmp_path / "fed").history[1:]
+    assert (warm_up["accepted"], warm_up["timed_out"]) == (3, 0)
+    assert (straggled["accepted"], straggled["timed_out"], straggled["failed"]) == (2, 1, 0)
 
 
 def test_dp_sharing_accounts_epsilon_and_the_attacker_sees_only_noised_rows(tiny_run, tmp_path):

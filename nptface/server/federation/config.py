@@ -20,6 +20,16 @@ class FedConfigError(ValueError):
     """A run-config key that is unknown, of the wrong type or out of range."""
 
 
+def typed_value(key: str, value: Any, default: Any) -> Any:
+    """``value`` if it has the type of the setting's ``default`` (an int is taken for a float), else an error naming ``key``."""
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+        raise FedConfigError(f"run-config key {key!r} must be {expected.__name__}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class FedConfig:
     num_rounds: int = 5
@@ -43,8 +53,6 @@ class FedConfig:
     row_norm_limit: float = 1.01  # reject a reply whose bank rows are longer than this (clients send unit rows; 0: off)
     backbone_aggregation: str = "fedavg"  # fedavg (sample-weighted) | median | trimmed-mean (Flower's aggregators)
     trim_fraction: float = 0.2  # trimmed-mean: share of the updates cut at each end, per coordinate
-    attack_linkage: bool = False  # measure the proxy-linkage attack each round (simulation harness)
-    attack_partition: int = 0  # the honest-but-curious client whose view the attack uses
     central_eval_identities: int = 100
     central_eval_images: int = 6
     central_eval_domain: str = "wild"  # the server's domain: forgetting shows here
@@ -75,8 +83,6 @@ class FedConfig:
                                  f"{self.dp_epsilon}, {self.dp_clip}, {self.dp_delta}")
         if self.row_norm_limit < 0 or self.norm_screen < 0:
             raise FedConfigError("row-norm-limit and norm-screen must be >= 0 (0 turns the screen off)")
-        if not 0 <= self.client.failure_rate < 1:
-            raise FedConfigError(f"failure-rate must be in [0, 1), got {self.client.failure_rate}")
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> FedConfig:
@@ -91,12 +97,7 @@ class FedConfig:
             target = server_fields.get(name) or client_fields.get(name)
             if target is None:
                 raise FedConfigError(f"unknown run-config key {key!r}")
-            expected = type(target.default)
-            if expected is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
-                raise FedConfigError(f"run-config key {key!r} must be {expected.__name__}, got {value!r}")
-            (server_values if name in server_fields else client_values)[name] = value
+            (server_values if name in server_fields else client_values)[name] = typed_value(key, value, target.default)
         return cls(**server_values, client=ClientSettings(**client_values))
 
     def to_run_config(self) -> dict[str, Any]:

@@ -14,14 +14,3 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     run_federation(grid, FedConfig.from_run_config(dict(context.run_config)))
-
-
-def make_server_app(config: FedConfig) -> ServerApp:
-    """A ServerApp bound to ``config`` (Flower's Python simulation entry point has no run config)."""
-    bound = ServerApp()
-
-    @bound.main()
-    def _main(grid: Grid, context: Context) -> None:
-        run_federation(grid, config)
-
-    return bound

@@ -1,1 +1,1 @@
-"""Attacks and faults used to measure the federation: poisoned updates and proxy linkage."""
+"""Faults and attacks injected into a simulated federation: failing and slow clients, poisoned replies, proxy linkage."""
