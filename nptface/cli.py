@@ -100,70 +100,14 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _quickstart(args: argparse.Namespace) -> int:
-    from nptface.quickstart import quickstart_config, run_quickstart
+    from nptface.quickstart import QuickstartOptions, run_quickstart
 
-    overrides = list(args.set)
-    if args.no_progress:
-        overrides.append("log.progress=false")
-    config = quickstart_config(overrides, name=args.name, runs_root=args.runs)
-    result = run_quickstart(config)
-    print()
-    for name, trained in result.trained.items():
-        untrained = result.untrained[name].verification.accuracy.mean
-        print(f"{name}: 10-fold verification accuracy (cosine) on identities never trained on")
-        print(f"  untrained network: {untrained * 100:.2f}%")
-        print(f"  after NPT training: {trained.verification.accuracy.mean * 100:.2f}%")
-        for line in trained.summary_lines()[1:]:
-            print(f"  {line}")
-    print(f"run directory: {result.run_dir} (report.md, metrics.json, roc.png, model.safetensors); "
-          f"training wall time this process {result.fit.seconds / 60:.1f} min"
-          + (f", resumed from step {result.fit.resumed_from}" if result.fit.resumed_from is not None else ""))
-    final_run = result.run_dir
-    if not args.no_federated:
-        final_run = _quickstart_federated(result.run_dir, Path(args.runs) / f"{args.name}-federated")
-    if args.no_export:
-        return 0
-    return _quickstart_export(final_run, Path(args.bundles) / args.name)
-
-
-def _quickstart_federated(server_run: Path, out: Path) -> Path:
-    """Stage 2 of the main job: 8 clients in another imaging domain fine-tune with a shared proxy bank."""
-    from nptface.server.federation.config import FedConfig
-    from nptface.simulation.experiment import run_experiment
-
-    config = FedConfig.from_run_config({"server-run": str(server_run), "out-dir": str(out), "num-rounds": 5})
-    print(f"\nfederated fine-tuning: {config.client.num_clients} clients holding {config.client.client_identities} "
-          f"new identities in the '{config.client.domains}' domain, {config.num_rounds} rounds (Flower simulation) "
-          "+ baselines ...")
-    result = run_experiment(config)
-    print(result.table)
-    print(f"federated report: {out / 'report.md'} (curves {out / 'federated.png'})")
-    return out
-
-
-def _quickstart_export(run_dir: Path, out: Path) -> int:
-    """The last stage of the main job: the trained model as a parity-gated bundle for devices.
-
-    Partial bundles are accepted here (a rejected variant is reported, not fatal): the quickstart
-    shows what ships and what the gate refused; ``nptface export`` is strict by default.
-    """
-    from nptface.edge_export.pipeline import ExportOptions, export_run
-
-    print(f"\nexporting {run_dir} to ONNX, TFLite and Core ML (fp32/fp16/int8), each checked against the fp32 "
-          "reference on held-out identities ...")
-    result = export_run(run_dir, out, options=ExportOptions(allow_partial=True, overwrite=True),
-                        command=["nptface", *sys.argv[1:]])
-    print(result.table)
-    rejected = ", ".join(v.name for v in result.rejected) or "none"
-    print(f"bundle: {result.bundle_dir} ({len(result.shipped)} variants shipped, rejected by the gate: {rejected}; "
-          f"model card in {result.bundle_dir / 'README.md'})")
-    print(_demo_hint(result.bundle_dir))
+    run_quickstart(QuickstartOptions(
+        runs=Path(args.runs), bundles=Path(args.bundles), name=args.name, overrides=tuple(args.set),
+        progress=not args.no_progress, federated=not args.no_federated, export=not args.no_export,
+        command=("nptface", *sys.argv[1:]),
+    ))
     return 0
-
-
-def _demo_hint(bundle_dir: Path) -> str:
-    return (f"try it on-device (the browser runs the model): nptface demo serve --bundle {bundle_dir.as_posix()}"
-            f"  then open http://127.0.0.1:8765/ ; or nptface enroll/verify/identify --bundle {bundle_dir.as_posix()} ...")
 
 
 def _train(args: argparse.Namespace) -> int:
