@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,21 @@ logger = logging.getLogger(__name__)
 
 class RunExistsError(FileExistsError):
     """Starting fresh would overwrite a run that has checkpoints."""
+
+
+KILL_AT_STEP_VARIABLE = "NPTFACE_TEST_KILL_AT_STEP"
+
+
+def _test_kill_step() -> int | None:
+    """Test-only: with ``NPTFACE_TEST_KILL_AT_STEP=N`` the process SIGKILLs itself right after step N
+    (and that step's checkpoint, if one falls there), so the resume-after-kill test picks the
+    instant exactly instead of racing a poller. Never set outside tests."""
+    raw = os.environ.get(KILL_AT_STEP_VARIABLE)
+    if not raw:
+        return None
+    if not raw.isdigit():
+        raise ValueError(f"{KILL_AT_STEP_VARIABLE} must be a step number, got {raw!r}")
+    return int(raw)
 
 
 @dataclass
@@ -366,6 +382,7 @@ class Trainer:
                    dynamic_ncols=True)
         meter = _Meter(self.device, loss_scale=self.context.world_size if self.sharded else 1.0)
         lr = lr_at(position.global_step, self.steps_per_epoch, optim)
+        kill_at = _test_kill_step()
         for epoch in range(position.epoch, optim.epochs):
             epoch_start = time.perf_counter() - position.epoch_seconds
             self.backbone.train()
@@ -401,6 +418,8 @@ class Trainer:
                         meter.reset_window()
                 if checkpoint_now:
                     self._checkpoint()
+                if position.global_step == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
             self._end_epoch(epoch, lr)
         bar.close()
         final = self.evaluate()
