@@ -100,71 +100,14 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _quickstart(args: argparse.Namespace) -> int:
-    from nptface.quickstart import quickstart_config, run_quickstart
+    from nptface.quickstart import QuickstartOptions, run_quickstart
 
-    overrides = list(args.set)
-    if args.no_progress:
-        overrides.append("log.progress=false")
-    config = quickstart_config(overrides, name=args.name, runs_root=args.runs)
-    result = run_quickstart(config)
-    print()
-    for name, trained in result.trained.items():
-        untrained = result.untrained[name].verification.accuracy.mean
-        print(f"{name}: 10-fold verification accuracy (cosine) on identities never trained on")
-        print(f"  untrained network: {untrained * 100:.2f}%")
-        print(f"  after NPT training: {trained.verification.accuracy.mean * 100:.2f}%")
-        for line in trained.summary_lines()[1:]:
-            print(f"  {line}")
-    print(f"run directory: {result.run_dir} (report.md, metrics.json, roc.png, model.safetensors); "
-          f"training wall time this process {result.fit.seconds / 60:.1f} min"
-          + (f", resumed from step {result.fit.resumed_from}" if result.fit.resumed_from is not None else ""))
-    final_run = result.run_dir
-    if not args.no_federated:
-        final_run = _quickstart_federated(result.run_dir, Path(args.runs) / f"{args.name}-federated")
-    if args.no_export:
-        return 0
-    return _quickstart_export(final_run, Path(args.bundles) / args.name)
-
-
-def _quickstart_federated(server_run: Path, out: Path) -> Path:
-    """Stage 2 of the main job: 8 clients in another imaging domain fine-tune with a shared proxy bank."""
-    from nptface.server.federation.config import FedConfig
-    from nptface.simulation.config import SimulationConfig
-    from nptface.simulation.experiment import run_experiment
-
-    config = FedConfig.from_run_config({"server-run": str(server_run), "out-dir": str(out), "num-rounds": 5})
-    print(f"\nfederated fine-tuning: {config.client.num_clients} clients holding {config.client.client_identities} "
-          f"new identities in the '{config.client.domains}' domain, {config.num_rounds} rounds (Flower simulation) "
-          "+ baselines ...")
-    result = run_experiment(SimulationConfig(config))
-    print(result.table)
-    print(f"federated report: {out / 'report.md'} (curves {out / 'federated.png'})")
-    return out
-
-
-def _quickstart_export(run_dir: Path, out: Path) -> int:
-    """The last stage of the main job: the trained model as a parity-gated bundle for devices.
-
-    Partial bundles are accepted here (a rejected variant is reported, not fatal): the quickstart
-    shows what ships and what the gate refused; ``nptface export`` is strict by default.
-    """
-    from nptface.edge_export.pipeline import ExportOptions, export_run
-
-    print(f"\nexporting {run_dir} to ONNX, TFLite and Core ML (fp32/fp16/int8), each checked against the fp32 "
-          "reference on held-out identities ...")
-    result = export_run(run_dir, out, options=ExportOptions(allow_partial=True, overwrite=True),
-                        command=["nptface", *sys.argv[1:]])
-    print(result.table)
-    rejected = ", ".join(v.name for v in result.rejected) or "none"
-    print(f"bundle: {result.bundle_dir} ({len(result.shipped)} variants shipped, rejected by the gate: {rejected}; "
-          f"model card in {result.bundle_dir / 'README.md'})")
-    print(_demo_hint(result.bundle_dir))
+    run_quickstart(QuickstartOptions(
+        runs=Path(args.runs), bundles=Path(args.bundles), name=args.name, overrides=tuple(args.set),
+        progress=not args.no_progress, federated=not args.no_federated, export=not args.no_export,
+        command=("nptface", *sys.argv[1:]),
+    ))
     return 0
-
-
-def _demo_hint(bundle_dir: Path) -> str:
-    return (f"try it on-device (the browser runs the model): nptface demo serve --bundle {bundle_dir.as_posix()}"
-            f"  then open http://127.0.0.1:8765/ ; or nptface enroll/verify/identify --bundle {bundle_dir.as_posix()} ...")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -405,24 +348,25 @@ def build_parser() -> argparse.ArgumentParser:
     synth = data.add_parser("synth", help="render synthetic identities to an ImageFolder and/or a preview grid")
     synth.add_argument("--out", help="ImageFolder to write (one sub-folder per identity)")
     synth.add_argument("--preview", help="PNG grid to write (rows = identities)")
-    synth.add_argument("--identities", type=int, default=10)
+    synth.add_argument("--identities", type=int, default=10, help="how many identities to render")
     synth.add_argument("--images", type=int, default=10, help="images per identity")
     synth.add_argument("--domain", default="wild", help="studio, wild, phone-lowlight or cctv-lowres")
     synth.add_argument("--id-range", choices=["server", "client", "heldout"], default="server",
                        help="which disjoint identity range to draw from")
     synth.add_argument("--first-id", type=int, default=0, help="offset inside the range")
-    synth.add_argument("--size", type=int, default=112)
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--lookalike-share", type=float, default=0.3)
-    synth.add_argument("--format", choices=["png", "jpeg"], default="png")
+    synth.add_argument("--size", type=int, default=112, help="image side in pixels")
+    synth.add_argument("--seed", type=int, default=0, help="rendering seed: the same seed draws the same faces")
+    synth.add_argument("--lookalike-share", type=float, default=0.3,
+                       help="share of identity families whose members look alike (0 to 1)")
+    synth.add_argument("--format", choices=["png", "jpeg"], default="png", help="image file format")
     synth.set_defaults(func=_data_synth)
 
     model = commands.add_parser("model", help="model inspection").add_subparsers(dest="model_command", required=True)
     info = model.add_parser("info", help="count parameters and MACs of a MobileFaceNet")
     info.add_argument("--run", help="a run directory (otherwise the architecture from the options)")
-    info.add_argument("--width", type=float, default=1.0)
-    info.add_argument("--input-size", type=int, default=112)
-    info.add_argument("--embedding-dim", type=int, default=256)
+    info.add_argument("--width", type=float, default=1.0, help="channel width multiplier (1.0 = the paper's net)")
+    info.add_argument("--input-size", type=int, default=112, help="input image side in pixels")
+    info.add_argument("--embedding-dim", type=int, default=256, help="size of the face embedding")
     info.set_defaults(func=_model_info)
 
     evaluate = commands.add_parser("eval", help="verify a folder of faces with a trained run")
@@ -436,13 +380,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--per-fold", type=int, default=300, help="pairs of each kind per fold (lfw protocol)")
     evaluate.add_argument("--flip", action="store_true", help="add embeddings of mirrored images")
     evaluate.add_argument("--skip-bad", action="store_true", help="skip and count undecodable images")
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--seed", type=int, default=0, help="seed that draws the pairs (without --pairs/--lfw-pairs)")
     evaluate.add_argument("--out", help="metrics JSON (default: RUN/eval.json)")
     evaluate.set_defaults(func=_eval)
 
-    quick = commands.add_parser("quickstart", help="render synthetic faces, train with NPT, evaluate, report")
+    quick = commands.add_parser("quickstart", help="the main job on synthetic faces: train with NPT, fine-tune "
+                                "federated, export a parity-gated bundle, report each stage")
     quick.add_argument("--runs", default="runs", help="folder for run directories")
-    quick.add_argument("--name", default="quickstart")
+    quick.add_argument("--name", default="quickstart",
+                       help="names the run (RUNS/NAME), its federated run (RUNS/NAME-federated) and bundle (BUNDLES/NAME)")
     quick.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override the synthetic-quick config, e.g. --set optim.epochs=4 (repeatable)")
     quick.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -469,8 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--eval", default="synthetic", help="'synthetic' or an ImageFolder the gate judges on")
     export.add_argument("--domain", default="wild", help="synthetic imaging domain for the default image sets")
     export.add_argument("--out", help="bundle folder (default: bundles/<run name>)")
-    export.add_argument("--tflite-layout", choices=("nhwc", "nchw"), default="nhwc")
-    export.add_argument("--latency-repeats", type=int, default=30)
+    export.add_argument("--tflite-layout", choices=("nhwc", "nchw"), default="nhwc",
+                        help="input layout of the TFLite variants (nhwc: what mobile pipelines hand over)")
+    export.add_argument("--latency-repeats", type=int, default=30, help="timed runs per variant for its median latency")
     export.add_argument("--onnx-int8-recipes", help="ONNX int8 attempts in order (default: all of minmax, entropy, "
                         "percentile, minmax-float-ends, minmax-int16-activations): the calibration methods are all "
                         "tried, then remedies until one passes the gate")
@@ -491,46 +438,47 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--robust", default="fedavg,median,trimmed-mean",
                           help="with --poison: backbone aggregators to compare behind the norm screens "
                                "(fedavg, median, trimmed-mean; default: fedavg,median,trimmed-mean)")
-    simulate.add_argument("--cpus-per-client", type=float, default=1.0)
+    simulate.add_argument("--cpus-per-client", type=float, default=1.0,
+                          help="CPUs Ray reserves per client (lower runs more clients at once)")
     simulate.set_defaults(func=_fed_simulate)
 
     bench = commands.add_parser("bench", help="benchmarks that train").add_subparsers(dest="bench_command", required=True)
     losses = bench.add_parser("losses", help="NPT vs ArcFace/CosFace/NormSoftmax/proxy-triplet under one budget")
     losses.add_argument("--data", default="synthetic", help="'synthetic' or an ImageFolder (10 identities held out)")
-    losses.add_argument("--seeds", type=int, default=3)
+    losses.add_argument("--seeds", type=int, default=3, help="training seeds per loss")
     losses.add_argument("--ablation", action="store_true", help="also the delta and k ablations of NPT")
     losses.add_argument("--ablation-only", action="store_true", help="only the ablations")
-    losses.add_argument("--ablation-seeds", type=int, default=1)
-    losses.add_argument("--out", default="runs/bench-losses")
+    losses.add_argument("--ablation-seeds", type=int, default=1, help="training seeds per ablation setting")
+    losses.add_argument("--out", default="runs/bench-losses", help="folder for the tables and per-run results")
     losses.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the budget")
     losses.set_defaults(func=_bench_losses)
 
     enroll = commands.add_parser("enroll", help="add a person's template (mean embedding) to a gallery .npz")
     enroll.add_argument("--gallery", required=True, help="gallery file (created with --bundle if missing)")
-    enroll.add_argument("--name", required=True)
+    enroll.add_argument("--name", required=True, help="the person's name in the gallery")
     enroll.add_argument("images", nargs="+", help="aligned face images of this person")
     _add_device_options(enroll)
     enroll.set_defaults(func=_enroll)
 
     verify = commands.add_parser("verify", help="1:1 — two images (--bundle), or one image vs --gallery --name")
-    verify.add_argument("--gallery")
+    verify.add_argument("--gallery", help="gallery file (nptface enroll) to verify one image against --name")
     verify.add_argument("--name", help="the claimed person (with --gallery)")
     verify.add_argument("images", nargs="+", help="IMG_A IMG_B, or IMG with --gallery --name")
     _add_device_options(verify)
     verify.set_defaults(func=_verify)
 
     identify = commands.add_parser("identify", help="1:N — the top matches of an image in a gallery")
-    identify.add_argument("--gallery", required=True)
-    identify.add_argument("--top", type=int, default=5)
-    identify.add_argument("image")
+    identify.add_argument("--gallery", required=True, help="gallery file (nptface enroll)")
+    identify.add_argument("--top", type=int, default=5, help="how many best matches to list")
+    identify.add_argument("image", help="an aligned face image")
     _add_device_options(identify)
     identify.set_defaults(func=_identify)
 
     demo = commands.add_parser("demo", help="the on-device web demo").add_subparsers(dest="demo_command", required=True)
     serve = demo.add_parser("serve", help="serve the page and a bundle's files; the browser runs the model")
-    serve.add_argument("--bundle", required=True)
+    serve.add_argument("--bundle", required=True, help="a bundle folder (nptface export)")
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
-    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--port", type=int, default=8765, help="port to listen on (0: any free port)")
     serve.set_defaults(func=_demo_serve)
     return parser
 

@@ -3,11 +3,13 @@
 # and `flwr run` of this app for a few rounds — the same processes a real deployment runs on several
 # machines (see README "Federated fine-tuning" for TLS and SuperNode authentication).
 #   SERVER_RUN=runs/quickstart N=2 ROUNDS=2 OUT=runs/federated-deploy scripts/fed_deploy_localhost.sh [extra run-config]
+# Ports are free ones picked at start (SUPERLINK_PORT=... fixes the SuperLink's); the SuperNodes and `flwr run`
+# start only once the SuperLink answers, within READY_SECONDS (default 120).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV_BIN=${VENV_BIN:-$PWD/.venv/bin}
 export PATH="$VENV_BIN:$PATH"
-N=${N:-2}; ROUNDS=${ROUNDS:-2}; PORT=${PORT:-18100}
+N=${N:-2}; ROUNDS=${ROUNDS:-2}; READY_SECONDS=${READY_SECONDS:-120}
 OUT=${OUT:-runs/federated-deploy}; SERVER_RUN=${SERVER_RUN:-runs/quickstart}
 EXTRA=${1:-}
 export FLWR_HOME; FLWR_HOME=$(mktemp -d)
@@ -16,14 +18,23 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$FLWR_HOME"; }
 trap cleanup EXIT
 
+# N + 1 ports the OS reports free, held open together so that they differ from one another.
+read -r -a free_ports <<< "$("$VENV_BIN/python" - "$((N + 1))" <<'PY'
+import socket
+import sys
+
+sockets = [socket.socket() for _ in range(int(sys.argv[1]))]
+for sock in sockets:
+    sock.bind(("127.0.0.1", 0))
+print(" ".join(str(sock.getsockname()[1]) for sock in sockets))
+PY
+)"
+PORT=${SUPERLINK_PORT:-${free_ports[0]}}
+
 flower-superlink --insecure --disable-runtime-dependency-installation --port "$PORT" \
     --database "$FLWR_HOME/state.db" > "$FLWR_HOME/superlink.log" 2>&1 &
-pids+=($!)
-for i in $(seq 0 $((N - 1))); do
-    flower-supernode --insecure --superlink "127.0.0.1:$PORT" --port $((PORT + 10 + i)) \
-        --node-config "partition-id=$i num-partitions=$N" > "$FLWR_HOME/supernode-$i.log" 2>&1 &
-    pids+=($!)
-done
+superlink=$!
+pids+=("$superlink")
 cat > "$FLWR_HOME/config.toml" <<TOML
 [superlink]
 default = "local-deployment"
@@ -32,6 +43,23 @@ default = "local-deployment"
 address = "127.0.0.1:$PORT"
 insecure = true
 TOML
+
+# Ready when it answers a run listing; give up (with its log) if it dies or stays silent.
+deadline=$((SECONDS + READY_SECONDS))
+until flwr ls local-deployment > /dev/null 2>&1; do
+    if ! kill -0 "$superlink" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+        echo "the SuperLink on 127.0.0.1:$PORT did not answer within ${READY_SECONDS}s; its log:" >&2
+        cat "$FLWR_HOME/superlink.log" >&2
+        exit 1
+    fi
+    sleep 0.5
+done
+
+for i in $(seq 0 $((N - 1))); do
+    flower-supernode --insecure --superlink "127.0.0.1:$PORT" --port "${free_ports[$((i + 1))]}" \
+        --node-config "partition-id=$i num-partitions=$N" > "$FLWR_HOME/supernode-$i.log" 2>&1 &
+    pids+=($!)
+done
 flwr run . local-deployment --stream \
     --run-config "num-rounds=$ROUNDS num-clients=$N min-nodes=$N out-dir='$OUT' server-run='$SERVER_RUN' $EXTRA"
 # `flwr run --stream` returns when the run ends; the federated state says whether it completed.

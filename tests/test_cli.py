@@ -2,22 +2,48 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from nptface.cli import build_parser, main
 from nptface.core.imagefolder import ImageFolderDataset
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [[], ["data"], ["data", "synth"], ["model"], ["model", "info"], ["eval"], ["quickstart"], ["train"], ["bench"],
-     ["bench", "losses"]],
-)
-def test_every_subcommand_has_help(argv, capsys):
+def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = (), described: str | None = None):
+    """(path, parser, its help) for the top parser and every subcommand below it, nested ones too."""
+    yield path, parser, described
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, subparser in action.choices.items():
+                yield from _commands(subparser, (*path, name), helps.get(name))
+
+
+PARSER = build_parser()
+COMMANDS = {
+    " ".join(path): (parser, described) for path, parser, described in _commands(PARSER, (), PARSER.description)
+}
+
+
+def test_the_walk_reaches_nested_subcommands():
+    assert {"", "export", "fed simulate", "demo serve", "data synth", "bench losses", "train"} <= COMMANDS.keys()
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_subcommand_and_option_has_help(command, capsys):
+    parser, described = COMMANDS[command]
+    assert described, f"'nptface {command}' has no help text"
+    undescribed = [
+        action.option_strings[-1] if action.option_strings else action.dest
+        for action in parser._actions
+        if not isinstance(action, argparse._SubParsersAction) and not action.help
+    ]
+    assert not undescribed, f"'nptface {command}': no help for {undescribed}"
     with pytest.raises(SystemExit) as exit_info:
-        build_parser().parse_args([*argv, "--help"])
+        build_parser().parse_args([*command.split(), "--help"])
     assert exit_info.value.code == 0
-    assert "usage: nptface" in capsys.readouterr().out
+    assert f"usage: nptface {command}".rstrip() in capsys.readouterr().out
 
 
 def test_model_info_counts_parameters_and_macs(capsys):
@@ -28,8 +54,27 @@ def test_model_info_counts_parameters_and_macs(capsys):
 
 def test_data_synth_writes_image_folder_and_preview(tmp_path, capsys):
     out, preview = tmp_path / "faces", tmp_path / "grid.png"
-    assert main(["data", "synth", "--out", str(out), "--preview", str(preview), "--identities", "3",
-                 "--images", "2", "--size", "48", "--id-range", "heldout"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--out",
+                str(out),
+                "--preview",
+                str(preview),
+                "--identities",
+                "3",
+                "--images",
+                "2",
+                "--size",
+                "48",
+                "--id-range",
+                "heldout",
+            ]
+        )
+        == 0
+    )
     dataset = ImageFolderDataset(out, image_size=48)
     assert dataset.num_classes == 3 and len(dataset) == 6
     assert dataset.class_names[0] == "synth-9000000"
@@ -48,15 +93,25 @@ def test_eval_on_image_folder_with_a_pairs_file(tmp_path, capsys):
     from nptface.core.mobilefacenet import MobileFaceNet
 
     run = tmp_path / "run"
-    save_checkpoint(run, MobileFaceNet(width=0.25, input_size=32, embedding_dim=16), torch.randn(2, 16),
-                    CheckpointMeta(model={"embedding_dim": 16, "width": 0.25, "input_size": 32}, head="npt",
-                                   head_hparams={}, class_names=["a", "b"]))
+    save_checkpoint(
+        run,
+        MobileFaceNet(width=0.25, input_size=32, embedding_dim=16),
+        torch.randn(2, 16),
+        CheckpointMeta(
+            model={"embedding_dim": 16, "width": 0.25, "input_size": 32},
+            head="npt",
+            head_hparams={},
+            class_names=["a", "b"],
+        ),
+    )
     data = tmp_path / "faces"
     main(["data", "synth", "--out", str(data), "--identities", "3", "--images", "3", "--size", "32"])
     pairs = tmp_path / "pairs.txt"
     names = [f"synth-{i:07d}" for i in range(3)]
     genuine = [f"{n}/{a:05d}.png {n}/{b:05d}.png 1" for n in names for a, b in ((0, 1), (0, 2), (1, 2))]
-    impostor = [f"{names[i]}/{k:05d}.png {names[j]}/{k:05d}.png 0" for i, j in ((0, 1), (0, 2), (1, 2)) for k in range(3)]
+    impostor = [
+        f"{names[i]}/{k:05d}.png {names[j]}/{k:05d}.png 0" for i, j in ((0, 1), (0, 2), (1, 2)) for k in range(3)
+    ]
     pairs.write_text("\n".join(["# a comment", *genuine, "", *impostor]) + "\n")
     assert main(["eval", "--run", str(run), "--data", str(data), "--pairs", str(pairs)]) == 0
     out = capsys.readouterr().out
@@ -80,9 +135,17 @@ def test_eval_on_a_verification_bin(tmp_path, capsys):
     from nptface.core.verification_bin import write_verification_bin
 
     run = tmp_path / "run"
-    save_checkpoint(run, MobileFaceNet(width=0.25, input_size=32, embedding_dim=16), torch.randn(2, 16),
-                    CheckpointMeta(model={"embedding_dim": 16, "width": 0.25, "input_size": 32}, head="npt",
-                                   head_hparams={}, class_names=["a", "b"]))
+    save_checkpoint(
+        run,
+        MobileFaceNet(width=0.25, input_size=32, embedding_dim=16),
+        torch.randn(2, 16),
+        CheckpointMeta(
+            model={"embedding_dim": 16, "width": 0.25, "input_size": 32},
+            head="npt",
+            head_hparams={},
+            class_names=["a", "b"],
+        ),
+    )
     faces = materialize(SyntheticFaceDataset(range(4), 6, "studio", image_size=32), progress=False)
     images, issame = [], []
     for i in range(12):
@@ -92,15 +155,28 @@ def test_eval_on_a_verification_bin(tmp_path, capsys):
         images += [faces.images[a], faces.images[b]]
         issame.append(not i % 2)
     write_verification_bin(tmp_path / "tiny.bin", images, issame)
-    assert main(["eval", "--run", str(run), "--bin", str(tmp_path / "tiny.bin"), "--out", str(tmp_path / "e.json")]) == 0
+    assert (
+        main(["eval", "--run", str(run), "--bin", str(tmp_path / "tiny.bin"), "--out", str(tmp_path / "e.json")]) == 0
+    )
     out = capsys.readouterr().out
     assert "24 images, 12 pairs" in out and "accuracy (cosine)" in out
 
 
 def test_train_refuses_to_overwrite_a_run_with_checkpoints(tmp_path, capsys):
-    tiny = ["data.identities=4", "data.images_per_identity=4", "model.width=0.25", "model.input_size=32",
-            "model.embedding_dim=8", "head.params={k=2}", "optim.epochs=1", "optim.batch_size=8", "optim.milestones=[]",
-            "optim.warmup_epochs=0.0", "eval.sets=[]", "log.progress=false"]
+    tiny = [
+        "data.identities=4",
+        "data.images_per_identity=4",
+        "model.width=0.25",
+        "model.input_size=32",
+        "model.embedding_dim=8",
+        "head.params={k=2}",
+        "optim.epochs=1",
+        "optim.batch_size=8",
+        "optim.milestones=[]",
+        "optim.warmup_epochs=0.0",
+        "eval.sets=[]",
+        "log.progress=false",
+    ]
     argv = ["train", "synthetic-quick", "--run-dir", str(tmp_path / "run")] + [a for o in tiny for a in ("--set", o)]
     assert main(argv) == 0
     assert main(argv) == 2

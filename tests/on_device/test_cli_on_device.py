@@ -1,9 +1,8 @@
-"""``nptface enroll / verify / identify`` on onnxruntime and LiteRT, and the quickstart's last line."""
+"""``nptface enroll / verify / identify`` on onnxruntime and LiteRT."""
 
 from __future__ import annotations
 
 import re
-import types
 
 import numpy as np
 import pytest
@@ -98,25 +97,3 @@ def test_a_gallery_of_another_model_is_refused(fp32_bundle, faces, tmp_path, cap
     save_gallery(other, gallery)
     assert main(["identify", "--gallery", str(gallery), str(faces["a"][2])]) == 2
     assert "templates of different models are not comparable" in capsys.readouterr().err
-
-
-def test_quickstart_ends_with_the_demo_command(monkeypatch, tmp_path, capsys):
-    from nptface import cli
-    from nptface.edge_export import pipeline
-
-    bundle = tmp_path / "bundles" / "quickstart"
-    fake = types.SimpleNamespace(table="(table)", rejected=[], shipped=[object()], bundle_dir=bundle)
-    monkeypatch.setattr(pipeline, "export_run", lambda *args, **kwargs: fake)
-    assert cli._quickstart_export(tmp_path / "run", bundle) == 0
-    last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert f"nptface demo serve --bundle {bundle.as_posix()}" in last
-
-
-@pytest.mark.parametrize("argv", [["enroll"], ["verify"], ["identify"], ["demo"], ["demo", "serve"]])
-def test_on_device_subcommands_have_help(argv, capsys):
-    from nptface.cli import build_parser
-
-    with pytest.raises(SystemExit) as exit_info:
-        build_parser().parse_args([*argv, "--help"])
-    assert exit_info.value.code == 0
-    assert "usage: nptface" in capsys.readouterr().out

@@ -1,13 +1,16 @@
 """What a training run leaves for people to read: plots and a short Markdown report.
 
 Plots are written with matplotlib's non-interactive backend (no display on servers) and, like
-every output, to a temporary name first and then renamed into place.
+every output, to a temporary name first and then renamed into place. The report is kept as
+parts (:class:`RunReport`) until it is written, so a job built on the trainer (the quickstart)
+adds its own section by name and position instead of editing the rendered text.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,29 @@ def _save_figure(figure: plt.Figure, path: Path) -> None:
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(figure)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+@dataclass
+class ReportSection:
+    """A ``## heading`` (none for a trailing figure) and its Markdown blocks: paragraphs, lists, tables, images."""
+
+    heading: str | None
+    blocks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunReport:
+    """A run's report.md as a title, a summary paragraph and sections, rendered in that order."""
+
+    title: str
+    summary: str
+    sections: list[ReportSection] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        parts = [f"# {self.title}", self.summary]
+        for section in self.sections:
+            parts += ([f"## {section.heading}"] if section.heading else []) + section.blocks
+        return "\n\n".join(parts) + "\n"
 
 
 def plot_roc(curves: dict[str, RocCurve], path: Path) -> None:

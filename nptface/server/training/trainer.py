@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,7 @@ from nptface.server.training.sharding.proxy_shard import (
     gather_rows,
     slice_full_state,
 )
-from nptface.server.training.report import markdown_table, plot_roc, plot_training
+from nptface.server.training.report import ReportSection, RunReport, markdown_table, plot_roc, plot_training
 from nptface.server.training.sampler import FlipView, GlobalBatchSampler
 from nptface.server.training.sharding.sharded_npt import backbone_grad_scale
 from nptface.server.training.train_state import (
@@ -68,6 +69,21 @@ logger = logging.getLogger(__name__)
 
 class RunExistsError(FileExistsError):
     """Starting fresh would overwrite a run that has checkpoints."""
+
+
+KILL_AT_STEP_VARIABLE = "NPTFACE_TEST_KILL_AT_STEP"
+
+
+def _test_kill_step() -> int | None:
+    """Test-only: with ``NPTFACE_TEST_KILL_AT_STEP=N`` the process SIGKILLs itself right after step N
+    (and that step's checkpoint, if one falls there), so the resume-after-kill test picks the
+    instant exactly instead of racing a poller. Never set outside tests."""
+    raw = os.environ.get(KILL_AT_STEP_VARIABLE)
+    if not raw:
+        return None
+    if not raw.isdigit():
+        raise ValueError(f"{KILL_AT_STEP_VARIABLE} must be a step number, got {raw!r}")
+    return int(raw)
 
 
 @dataclass
@@ -366,6 +382,7 @@ class Trainer:
                    dynamic_ncols=True)
         meter = _Meter(self.device, loss_scale=self.context.world_size if self.sharded else 1.0)
         lr = lr_at(position.global_step, self.steps_per_epoch, optim)
+        kill_at = _test_kill_step()
         for epoch in range(position.epoch, optim.epochs):
             epoch_start = time.perf_counter() - position.epoch_seconds
             self.backbone.train()
@@ -401,6 +418,8 @@ class Trainer:
                         meter.reset_window()
                 if checkpoint_now:
                     self._checkpoint()
+                if position.global_step == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
             self._end_epoch(epoch, lr)
         bar.close()
         final = self.evaluate()
@@ -465,31 +484,32 @@ class Trainer:
         self._write_report(final)
 
     def _write_report(self, final: dict[str, EvaluationResult]) -> None:
+        atomic_write_bytes(self.run_dir / "report.md", self.report(final).markdown().encode())
+
+    def report(self, final: dict[str, EvaluationResult]) -> RunReport:
+        """The run's report.md as parts: the setup, then verification per evaluation set, then training."""
         config = self.config
-        lines = [
-            f"# nptface training run: {config.run.name}",
-            "",
+        summary = (
             f"MobileFaceNet (width {config.model.width}, {config.model.input_size}px input, "
             f"{config.model.embedding_dim}-d embedding), `{self.head.name}` head "
             f"({', '.join(f'{k}={v}' for k, v in self.head.hparams().items())}), "
             f"{self.train_set.num_classes} training identities, {len(self.train_set)} images, "
             f"{config.optim.epochs} epochs at global batch {config.optim.batch_size} on "
-            f"{self.context.world_size} x {self.device.type}. Config hash `{config.hash()}`.",
-            "",
-        ]
-        for name, result in final.items():
-            lines += [f"## Verification on `{name}` (cosine similarity)", ""]
-            lines += [f"- {line}" for line in result.summary_lines()] + [""]
+            f"{self.context.world_size} x {self.device.type}. Config hash `{config.hash()}`."
+        )
+        sections = [ReportSection(f"Verification on `{name}` (cosine similarity)",
+                                  ["\n".join(f"- {line}" for line in result.summary_lines())])
+                    for name, result in final.items()]
         if final:
-            lines += ["![ROC](roc.png)", ""]
+            sections.append(ReportSection(None, ["![ROC](roc.png)"]))
         if self.state.history:
             header = ["epoch", "loss", "train acc", "lr", "img/s"] + [f"{n} acc" for n in final]
             rows = [[r["epoch"], f"{r['loss']:.3f}", f"{r['train_accuracy']:.3f}", f"{r['lr']:.3g}",
                      f"{r['images_per_second']:.0f}"]
                     + [f"{100 * r[f'{n}/accuracy']:.2f}%" if f"{n}/accuracy" in r else "" for n in final]
                     for r in self.state.history]
-            lines += ["## Training", "", markdown_table(header, rows), "", "![training](training.png)", ""]
-        atomic_write_bytes(self.run_dir / "report.md", "\n".join(lines).encode())
+            sections.append(ReportSection("Training", [markdown_table(header, rows), "![training](training.png)"]))
+        return RunReport(f"nptface training run: {config.run.name}", summary, sections)
 
     def close(self) -> None:
         distributed.teardown(self.context)

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,9 @@ from safetensors.torch import load_file
 
 from nptface.server.training.config import load_config
 from nptface.server.training.train_state import TrainStateError, latest_checkpoint
-from nptface.server.training.trainer import RunExistsError, train_from_config
+from nptface.server.training.trainer import KILL_AT_STEP_VARIABLE, RunExistsError, train_from_config
 
-# 8 identities x 16 images at 64 px, batch 16: 8 steps an epoch, slow enough (~0.1 s a step) to
-# kill the process in the middle of an epoch.
+# 8 identities x 16 images at 64 px, batch 16: 8 steps an epoch, checkpoints every 5 steps.
 SMALL = [
     "data.identities=8", "data.images_per_identity=16", "model.width=0.5", "model.input_size=64",
     "model.embedding_dim=32", "head.params={k=3, delta=1.0, r=1.0}", "optim.epochs=3", "optim.batch_size=16",
@@ -27,7 +25,6 @@ SMALL = [
     "checkpoint.every_steps=5", "checkpoint.keep=2", "device.cpu_threads=1",
     'eval.sets=[{kind="synthetic", name="heldout", identities=4, images_per_identity=3}]',
 ]
-STEPS_PER_EPOCH = 8
 
 
 def _config(tmp_path: Path, *extra: str):
@@ -55,20 +52,15 @@ def test_resume_after_kill_gives_identical_weights(tmp_path):
     command = [sys.executable, "-m", "nptface.cli", "train", "synthetic-quick", "--run-dir", str(interrupted)]
     for override in [*SMALL, f'run.output_dir="{tmp_path.as_posix()}"']:
         command += ["--set", override]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
-    try:
-        # Step 10 is a mid-epoch checkpoint (epoch 2, batch 2 of 8); the next comes at step 15.
-        while (_latest_step(interrupted) or 0) < 10:
-            assert process.poll() is None, process.stderr.read().decode()
-            assert time.monotonic() < deadline, "the training subprocess made no progress"
-            time.sleep(0.01)
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.wait()
+    # Killed right after step 12 (epoch 2, batch 4 of 8): two steps past the mid-epoch checkpoint of
+    # step 10, so their log lines are on disk but not in the checkpoint, and are replayed on resume.
+    killed = subprocess.run(command, env={**os.environ, KILL_AT_STEP_VARIABLE: "12"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-3000:]
     killed_at = _latest_step(interrupted)
-    assert killed_at is not None and killed_at % STEPS_PER_EPOCH != 0, f"killed at step {killed_at}, not mid-epoch"
+    assert killed_at == 10, f"the last checkpoint is at step {killed_at}, expected 10"
     assert not (interrupted / "model.safetensors").exists(), "the killed run must not have finished"
+    assert json.loads((interrupted / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 12
 
     resumed = train_from_config(config, interrupted, resume="must")
     assert resumed.resumed_from == killed_at
