@@ -235,6 +235,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _fed_simulate(args: argparse.Namespace) -> int:
+    from nptface.core.run_settings import parse_override
     from nptface.server.federation.config import SHARING_MODES
     from nptface.simulation.comparison import (
         robustness_configs,
@@ -244,12 +245,7 @@ def _fed_simulate(args: argparse.Namespace) -> int:
     from nptface.simulation.config import SimulationConfig
     from nptface.simulation.experiment import run_experiment
 
-    values: dict[str, object] = {}
-    for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise SystemExit(f"nptface fed simulate: --set expects KEY=VALUE, got {item!r}")
-        values[key.strip()] = _scalar(raw.strip())
+    values = dict(parse_override(item, SystemExit) for item in args.set)
     modes = [m.strip() for m in (args.proxy_sharing or "").split(",") if m.strip()]
     unknown = [m for m in modes if m not in SHARING_MODES]
     if unknown:
@@ -276,18 +272,6 @@ def _fed_simulate(args: argparse.Namespace) -> int:
     print(f"report: {experiment.out_dir / 'report.md'} (curves {experiment.out_dir / 'federated.png'}, results.json); "
           f"federated model: {experiment.out_dir} (a run directory: nptface export --run {experiment.out_dir})")
     return 0
-
-
-def _scalar(raw: str) -> object:
-    """A run-config value as Flower parses them: bool, int, float, else a string."""
-    if raw.lower() in ("true", "false"):
-        return raw.lower() == "true"
-    for kind in (int, float):
-        try:
-            return kind(raw)
-        except ValueError:
-            pass
-    return raw.strip('"')
 
 
 def _device_model(args: argparse.Namespace, gallery_bundle: str | None = None) -> DeviceModel:
