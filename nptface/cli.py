@@ -62,35 +62,22 @@ def _eval(args: argparse.Namespace) -> int:
     from nptface.core.atomic import atomic_write_json
     from nptface.core.checkpoint import load_backbone
     from nptface.core.evaluation import evaluate_model
-    from nptface.core.imagefolder import ImageFolderDataset, read_pairs_file
-    from nptface.core.pairs import all_genuine_pairs, lfw_style_pairs
+    from nptface.server.training.config import EvalSet
+    from nptface.server.training.data import build_eval_set
 
     if (args.data is None) == (args.bin is None):
         raise SystemExit("nptface eval: give exactly one of --data FOLDER or --bin FILE")
     model, _ = load_backbone(args.run)
-    size = model.config.input_size
     if args.bin is not None:
-        from nptface.core.verification_bin import load_verification_bin
-
-        dataset, pairs = load_verification_bin(args.bin, image_size=size)
-        source = args.bin
+        spec, source = EvalSet(kind="bin", path=args.bin), args.bin
     else:
-        dataset = ImageFolderDataset(args.data, image_size=size, skip_bad=args.skip_bad)
+        kind = "lfw" if args.lfw_pairs is not None else "imagefolder"
+        spec = EvalSet(kind=kind, path=args.data, pairs=args.lfw_pairs or args.pairs or "",
+                       pair_protocol=args.pair_protocol, per_fold=args.per_fold, skip_bad=args.skip_bad)
         source = args.data
-        if dataset.skipped:
-            print(dataset.summary())
-        if args.lfw_pairs is not None:
-            from nptface.core.lfw_pairs import read_lfw_pairs
-
-            pairs = read_lfw_pairs(args.lfw_pairs, dataset)
-        elif args.pairs is not None:
-            pairs = read_pairs_file(args.pairs, dataset)
-        elif args.pair_protocol == "lfw":
-            pairs = lfw_style_pairs(dataset.labels, per_fold=args.per_fold, seed=args.seed)
-        else:
-            pairs = all_genuine_pairs(dataset.labels, seed=args.seed)
-    result = evaluate_model(model, dataset, pairs, flip=args.flip)
-    print(f"{source}: {len(dataset)} images, {len(pairs)} pairs")
+    data = build_eval_set(spec, model.config.input_size, args.seed)
+    result = evaluate_model(model, data.dataset, data.pairs, flip=args.flip)
+    print(f"{source}: {len(data.dataset)} images, {len(data.pairs)} pairs")
     for line in result.summary_lines():
         print(line)
     out = Path(args.out) if args.out else Path(args.run) / "eval.json"

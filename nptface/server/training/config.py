@@ -98,6 +98,10 @@ class EvalSet:
     name: str = ""
     path: str = ""  # folder (imagefolder, lfw), .bin file
     pairs: str = ""  # imagefolder: optional 'a b 1|0' file; lfw: pairs.txt
+    # Without a pairs file: "all" genuine pairs + as many impostors, or "lfw": 10 LFW-style folds.
+    pair_protocol: str = "all"
+    per_fold: int = 300  # pair_protocol "lfw": pairs of each kind per fold
+    skip_bad: bool = False  # imagefolder / lfw: skip and count undecodable images instead of failing
     identities: int = 100  # synthetic held-out identities
     images_per_identity: int = 10
     domain: str = "wild"
@@ -319,5 +323,10 @@ def validate(config: TrainConfig, source: str) -> None:
             fail(f"eval.sets[{i}].kind must be synthetic, imagefolder, bin or lfw, got {eval_set.kind!r}")
         if eval_set.kind != "synthetic" and not eval_set.path:
             fail(f"eval.sets[{i}].path is required for kind {eval_set.kind!r}")
+        if eval_set.kind == "lfw" and not eval_set.pairs:
+            fail(f"eval.sets[{i}].pairs (LFW's pairs.txt) is required for kind 'lfw'")
+        if eval_set.pair_protocol not in ("all", "lfw") or eval_set.per_fold < 1:
+            fail(f"eval.sets[{i}].pair_protocol must be all or lfw and per_fold >= 1, got "
+                 f"{eval_set.pair_protocol!r} and {eval_set.per_fold}")
     if config.checkpoint.every_steps < 1 or config.checkpoint.keep < 1:
         fail("checkpoint.every_steps and checkpoint.keep must be >= 1")
