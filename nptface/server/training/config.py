@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from nptface.core.optim_recipe import WeightDecay
 from nptface.core.run_settings import parse_override, settings_hash
 
 
@@ -86,9 +87,10 @@ class OptimSection:
     milestones: list[float] = field(default_factory=lambda: [30.0, 45.0])  # epochs (step schedule)
     poly_power: float = 2.0
     warmup_epochs: float = 0.0
-    weight_decay_proxies: float = 5e-4
-    weight_decay_embedding: float = 1e-4
-    weight_decay_backbone: float = 1e-5
+    # The paper's layer-wise decay (nptface.core.optim_recipe): proxies, embedding layer, rest of the backbone.
+    weight_decay_proxies: float = WeightDecay.proxies
+    weight_decay_embedding: float = WeightDecay.embedding
+    weight_decay_backbone: float = WeightDecay.backbone
     grad_clip: float = 0.0  # max global grad norm; 0 disables
 
 
