@@ -17,6 +17,7 @@ import numpy as np
 
 from nptface.core.evaluation import gallery_probe_split
 from nptface.core.pairs import Pairs
+from nptface.core.tables import percent
 from nptface.core.verification import (
     all_pair_scores,
     cosine_scores,
@@ -127,5 +128,5 @@ def verdict(report: ParityReport, limits: GateLimits) -> list[str]:
     if not report.accuracy_drop <= limits.max_accuracy_drop:
         failures.append(f"accuracy drop {report.accuracy_drop:.2f} points > {limits.max_accuracy_drop}")
     if not report.flip_share <= limits.max_flip_share:
-        failures.append(f"{report.flip_share * 100:.2f}% decisions flip > {limits.max_flip_share * 100:.2f}%")
+        failures.append(f"{percent(report.flip_share)} decisions flip > {percent(limits.max_flip_share)}")
     return failures
