@@ -62,35 +62,22 @@ def _eval(args: argparse.Namespace) -> int:
     from nptface.core.atomic import atomic_write_json
     from nptface.core.checkpoint import load_backbone
     from nptface.core.evaluation import evaluate_model
-    from nptface.core.imagefolder import ImageFolderDataset, read_pairs_file
-    from nptface.core.pairs import all_genuine_pairs, lfw_style_pairs
+    from nptface.server.training.config import EvalSet
+    from nptface.server.training.data import build_eval_set
 
     if (args.data is None) == (args.bin is None):
         raise SystemExit("nptface eval: give exactly one of --data FOLDER or --bin FILE")
     model, _ = load_backbone(args.run)
-    size = model.config.input_size
     if args.bin is not None:
-        from nptface.core.verification_bin import load_verification_bin
-
-        dataset, pairs = load_verification_bin(args.bin, image_size=size)
-        source = args.bin
+        spec, source = EvalSet(kind="bin", path=args.bin), args.bin
     else:
-        dataset = ImageFolderDataset(args.data, image_size=size, skip_bad=args.skip_bad)
+        kind = "lfw" if args.lfw_pairs is not None else "imagefolder"
+        spec = EvalSet(kind=kind, path=args.data, pairs=args.lfw_pairs or args.pairs or "",
+                       pair_protocol=args.pair_protocol, per_fold=args.per_fold, skip_bad=args.skip_bad)
         source = args.data
-        if dataset.skipped:
-            print(dataset.summary())
-        if args.lfw_pairs is not None:
-            from nptface.core.lfw_pairs import read_lfw_pairs
-
-            pairs = read_lfw_pairs(args.lfw_pairs, dataset)
-        elif args.pairs is not None:
-            pairs = read_pairs_file(args.pairs, dataset)
-        elif args.pair_protocol == "lfw":
-            pairs = lfw_style_pairs(dataset.labels, per_fold=args.per_fold, seed=args.seed)
-        else:
-            pairs = all_genuine_pairs(dataset.labels, seed=args.seed)
-    result = evaluate_model(model, dataset, pairs, flip=args.flip)
-    print(f"{source}: {len(dataset)} images, {len(pairs)} pairs")
+    data = build_eval_set(spec, model.config.input_size, args.seed)
+    result = evaluate_model(model, data.dataset, data.pairs, flip=args.flip)
+    print(f"{source}: {len(data.dataset)} images, {len(data.pairs)} pairs")
     for line in result.summary_lines():
         print(line)
     out = Path(args.out) if args.out else Path(args.run) / "eval.json"
@@ -178,6 +165,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _fed_simulate(args: argparse.Namespace) -> int:
+    from nptface.core.run_settings import parse_override
     from nptface.server.federation.config import SHARING_MODES
     from nptface.simulation.comparison import (
         robustness_configs,
@@ -187,12 +175,7 @@ def _fed_simulate(args: argparse.Namespace) -> int:
     from nptface.simulation.config import SimulationConfig
     from nptface.simulation.experiment import run_experiment
 
-    values: dict[str, object] = {}
-    for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise SystemExit(f"nptface fed simulate: --set expects KEY=VALUE, got {item!r}")
-        values[key.strip()] = _scalar(raw.strip())
+    values = dict(parse_override(item, SystemExit) for item in args.set)
     modes = [m.strip() for m in (args.proxy_sharing or "").split(",") if m.strip()]
     unknown = [m for m in modes if m not in SHARING_MODES]
     if unknown:
@@ -219,18 +202,6 @@ def _fed_simulate(args: argparse.Namespace) -> int:
     print(f"report: {experiment.out_dir / 'report.md'} (curves {experiment.out_dir / 'federated.png'}, results.json); "
           f"federated model: {experiment.out_dir} (a run directory: nptface export --run {experiment.out_dir})")
     return 0
-
-
-def _scalar(raw: str) -> object:
-    """A run-config value as Flower parses them: bool, int, float, else a string."""
-    if raw.lower() in ("true", "false"):
-        return raw.lower() == "true"
-    for kind in (int, float):
-        try:
-            return kind(raw)
-        except ValueError:
-            pass
-    return raw.strip('"')
 
 
 def _device_model(args: argparse.Namespace, gallery_bundle: str | None = None) -> DeviceModel:

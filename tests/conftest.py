@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from nptface.edge_export.evalset import ImageSet, synthetic_sets
+from nptface.core.datasets import InMemoryFaceDataset
+from nptface.edge_export.evalset import synthetic_sets
 
 TINY_RUN = [
     "data.identities=40", "data.images_per_identity=10", "model.width=0.25", "model.input_size=32",
@@ -32,13 +33,13 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_sets() -> tuple[ImageSet, ImageSet]:
+def tiny_sets() -> tuple[InMemoryFaceDataset, InMemoryFaceDataset]:
     """(evaluation, calibration): 40 x 5 and 50 x 4 held-out synthetic faces, disjoint identities."""
     return synthetic_sets(32, eval_identities=40, eval_images=5, calibration_identities=50, calibration_images=4)
 
 
 @pytest.fixture(scope="session")
-def fp32_bundle(tiny_run: Path, tiny_sets: tuple[ImageSet, ImageSet], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def fp32_bundle(tiny_run: Path, tiny_sets: tuple[InMemoryFaceDataset, InMemoryFaceDataset], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny run exported to ONNX + TFLite fp32, shared by the export and on-device tests."""
     from nptface.edge_export.pipeline import ExportOptions, export_bundle
 

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from nptface.core.embedding import embed_dataset
 from nptface.core.losses import npt_loss
-from nptface.core.mobilefacenet import weight_decay_groups
+from nptface.core.optim_recipe import WeightDecay, parameter_groups
 from nptface.core.preprocess import normalize
 from nptface.core.verification import unit_rows
 
@@ -41,9 +41,7 @@ class LocalConfig:
     delta: float = 1.0
     r: float = 1.0
     fedprox_mu: float = 0.0
-    weight_decay_proxies: float = 5e-4
-    weight_decay_embedding: float = 1e-4
-    weight_decay_backbone: float = 1e-5
+    weight_decay: WeightDecay = WeightDecay()  # the central recipe's layer-wise decay
     seed: int = 0
 
 
@@ -87,9 +85,8 @@ def fine_tune(model: nn.Module, own_rows: np.ndarray, negatives: np.ndarray, dat
     global_weights = {name: p.detach().clone() for name, p in model.named_parameters()} if config.fedprox_mu else {}
     proxies = nn.Parameter(torch.as_tensor(own_rows, dtype=torch.float32).clone())
     fixed = F.normalize(torch.as_tensor(negatives, dtype=torch.float32).reshape(-1, proxies.shape[1]), dim=1)
-    groups = [*weight_decay_groups(model, config.weight_decay_backbone, config.weight_decay_embedding),
-              {"name": "proxies", "params": [proxies], "weight_decay": config.weight_decay_proxies}]
-    optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    optimizer = torch.optim.SGD(parameter_groups(model, proxies, config.weight_decay), lr=config.lr,
+                                momentum=config.momentum)
     n_classes = proxies.shape[0] + fixed.shape[0]
     k = max(1, min(config.k, n_classes - 1))
     generator = torch.Generator().manual_seed(config.seed)

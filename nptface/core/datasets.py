@@ -3,15 +3,20 @@
 Every nptface dataset is a ``torch.utils.data.Dataset`` whose items are ``(image, label)`` with
 ``image`` a ``(H, W, 3)`` uint8 RGB array and ``label`` an int, and which exposes ``labels``
 (every item's label, so pair generation and sampling never decode an image), ``num_classes`` and
-``class_names``. Normalisation happens once per batch (:func:`nptface.core.preprocess.normalize`).
+``class_names``; a dataset of files also names each image (``names``, its path under the root).
+Normalisation happens once per batch (:func:`nptface.core.preprocess.normalize`).
 
 :class:`SyntheticFaceDataset` renders on the fly from :mod:`nptface.core.synthetic` (any worker
-renders the same pixels); :class:`InMemoryFaceDataset` holds decoded images in one array, which
-is how the short CPU runs train for several epochs without re-rendering.
+renders the same pixels); :class:`InMemoryFaceDataset` is the one in-memory container: decoded
+images in one array with their labels, a name per image and where they came from. Short CPU runs
+train from it for several epochs without re-rendering, federated evaluation reuses it, and the
+export judges every variant on one, whose :meth:`~InMemoryFaceDataset.content_hash` ties a
+bundle's reference embeddings to the very pixels they were computed on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 from collections.abc import Sequence
@@ -68,19 +73,29 @@ class SyntheticFaceDataset(Dataset):
 
 
 class InMemoryFaceDataset(Dataset):
-    """Decoded images ``(N, H, W, 3)`` uint8 with their labels and class names."""
+    """Decoded images ``(N, H, W, 3)`` uint8 with their labels, class names and a name per image.
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> None:
+    ``names`` default to ``<class name>/<index>``; ``source`` says where the images came from,
+    for messages and reports.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+                 names: Sequence[str] | None = None, source: str = "images in memory") -> None:
         if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
-            raise ValueError(f"images must be a uint8 (N, H, W, 3) array, got {images.dtype} {images.shape}")
+            raise ValueError(f"{source}: images must be a uint8 (N, H, W, 3) array, got {images.dtype} {images.shape}")
         if len(labels) != len(images):
-            raise ValueError(f"labels has {len(labels)} entries for {len(images)} images")
+            raise ValueError(f"{source}: labels has {len(labels)} entries for {len(images)} images")
         self.images = images
         self.labels = np.asarray(labels, dtype=np.int64)
         self.class_names = list(class_names)
         self.num_classes = len(self.class_names)
+        self.source = source
         if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= self.num_classes):
-            raise ValueError(f"labels must lie in [0, {self.num_classes - 1}] (one per class name)")
+            raise ValueError(f"{source}: labels must lie in [0, {self.num_classes - 1}] (one per class name)")
+        self.names = (list(names) if names is not None
+                      else [f"{self.class_names[label]}/{i:06d}" for i, label in enumerate(self.labels)])
+        if len(self.names) != len(images):
+            raise ValueError(f"{source}: {len(self.names)} names for {len(images)} images")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -88,14 +103,27 @@ class InMemoryFaceDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
         return self.images[index], int(self.labels[index])
 
+    def content_hash(self) -> str:
+        """sha256 over names, labels and pixels: equal hashes mean the very same images."""
+        digest = hashlib.sha256()
+        for name in self.names:
+            digest.update(name.encode() + b"\0")
+        digest.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
+        digest.update(np.ascontiguousarray(self.images).tobytes())
+        return digest.hexdigest()
 
-def materialize(dataset: Dataset, description: str = "rendering", progress: bool = True) -> InMemoryFaceDataset:
-    """Decode or render every item of a dataset once into memory."""
+
+def materialize(dataset: Dataset, description: str = "rendering", progress: bool = True, *,
+                limit: int | None = None, source: str = "images in memory") -> InMemoryFaceDataset:
+    """Decode or render every item (or the first ``limit``) of a dataset once into memory."""
+    n = len(dataset) if limit is None else min(limit, len(dataset))
     first, _ = dataset[0]
-    images = np.empty((len(dataset), *first.shape), dtype=np.uint8)
-    for i in tqdm(range(len(dataset)), desc=description, unit="img", disable=not progress, leave=False):
+    images = np.empty((n, *first.shape), dtype=np.uint8)
+    for i in tqdm(range(n), desc=description, unit="img", disable=not progress, leave=False):
         images[i] = dataset[i][0]
-    return InMemoryFaceDataset(images, np.asarray(dataset.labels), dataset.class_names)
+    names = getattr(dataset, "names", None)
+    return InMemoryFaceDataset(images, np.asarray(dataset.labels)[:n], dataset.class_names,
+                               None if names is None else names[:n], source)
 
 
 def write_image_folder(dataset: Dataset, root: str | Path, image_format: str = "png", progress: bool = True) -> Path:

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from nptface.core.embedding import embed_dataset
 from nptface.core.pairs import Pairs
+from nptface.core.tables import percent
 from nptface.core.verification import VerificationReport, evaluate_pairs, rank1_identification
 
 
@@ -40,7 +41,7 @@ class EvaluationResult:
         lines = list(self.verification.summary_lines())
         if self.rank1 is not None:
             lines.append(f"rank-1 identification ({self.verification.metric}, first image of each identity as gallery): "
-                         f"{self.rank1 * 100:.2f}%")
+                         f"{percent(self.rank1)}")
         return lines
 
 

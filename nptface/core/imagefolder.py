@@ -168,6 +168,11 @@ class ImageFolderDataset(Dataset):
             raise ImageFolderError(f"empty identity folder {identity_dir}: {detail}; expected at least one image")
         return usable
 
+    @property
+    def names(self) -> list[str]:
+        """Each sample's path under the root, ``identity/file`` with forward slashes (as pairs files name them)."""
+        return [path.relative_to(self.root).as_posix() for path, _ in self.samples]
+
     def __len__(self) -> int:
         return len(self.samples)
 
@@ -195,7 +200,7 @@ def read_pairs_file(path: str | Path, dataset: ImageFolderDataset) -> Pairs:
     Blank lines and lines starting with ``#`` are ignored. Every error names the file and line.
     """
     path = Path(path)
-    index = {p.relative_to(dataset.root).as_posix(): i for i, (p, _) in enumerate(dataset.samples)}
+    index = {name: i for i, name in enumerate(dataset.names)}
     index_a, index_b, is_same = [], [], []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):

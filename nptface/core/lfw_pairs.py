@@ -42,7 +42,7 @@ def read_lfw_pairs(pairs_txt: str | Path, dataset: ImageFolderDataset, extension
     ``.png``). Blank lines are ignored. Every error names the file and line.
     """
     path = Path(pairs_txt)
-    index = {sample.relative_to(dataset.root).as_posix(): i for i, (sample, _) in enumerate(dataset.samples)}
+    index = {name: i for i, name in enumerate(dataset.names)}
     lines = [(number, line.strip()) for number, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
     if not lines:
         raise LFWPairsError(f"{path}: no pairs found")

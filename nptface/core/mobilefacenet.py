@@ -167,22 +167,3 @@ def fuse_bn(model: nn.Module) -> nn.Module:
                 module[0] = _fold(conv, bn)
                 module[1] = nn.Identity()
     return fused
-
-
-def weight_decay_groups(model: MobileFaceNet, backbone: float, embedding: float) -> list[dict]:
-    """SGD parameter groups of the NPT recipe's layer-wise decay: backbone, embedding layer, none.
-
-    PReLU slopes and BatchNorm affine terms get no decay: decaying slopes pushes PReLU towards
-    ReLU, and BN's scale/shift only rescale. Used by central training and by federated clients.
-    """
-    embedding_ids = {id(p) for p in model.embedding_parameters()}
-    no_decay = {id(p) for module in model.modules() if isinstance(module, (nn.PReLU, nn.BatchNorm2d))
-                for p in module.parameters(recurse=False)}
-    groups: dict[str, list[nn.Parameter]] = {"backbone": [], "embedding": [], "no_decay": []}
-    for p in model.parameters():
-        groups["no_decay" if id(p) in no_decay else "embedding" if id(p) in embedding_ids else "backbone"].append(p)
-    return [
-        {"name": "backbone", "params": groups["backbone"], "weight_decay": backbone},
-        {"name": "embedding", "params": groups["embedding"], "weight_decay": embedding},
-        {"name": "no_decay", "params": groups["no_decay"], "weight_decay": 0.0},
-    ]

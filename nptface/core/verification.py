@@ -213,6 +213,28 @@ def pair_scores(embeddings: ArrayInput, index_a: ArrayInput, index_b: ArrayInput
     return cosine_scores(matrix[_as_numpy(index_a)], matrix[_as_numpy(index_b)])
 
 
+def all_pair_scores(embeddings: ArrayInput, labels: ArrayInput) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine score of every unordered pair ``i < j`` (``np.triu_indices`` order) and whether it is genuine.
+
+    Thresholds for a small false-accept rate need many impostor pairs; a set of ``n`` images has
+    ``n (n - 1) / 2``. Scores come from blocks of the Gram matrix of the unit rows, so no pair's
+    embeddings are ever copied.
+    """
+    unit = unit_rows(embeddings, dtype=np.float64)
+    ids = _label_vector(labels, "labels", unit.shape[0], "embeddings")
+    n = unit.shape[0]
+    if n < 2:
+        raise ValueError(f"embeddings has {n} row(s); pairs need at least 2")
+    block = max(1, _SIMILARITY_BLOCK // n)
+    scores, same = [], []
+    for start in range(0, n, block):
+        rows = np.arange(start, min(start + block, n))
+        upper = rows[:, None] < np.arange(n)[None, :]
+        scores.append((unit[rows] @ unit.T)[upper])
+        same.append((ids[rows][:, None] == ids[None, :])[upper])
+    return np.clip(np.concatenate(scores), -1.0, 1.0), np.concatenate(same)
+
+
 def roc_curve(scores: ArrayInput, is_same: ArrayInput) -> RocCurve:
     """ROC of ``scores`` against ``is_same`` (True for a genuine pair), ties forming one point."""
     scores_array, same = _scores_and_labels(scores, is_same)

@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from nptface.core.preprocess import normalize
+from nptface.core.verification import unit_rows
 from nptface.edge_export.quiet import quiet
-from nptface.edge_export.runtimes import checked_images, unit_rows
+from nptface.edge_export.runtimes import checked_images
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "embedding"
@@ -135,4 +136,4 @@ class CoreMLEmbedder:
     def embed(self, images: np.ndarray) -> np.ndarray:
         images = checked_images(images, self.input_size, str(self.path))
         out = [self.model.predict({INPUT_NAME: normalize(image[None]).numpy()})[OUTPUT_NAME][0] for image in images]
-        return unit_rows(np.stack(out))
+        return unit_rows(np.stack(out), name=f"{self.path} embeddings")

@@ -9,7 +9,6 @@ compares with the stored reference, never with a reference of its own.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,76 +17,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 from nptface.core.atomic import atomic_path
+from nptface.core.datasets import InMemoryFaceDataset, SyntheticFaceDataset, materialize
 from nptface.core.embedding import embed_batch
-from nptface.core.pairs import Pairs, lfw_style_pairs
 
 REFERENCE_FILE = "reference.npz"
 
 
 class ReferenceError(ValueError):
     """A reference file that is missing, malformed, or does not match the images it claims."""
-
-
-@dataclass(frozen=True, eq=False)
-class ImageSet:
-    """Aligned face crops as uint8 ``(N, S, S, 3)`` with identity labels and a name per image."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    names: list[str]
-    source: str
-
-    def __post_init__(self) -> None:
-        if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
-            raise ValueError(f"{self.source}: images must be uint8 (N, H, W, 3), got {self.images.dtype} "
-                             f"{self.images.shape}")
-        if not len(self.images) == len(self.labels) == len(self.names):
-            raise ValueError(f"{self.source}: {len(self.images)} images, {len(self.labels)} labels, "
-                             f"{len(self.names)} names")
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def content_hash(self) -> str:
-        """sha256 over names, labels and pixels: equal hashes mean the very same evaluation."""
-        digest = hashlib.sha256()
-        for name in self.names:
-            digest.update(name.encode() + b"\0")
-        digest.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
-        digest.update(np.ascontiguousarray(self.images).tobytes())
-        return digest.hexdigest()
-
-    def verification_pairs(self, n_folds: int = 10, seed: int = 0) -> Pairs:
-        """LFW-style balanced folds, as large as the set allows (up to 300 per fold, LFW's size)."""
-        space_genuine = _count_genuine(self.labels)
-        per_fold = min(300, space_genuine // n_folds)
-        if per_fold < 1:
-            raise ValueError(f"{self.source}: too few genuine pairs ({space_genuine}) for {n_folds} folds; "
-                             "add images per identity")
-        return lfw_style_pairs(self.labels, n_folds=n_folds, per_fold=per_fold, seed=seed)
-
-
-def _count_genuine(labels: np.ndarray) -> int:
-    _, counts = np.unique(labels, return_counts=True)
-    return int((counts * (counts - 1) // 2).sum())
-
-
-def image_set_from_dataset(dataset: Dataset, source: str, limit: int | None = None) -> ImageSet:
-    """Decode every item (or the first ``limit``) of a face dataset into memory."""
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    images, labels = zip(*(dataset[i] for i in range(n)), strict=True)
-    class_names = getattr(dataset, "class_names", None)
-    samples = getattr(dataset, "samples", None)
-    if samples is not None:
-        root = Path(getattr(dataset, "root", "."))
-        names = [Path(path).relative_to(root).as_posix() if Path(path).is_relative_to(root) else str(path)
-                 for path, _ in samples[:n]]
-    else:
-        names = [f"{class_names[label] if class_names else label}/{i:06d}" for i, label in enumerate(labels)]
-    return ImageSet(np.stack(images).astype(np.uint8, copy=False), np.asarray(labels, dtype=np.int64), names, source)
 
 
 @contextmanager
@@ -105,7 +44,7 @@ def reference_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def compute_reference(model: nn.Module, images: ImageSet, batch_size: int = 128,
+def compute_reference(model: nn.Module, images: InMemoryFaceDataset, batch_size: int = 128,
                       device: torch.device | None = None) -> tuple[np.ndarray, str]:
     """Unit-length fp32 embeddings of ``images`` by the unmodified model, and the device used."""
     device = device or reference_device()
@@ -117,7 +56,7 @@ def compute_reference(model: nn.Module, images: ImageSet, batch_size: int = 128,
     return np.concatenate(chunks).astype(np.float32), name
 
 
-def save_reference(path: Path, images: ImageSet, embeddings: np.ndarray, device_name: str) -> None:
+def save_reference(path: Path, images: InMemoryFaceDataset, embeddings: np.ndarray, device_name: str) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(
             handle,
@@ -137,7 +76,7 @@ class Reference:
     images_sha256: str
     device: str
 
-    def check_matches(self, images: ImageSet) -> None:
+    def check_matches(self, images: InMemoryFaceDataset) -> None:
         """Refuse to compare a model on other images than the reference was computed on."""
         actual = images.content_hash()
         if actual != self.images_sha256:
@@ -173,21 +112,21 @@ def synthetic_sets(input_size: int, domain: str = "wild", seed: int = 2024,
                    eval_identities: int = SYNTHETIC_EVAL_IDENTITIES,
                    eval_images: int = SYNTHETIC_EVAL_IMAGES,
                    calibration_identities: int = SYNTHETIC_CALIBRATION_IDENTITIES,
-                   calibration_images: int = SYNTHETIC_CALIBRATION_IMAGES) -> tuple[ImageSet, ImageSet]:
+                   calibration_images: int = SYNTHETIC_CALIBRATION_IMAGES) -> tuple[InMemoryFaceDataset, InMemoryFaceDataset]:
     """(evaluation, calibration) sets rendered from disjoint held-out synthetic identities."""
-    from nptface.core.datasets import SyntheticFaceDataset
     from nptface.core.synthetic import HELDOUT_IDS
 
     eval_ids = HELDOUT_IDS[:eval_identities]
     calibration_ids = HELDOUT_IDS[eval_identities:eval_identities + calibration_identities]
     evaluation = SyntheticFaceDataset(eval_ids, eval_images, domain, seed, input_size)
     calibration = SyntheticFaceDataset(calibration_ids, calibration_images, domain, seed, input_size)
-    return (image_set_from_dataset(evaluation, f"synthetic held-out ({domain}, {eval_identities} ids x {eval_images}, seed {seed})"),
-            image_set_from_dataset(calibration, f"synthetic held-out ({domain}, {calibration_identities} ids x "
-                                                f"{calibration_images}, seed {seed})"))
+    return (materialize(evaluation, progress=False,
+                        source=f"synthetic held-out ({domain}, {eval_identities} ids x {eval_images}, seed {seed})"),
+            materialize(calibration, progress=False, source=f"synthetic held-out ({domain}, {calibration_identities} "
+                                                            f"ids x {calibration_images}, seed {seed})"))
 
 
-def image_folder_set(root: str | Path, input_size: int, limit: int | None = None) -> ImageSet:
+def image_folder_set(root: str | Path, input_size: int, limit: int | None = None) -> InMemoryFaceDataset:
     from nptface.core.imagefolder import ImageFolderDataset
 
-    return image_set_from_dataset(ImageFolderDataset(root, image_size=input_size), str(root), limit)
+    return materialize(ImageFolderDataset(root, image_size=input_size), progress=False, limit=limit, source=str(root))

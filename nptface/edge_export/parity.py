@@ -17,7 +17,16 @@ import numpy as np
 
 from nptface.core.evaluation import gallery_probe_split
 from nptface.core.pairs import Pairs
-from nptface.core.verification import kfold_accuracy, tar_at_far, threshold_at_far
+from nptface.core.tables import percent
+from nptface.core.verification import (
+    all_pair_scores,
+    cosine_scores,
+    kfold_accuracy,
+    pair_scores,
+    tar_at_far,
+    threshold_at_far,
+    unit_rows,
+)
 
 GATE_FAR = 1e-3
 CARD_FARS = (1e-3, 1e-4)
@@ -51,18 +60,9 @@ class EvalScores:
     thresholds: dict[str, float]  # FAR (as text) -> cosine threshold on all pairs of the set
 
 
-def all_pair_scores(embeddings: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine of every unordered pair of images and whether it is genuine (FAR needs many impostors)."""
-    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    rows, cols = np.triu_indices(len(unit), k=1)
-    scores = np.einsum("ij,ij->i", unit[rows].astype(np.float64), unit[cols].astype(np.float64))
-    return scores, labels[rows] == labels[cols]
-
-
 def score_embeddings(embeddings: np.ndarray, labels: np.ndarray, pairs: Pairs) -> EvalScores:
-    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    pair_scores = np.einsum("ij,ij->i", unit[pairs.index_a], unit[pairs.index_b])
-    accuracy = kfold_accuracy(pair_scores, pairs.is_same).mean
+    """Fold accuracy on ``pairs``; TAR and the card's thresholds on every pair of the set (FAR needs many impostors)."""
+    accuracy = kfold_accuracy(pair_scores(embeddings, pairs.index_a, pairs.index_b), pairs.is_same).mean
     scores, same = all_pair_scores(embeddings, labels)
     tar = tar_at_far(scores, same, (GATE_FAR,))[GATE_FAR]
     n_impostor = int(np.count_nonzero(~same))
@@ -91,13 +91,11 @@ def compare(reference: np.ndarray, variant: np.ndarray, labels: np.ndarray, pair
             reference_scores: EvalScores) -> ParityReport:
     if reference.shape != variant.shape:
         raise ValueError(f"variant embeddings have shape {variant.shape}, the reference {reference.shape}")
-    ref = reference / np.linalg.norm(reference, axis=1, keepdims=True)
-    var = variant / np.linalg.norm(variant, axis=1, keepdims=True)
-    cos = np.einsum("ij,ij->i", ref.astype(np.float64), var.astype(np.float64))
+    cos = cosine_scores(reference, variant)
     scores = score_embeddings(variant, labels, pairs)
     threshold = reference_scores.thresholds[f"{GATE_FAR:.0e}"]
-    ref_pairs = np.einsum("ij,ij->i", ref[pairs.index_a], ref[pairs.index_b])
-    var_pairs = np.einsum("ij,ij->i", var[pairs.index_a], var[pairs.index_b])
+    ref_pairs = pair_scores(reference, pairs.index_a, pairs.index_b)
+    var_pairs = pair_scores(variant, pairs.index_a, pairs.index_b)
     flips = float(np.mean((ref_pairs >= threshold) != (var_pairs >= threshold)))
     tar_drop = None
     if reference_scores.tar_at_gate_far is not None and scores.tar_at_gate_far is not None:
@@ -106,7 +104,8 @@ def compare(reference: np.ndarray, variant: np.ndarray, labels: np.ndarray, pair
         mean_cos=float(cos.mean()), p1_cos=float(np.percentile(cos, 1)), min_cos=float(cos.min()),
         accuracy=scores.accuracy, accuracy_drop=(reference_scores.accuracy - scores.accuracy) * 100,
         tar_at_far_1e3=scores.tar_at_gate_far, tar_drop=tar_drop, flip_share=flips,
-        top1_agreement=_top1_agreement(ref, var, labels), threshold=threshold,
+        top1_agreement=_top1_agreement(unit_rows(reference, "reference"), unit_rows(variant, "variant"), labels),
+        threshold=threshold,
     )
 
 
@@ -129,5 +128,5 @@ def verdict(report: ParityReport, limits: GateLimits) -> list[str]:
     if not report.accuracy_drop <= limits.max_accuracy_drop:
         failures.append(f"accuracy drop {report.accuracy_drop:.2f} points > {limits.max_accuracy_drop}")
     if not report.flip_share <= limits.max_flip_share:
-        failures.append(f"{report.flip_share * 100:.2f}% decisions flip > {limits.max_flip_share * 100:.2f}%")
+        failures.append(f"{percent(report.flip_share)} decisions flip > {percent(limits.max_flip_share)}")
     return failures

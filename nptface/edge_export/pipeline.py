@@ -28,11 +28,14 @@ import numpy as np
 
 from nptface.core.atomic import atomic_write_bytes, atomic_write_json
 from nptface.core.checkpoint import MODEL_FILE, load_backbone
+from nptface.core.datasets import InMemoryFaceDataset
 from nptface.core.mobilefacenet import fuse_bn
+from nptface.core.pairs import largest_lfw_style_pairs
 from nptface.core.preprocess import MEAN, STD
+from nptface.core.tables import markdown_table, percent
 from nptface.edge_export import bundle as bundle_io
 from nptface.edge_export import coreml_export, onnx_export, tflite_export
-from nptface.edge_export.evalset import REFERENCE_FILE, ImageSet, compute_reference, save_reference
+from nptface.edge_export.evalset import REFERENCE_FILE, compute_reference, save_reference
 from nptface.edge_export.latency import cpu_name, median_latency_ms
 from nptface.edge_export.model_card import render_model_card
 from nptface.edge_export.parity import (
@@ -160,7 +163,7 @@ def _versions() -> dict[str, str]:
 class _Exporter:
     """Holds what every variant needs: the models, the images, the reference and the staging folder."""
 
-    def __init__(self, run_dir: Path, staging: Path, eval_set: ImageSet, calibration: ImageSet,
+    def __init__(self, run_dir: Path, staging: Path, eval_set: InMemoryFaceDataset, calibration: InMemoryFaceDataset,
                  options: ExportOptions) -> None:
         self.model, self.meta = load_backbone(run_dir)
         self.fused = fuse_bn(self.model).eval()
@@ -173,7 +176,7 @@ class _Exporter:
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self.work = staging / ".work"
         self.work.mkdir()
-        self.pairs = eval_set.verification_pairs()
+        self.pairs = largest_lfw_style_pairs(eval_set.labels, where=f"evaluation set {eval_set.source}")
 
     def set_reference(self, embeddings: np.ndarray) -> None:
         self.reference = embeddings
@@ -324,28 +327,22 @@ def _latency(ex: _Exporter, variant: VariantResult, repeats: int) -> None:
 
 
 def _table(variants: list[VariantResult], reference: EvalScores, torch_ms: float) -> str:
-    header = ("| variant | precision | recipe | size | ms (1 thread, batch 1) | mean cos | p1 cos | min cos "
-              "| acc drop (pt) | TAR@1e-3 drop (pt) | flips | top-1 agree | gate |")
-    lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    lines.append(f"| PyTorch fp32 (reference) | fp32 | unfused | - | {torch_ms:.2f} | 1 | 1 | 1 | "
-                 f"acc {reference.accuracy * 100:.2f}% | TAR {_pct(reference.tar_at_gate_far)} | - | - | - |")
+    header = ["variant", "precision", "recipe", "size", "ms (1 thread, batch 1)", "mean cos", "p1 cos", "min cos",
+              "acc drop (pt)", "TAR@1e-3 drop (pt)", "flips", "top-1 agree", "gate"]
+    rows: list[list[object]] = [["PyTorch fp32 (reference)", "fp32", "unfused", "-", f"{torch_ms:.2f}", 1, 1, 1,
+                                 f"acc {percent(reference.accuracy)}", f"TAR {percent(reference.tar_at_gate_far)}",
+                                 "-", "-", "-"]]
     for v in variants:
         r = v.final.report
-        tar_drop = "n/a" if r.tar_drop is None else f"{r.tar_drop:+.2f}"
-        agree = "n/a" if r.top1_agreement is None else f"{r.top1_agreement * 100:.1f}%"
-        ms = f"{v.latency_ms:.2f}" if v.latency_ms is not None else "n/a"
-        gate = "pass" if v.passed else "REJECTED"
-        lines.append(f"| {v.name} | {v.precision} | {v.recipe_label} | {v.size_bytes / 1024:.0f} KiB | {ms} | "
-                     f"{r.mean_cos:.5f} | {r.p1_cos:.5f} | {r.min_cos:.5f} | {r.accuracy_drop:+.2f} | {tar_drop} | "
-                     f"{r.flip_share * 100:.2f}% | {agree} | {gate} |")
-    return "\n".join(lines)
+        rows.append([v.name, v.precision, v.recipe_label, f"{v.size_bytes / 1024:.0f} KiB",
+                     "n/a" if v.latency_ms is None else f"{v.latency_ms:.2f}",
+                     f"{r.mean_cos:.5f}", f"{r.p1_cos:.5f}", f"{r.min_cos:.5f}", f"{r.accuracy_drop:+.2f}",
+                     "n/a" if r.tar_drop is None else f"{r.tar_drop:+.2f}", percent(r.flip_share),
+                     percent(r.top1_agreement, digits=1), "pass" if v.passed else "REJECTED"])
+    return markdown_table(header, rows)
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value * 100:.2f}%"
-
-
-def export_bundle(run_dir: str | Path, out: str | Path, eval_set: ImageSet, calibration: ImageSet,
+def export_bundle(run_dir: str | Path, out: str | Path, eval_set: InMemoryFaceDataset, calibration: InMemoryFaceDataset,
                   options: ExportOptions | None = None, command: list[str] | None = None) -> ExportResult:
     """Export the checkpoint in ``run_dir`` to every requested variant and write the bundle ``out``."""
     options = options or ExportOptions()
@@ -364,7 +361,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, eval_set: ImageSet, cali
     return result
 
 
-def _export(run_dir: Path, out: Path, staging: Path, eval_set: ImageSet, calibration: ImageSet,
+def _export(run_dir: Path, out: Path, staging: Path, eval_set: InMemoryFaceDataset, calibration: InMemoryFaceDataset,
             options: ExportOptions, command: list[str]) -> ExportResult:
     ex = _Exporter(run_dir, staging, eval_set, calibration, options)
     if eval_set.images.shape[1:3] != (ex.size, ex.size):
@@ -469,7 +466,7 @@ def _report(ex: _Exporter, table: str, variants: list[VariantResult]) -> str:
             for a in v.attempts:
                 state = "pass" if not a.failures else "fail: " + "; ".join(a.failures)
                 lines.append(f"- {a.label} ({a.recipe}): mean cos {a.report.mean_cos:.5f}, p1 {a.report.p1_cos:.5f},"
-                             f" acc drop {a.report.accuracy_drop:+.2f} pt, flips {a.report.flip_share * 100:.2f}% — {state}")
+                             f" acc drop {a.report.accuracy_drop:+.2f} pt, flips {percent(a.report.flip_share)} — {state}")
             lines.append(f"  shipped recipe: {v.recipe_label}" if v.passed else "  none passed: rejected")
             lines.append("")
     coreml = [v for v in variants if v.format == "coreml"]

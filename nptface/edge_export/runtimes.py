@@ -3,7 +3,9 @@
 Every runtime receives its input from :func:`nptface.core.preprocess.normalize` — the function
 training used — so a parity gap can only come from the model file, never from a second,
 slightly different preprocessing. Embedders take uint8 ``(N, S, S, 3)`` RGB crops and return
-unit-length float32 embeddings; a wrong image shape is refused with the shape the model expects.
+unit-length float32 embeddings (through :func:`nptface.core.verification.unit_rows`, so a dead,
+zero or non-finite, embedding raises naming the model file); a wrong image shape is refused with
+the shape the model expects.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from torch import nn
 
 from nptface.core.preprocess import normalize
+from nptface.core.verification import unit_rows
 
 
 class InputShapeError(ValueError):
@@ -42,14 +45,6 @@ def checked_images(images: np.ndarray, input_size: int, where: str) -> np.ndarra
     return images
 
 
-def unit_rows(rows: np.ndarray) -> np.ndarray:
-    rows = rows.astype(np.float32, copy=False)
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    if not np.all(np.isfinite(norms)) or np.any(norms == 0):
-        raise FloatingPointError("the model produced a zero or non-finite embedding")
-    return rows / norms
-
-
 class TorchEmbedder:
     """A PyTorch module in eval mode, on the CPU with the given number of threads."""
 
@@ -70,7 +65,7 @@ class TorchEmbedder:
                       for i in range(0, len(images), self.batch_size)]
         finally:
             torch.set_num_threads(previous)
-        return unit_rows(np.concatenate(chunks))
+        return unit_rows(np.concatenate(chunks), name="torch model embeddings")
 
 
 class OnnxEmbedder:
@@ -93,7 +88,7 @@ class OnnxEmbedder:
         images = checked_images(images, self.input_size, str(self.path))
         chunks = [self.session.run(None, {self.input_name: normalize(images[i:i + self.batch_size]).numpy()})[0]
                   for i in range(0, len(images), self.batch_size)]
-        return unit_rows(np.concatenate(chunks))
+        return unit_rows(np.concatenate(chunks), name=f"{self.path} embeddings")
 
 
 class LiteRTEmbedder:
@@ -147,4 +142,4 @@ class LiteRTEmbedder:
             self.interpreter.set_tensor(self.input["index"], self._quantize(x))
             self.interpreter.invoke()
             out.append(self._dequantize(self.interpreter.get_tensor(self.output["index"]))[0].copy())
-        return unit_rows(np.stack(out))
+        return unit_rows(np.stack(out), name=f"{self.path} embeddings")

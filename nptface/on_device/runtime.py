@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from nptface.edge_export.bundle import Bundle, BundleError, load_bundle
-from nptface.on_device.images import load_face
 from nptface.edge_export.runtimes import Embedder
+from nptface.on_device.images import load_face
 
 RUNTIME_FORMATS = {"onnxruntime": "onnx", "litert": "tflite"}
 PRECISION_PREFERENCE = ("int8", "fp16", "fp32")

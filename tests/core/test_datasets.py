@@ -132,6 +132,32 @@ def test_in_memory_dataset_rejects_inconsistent_arrays(images: np.ndarray, label
         InMemoryFaceDataset(images, labels, ["a", "b"])
 
 
+def test_materialize_names_folder_images_by_their_path_and_honours_a_limit(tmp_path: Path) -> None:
+    write_image_folder(tiny_dataset(), tmp_path, progress=False)
+    folder = ImageFolderDataset(tmp_path, image_size=SIZE)
+    first_five = materialize(folder, progress=False, limit=5, source="my faces")
+    assert len(first_five) == 5 and first_five.source == "my faces"
+    assert first_five.names == folder.names[:5] and first_five.names[0] == "synth-1000003/00000.png"
+    np.testing.assert_array_equal(first_five.labels, folder.labels[:5])
+    assert first_five.class_names == folder.class_names
+
+
+def test_content_hash_changes_with_any_pixel_label_or_name() -> None:
+    images, labels = valid_arrays()
+    dataset = InMemoryFaceDataset(images, labels, ["a", "b"])
+    assert dataset.names == ["a/000000", "b/000001", "a/000002", "b/000003"]
+    same = InMemoryFaceDataset(images.copy(), labels.copy(), ["a", "b"], source="elsewhere")
+    assert same.content_hash() == dataset.content_hash()
+    changed = images.copy()
+    changed[3, 0, 0, 0] = 1
+    assert InMemoryFaceDataset(changed, labels, ["a", "b"]).content_hash() != dataset.content_hash()
+    assert InMemoryFaceDataset(images, labels[::-1].copy(), ["a", "b"]).content_hash() != dataset.content_hash()
+    renamed = ["x", *dataset.names[1:]]
+    assert InMemoryFaceDataset(images, labels, ["a", "b"], renamed).content_hash() != dataset.content_hash()
+    with pytest.raises(ValueError, match="1 names for 4 images"):
+        InMemoryFaceDataset(images, labels, ["a", "b"], ["x"])
+
+
 def test_in_memory_dataset_serves_its_arrays() -> None:
     images, labels = valid_arrays()
     images[2] = 200

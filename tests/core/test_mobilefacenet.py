@@ -58,7 +58,7 @@ def test_fuse_bn_matches_eval_model_and_removes_batchnorm():
         torch.testing.assert_close(fused(x), model(x), atol=1e-5, rtol=1e-4)
 
 
-def test_prelu_and_embedding_layer_are_identifiable_for_weight_decay_groups():
+def test_prelu_and_embedding_layer_are_identifiable_for_the_optimiser_recipe():
     model = MobileFaceNet(width=0.25, input_size=32, embedding_dim=16)
     assert any(isinstance(m, nn.PReLU) for m in model.modules())
     embedding = model.embedding_parameters()

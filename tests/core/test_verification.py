@@ -377,3 +377,20 @@ def test_unit_rows_normalises_and_names_the_bad_row():
     with pytest.raises(ValueError, match="proxies row 1"):
         unit_rows(np.array([[1.0, 0.0], [0.0, 0.0]]), name="proxies")
     np.testing.assert_allclose(pair_scores(np.array([[1.0, 0.0], [1.0, 1.0]]), [0, 0], [1, 0]), [2**-0.5, 1.0])
+
+
+@pytest.mark.parametrize("block_entries", [1 << 24, 10], ids=["one-block", "row-blocks"])
+def test_all_pair_scores_cover_every_unordered_pair_once_in_triu_order(monkeypatch, block_entries):
+    from nptface.core import verification
+    from nptface.core.verification import all_pair_scores
+
+    monkeypatch.setattr(verification, "_SIMILARITY_BLOCK", block_entries)
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(size=(7, 5)) * rng.uniform(0.5, 3.0, size=(7, 1))
+    labels = np.array([0, 0, 1, 1, 1, 2, 3])
+    scores, same = all_pair_scores(embeddings, labels)
+    rows, cols = np.triu_indices(7, k=1)
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    expected = [float(unit[i] @ unit[j]) for i, j in zip(rows, cols)]  # the slow, obvious loop
+    np.testing.assert_allclose(scores, expected, atol=1e-12)
+    assert same.tolist() == [bool(labels[i] == labels[j]) for i, j in zip(rows, cols)]

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from nptface.core.datasets import InMemoryFaceDataset
 from nptface.edge_export.bundle import BundleError, load_bundle
-from nptface.edge_export.evalset import REFERENCE_FILE, ImageSet, ReferenceError, load_reference
+from nptface.edge_export.evalset import REFERENCE_FILE, ReferenceError, load_reference
 from nptface.edge_export.parity import DEFAULT_LIMITS, ParityReport, verdict
 from nptface.edge_export.pipeline import ExportError, ExportOptions, export_bundle
 from nptface.edge_export.runtimes import InputShapeError
@@ -79,14 +80,16 @@ def test_reference_refuses_other_images(fp32_bundle, tiny_sets):
     changed = evaluation.images.copy()
     changed[0, 0, 0, 0] ^= 1
     with pytest.raises(ReferenceError, match="hash to"):
-        reference.check_matches(ImageSet(changed, evaluation.labels, evaluation.names, "changed"))
+        reference.check_matches(InMemoryFaceDataset(changed, evaluation.labels, evaluation.class_names,
+                                                    evaluation.names, "changed"))
 
 
 def test_existing_bundle_and_too_few_calibration_images_are_refused(tiny_run, tiny_sets, fp32_bundle):
     evaluation, calibration = tiny_sets
     with pytest.raises(ExportError, match="already exists"):
         export_bundle(tiny_run, fp32_bundle, evaluation, calibration, ExportOptions(formats=("onnx",)))
-    few = ImageSet(calibration.images[:50], calibration.labels[:50], calibration.names[:50], "few")
+    few = InMemoryFaceDataset(calibration.images[:50], calibration.labels[:50], calibration.class_names,
+                              calibration.names[:50], "few")
     with pytest.raises(ExportError, match="has 50 images; int8 calibration needs at least 200"):
         export_bundle(tiny_run, fp32_bundle.parent / "new", evaluation, few, ExportOptions(formats=("onnx",)))
     with pytest.raises(ValueError, match="formats: expected a non-empty subset"):

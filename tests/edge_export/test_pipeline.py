@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from nptface.core.datasets import InMemoryFaceDataset
 from nptface.edge_export.bundle import load_bundle
-from nptface.edge_export.evalset import REFERENCE_FILE, ImageSet, load_reference
+from nptface.edge_export.evalset import REFERENCE_FILE, load_reference
 from nptface.edge_export.onnx_export import Int8Recipe
 from nptface.edge_export.pipeline import ExportOptions, export_bundle
 
@@ -119,7 +120,8 @@ def test_model_card_python_snippet_runs_and_matches_the_runtime(full_bundle, tin
 def test_gate_rejects_a_miscalibrated_int8_model(tiny_run, tiny_sets, tmp_path):
     """Calibrating on black frames sets every activation range near zero: real faces saturate."""
     evaluation, calibration = tiny_sets
-    black = ImageSet(np.zeros_like(calibration.images), calibration.labels, calibration.names, "black frames")
+    black = InMemoryFaceDataset(np.zeros_like(calibration.images), calibration.labels, calibration.class_names,
+                                calibration.names, "black frames")
     options = ExportOptions(formats=("onnx",), precisions=("int8",), latency_repeats=1,
                             onnx_int8_recipes=(Int8Recipe("minmax"), Int8Recipe("percentile", "Percentile")))
     result = export_bundle(tiny_run, tmp_path / "b", evaluation, black, options)

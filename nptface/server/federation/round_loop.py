@@ -35,6 +35,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from nptface.client import protocol
 from nptface.core.checkpoint import MODEL_FILE, load_backbone, load_proxies
 from nptface.core.mobilefacenet import MobileFaceNet, MobileFaceNetConfig
+from nptface.core.run_settings import settings_hash
 from nptface.server.federation import aggregation
 from nptface.server.federation.config import FedConfig
 from nptface.server.federation.evaluation import (
@@ -68,7 +69,7 @@ def config_hash(config: FedConfig) -> str:
     payload = {k: v for k, v in asdict(config).items() if k not in ("num_rounds", "out_dir", "round_timeout_s",
                                                                     "wait_nodes_s")}
     payload["server_checkpoint"] = hashlib.sha256((Path(config.server_run) / MODEL_FILE).read_bytes()).hexdigest()
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return settings_hash(payload)
 
 
 class Federation:

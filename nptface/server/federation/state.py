@@ -1,9 +1,10 @@
-"""The federated server's checkpoint: one folder per completed round, committed by its state file.
+"""The federated server's checkpoint: one folder per completed round, committed atomically.
 
 After every round the server writes ``rounds/round-NNNN/`` with the backbone (safetensors), the
-proxy bank (rows + identity list + owners), the registry of which client holds which
-identities, and the metrics history; ``state.json`` is written last, so a round folder without
-it is an interrupted write and is ignored. Re-running the same command after a SIGKILL resumes
+proxy bank (rows + identity list + owners), and ``state.json`` (format ``nptface-fed-state``:
+the round, the registry of which client holds which identities, the metrics history and the
+config hash). The folders are written, committed, found and pruned by
+:mod:`nptface.core.checkpoint_dirs`, so re-running the same command after a SIGKILL resumes
 from the newest complete round and loses nothing. The final model is also written as a standard
 nptface run directory (``checkpoint.json`` + ``model.safetensors`` + ``proxies.safetensors``, the
 bank's identities as class names), so ``nptface export --run`` and ``nptface eval`` take it.
@@ -11,21 +12,24 @@ bank's identities as class names), so ``nptface export --run`` and ``nptface eva
 
 from __future__ import annotations
 
-import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from nptface.core.atomic import atomic_path, atomic_write_json
+from nptface.core.atomic import atomic_write_json
 from nptface.core.checkpoint import CheckpointMeta, save_checkpoint
+from nptface.core.checkpoint_dirs import CheckpointDirs
 from nptface.core.mobilefacenet import MobileFaceNet
+from nptface.core.versioned_json import read_versioned_json
 from nptface.server.federation.proxy_bank import ProxyBank
 
 STATE_FILE = "state.json"
+STATE_FORMAT = "nptface-fed-state"
+STATE_VERSION = 1
 BACKBONE_FILE = "backbone.safetensors"
 KEEP_ROUNDS = 2
 
@@ -44,41 +48,40 @@ class FedState:
     config_hash: str = ""
 
 
-def round_dir(out_dir: Path, round_number: int) -> Path:
-    return out_dir / "rounds" / f"round-{round_number:04d}"
+def _rounds(out_dir: Path) -> CheckpointDirs:
+    return CheckpointDirs(out_dir / "rounds", keep=KEEP_ROUNDS)
 
 
 def save_state(out_dir: Path, state: FedState) -> Path:
-    directory = round_dir(out_dir, state.round)
-    if directory.exists():
-        shutil.rmtree(directory)  # a leftover without state.json, or a round being redone
-    directory.mkdir(parents=True)
-    with atomic_path(directory / BACKBONE_FILE) as tmp:
-        save_file({k: v.contiguous() for k, v in state.backbone.items()}, tmp)
-    state.bank.save(directory / "bank")
-    atomic_write_json(directory / STATE_FILE, {"round": state.round, "registry": state.registry,
-                                               "history": state.history, "config_hash": state.config_hash})
-    for old in sorted((out_dir / "rounds").glob("round-*"))[:-KEEP_ROUNDS]:
-        shutil.rmtree(old, ignore_errors=True)
-    return directory
+    """Commit ``state`` as ``rounds/round-NNNN/`` and prune all but the newest rounds."""
+    name = f"round-{state.round:04d}"
+    with _rounds(out_dir).write(name) as staging:
+        save_file({k: v.contiguous() for k, v in state.backbone.items()}, staging / BACKBONE_FILE)
+        state.bank.save(staging / "bank")
+        meta = {"format": STATE_FORMAT, "version": STATE_VERSION, "round": state.round, "registry": state.registry,
+                "history": state.history, "config_hash": state.config_hash}
+        atomic_write_json(staging / STATE_FILE, meta)
+    return out_dir / "rounds" / name
 
 
 def latest_state(out_dir: Path) -> FedState | None:
-    """The newest round folder whose state.json exists, or None for a fresh run."""
-    rounds = sorted((out_dir / "rounds").glob("round-*"), reverse=True) if (out_dir / "rounds").is_dir() else []
-    for directory in rounds:
-        state_path = directory / STATE_FILE
-        if not state_path.is_file():
-            continue
-        try:
-            meta = json.loads(state_path.read_text())
-            backbone = load_file(directory / BACKBONE_FILE)
-        except (OSError, json.JSONDecodeError) as error:
-            raise FedStateError(f"{directory}: unreadable federated checkpoint ({error})") from None
-        return FedState(int(meta["round"]), backbone, ProxyBank.load(directory / "bank"),
-                        {k: list(v) for k, v in meta["registry"].items()}, list(meta["history"]),
-                        str(meta.get("config_hash", "")))
-    return None
+    """The newest complete round, or None for a fresh run."""
+    directory = _rounds(out_dir).current()
+    if directory is None:
+        return None
+    state_path = directory / STATE_FILE
+    meta = read_versioned_json(state_path, STATE_FORMAT, STATE_VERSION, FedStateError)
+    try:
+        round_number, config_hash = int(meta["round"]), str(meta["config_hash"])
+        registry = {str(k): list(v) for k, v in meta["registry"].items()}
+        history = list(meta["history"])
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise FedStateError(f"{state_path}: expected fields round, registry, history and config_hash ({error!r})") from None
+    try:
+        backbone = load_file(directory / BACKBONE_FILE)
+    except (OSError, SafetensorError) as error:
+        raise FedStateError(f"{directory / BACKBONE_FILE}: unreadable federated checkpoint ({error})") from None
+    return FedState(round_number, backbone, ProxyBank.load(directory / "bank"), registry, history, config_hash)
 
 
 def export_run_directory(out_dir: Path, model: MobileFaceNet, bank: ProxyBank, extra: dict[str, Any]) -> Path:

@@ -2,8 +2,8 @@
 
 A config file may name a ``base`` (another config shipped in ``nptface/server/training/configs/`` or a path
 relative to the file); its tables are merged key by key over the base's. Command-line
-``--set section.key=value`` overrides come last, values parsed as TOML literals (``0.1``,
-``[30, 45]``, ``"npt"``, ``true``) and falling back to a plain string. The result is validated
+``--set section.key=value`` overrides come last, read by
+:func:`nptface.core.run_settings.parse_override` (TOML literals, else plain text). The result is validated
 into typed dataclasses: an unknown key or a value of the wrong type is an error that names the
 key and the file it came from, not a silent default. The resolved config and its hash are saved
 with every run and checkpoint, so a run can always be reproduced and a resume can refuse a
@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from nptface.core.optim_recipe import WeightDecay
+from nptface.core.run_settings import parse_override, settings_hash
 
 
 class ConfigError(ValueError):
@@ -86,9 +87,10 @@ class OptimSection:
     milestones: list[float] = field(default_factory=lambda: [30.0, 45.0])  # epochs (step schedule)
     poly_power: float = 2.0
     warmup_epochs: float = 0.0
-    weight_decay_proxies: float = 5e-4
-    weight_decay_embedding: float = 1e-4
-    weight_decay_backbone: float = 1e-5
+    # The paper's layer-wise decay (nptface.core.optim_recipe): proxies, embedding layer, rest of the backbone.
+    weight_decay_proxies: float = WeightDecay.proxies
+    weight_decay_embedding: float = WeightDecay.embedding
+    weight_decay_backbone: float = WeightDecay.backbone
     grad_clip: float = 0.0  # max global grad norm; 0 disables
 
 
@@ -98,6 +100,10 @@ class EvalSet:
     name: str = ""
     path: str = ""  # folder (imagefolder, lfw), .bin file
     pairs: str = ""  # imagefolder: optional 'a b 1|0' file; lfw: pairs.txt
+    # Without a pairs file: "all" genuine pairs + as many impostors, or "lfw": 10 LFW-style folds.
+    pair_protocol: str = "all"
+    per_fold: int = 300  # pair_protocol "lfw": pairs of each kind per fold
+    skip_bad: bool = False  # imagefolder / lfw: skip and count undecodable images instead of failing
     identities: int = 100  # synthetic held-out identities
     images_per_identity: int = 10
     domain: str = "wild"
@@ -158,7 +164,7 @@ class TrainConfig:
         payload["head"].pop("shard_proxies")
         for volatile in ("log", "checkpoint", "eval"):
             payload.pop(volatile)
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        return settings_hash(payload)
 
 
 def _shipped_dir() -> Any:
@@ -210,22 +216,12 @@ def _read_raw(name_or_path: str, relative_to: Path | None = None, seen: tuple[Pa
     return _merge(_read_raw(base_name, path.parent, (*seen, path)), raw)
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``section.key=value`` -> (["section", "key"], parsed value)."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like section.key=value")
-    key, raw_value = text.split("=", 1)
-    keys = key.strip().split(".")
+def _apply_override(raw: dict[str, Any], text: str) -> None:
+    """Set the value of a ``section.key=value`` override in the raw (unvalidated) tables."""
+    key, value = parse_override(text, ConfigError, form="section.key=value")
+    keys = key.split(".")
     if not all(keys):
-        raise ConfigError(f"override {text!r}: empty key")
-    try:
-        value = tomllib.loads(f"v = {raw_value.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw_value.strip()
-    return keys, value
-
-
-def _apply_override(raw: dict[str, Any], keys: list[str], value: Any) -> None:
+        raise ConfigError(f"override {text!r}: empty key; expected section.key=value")
     node = raw
     for key in keys[:-1]:
         node = node.setdefault(key, {})
@@ -282,19 +278,12 @@ def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) 
     """Read a config (shipped name or path), apply its bases and ``--set`` overrides, validate."""
     raw = _read_raw(name_or_path)
     for override in overrides:
-        keys, value = parse_override(override)
-        _apply_override(raw, keys, value)
+        _apply_override(raw, override)
     try:
         config = _build(TrainConfig, raw, "")
     except ConfigError as error:
         raise ConfigError(f"{name_or_path} (with overrides {list(overrides)}): {error}") from None
     validate(config, source=name_or_path)
-    return config
-
-
-def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
-    config = _build(TrainConfig, raw, "")
-    validate(config, source="<dict>")
     return config
 
 
@@ -336,5 +325,10 @@ def validate(config: TrainConfig, source: str) -> None:
             fail(f"eval.sets[{i}].kind must be synthetic, imagefolder, bin or lfw, got {eval_set.kind!r}")
         if eval_set.kind != "synthetic" and not eval_set.path:
             fail(f"eval.sets[{i}].path is required for kind {eval_set.kind!r}")
+        if eval_set.kind == "lfw" and not eval_set.pairs:
+            fail(f"eval.sets[{i}].pairs (LFW's pairs.txt) is required for kind 'lfw'")
+        if eval_set.pair_protocol not in ("all", "lfw") or eval_set.per_fold < 1:
+            fail(f"eval.sets[{i}].pair_protocol must be all or lfw and per_fold >= 1, got "
+                 f"{eval_set.pair_protocol!r} and {eval_set.per_fold}")
     if config.checkpoint.every_steps < 1 or config.checkpoint.keep < 1:
         fail("checkpoint.every_steps and checkpoint.keep must be >= 1")

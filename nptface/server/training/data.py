@@ -2,8 +2,10 @@
 
 Training data: synthetic server identities (rendered once into memory, or streamed and rendered
 in DataLoader workers), an ImageFolder, or an insightface RecordIO pack. Evaluation sets: held-out
-synthetic identities (never trained on), an ImageFolder with a pairs file or generated pairs, an
-insightface verification ``.bin`` or an LFW folder with its ``pairs.txt``.
+synthetic identities (never trained on), an ImageFolder with a pairs file or generated pairs (all
+genuine pairs, or LFW-style folds), an insightface verification ``.bin`` or an LFW folder with its
+``pairs.txt``; ``nptface eval`` builds its set here too, so a run is judged the same way
+during training and after it.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from torch.utils.data import Dataset
 
 from nptface.core.datasets import SyntheticFaceDataset, materialize
 from nptface.core.identities import split_identities, subset_by_classes
 from nptface.core.imagefolder import ImageFolderDataset, read_pairs_file
-from nptface.core.pairs import Pairs, all_genuine_pairs
+from nptface.core.pairs import Pairs, all_genuine_pairs, lfw_style_pairs
 from nptface.core.synthetic import HELDOUT_IDS, SERVER_IDS
 from nptface.server.training.config import DataSection, EvalSet
 
@@ -59,7 +62,9 @@ def _load_train_dataset(data: DataSection, image_size: int, seed: int, progress:
     raise ValueError(f"data.kind must be synthetic, imagefolder or recordio, got {data.kind!r}")
 
 
-def build_eval_set(spec: EvalSet, image_size: int, seed: int, lookalike_share: float) -> EvalData:
+def build_eval_set(spec: EvalSet, image_size: int, seed: int,
+                   lookalike_share: float = DataSection.lookalike_share) -> EvalData:
+    """The images and verification pairs of one eval set (the trainer's sets, and ``nptface eval``)."""
     name = spec.name or spec.kind
     if spec.kind == "synthetic":
         dataset = materialize(
@@ -67,19 +72,28 @@ def build_eval_set(spec: EvalSet, image_size: int, seed: int, lookalike_share: f
                                  image_size, lookalike_share),
             progress=False,
         )
-        return EvalData(name, dataset, all_genuine_pairs(dataset.labels, seed=seed))
-    if spec.kind == "imagefolder":
-        folder = ImageFolderDataset(spec.path, image_size=image_size)
-        pairs = read_pairs_file(spec.pairs, folder) if spec.pairs else all_genuine_pairs(folder.labels, seed=seed)
-        return EvalData(name or Path(spec.path).name, folder, pairs)
+        return EvalData(name, dataset, _generated_pairs(spec, dataset.labels, seed))
     if spec.kind == "bin":
         from nptface.core.verification_bin import load_verification_bin
 
         dataset, pairs = load_verification_bin(spec.path, image_size=image_size)
         return EvalData(spec.name or Path(spec.path).stem, dataset, pairs)
+    if spec.kind not in ("imagefolder", "lfw"):
+        raise ValueError(f"eval set kind must be synthetic, imagefolder, bin or lfw, got {spec.kind!r}")
+    folder = ImageFolderDataset(spec.path, image_size=image_size, skip_bad=spec.skip_bad)
+    if folder.skipped:
+        logger.warning("%s", folder.summary())
     if spec.kind == "lfw":
         from nptface.core.lfw_pairs import read_lfw_pairs
 
-        folder = ImageFolderDataset(spec.path, image_size=image_size)
         return EvalData(name, folder, read_lfw_pairs(spec.pairs, folder))
-    raise ValueError(f"eval set kind must be synthetic, imagefolder, bin or lfw, got {spec.kind!r}")
+    pairs = read_pairs_file(spec.pairs, folder) if spec.pairs else _generated_pairs(spec, folder.labels, seed)
+    return EvalData(name, folder, pairs)
+
+
+def _generated_pairs(spec: EvalSet, labels: np.ndarray, seed: int) -> Pairs:
+    if spec.pair_protocol == "lfw":
+        return lfw_style_pairs(labels, per_fold=spec.per_fold, seed=seed)
+    if spec.pair_protocol == "all":
+        return all_genuine_pairs(labels, seed=seed)
+    raise ValueError(f"eval set pair_protocol must be all or lfw, got {spec.pair_protocol!r}")

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from nptface.core.atomic import atomic_write_bytes, atomic_write_json
+from nptface.core.tables import markdown_table
 from nptface.server.training.config import TrainConfig, load_config
-from nptface.server.training.report import markdown_table
 from nptface.server.training.trainer import train_from_config
 
 logger = logging.getLogger(__name__)

@@ -1,9 +1,12 @@
-"""What a training run leaves for people to read: plots and a short Markdown report.
+"""What a training run leaves for people to read: curves and ROC as PNGs, and report.md.
 
-Plots are written with matplotlib's non-interactive backend (no display on servers) and, like
-every output, to a temporary name first and then renamed into place. The report is kept as
-parts (:class:`RunReport`) until it is written, so a job built on the trainer (the quickstart)
-adds its own section by name and position instead of editing the rendered text.
+Figures are drawn on :class:`matplotlib.figure.Figure` objects, never through ``pyplot``: no
+backend is chosen and no global figure registry is touched, so importing this module changes
+nothing for a notebook or a GUI in the same process, and nothing needs a display. Like every
+output, a plot goes to a temporary name first and is then renamed into place. The report is kept
+as parts (:class:`RunReport`) until it is written, so a job built on the trainer (the quickstart)
+adds its own section by name and position instead of editing the rendered text; its tables are
+rendered by :mod:`nptface.core.tables`.
 """
 
 from __future__ import annotations
@@ -14,19 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-
-from nptface.core.atomic import atomic_write_bytes  # noqa: E402
-from nptface.core.verification import RocCurve  # noqa: E402
+from nptface.core.atomic import atomic_write_bytes
+from nptface.core.verification import RocCurve
 
 
-def _save_figure(figure: plt.Figure, path: Path) -> None:
+def _save_figure(figure: Figure, path: Path) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
     atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -55,7 +54,8 @@ class RunReport:
 
 def plot_roc(curves: dict[str, RocCurve], path: Path) -> None:
     """ROC curves on a log FAR axis, where face verification operating points live."""
-    figure, axis = plt.subplots(figsize=(5, 4))
+    figure = Figure(figsize=(5, 4))
+    axis = figure.subplots()
     for label, roc in curves.items():
         keep = roc.fpr > 0
         axis.plot(roc.fpr[keep], roc.tpr[keep], label=label)
@@ -71,7 +71,8 @@ def plot_roc(curves: dict[str, RocCurve], path: Path) -> None:
 def plot_training(history: Sequence[Mapping[str, Any]], path: Path) -> None:
     """Loss, learning rate and each evaluation set's 10-fold accuracy, per epoch."""
     epochs = [r["epoch"] for r in history]
-    figure, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    figure = Figure(figsize=(12, 3.2))
+    axes = figure.subplots(1, 3)
     axes[0].plot(epochs, [r["loss"] for r in history], marker="o")
     axes[0].set_title("training loss")
     axes[1].plot(epochs, [r["lr"] for r in history], marker="o")
@@ -88,9 +89,3 @@ def plot_training(history: Sequence[Mapping[str, Any]], path: Path) -> None:
         axis.set_xlabel("epoch")
         axis.grid(True, alpha=0.3)
     _save_figure(figure, path)
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)

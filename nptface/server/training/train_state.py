@@ -2,11 +2,11 @@
 
 A checkpoint is a directory ``checkpoints/step-XXXXXXXX/`` with ``state.safetensors`` (model,
 the full proxy matrix and optimizer momentum even when the proxies are sharded across ranks, RNG
-states: tensors only) and ``state.json`` (position in the data,
-optimizer hyper-parameters, config and its hash, the epoch history). It is written under a
-hidden temporary name and renamed into place, then ``checkpoints/latest`` (a small JSON file,
-itself written atomically) is pointed at it: a kill at any instant leaves the previous
-checkpoint intact and ``latest`` naming a complete one. Nothing is unpickled on load.
+states: tensors only) and ``state.json`` (position in the data, optimizer hyper-parameters, config
+and its hash, the epoch history). The directories are written, committed, found and pruned by
+:mod:`nptface.core.checkpoint_dirs`: a kill at any instant leaves a complete checkpoint to resume
+from, also when an epoch ends on a checkpoint step and that step is written a second time.
+Nothing is unpickled on load.
 
 bf16 autocast needs no gradient scaler, and fp16 training is not offered, so there is no AMP
 scaler state to save. The learning rate is a pure function of the step (no scheduler state).
@@ -15,8 +15,6 @@ scaler state to save. The learning rate is a pure function of the step (no sched
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,14 +22,15 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from nptface.core.atomic import atomic_write_json
+from nptface.core.checkpoint_dirs import CheckpointDirs
+from nptface.core.versioned_json import read_versioned_json
 
 STATE_FORMAT = "nptface-train-state"
 STATE_VERSION = 1
 
 
 class TrainStateError(ValueError):
-    """A training checkpoint that is missing, incomplete or from another config."""
+    """A training checkpoint that cannot be read, or was written by a run of another config."""
 
 
 @dataclass
@@ -103,17 +102,11 @@ def save_train_state(
     state: TrainState,
     keep: int = 2,
 ) -> Path:
-    """Write one checkpoint directory atomically, point ``latest`` at it, prune old ones.
+    """Write and commit one checkpoint directory, make it the latest, prune all but the newest ``keep``.
 
     The states are ``state_dict()``s; a sharded head passes its gathered full matrix and momentum
     (:mod:`nptface.server.training.sharding.proxy_shard`), so every checkpoint has the layout of a one-process run.
     """
-    checkpoints_dir.mkdir(parents=True, exist_ok=True)
-    name = f"step-{state.position.global_step:08d}"
-    final = checkpoints_dir / name
-    staging = checkpoints_dir / f".{name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
     tensors = {f"model.{k}": v for k, v in model_state.items()}
     tensors.update({f"head.{k}": v for k, v in head_state.items()})
     optimizer_tensors, optimizer_structure = _optimizer_to_tensors(optimizer_state)
@@ -122,7 +115,6 @@ def save_train_state(
     if torch.cuda.is_available():
         for i, rng in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = rng
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, staging / "state.safetensors")
     meta = {
         "format": STATE_FORMAT,
         "version": STATE_VERSION,
@@ -132,42 +124,22 @@ def save_train_state(
         "history": state.history,
         "optimizer": optimizer_structure,
     }
-    (staging / "state.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
-    for written in staging.iterdir():
-        with open(written, "rb") as handle:
-            os.fsync(handle.fileno())
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(staging, final)
-    atomic_write_json(checkpoints_dir / "latest", {"checkpoint": name})
-    existing = sorted(p for p in checkpoints_dir.glob("step-*") if p.is_dir())
-    for old in existing[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+    checkpoints = CheckpointDirs(checkpoints_dir, keep)
+    name = f"step-{state.position.global_step:08d}"
+    with checkpoints.write(name) as staging:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, staging / "state.safetensors")
+        (staging / "state.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+    return checkpoints_dir / name
 
 
 def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
-    pointer = checkpoints_dir / "latest"
-    if not pointer.is_file():
-        return None
-    try:
-        name = json.loads(pointer.read_text())["checkpoint"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise TrainStateError(f"{pointer} is not a valid checkpoint pointer") from None
-    path = checkpoints_dir / name
-    if not (path / "state.json").is_file() or not (path / "state.safetensors").is_file():
-        raise TrainStateError(f"{pointer} names {path}, which is missing or incomplete")
-    return path
+    """The checkpoint to resume from (see :meth:`CheckpointDirs.current`), or None when there is none."""
+    return CheckpointDirs(checkpoints_dir).current()
 
 
 def read_train_state(path: Path, expected_hash: str | None) -> StoredTrainState:
     """Read a checkpoint (nothing is loaded into modules); refuse one of another config."""
-    try:
-        meta = json.loads((path / "state.json").read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise TrainStateError(f"{path / 'state.json'} cannot be read: {error}") from None
-    if meta.get("format") != STATE_FORMAT or meta.get("version") != STATE_VERSION:
-        raise TrainStateError(f"{path / 'state.json'}: expected format {STATE_FORMAT!r} version {STATE_VERSION}, "
-                              f"got {meta.get('format')!r} version {meta.get('version')!r}")
+    meta = read_versioned_json(path / "state.json", STATE_FORMAT, STATE_VERSION, TrainStateError)
     if expected_hash is not None and meta["config_hash"] != expected_hash:
         raise TrainStateError(
             f"{path} was written by a run with config hash {meta['config_hash']}, but this run's config hashes to "

@@ -42,6 +42,7 @@ from nptface.core.evaluation import EvaluationResult, evaluate_model
 from nptface.core.heads import ProxyHead, ScalableNPTHead, build_head
 from nptface.core.mobilefacenet import MobileFaceNet, MobileFaceNetConfig
 from nptface.core.preprocess import normalize
+from nptface.core.tables import markdown_table
 from nptface.server.training import distributed
 from nptface.server.training.config import TrainConfig
 from nptface.server.training.data import EvalData, build_eval_set, build_train_data
@@ -53,7 +54,7 @@ from nptface.server.training.sharding.proxy_shard import (
     gather_rows,
     slice_full_state,
 )
-from nptface.server.training.report import ReportSection, RunReport, markdown_table, plot_roc, plot_training
+from nptface.server.training.report import ReportSection, RunReport, plot_roc, plot_training
 from nptface.server.training.sampler import FlipView, GlobalBatchSampler
 from nptface.server.training.sharding.sharded_npt import backbone_grad_scale
 from nptface.server.training.train_state import (

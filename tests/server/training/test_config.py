@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nptface.server.training.config import ConfigError, load_config, parse_override, shipped_configs
+from nptface.server.training.config import ConfigError, load_config, shipped_configs
 
 
 def test_shipped_configs_carry_the_paper_recipe():
@@ -47,6 +47,7 @@ def test_inheritance_loops_are_reported(tmp_path):
         (["optim.milestones=[100.0]"], "milestones"),
         (['eval.sets=[{kind="bin"}]'], r"eval.sets\[0\].path is required"),
         (["optim"], "section.key=value"),
+        (["optim..lr=0.1"], "empty key"),
         (["head.shard_proxies=1"], 'head.shard_proxies must be "auto", true or false'),
         (['head.name="arcface"', "head.params={}", "head.shard_proxies=true"], "shard_proxies = true needs"),
         (["head.candidate_rate=0.1", "head.shard_proxies=true"], "shard_proxies = true needs"),
@@ -62,11 +63,11 @@ def test_unknown_config_names_list_the_shipped_ones():
         load_config("imagenet")
 
 
-def test_override_values_parse_as_toml_with_string_fallback():
-    assert parse_override("a.b=3") == (["a", "b"], 3)
-    assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
-    assert parse_override("a.b=true") == (["a", "b"], True)
-    assert parse_override("a.b=npt") == (["a", "b"], "npt")
+def test_overrides_set_nested_values_parsed_as_toml():
+    config = load_config("synthetic-quick", ["head.name=arcface", "head.params={s = 32.0}", "log.tensorboard=true",
+                                             "optim.milestones=[1.0]"])
+    assert config.head.name == "arcface" and config.head.params == {"s": 32.0}
+    assert config.log.tensorboard is True and config.optim.milestones == [1.0]
 
 
 def test_config_hash_ignores_names_and_logging_but_not_the_recipe():

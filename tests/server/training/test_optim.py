@@ -1,30 +1,26 @@
-"""The paper's optimiser recipe: layer-wise weight decay and the learning-rate schedules."""
+"""The trainer's optimiser: the recipe's groups with the config's decays, and the learning-rate schedules."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from nptface.core.heads import NPTHead
 from nptface.core.mobilefacenet import MobileFaceNet
 from nptface.server.training.config import OptimSection
-from nptface.server.training.optim import lr_at, parameter_groups
+from nptface.server.training.optim import build_optimizer, lr_at
 
 
-def test_weight_decay_groups_follow_the_paper_recipe():
+def test_the_optimizer_takes_the_configs_decays_and_the_heads_proxies():
     model = MobileFaceNet(width=0.25, input_size=32, embedding_dim=16)
     head = NPTHead(10, 16)
-    groups = {g["name"]: g for g in parameter_groups(model, head, OptimSection())}
-    assert groups["proxies"]["weight_decay"] == 5e-4 and groups["proxies"]["params"] == [head.proxies]
-    assert groups["embedding"]["weight_decay"] == 1e-4
-    assert groups["backbone"]["weight_decay"] == 1e-5
-    assert groups["no_decay"]["weight_decay"] == 0.0
-    prelu = {id(p) for m in model.modules() if isinstance(m, torch.nn.PReLU) for p in m.parameters()}
-    assert prelu <= {id(p) for p in groups["no_decay"]["params"]}
-    embedding = {id(p) for p in model.embedding[0].parameters()}
-    assert embedding <= {id(p) for p in groups["embedding"]["params"]}
-    every = [id(p) for g in groups.values() for p in g["params"]]
-    assert len(every) == len(set(every)) == len(list(model.parameters())) + 1
+    optim = OptimSection(weight_decay_proxies=1e-3, weight_decay_embedding=2e-3, weight_decay_backbone=0.0,
+                         momentum=0.8, nesterov=False, lr=0.5)
+    optimizer = build_optimizer(model, head, optim)
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    assert groups["proxies"]["params"] == [head.proxies]
+    assert [groups[n]["weight_decay"] for n in ("proxies", "embedding", "backbone", "no_decay")] == [1e-3, 2e-3, 0.0, 0.0]
+    assert all((g["lr"], g["momentum"], g["nesterov"]) == (0.5, 0.8, False) for g in optimizer.param_groups)
+    assert OptimSection().weight_decay_proxies == 5e-4, "the config's defaults are the paper's"
 
 
 def test_step_schedule_divides_by_ten_at_epochs_30_and_45_of_65():

@@ -36,11 +36,11 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def _latest_step(run_dir: Path) -> int | None:
+    found = latest_checkpoint(run_dir / "checkpoints")
     try:
-        found = latest_checkpoint(run_dir / "checkpoints")
-    except TrainStateError:
+        return None if found is None else json.loads((found / "state.json").read_text())["position"]["global_step"]
+    except FileNotFoundError:  # pruned between finding and reading it
         return None
-    return None if found is None else json.loads((found / "state.json").read_text())["position"]["global_step"]
 
 
 @pytest.mark.slow
@@ -98,7 +98,11 @@ def test_checkpoints_are_complete_pruned_and_pointed_to(tmp_path):
     result = train_from_config(config, tmp_path / "run")
     checkpoints = sorted(p.name for p in (result.run_dir / "checkpoints").iterdir())
     assert checkpoints == ["latest", "step-00000006", "step-00000008"]
-    assert json.loads((result.run_dir / "checkpoints" / "latest").read_text()) == {"checkpoint": "step-00000008"}
+    assert latest_checkpoint(result.run_dir / "checkpoints") == result.run_dir / "checkpoints" / "step-00000008"
+    assert json.loads((result.run_dir / "checkpoints" / "latest").read_text())["entry"] == "step-00000008"
+    # Step 8 ends the epoch on a checkpoint step: it is written twice, and the end-of-epoch state wins.
+    position = json.loads((result.run_dir / "checkpoints" / "step-00000008" / "state.json").read_text())["position"]
+    assert (position["epoch"], position["batch_in_epoch"]) == (1, 0)
     assert (result.run_dir / "config.json").is_file() and (result.run_dir / "report.md").is_file()
     log = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "kind" not in r] == [1, 2, 3, 4, 5, 6, 7, 8]

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from nptface.core.checkpoint_dirs import CheckpointDirs
 from nptface.server.training.config import load_config
 from nptface.server.training.trainer import train_from_config
 
@@ -37,7 +38,7 @@ def test_two_rank_run_completes_and_its_checkpoint_resumes_on_one_process(tmp_pa
     assert [r["step"] for r in log if "kind" not in r] == list(range(1, 9)), "rank 0 alone logs"
 
     # Point `latest` back at the end of epoch 1 and resume on a single process.
-    (run_dir / "checkpoints" / "latest").write_text(json.dumps({"checkpoint": "step-00000004"}))
+    CheckpointDirs(run_dir / "checkpoints").point_at("step-00000004")
     resumed = train_from_config(load_config("synthetic-quick", SMALL), run_dir, resume="must")
     assert resumed.resumed_from == 4
     assert [r["epoch"] for r in resumed.history] == [1, 2]

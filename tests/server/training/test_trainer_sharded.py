@@ -23,6 +23,7 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
+from nptface.core.checkpoint_dirs import CheckpointDirs
 from nptface.server.training.config import load_config
 from nptface.server.training.trainer import train_from_config
 
@@ -52,7 +53,7 @@ def _resume_copy(source: Path, step: int, target: Path) -> None:
     """A fresh run directory whose latest checkpoint is ``source``'s at ``step``."""
     name = f"step-{step:08d}"
     shutil.copytree(source / "checkpoints" / name, target / "checkpoints" / name)
-    (target / "checkpoints" / "latest").write_text(json.dumps({"checkpoint": name}))
+    CheckpointDirs(target / "checkpoints").point_at(name)
 
 
 def _ranks(rank: int, runs: list[tuple[int, list[str], str, str, str | None]]) -> None:

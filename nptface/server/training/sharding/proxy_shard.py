@@ -23,10 +23,9 @@ import torch.distributed as dist
 from torch import nn
 
 from nptface.core.heads import HeadOutput, NPTHead, ProxyHead, ScalableNPTHead
+from nptface.core.optim_recipe import PROXY_GROUP
 from nptface.core.scalable_npt import selected_npt_loss
 from nptface.server.training.sharding.sharded_npt import sharded_selected_cosines
-
-PROXY_GROUP = "proxies"  # the optimizer param group holding the proxies (server/optim.py)
 
 
 def shard_bounds(num_classes: int, world_size: int, rank: int) -> tuple[int, int]:
