@@ -17,8 +17,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nptface.core.losses import TopK, margin_softmax_loss, npt_loss, resolve_k
-from nptface.core.scalable_npt import DEFAULT_CHUNK_SIZE, nearest_proxy_cosines, selected_npt_loss
+from nptface.core.losses import (
+    Negatives,
+    TopK,
+    check_negatives,
+    margin_softmax_loss,
+    npt_loss,
+    resolve_k,
+)
+from nptface.core.scalable_npt import (
+    DEFAULT_CHUNK_SIZE,
+    nearest_proxy_cosines,
+    selected_npt_loss,
+)
 
 
 @dataclass
@@ -76,22 +87,32 @@ class ProxyHead(nn.Module):
 
 
 class NPTHead(ProxyHead):
-    """Nearest Proxies Triplet: hinge against the k nearest negative proxies (the paper's loss)."""
+    """Nearest Proxies Triplet: hinge against the k nearest negative proxies (the paper's loss).
+
+    ``negatives="semihard"`` hinges the k nearest negatives below the positive instead (see
+    :func:`~nptface.core.losses.npt_loss`); a training loop may switch the attribute between
+    steps, e.g. semi-hard while the embedding space forms, then the paper's hardest negatives.
+    """
 
     name = "npt"
 
     def __init__(
-        self, num_classes: int, embedding_dim: int, k: TopK = 6, delta: float = 1.0, r: float = 1.0
+        self, num_classes: int, embedding_dim: int, k: TopK = 6, delta: float = 1.0, r: float = 1.0,
+        negatives: Negatives = "hardest",
     ) -> None:
         super().__init__(num_classes, embedding_dim)
         resolve_k(k, num_classes)
-        self.k, self.delta, self.r = k, delta, r
+        check_negatives(negatives)
+        self.k, self.delta, self.r, self.negatives = k, delta, r, negatives
 
     def loss(self, cosines: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return npt_loss(cosines, labels, k=self.k, delta=self.delta, r=self.r)
+        return npt_loss(cosines, labels, k=self.k, delta=self.delta, r=self.r, negatives=self.negatives)
 
     def hparams(self) -> dict[str, Any]:
-        return {"k": self.k, "delta": self.delta, "r": self.r}
+        params: dict[str, Any] = {"k": self.k, "delta": self.delta, "r": self.r}
+        if self.negatives != "hardest":
+            params["negatives"] = self.negatives
+        return params
 
 
 class ProxyTripletHead(NPTHead):
