@@ -198,6 +198,8 @@ class ScalableNPTHead(ProxyHead):
     :meth:`ProxyHead.cosines` still gives the full matrix for evaluation at small scale.
     ``candidate_rate > 0`` trades exactness for speed: in training, negatives are searched only
     among a random ``candidate_rate`` share of the classes plus each batch class's previous top-k.
+    ``negatives="semihard"`` selects semi-hard negatives as :class:`NPTHead` does; the nearest
+    proxy for ``predictions`` then takes a second (gradient-free) search for the single hardest.
     """
 
     name = "scalable_npt"
@@ -211,8 +213,11 @@ class ScalableNPTHead(ProxyHead):
         r: float = 1.0,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         candidate_rate: float = 0.0,
+        negatives: Negatives = "hardest",
     ) -> None:
         super().__init__(num_classes, embedding_dim)
+        check_negatives(negatives)
+        self.negatives = negatives
         if k == "all":
             raise ValueError("ScalableNPTHead does not support k='all' (it gathers every proxy); "
                              "use ProxyTripletHead")
@@ -234,18 +239,26 @@ class ScalableNPTHead(ProxyHead):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> HeadOutput:
         candidates = self._candidates(labels) if self.training and self.candidate_rate else None
-        cosines, index = nearest_proxy_cosines(embeddings, self.proxies, labels, self.k, self.chunk_size, candidates)
+        cosines, index = nearest_proxy_cosines(embeddings, self.proxies, labels, self.k, self.chunk_size, candidates,
+                                               self.negatives)
         if candidates is not None:
             self.neighbours[labels] = index[:, 1:].detach()
         loss = selected_npt_loss(cosines, self.delta, self.r, "mean")
         # The nearest proxy is the positive when it beats the best negative (a tie counts as wrong).
-        selected = cosines.detach()
-        predictions = torch.where(selected[:, 0] > selected[:, 1], labels, index[:, 1])
+        selected, nearest = cosines.detach(), index
+        if self.negatives != "hardest":
+            with torch.no_grad():
+                selected, nearest = nearest_proxy_cosines(embeddings, self.proxies, labels, 1, self.chunk_size,
+                                                          candidates)
+        predictions = torch.where(selected[:, 0] > selected[:, 1], labels, nearest[:, 1])
         return HeadOutput(loss=loss, cosines=cosines, predictions=predictions)
 
     def hparams(self) -> dict[str, Any]:
-        return {"k": self.k, "delta": self.delta, "r": self.r, "chunk_size": self.chunk_size,
-                "candidate_rate": self.candidate_rate}
+        params = {"k": self.k, "delta": self.delta, "r": self.r, "chunk_size": self.chunk_size,
+                  "candidate_rate": self.candidate_rate}
+        if self.negatives != "hardest":
+            params["negatives"] = self.negatives
+        return params
 
     def _candidates(self, labels: torch.Tensor) -> torch.Tensor:
         """A Partial-FC-style random sample of classes plus the batch classes' previous top-k."""

@@ -315,3 +315,18 @@ def test_semihard_streamed_search_returns_negatives_below_the_positive_first():
     assert torch.allclose(values, cos.gather(1, indices), atol=1e-12)
     assert bool((values < positive[:, None]).all())  # with this seed every sample has 5 negatives below its positive
     assert not bool((indices == labels[:, None]).any())
+
+
+def test_semihard_scalable_head_trains_like_the_semihard_npt_head_and_still_predicts_the_nearest_proxy():
+    torch.manual_seed(0)
+    scalable = ScalableNPTHead(200, 8, k=4, chunk_size=37, negatives="semihard")
+    reference = NPTHead(200, 8, k=4, negatives="semihard")
+    reference.proxies.data.copy_(scalable.proxies.data)
+    embeddings, labels = torch.randn(12, 8, dtype=torch.float32), torch.randint(0, 200, (12,))
+    got, want = scalable(embeddings, labels), reference(embeddings, labels)
+    assert torch.allclose(got.loss, want.loss, atol=1e-5)
+    grad_got, grad_want = (torch.autograd.grad(out.loss, head.proxies)[0]
+                           for out, head in ((got, scalable), (want, reference)))
+    assert torch.allclose(grad_got, grad_want, atol=1e-5)
+    assert torch.equal(got.predictions, want.predictions)
+    assert scalable.hparams()["negatives"] == "semihard"
