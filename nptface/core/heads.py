@@ -17,8 +17,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nptface.core.losses import TopK, margin_softmax_loss, npt_loss, resolve_k
-from nptface.core.scalable_npt import DEFAULT_CHUNK_SIZE, nearest_proxy_cosines, selected_npt_loss
+from nptface.core.losses import (
+    Negatives,
+    TopK,
+    check_negatives,
+    margin_softmax_loss,
+    npt_loss,
+    resolve_k,
+)
+from nptface.core.scalable_npt import (
+    DEFAULT_CHUNK_SIZE,
+    nearest_proxy_cosines,
+    selected_npt_loss,
+)
 
 
 @dataclass
@@ -76,22 +87,32 @@ class ProxyHead(nn.Module):
 
 
 class NPTHead(ProxyHead):
-    """Nearest Proxies Triplet: hinge against the k nearest negative proxies (the paper's loss)."""
+    """Nearest Proxies Triplet: hinge against the k nearest negative proxies (the paper's loss).
+
+    ``negatives="semihard"`` hinges the k nearest negatives below the positive instead (see
+    :func:`~nptface.core.losses.npt_loss`); a training loop may switch the attribute between
+    steps, e.g. semi-hard while the embedding space forms, then the paper's hardest negatives.
+    """
 
     name = "npt"
 
     def __init__(
-        self, num_classes: int, embedding_dim: int, k: TopK = 6, delta: float = 1.0, r: float = 1.0
+        self, num_classes: int, embedding_dim: int, k: TopK = 6, delta: float = 1.0, r: float = 1.0,
+        negatives: Negatives = "hardest",
     ) -> None:
         super().__init__(num_classes, embedding_dim)
         resolve_k(k, num_classes)
-        self.k, self.delta, self.r = k, delta, r
+        check_negatives(negatives)
+        self.k, self.delta, self.r, self.negatives = k, delta, r, negatives
 
     def loss(self, cosines: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return npt_loss(cosines, labels, k=self.k, delta=self.delta, r=self.r)
+        return npt_loss(cosines, labels, k=self.k, delta=self.delta, r=self.r, negatives=self.negatives)
 
     def hparams(self) -> dict[str, Any]:
-        return {"k": self.k, "delta": self.delta, "r": self.r}
+        params: dict[str, Any] = {"k": self.k, "delta": self.delta, "r": self.r}
+        if self.negatives != "hardest":
+            params["negatives"] = self.negatives
+        return params
 
 
 class ProxyTripletHead(NPTHead):
@@ -177,6 +198,8 @@ class ScalableNPTHead(ProxyHead):
     :meth:`ProxyHead.cosines` still gives the full matrix for evaluation at small scale.
     ``candidate_rate > 0`` trades exactness for speed: in training, negatives are searched only
     among a random ``candidate_rate`` share of the classes plus each batch class's previous top-k.
+    ``negatives="semihard"`` selects semi-hard negatives as :class:`NPTHead` does; the nearest
+    proxy for ``predictions`` then takes a second (gradient-free) search for the single hardest.
     """
 
     name = "scalable_npt"
@@ -190,8 +213,11 @@ class ScalableNPTHead(ProxyHead):
         r: float = 1.0,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         candidate_rate: float = 0.0,
+        negatives: Negatives = "hardest",
     ) -> None:
         super().__init__(num_classes, embedding_dim)
+        check_negatives(negatives)
+        self.negatives = negatives
         if k == "all":
             raise ValueError("ScalableNPTHead does not support k='all' (it gathers every proxy); "
                              "use ProxyTripletHead")
@@ -213,18 +239,26 @@ class ScalableNPTHead(ProxyHead):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> HeadOutput:
         candidates = self._candidates(labels) if self.training and self.candidate_rate else None
-        cosines, index = nearest_proxy_cosines(embeddings, self.proxies, labels, self.k, self.chunk_size, candidates)
+        cosines, index = nearest_proxy_cosines(embeddings, self.proxies, labels, self.k, self.chunk_size, candidates,
+                                               self.negatives)
         if candidates is not None:
             self.neighbours[labels] = index[:, 1:].detach()
         loss = selected_npt_loss(cosines, self.delta, self.r, "mean")
         # The nearest proxy is the positive when it beats the best negative (a tie counts as wrong).
-        selected = cosines.detach()
-        predictions = torch.where(selected[:, 0] > selected[:, 1], labels, index[:, 1])
+        selected, nearest = cosines.detach(), index
+        if self.negatives != "hardest":
+            with torch.no_grad():
+                selected, nearest = nearest_proxy_cosines(embeddings, self.proxies, labels, 1, self.chunk_size,
+                                                          candidates)
+        predictions = torch.where(selected[:, 0] > selected[:, 1], labels, nearest[:, 1])
         return HeadOutput(loss=loss, cosines=cosines, predictions=predictions)
 
     def hparams(self) -> dict[str, Any]:
-        return {"k": self.k, "delta": self.delta, "r": self.r, "chunk_size": self.chunk_size,
-                "candidate_rate": self.candidate_rate}
+        params = {"k": self.k, "delta": self.delta, "r": self.r, "chunk_size": self.chunk_size,
+                  "candidate_rate": self.candidate_rate}
+        if self.negatives != "hardest":
+            params["negatives"] = self.negatives
+        return params
 
     def _candidates(self, labels: torch.Tensor) -> torch.Tensor:
         """A Partial-FC-style random sample of classes plus the batch classes' previous top-k."""

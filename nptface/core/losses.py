@@ -33,6 +33,8 @@ import torch.nn.functional as F
 
 Reduction = Literal["mean", "sum", "none"]
 TopK = int | Literal["all"]
+Negatives = Literal["hardest", "semihard"]
+NEGATIVES: tuple[str, ...] = ("hardest", "semihard")
 
 
 def _check_inputs(cos: torch.Tensor, labels: torch.Tensor) -> None:
@@ -82,6 +84,28 @@ def resolve_k(k: TopK, num_classes: int) -> int:
     return k
 
 
+def semihard_key(cos: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """A ranking key whose top-k are each row's k semi-hard negatives.
+
+    Semi-hard negatives (FaceNet, Schroff et al. 2015) are the nearest negatives that do *not*
+    beat the positive: cosines below ``positive`` keep their value (in [-1, 1)), cosines at or
+    above it map to ``-3 - cos`` (in [-4, -2], so below every semi-hard one, the mildest violator
+    first). A row with fewer than k negatives under its positive is thus topped up with the
+    violators nearest to the positive. ``-inf`` (an excluded column) stays ``-inf``. Invert with
+    :func:`cosine_from_semihard_key`.
+    """
+    return torch.where(cos < positive, cos, -3.0 - cos)
+
+
+def cosine_from_semihard_key(key: torch.Tensor) -> torch.Tensor:
+    return torch.where(key > -1.5, key, -3.0 - key)
+
+
+def check_negatives(negatives: str) -> None:
+    if negatives not in NEGATIVES:
+        raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}")
+
+
 def npt_loss(
     cos: torch.Tensor,
     labels: torch.Tensor,
@@ -89,14 +113,23 @@ def npt_loss(
     delta: float = 1.0,
     r: float = 1.0,
     reduction: Reduction = "mean",
+    negatives: Negatives = "hardest",
 ) -> torch.Tensor:
     """The Nearest Proxies Triplet loss over the k nearest negative proxies of each sample.
 
     ``cos`` holds cosines between L2-normalised embeddings and L2-normalised proxies. The target
     column is excluded from the negatives (see the module docstring). ``k="all"`` sums over every
     negative: the plain proxy-triplet loss, which the paper shows collapses.
+
+    ``negatives="semihard"`` hinges the k nearest negatives *below* the positive instead (see
+    :func:`semihard_key`; the selection reads the positive without gradient). From a random start
+    the hardest negatives reward moving every embedding away from all proxies at once, which
+    collapses the embedding space to a few dimensions; semi-hard ones keep the negative term near
+    the margin wherever the embeddings go, so only pulling towards the positive lowers the loss.
+    Once a sample's positive beats every negative, both choices are the same k negatives.
     """
     _check_inputs(cos, labels)
+    check_negatives(negatives)
     if r <= 0:
         raise ValueError(f"r (the hypersphere radius) must be > 0, got {r}")
     if delta < 0:
@@ -109,8 +142,12 @@ def npt_loss(
     if n_neg == cos.shape[1] - 1:
         hinge = (cos - positive + margin).clamp_min(0.0).masked_fill(target, 0.0)
     else:
-        negatives = cos.masked_fill(target, float("-inf")).topk(n_neg, dim=1).values
-        hinge = (negatives - positive + margin).clamp_min(0.0)
+        masked = cos.masked_fill(target, float("-inf"))
+        if negatives == "semihard":
+            chosen = cos.gather(1, semihard_key(masked, positive.detach()).topk(n_neg, dim=1).indices)
+        else:
+            chosen = masked.topk(n_neg, dim=1).values
+        hinge = (chosen - positive + margin).clamp_min(0.0)
     return _reduce(2.0 * r * r * hinge.sum(dim=1), reduction)
 
 

@@ -32,7 +32,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from nptface.core.losses import Reduction, TopK, npt_loss, resolve_k
+from nptface.core.losses import (
+    Negatives,
+    Reduction,
+    TopK,
+    check_negatives,
+    cosine_from_semihard_key,
+    npt_loss,
+    resolve_k,
+    semihard_key,
+)
 
 DEFAULT_CHUNK_SIZE = 65536
 
@@ -74,16 +83,22 @@ def streamed_topk_cosines(
     labels: torch.Tensor,
     k: int,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    negatives: Negatives = "hardest",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The k largest non-target cosines of each sample, without materialising ``[B, C]``.
 
     ``embeddings_normalised`` must already be L2-normalised; each chunk of ``chunk_size`` proxies
     is normalised on the fly. Returns ``(neg_values [B, k], neg_indices [B, k], pos_values [B])``
     with the negatives in descending order, no gradient, in at least float32.
+    ``negatives="semihard"`` returns the k semi-hard negatives instead (a running top-k of
+    :func:`~nptface.core.losses.semihard_key`, exact for the same reason), semi-hard ones first.
     """
     n_neg = _check_problem(embeddings_normalised, proxies, labels, k, chunk_size)
+    check_negatives(negatives)
     dtype = _compute_dtype(torch.promote_types(embeddings_normalised.dtype, proxies.dtype))
     queries = embeddings_normalised.to(dtype)
+    positive = F.normalize(proxies[labels].to(dtype), dim=1)
+    pos_values = (queries * positive).sum(dim=1)
     batch = queries.shape[0]
     rows = torch.arange(batch, device=queries.device)
     best_values = queries.new_full((batch, n_neg), float("-inf"))
@@ -95,12 +110,14 @@ def streamed_topk_cosines(
         local = labels - start
         own = (local >= 0) & (local < chunk.shape[0])
         cosines[rows[own], local[own]] = float("-inf")
+        if negatives == "semihard":
+            cosines = semihard_key(cosines, pos_values[:, None])
         chunk_best = cosines.topk(min(n_neg, chunk.shape[0]), dim=1)
         merged = torch.cat([best_values, chunk_best.values], dim=1).topk(n_neg, dim=1)
         best_values = merged.values
         best_indices = torch.cat([best_indices, chunk_best.indices + start], dim=1).gather(1, merged.indices)
-    positive = F.normalize(proxies[labels].to(dtype), dim=1)
-    pos_values = (queries * positive).sum(dim=1)
+    if negatives == "semihard":
+        best_values = cosine_from_semihard_key(best_values)
     return best_values, best_indices, pos_values
 
 
@@ -112,6 +129,7 @@ def candidate_topk_indices(
     k: int,
     candidates: torch.Tensor,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    negatives: Negatives = "hardest",
 ) -> torch.Tensor:
     """Indices ``[B, k]`` of the k nearest negatives found among ``candidates`` (an approximation).
 
@@ -124,7 +142,8 @@ def candidate_topk_indices(
     if pool.numel() - 1 < k:
         raise ValueError(f"the candidate pool holds {pool.numel()} classes; k={k} negatives need at least {k + 1}")
     local_labels = torch.searchsorted(pool, labels.long())
-    _, local_negatives, _ = streamed_topk_cosines(embeddings_normalised, proxies[pool], local_labels, k, chunk_size)
+    _, local_negatives, _ = streamed_topk_cosines(embeddings_normalised, proxies[pool], local_labels, k, chunk_size,
+                                                  negatives)
     return pool[local_negatives]
 
 
@@ -135,6 +154,7 @@ def nearest_proxy_cosines(
     k: TopK = 6,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     candidates: torch.Tensor | None = None,
+    negatives: Negatives = "hardest",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``[B, 1 + k]`` cosines NPT reads, with autograd, and the proxy rows they came from.
 
@@ -142,14 +162,16 @@ def nearest_proxy_cosines(
     proxies in descending order. ``embeddings`` need not be normalised. The gradient flows into
     ``embeddings`` and into the gathered rows of ``proxies`` only. With ``candidates`` (class
     ids) the negatives are searched among those only: see :func:`candidate_topk_indices`.
+    ``negatives="semihard"`` selects semi-hard negatives (see :func:`streamed_topk_cosines`).
     """
     n_neg = _check_problem(embeddings, proxies, labels, k, chunk_size)
     dtype = _compute_dtype(torch.promote_types(embeddings.dtype, proxies.dtype))
     queries = F.normalize(embeddings.to(dtype), dim=1)
     if candidates is None:
-        _, neg_indices, _ = streamed_topk_cosines(queries.detach(), proxies, labels, n_neg, chunk_size)
+        _, neg_indices, _ = streamed_topk_cosines(queries.detach(), proxies, labels, n_neg, chunk_size, negatives)
     else:
-        neg_indices = candidate_topk_indices(queries.detach(), proxies, labels, n_neg, candidates, chunk_size)
+        neg_indices = candidate_topk_indices(queries.detach(), proxies, labels, n_neg, candidates, chunk_size,
+                                             negatives)
     index = torch.cat([labels[:, None].long(), neg_indices], dim=1)
     gathered = F.normalize(proxies[index].to(dtype), dim=2)
     cosines = torch.bmm(gathered, queries[:, :, None]).squeeze(2)
@@ -165,6 +187,7 @@ def scalable_npt_loss(
     r: float = 1.0,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     reduction: Reduction = "mean",
+    negatives: Negatives = "hardest",
 ) -> torch.Tensor:
     """:func:`~nptface.core.losses.npt_loss` on the cosines of ``embeddings`` and ``proxies``.
 
@@ -172,7 +195,7 @@ def scalable_npt_loss(
     (up to ties and last-bit rounding, see the module docstring), in ``O((B + d) * chunk_size)``
     memory beyond the dense proxy gradient. ``k="all"`` is refused: it would gather every proxy.
     """
-    cosines, _ = nearest_proxy_cosines(embeddings, proxies, labels, k, chunk_size)
+    cosines, _ = nearest_proxy_cosines(embeddings, proxies, labels, k, chunk_size, negatives=negatives)
     return selected_npt_loss(cosines, delta, r, reduction)
 
 

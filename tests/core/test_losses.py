@@ -262,3 +262,57 @@ def test_arcface_is_finite_and_monotonic_past_pi():
 def test_bad_arguments_raise_clear_errors(call, message):
     with pytest.raises((ValueError, TypeError), match=message):
         call()
+
+
+def semihard_loop(cos: list[list[float]], labels: list[int], k: int, delta: float, r: float) -> list[float]:
+    """Semi-hard NPT by its definition: the k nearest negatives below the positive, topped up with
+    the negatives at or above it that are nearest to it."""
+    out = []
+    for row, y in zip(cos, labels):
+        others = [c for j, c in enumerate(row) if j != y]
+        below = sorted((c for c in others if c < row[y]), reverse=True)
+        above = sorted(c for c in others if c >= row[y])
+        chosen = (below + above)[:k]
+        out.append(2 * r * r * sum(max(0.0, c - row[y] + delta / (2 * r * r)) for c in chosen))
+    return out
+
+
+@pytest.mark.parametrize("k", [1, 3, 6])
+def test_semihard_npt_matches_loop_in_fp64(k):
+    cos, labels = random_problem(12, 15, seed=k)
+    got = npt_loss(cos, labels, k=k, reduction="none", negatives="semihard")
+    want = torch.tensor(semihard_loop(cos.tolist(), labels.tolist(), k, 1.0, 1.0), dtype=torch.float64)
+    assert torch.allclose(got, want, atol=1e-12)
+
+
+def test_semihard_ignores_negatives_that_beat_the_positive():
+    cos = torch.tensor([[0.3, 0.9, 0.2, 0.1, -0.5]], dtype=torch.float64)
+    labels = torch.tensor([0])
+    # Semi-hard k=2: 0.2 and 0.1 (0.9 beats the positive and is skipped); hardest k=2: 0.9 and 0.2.
+    assert npt_loss(cos, labels, k=2, negatives="semihard").item() == pytest.approx(2 * ((0.4) + (0.3)))
+    assert npt_loss(cos, labels, k=2).item() == pytest.approx(2 * ((1.1) + (0.4)))
+
+
+def test_semihard_equals_hardest_once_the_positive_beats_every_negative():
+    cos, labels = random_problem(10, 20, seed=3)
+    cos = cos * 0.5
+    cos.scatter_(1, labels[:, None], 0.9)
+    assert torch.equal(npt_loss(cos, labels, k=6, negatives="semihard", reduction="none"),
+                       npt_loss(cos, labels, k=6, reduction="none"))
+
+
+def test_unknown_negatives_setting_is_refused_by_loss_and_head():
+    cos, labels = random_problem(2, 5, seed=0)
+    with pytest.raises(ValueError, match="negatives must be one of"):
+        npt_loss(cos, labels, k=2, negatives="easy")
+    with pytest.raises(ValueError, match="negatives must be one of"):
+        NPTHead(5, 4, k=2, negatives="easy")
+
+
+def test_npt_head_can_switch_to_semihard_between_steps():
+    head = NPTHead(8, 4, k=2)
+    embeddings, labels = torch.randn(5, 4), torch.randint(0, 8, (5,))
+    hardest = head(embeddings, labels).loss
+    head.negatives = "semihard"
+    assert head(embeddings, labels).loss <= hardest
+    assert head.hparams()["negatives"] == "semihard"

@@ -295,3 +295,38 @@ def test_head_with_candidates_remembers_each_class_top_k_and_is_exact_in_eval_mo
     torch.testing.assert_close(head(embeddings, labels).loss, exact(embeddings, labels).loss)
     with pytest.raises(ValueError, match="candidate_rate"):
         ScalableNPTHead(400, 16, candidate_rate=1.5)
+
+
+@pytest.mark.parametrize("chunk_size", [7, 97, 4096])
+@pytest.mark.parametrize("k", [1, 6])
+def test_semihard_streamed_loss_and_gradients_match_the_full_matrix(k, chunk_size):
+    embeddings, proxies, labels = problem(16, 500, 8, seed=k + chunk_size, dtype=torch.float64)
+    want = full_matrix_npt(embeddings, proxies, labels, k=k, negatives="semihard")
+    got = streamed_npt(embeddings, proxies, labels, k=k, chunk_size=chunk_size, negatives="semihard")
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b, atol=1e-9)
+
+
+def test_semihard_streamed_search_returns_negatives_below_the_positive_first():
+    embeddings, proxies, labels = problem(8, 300, 4, seed=1, dtype=torch.float64)
+    queries = F.normalize(embeddings.detach(), dim=1)
+    values, indices, positive = streamed_topk_cosines(queries, proxies.detach(), labels, 5, 64, negatives="semihard")
+    cos = queries @ F.normalize(proxies.detach(), dim=1).t()
+    assert torch.allclose(values, cos.gather(1, indices), atol=1e-12)
+    assert bool((values < positive[:, None]).all())  # with this seed every sample has 5 negatives below its positive
+    assert not bool((indices == labels[:, None]).any())
+
+
+def test_semihard_scalable_head_trains_like_the_semihard_npt_head_and_still_predicts_the_nearest_proxy():
+    torch.manual_seed(0)
+    scalable = ScalableNPTHead(200, 8, k=4, chunk_size=37, negatives="semihard")
+    reference = NPTHead(200, 8, k=4, negatives="semihard")
+    reference.proxies.data.copy_(scalable.proxies.data)
+    embeddings, labels = torch.randn(12, 8, dtype=torch.float32), torch.randint(0, 200, (12,))
+    got, want = scalable(embeddings, labels), reference(embeddings, labels)
+    assert torch.allclose(got.loss, want.loss, atol=1e-5)
+    grad_got, grad_want = (torch.autograd.grad(out.loss, head.proxies)[0]
+                           for out, head in ((got, scalable), (want, reference)))
+    assert torch.allclose(grad_got, grad_want, atol=1e-5)
+    assert torch.equal(got.predictions, want.predictions)
+    assert scalable.hparams()["negatives"] == "semihard"

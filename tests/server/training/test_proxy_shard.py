@@ -39,6 +39,8 @@ def test_only_an_npt_head_with_integer_k_and_exact_search_can_be_sharded():
         ShardedNPTHead(NPTHead(C, D, k="all"), 0, WORLD, 4)
     with pytest.raises(ValueError, match="fewer than k"):
         ShardedNPTHead(NPTHead(C, D, k=5), 1, WORLD, 4)  # rank 1 holds 5 rows < k + 1
+    with pytest.raises(ValueError, match="hardest negatives only"):
+        ShardedNPTHead(NPTHead(C, D, k=2, negatives="semihard"), 0, WORLD, 4)
 
 
 def _problem() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

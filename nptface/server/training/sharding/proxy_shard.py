@@ -56,6 +56,9 @@ class ShardedNPTHead(nn.Module):
         if getattr(source, "candidate_rate", 0.0):
             raise ValueError("head.candidate_rate > 0 samples negatives, which the sharded head does not; "
                              "set head.candidate_rate = 0 or head.shard_proxies = false")
+        if getattr(source, "negatives", "hardest") != "hardest":
+            raise ValueError(f"the sharded head searches the hardest negatives only, got negatives = "
+                             f"{source.negatives!r} (head.params); set head.shard_proxies = false")
         self.num_classes, self.embedding_dim = source.num_classes, source.embedding_dim
         self.start, self.stop = shard_bounds(self.num_classes, world_size, rank)
         if self.stop - self.start < source.k + 1:
