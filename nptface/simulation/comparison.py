@@ -111,7 +111,7 @@ def privacy_table(rows: dict[str, dict[str, Any]]) -> str:
 
 
 def _goal(r: dict[str, Any], delta_pts: float | None) -> str:
-    """Issue 6's goal for a private mode: attack rank-1 <= chance + 5 points at <= 2 points TAR loss vs all."""
+    """The privacy goal for a private mode: attack rank-1 <= chance + 5 points at <= 2 points TAR loss vs all."""
     missed = []
     if r["attack_rank1"] is not None and r["attack_chance"] is not None and r["attack_rank1"] > r["attack_chance"] + 0.05:
         missed.append("attack > chance + 5")

@@ -1,4 +1,4 @@
-"""The rows of the proxy matrix one DDP rank owns when the NPT head is sharded by class (issue 4).
+"""The rows of the proxy matrix one DDP rank owns when the NPT head is sharded by class.
 
 With many identities the ``[C, d]`` proxies and their momentum dominate memory, and DDP would
 all-reduce the whole ``[C, d]`` gradient every step although NPT touches only B·(k+1) rows.
