@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from nptface.edge_export.bundle import MANIFEST, BundleError, load_bundle, verify_files
-from nptface.on_device.images import LIMITS
+from nptface.core.image_policy import LIMITS
 from nptface.on_device.runtime import default_variant
 
 logger = logging.getLogger(__name__)
