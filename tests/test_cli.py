@@ -162,7 +162,7 @@ def test_eval_on_a_verification_bin(tmp_path, capsys):
     assert "24 images, 12 pairs" in out and "accuracy (cosine)" in out
 
 
-def test_train_refuses_to_overwrite_a_run_with_checkpoints(tmp_path, capsys):
+def test_train_refuses_to_overwrite_a_run_with_checkpoints_before_reading_data(tmp_path, capsys, monkeypatch):
     tiny = [
         "data.identities=4",
         "data.images_per_identity=4",
@@ -179,6 +179,21 @@ def test_train_refuses_to_overwrite_a_run_with_checkpoints(tmp_path, capsys):
     ]
     argv = ["train", "synthetic-quick", "--run-dir", str(tmp_path / "run")] + [a for o in tiny for a in ("--set", o)]
     assert main(argv) == 0
+    import nptface.server.training.trainer as trainer
+
+    build_train_data = trainer.build_train_data
+    monkeypatch.setattr(trainer, "build_train_data", lambda *a, **k: pytest.fail("data was built for a refused run"))
     assert main(argv) == 2
     assert "--resume" in capsys.readouterr().err
+    monkeypatch.setattr(trainer, "build_train_data", build_train_data)
     assert main([*argv, "--resume"]) == 0
+
+
+@pytest.mark.parametrize("override,key", [("head.params.delta=10", "head.params.delta"), ("optim.lr=nan", "optim.lr"),
+                                          ("head.params.m=0.5", "head.params")])
+def test_train_config_errors_are_one_line_naming_the_key_and_leave_no_run_folder(tmp_path, capsys, override, key):
+    run = tmp_path / "run"
+    assert main(["train", "synthetic-quick", "--run-dir", str(run), "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nptface: error: ") and key in err and err.count("\n") == 1
+    assert not run.exists()

@@ -39,7 +39,8 @@ from tqdm import tqdm
 from nptface.core.atomic import atomic_write_bytes, atomic_write_json
 from nptface.core.checkpoint import CheckpointMeta, save_checkpoint
 from nptface.core.evaluation import EvaluationResult, evaluate_model
-from nptface.core.heads import ProxyHead, ScalableNPTHead, build_head
+from nptface.core.heads import ProxyHead, ScalableNPTHead, build_head, head_defaults
+from nptface.core.losses import check_npt_margin
 from nptface.core.mobilefacenet import MobileFaceNet, MobileFaceNetConfig
 from nptface.core.preprocess import normalize
 from nptface.core.tables import markdown_table
@@ -70,6 +71,22 @@ logger = logging.getLogger(__name__)
 
 class RunExistsError(FileExistsError):
     """Starting fresh would overwrite a run that has checkpoints."""
+
+
+def checkpoint_to_resume(run_dir: Path, resume: str) -> Path | None:
+    """The checkpoint ``resume`` (``never``, ``auto`` or ``must``) continues from, or an error.
+
+    Cheap (it reads folder names and a pointer), so the trainer calls it before any data is
+    rendered or read: a run that would be refused is refused in a second, not after minutes.
+    """
+    checkpoints_dir = run_dir / "checkpoints"
+    found = latest_checkpoint(checkpoints_dir) if checkpoints_dir.exists() else None
+    if found is None and resume == "must":
+        raise FileNotFoundError(f"--resume: no checkpoint in {checkpoints_dir}")
+    if found is not None and resume == "never":
+        raise RunExistsError(f"{run_dir} already has checkpoints; pass --resume to continue it, "
+                             f"or choose another run name (--set run.name=...)")
+    return found
 
 
 KILL_AT_STEP_VARIABLE = "NPTFACE_TEST_KILL_AT_STEP"
@@ -168,12 +185,14 @@ class FitResult:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, run_dir: str | Path | None = None) -> None:
+    def __init__(self, config: TrainConfig, run_dir: str | Path | None = None, resume: str = "auto") -> None:
+        """``resume`` is checked against the run directory here, before any data is built (see :meth:`fit`)."""
         self.config = config
-        self.context = distributed.setup(config.device.device)
-        self.device = self.context.device
         self.run_dir = Path(run_dir) if run_dir is not None else Path(config.run.output_dir) / config.run.name
         self.checkpoints_dir = self.run_dir / "checkpoints"
+        checkpoint_to_resume(self.run_dir, resume)
+        self.context = distributed.setup(config.device.device)
+        self.device = self.context.device
         self._configure_backend()
         torch.manual_seed(config.run.seed)
         self.model_config = MobileFaceNetConfig(config.model.embedding_dim, config.model.width, config.model.input_size)
@@ -204,6 +223,12 @@ class Trainer:
 
     def _head_choice(self, num_classes: int) -> tuple[str, dict[str, Any]]:
         head = self.config.head
+        if "delta" in head_defaults(head.name):  # the config checked the margin against 2; now C is known
+            settings = {**head_defaults(head.name), **head.params}
+            try:
+                check_npt_margin(settings["delta"], settings["r"], num_classes)
+            except ValueError as error:
+                raise ValueError(f"head.params.delta / head.params.r: {error}") from None
         if head.name == "npt" and head.scalable_above and num_classes > head.scalable_above:
             logger.info("%d classes > head.scalable_above = %d: using the streamed top-k NPT head",
                         num_classes, head.scalable_above)
@@ -245,14 +270,9 @@ class Trainer:
 
     def restore(self, resume: str) -> int | None:
         """``resume``: ``never`` (refuse to overwrite a run with checkpoints), ``auto`` or ``must``."""
-        found = latest_checkpoint(self.checkpoints_dir) if self.checkpoints_dir.exists() else None
+        found = checkpoint_to_resume(self.run_dir, resume)
         if found is None:
-            if resume == "must":
-                raise FileNotFoundError(f"--resume: no checkpoint in {self.checkpoints_dir}")
             return None
-        if resume == "never":
-            raise RunExistsError(f"{self.run_dir} already has checkpoints; pass --resume to continue it, "
-                                 f"or choose another run name (--set run.name=...)")
         stored = read_train_state(found, self.config.hash())
         head_state, optimizer_state = stored.head, stored.optimizer
         if isinstance(self.head, ShardedNPTHead):
@@ -517,7 +537,7 @@ class Trainer:
 
 
 def train_from_config(config: TrainConfig, run_dir: str | Path | None = None, resume: str = "never") -> FitResult:
-    trainer = Trainer(config, run_dir)
+    trainer = Trainer(config, run_dir, resume)
     try:
         return trainer.fit(resume)
     finally:
