@@ -73,9 +73,9 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         kind = "lfw" if args.lfw_pairs is not None else "imagefolder"
         spec = EvalSet(kind=kind, path=args.data, pairs=args.lfw_pairs or args.pairs or "",
-                       pair_protocol=args.pair_protocol, per_fold=args.per_fold, skip_bad=args.skip_bad)
+                       pair_protocol=args.pair_protocol, per_fold=args.per_fold, skip_bad=args.skip_bad, seed=args.seed)
         source = args.data
-    data = build_eval_set(spec, model.config.input_size, args.seed)
+    data = build_eval_set(spec, model.config.input_size)
     result = evaluate_model(model, data.dataset, data.pairs, flip=args.flip)
     print(f"{source}: {len(data.dataset)} images, {len(data.pairs)} pairs")
     for line in result.summary_lines():
@@ -351,7 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--per-fold", type=int, default=300, help="pairs of each kind per fold (lfw protocol)")
     evaluate.add_argument("--flip", action="store_true", help="add embeddings of mirrored images")
     evaluate.add_argument("--skip-bad", action="store_true", help="skip and count undecodable images")
-    evaluate.add_argument("--seed", type=int, default=0, help="seed that draws the pairs (without --pairs/--lfw-pairs)")
+    evaluate.add_argument("--seed", type=int, default=0,
+                          help="protocol seed that draws the pairs without --pairs/--lfw-pairs (as a training "
+                               "config's eval.sets[].seed; the run's seed plays no part)")
     evaluate.add_argument("--out", help="metrics JSON (default: RUN/eval.json)")
     evaluate.set_defaults(func=_eval)
 

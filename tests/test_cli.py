@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import pytest
 
 from nptface.cli import build_parser, main
@@ -197,3 +198,37 @@ def test_train_config_errors_are_one_line_naming_the_key_and_leave_no_run_folder
     err = capsys.readouterr().err
     assert err.startswith("nptface: error: ") and key in err and err.count("\n") == 1
     assert not run.exists()
+
+
+def test_nptface_eval_and_the_trainer_score_a_folder_on_the_same_pairs_whatever_the_run_seed(tmp_path, monkeypatch):
+    import torch
+
+    import nptface.core.evaluation as evaluation
+    from nptface.core.checkpoint import CheckpointMeta, save_checkpoint
+    from nptface.core.mobilefacenet import MobileFaceNet
+    from nptface.server.training.config import load_config
+    from nptface.server.training.trainer import Trainer
+
+    folder = tmp_path / "faces"
+    main(["data", "synth", "--out", str(folder), "--identities", "4", "--images", "3", "--size", "32"])
+    trainer_pairs = []
+    for seed in (0, 5):
+        config = load_config("synthetic-quick", [
+            "data.identities=4", "data.images_per_identity=4", "model.width=0.25", "model.input_size=32",
+            "model.embedding_dim=8", "head.params={k=2}", "optim.batch_size=8", f"run.seed={seed}",
+            f'eval.sets=[{{kind="imagefolder", path="{folder}"}}]', "log.progress=false"])
+        trainer = Trainer(config, tmp_path / f"run{seed}")
+        trainer_pairs.append(trainer.eval_sets[0].pairs)
+        trainer.close()
+    run = tmp_path / "model"
+    save_checkpoint(run, MobileFaceNet(width=0.25, input_size=32, embedding_dim=8), torch.randn(2, 8),
+                    CheckpointMeta(model={"embedding_dim": 8, "width": 0.25, "input_size": 32}, head="npt",
+                                   head_hparams={}, class_names=["a", "b"]))
+    scored = []
+    evaluate_model = evaluation.evaluate_model
+    monkeypatch.setattr(evaluation, "evaluate_model",
+                        lambda model, dataset, pairs, **kw: scored.append(pairs) or evaluate_model(model, dataset, pairs, **kw))
+    assert main(["eval", "--run", str(run), "--data", str(folder)]) == 0
+    for pairs in trainer_pairs:
+        for field in ("index_a", "index_b", "is_same"):
+            assert np.array_equal(getattr(pairs, field), getattr(scored[0], field))

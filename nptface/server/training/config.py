@@ -113,6 +113,9 @@ class EvalSet:
     identities: int = 100  # synthetic held-out identities
     images_per_identity: int = 10
     domain: str = "wild"
+    # The protocol seed: draws generated pairs (and renders synthetic faces). Not run.seed, so runs
+    # of different seeds, and `nptface eval` of the same folder, score the same pairs.
+    seed: int = 0
 
 
 @dataclass

@@ -208,7 +208,7 @@ class Trainer:
         if self.device.type == "cuda" and config.device.channels_last:
             self.backbone.to(memory_format=torch.channels_last)
         self.eval_sets: list[EvalData] = (
-            [build_eval_set(s, config.model.input_size, config.run.seed, config.data.lookalike_share)
+            [build_eval_set(s, config.model.input_size, config.data.lookalike_share)
              for s in config.eval.sets]
             if self.context.is_main else []
         )
