@@ -404,6 +404,7 @@ class Trainer:
         meter = _Meter(self.device, loss_scale=self.context.world_size if self.sharded else 1.0)
         lr = lr_at(position.global_step, self.steps_per_epoch, optim)
         kill_at = _test_kill_step()
+        final: dict[str, EvaluationResult] | None = None  # the last epoch's evaluation is the final one
         for epoch in range(position.epoch, optim.epochs):
             epoch_start = time.perf_counter() - position.epoch_seconds
             self.backbone.train()
@@ -426,8 +427,10 @@ class Trainer:
                 position.epoch_seconds = time.perf_counter() - epoch_start
                 bar.update(1)
                 log_now = position.global_step % self.config.log.every_steps == 0
-                checkpoint_now = position.global_step % self.config.checkpoint.every_steps == 0
-                if log_now or checkpoint_now or position.batch_in_epoch == self.steps_per_epoch:
+                epoch_ends = position.batch_in_epoch == self.steps_per_epoch
+                # The epoch's end writes its own checkpoint of this step (_end_epoch): once is enough.
+                checkpoint_now = position.global_step % self.config.checkpoint.every_steps == 0 and not epoch_ends
+                if log_now or checkpoint_now or epoch_ends:
                     # The only host-device synchronisation: every log window, checkpoint and epoch end.
                     window = meter.flush(position, epoch)
                     if log_now:
@@ -441,9 +444,10 @@ class Trainer:
                     self._checkpoint()
                 if position.global_step == kill_at:
                     os.kill(os.getpid(), signal.SIGKILL)
-            self._end_epoch(epoch, lr)
+            final = self._end_epoch(epoch, lr)
         bar.close()
-        final = self.evaluate()
+        if final is None:  # resumed after the last epoch had ended
+            final = self.evaluate()
         proxies = self.head.proxies
         if isinstance(self.head, ShardedNPTHead):
             proxies = gather_rows(self.head, proxies)  # collective: rank 0 writes the full matrix
@@ -455,7 +459,9 @@ class Trainer:
             self._tensorboard.close()
         return FitResult(self.run_dir, self.state.history, final, seconds, resumed_from)
 
-    def _end_epoch(self, epoch: int, lr: float) -> None:
+    def _end_epoch(self, epoch: int, lr: float) -> dict[str, EvaluationResult]:
+        """Log, evaluate (every ``eval.every_epochs`` and always after the last epoch) and checkpoint;
+        the evaluation (empty when none ran, and on ranks other than 0) is returned."""
         position = self.state.position
         record: dict[str, Any] = {
             "epoch": epoch + 1,
@@ -466,8 +472,10 @@ class Trainer:
             "seconds": position.epoch_seconds,
             "images_per_second": position.epoch_seen * self.context.world_size / max(position.epoch_seconds, 1e-9),
         }
+        evaluation: dict[str, EvaluationResult] = {}
         if (epoch + 1) % self.config.eval.every_epochs == 0 or epoch + 1 == self.config.optim.epochs:
-            for name, result in self.evaluate().items():
+            evaluation = self.evaluate()
+            for name, result in evaluation.items():
                 record[f"{name}/accuracy"] = result.verification.accuracy.mean
                 for far, tar in result.verification.tar_at_far.items():
                     if tar.supported:
@@ -478,6 +486,7 @@ class Trainer:
         position.batch_in_epoch = 0
         position.epoch_loss_sum, position.epoch_correct, position.epoch_seen, position.epoch_seconds = 0.0, 0, 0, 0.0
         self._checkpoint()
+        return evaluation
 
     # -- outputs -----------------------------------------------------------------------------
 
