@@ -47,6 +47,52 @@ def test_every_subcommand_and_option_has_help(command, capsys):
     assert f"usage: nptface {command}".rstrip() in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_with_a_default_shows_it_in_help(command):
+    parser, _ = COMMANDS[command]
+    text = " ".join(parser.format_help().split())
+    for action in parser._actions:
+        if action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS):
+            assert f"(default: {action.default})" in text, f"'nptface {command} {action.option_strings[-1]}'"
+
+
+@pytest.mark.parametrize("argv", [["-v", "model", "info"], ["model", "info", "-v"], ["data", "synth", "--verbose"],
+                                  ["fed", "simulate", "-v"]])
+def test_verbose_is_accepted_before_or_after_the_subcommand(argv):
+    assert build_parser().parse_args(argv).verbose is True
+
+
+def test_verbose_is_off_unless_given():
+    assert build_parser().parse_args(["model", "info"]).verbose is False
+
+
+def test_version_from_the_command_and_from_python_dash_m(capsys):
+    import subprocess
+    import sys
+
+    from nptface import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"nptface {__version__}"
+    done = subprocess.run([sys.executable, "-m", "nptface", "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == f"nptface {__version__}"
+
+
+@pytest.mark.parametrize("module,argv,extra", [
+    ("onnx", ["export", "--run", "r"], "export"),
+    ("flwr", ["fed", "simulate"], "fl"),
+])
+def test_a_command_without_its_extra_names_the_extra_to_install(module, argv, extra):
+    import subprocess
+    import sys
+
+    script = f"import sys; sys.modules[{module!r}] = None; from nptface.cli import main; sys.exit(main({argv!r}))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert f'pip install "nptface[{extra}]"' in done.stderr and "Traceback" not in done.stderr
+
+
 def test_model_info_counts_parameters_and_macs(capsys):
     assert main(["model", "info", "--width", "0.25", "--input-size", "32", "--embedding-dim", "16"]) == 0
     out = capsys.readouterr().out
