@@ -497,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the on-device web demo").add_subparsers(dest="demo_command", required=True)
     serve = demo.add_parser("serve", help="serve the page and a bundle's files; the browser runs the model")
     serve.add_argument("--bundle", required=True, help="a bundle folder (nptface export)")
-    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1: this machine only)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind; the default serves this machine only")
     serve.add_argument("--port", type=int, default=8765, help="port to listen on (0: any free port)")
     serve.set_defaults(func=_demo_serve)
     return _finish(parser)
