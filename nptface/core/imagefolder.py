@@ -21,8 +21,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from nptface.core.pairs import Pairs
 from nptface.core.image_policy import LIMITS, ImageInputError, ImageLimits
+from nptface.core.pairs import Pairs
 from nptface.core.preprocess import UnsupportedImageModeError, check_image_mode, to_rgb_array
 
 logger = logging.getLogger(__name__)
