@@ -1,14 +1,21 @@
-"""The one ``nptface`` command. Thin on purpose: it parses arguments and calls the packages."""
+"""The one ``nptface`` command. Thin on purpose: it parses arguments and calls the packages.
+
+Every option shows its default in ``--help``, ``-v`` works before or after the subcommand, and a
+command whose optional dependencies are missing says which extra to install instead of a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from nptface import __version__
 
 if TYPE_CHECKING:
     from nptface.on_device.runtime import DeviceModel
@@ -73,9 +80,9 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         kind = "lfw" if args.lfw_pairs is not None else "imagefolder"
         spec = EvalSet(kind=kind, path=args.data, pairs=args.lfw_pairs or args.pairs or "",
-                       pair_protocol=args.pair_protocol, per_fold=args.per_fold, skip_bad=args.skip_bad)
+                       pair_protocol=args.pair_protocol, per_fold=args.per_fold, skip_bad=args.skip_bad, seed=args.seed)
         source = args.data
-    data = build_eval_set(spec, model.config.input_size, args.seed)
+    data = build_eval_set(spec, model.config.input_size)
     result = evaluate_model(model, data.dataset, data.pairs, flip=args.flip)
     print(f"{source}: {len(data.dataset)} images, {len(data.pairs)} pairs")
     for line in result.summary_lines():
@@ -310,9 +317,49 @@ def _add_device_options(parser: argparse.ArgumentParser, bundle_required: bool =
     parser.add_argument("--far", type=float, default=1e-3, help="operating point: the manifest's threshold at this FAR")
 
 
+# The pip extra each command's optional dependencies come from (pyproject's optional-dependencies),
+# and the packages imported before the command starts, so that a missing one stops it at once.
+EXTRA_OF_COMMAND = {"export": "export", "enroll": "export", "verify": "export", "identify": "export", "fed": "fl",
+                    "quickstart": "all"}
+IMPORTED_FIRST = {"export": ("onnx", "onnxruntime"), "fed": ("flwr",)}
+
+
+class _DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help when it has a default worth stating (not None or off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_text = action.help or ""
+        if ("%(default)" in help_text or not action.option_strings or action.default in (None, False, [])
+                or action.default is argparse.SUPPRESS):
+            return help_text
+        return f"{help_text} (default: %(default)s)"
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every parser below ``parser``, nested ones too."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                found += [subparser, *_subparsers(subparser)]
+    return found
+
+
+def _finish(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Defaults in every help; ``-v`` on every command too (SUPPRESS: an absent one keeps the top's value)."""
+    for subparser in [parser, *_subparsers(parser)]:
+        subparser.formatter_class = _DefaultsHelpFormatter
+        if subparser is not parser and not any(isinstance(a, argparse._SubParsersAction) for a in subparser._actions):
+            subparser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                   help="log progress details (also accepted before the command)")
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nptface", description="Face verification with the NPT loss.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("--version", action="version", version=f"nptface {__version__}",
+                        help="print the version and exit")
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("data", help="synthetic face data").add_subparsers(dest="data_command", required=True)
@@ -351,7 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--per-fold", type=int, default=300, help="pairs of each kind per fold (lfw protocol)")
     evaluate.add_argument("--flip", action="store_true", help="add embeddings of mirrored images")
     evaluate.add_argument("--skip-bad", action="store_true", help="skip and count undecodable images")
-    evaluate.add_argument("--seed", type=int, default=0, help="seed that draws the pairs (without --pairs/--lfw-pairs)")
+    evaluate.add_argument("--seed", type=int, default=0,
+                          help="protocol seed that draws the pairs without --pairs/--lfw-pairs (as a training "
+                               "config's eval.sets[].seed; the run's seed plays no part)")
     evaluate.add_argument("--out", help="metrics JSON (default: RUN/eval.json)")
     evaluate.set_defaults(func=_eval)
 
@@ -408,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="malicious clients (scale, noise, flip), e.g. scale:0,noise:1,flip:2: the robustness table")
     simulate.add_argument("--robust", default="fedavg,median,trimmed-mean",
                           help="with --poison: backbone aggregators to compare behind the norm screens "
-                               "(fedavg, median, trimmed-mean; default: fedavg,median,trimmed-mean)")
+                               "(fedavg, median, trimmed-mean)")
     simulate.add_argument("--cpus-per-client", type=float, default=1.0,
                           help="CPUs Ray reserves per client (lower runs more clients at once)")
     simulate.set_defaults(func=_fed_simulate)
@@ -448,19 +497,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the on-device web demo").add_subparsers(dest="demo_command", required=True)
     serve = demo.add_parser("serve", help="serve the page and a bundle's files; the browser runs the model")
     serve.add_argument("--bundle", required=True, help="a bundle folder (nptface export)")
-    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind; the default serves this machine only")
     serve.add_argument("--port", type=int, default=8765, help="port to listen on (0: any free port)")
     serve.set_defaults(func=_demo_serve)
-    return parser
+    return _finish(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        for module in IMPORTED_FIRST.get(args.command, ()):
+            importlib.import_module(module)
         return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         print(f"nptface: error: {error}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:
+        if (error.name or "nptface").partition(".")[0] == "nptface":
+            raise
+        extra = EXTRA_OF_COMMAND.get(args.command, "all")
+        print(f"nptface: error: nptface {args.command} needs the optional package {error.name!r}: "
+              f'pip install "nptface[{extra}]" (or "nptface[all]" for every command)', file=sys.stderr)
         return 2
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import pytest
 
 from nptface.cli import build_parser, main
@@ -44,6 +45,52 @@ def test_every_subcommand_and_option_has_help(command, capsys):
         build_parser().parse_args([*command.split(), "--help"])
     assert exit_info.value.code == 0
     assert f"usage: nptface {command}".rstrip() in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_with_a_default_shows_it_in_help(command):
+    parser, _ = COMMANDS[command]
+    text = " ".join(parser.format_help().split())
+    for action in parser._actions:
+        if action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS):
+            assert f"(default: {action.default})" in text, f"'nptface {command} {action.option_strings[-1]}'"
+
+
+@pytest.mark.parametrize("argv", [["-v", "model", "info"], ["model", "info", "-v"], ["data", "synth", "--verbose"],
+                                  ["fed", "simulate", "-v"]])
+def test_verbose_is_accepted_before_or_after_the_subcommand(argv):
+    assert build_parser().parse_args(argv).verbose is True
+
+
+def test_verbose_is_off_unless_given():
+    assert build_parser().parse_args(["model", "info"]).verbose is False
+
+
+def test_version_from_the_command_and_from_python_dash_m(capsys):
+    import subprocess
+    import sys
+
+    from nptface import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"nptface {__version__}"
+    done = subprocess.run([sys.executable, "-m", "nptface", "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == f"nptface {__version__}"
+
+
+@pytest.mark.parametrize("module,argv,extra", [
+    ("onnx", ["export", "--run", "r"], "export"),
+    ("flwr", ["fed", "simulate"], "fl"),
+])
+def test_a_command_without_its_extra_names_the_extra_to_install(module, argv, extra):
+    import subprocess
+    import sys
+
+    script = f"import sys; sys.modules[{module!r}] = None; from nptface.cli import main; sys.exit(main({argv!r}))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert f'pip install "nptface[{extra}]"' in done.stderr and "Traceback" not in done.stderr
 
 
 def test_model_info_counts_parameters_and_macs(capsys):
@@ -162,7 +209,7 @@ def test_eval_on_a_verification_bin(tmp_path, capsys):
     assert "24 images, 12 pairs" in out and "accuracy (cosine)" in out
 
 
-def test_train_refuses_to_overwrite_a_run_with_checkpoints(tmp_path, capsys):
+def test_train_refuses_to_overwrite_a_run_with_checkpoints_before_reading_data(tmp_path, capsys, monkeypatch):
     tiny = [
         "data.identities=4",
         "data.images_per_identity=4",
@@ -179,6 +226,55 @@ def test_train_refuses_to_overwrite_a_run_with_checkpoints(tmp_path, capsys):
     ]
     argv = ["train", "synthetic-quick", "--run-dir", str(tmp_path / "run")] + [a for o in tiny for a in ("--set", o)]
     assert main(argv) == 0
+    import nptface.server.training.trainer as trainer
+
+    build_train_data = trainer.build_train_data
+    monkeypatch.setattr(trainer, "build_train_data", lambda *a, **k: pytest.fail("data was built for a refused run"))
     assert main(argv) == 2
     assert "--resume" in capsys.readouterr().err
+    monkeypatch.setattr(trainer, "build_train_data", build_train_data)
     assert main([*argv, "--resume"]) == 0
+
+
+@pytest.mark.parametrize("override,key", [("head.params.delta=10", "head.params.delta"), ("optim.lr=nan", "optim.lr"),
+                                          ("head.params.m=0.5", "head.params")])
+def test_train_config_errors_are_one_line_naming_the_key_and_leave_no_run_folder(tmp_path, capsys, override, key):
+    run = tmp_path / "run"
+    assert main(["train", "synthetic-quick", "--run-dir", str(run), "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nptface: error: ") and key in err and err.count("\n") == 1
+    assert not run.exists()
+
+
+def test_nptface_eval_and_the_trainer_score_a_folder_on_the_same_pairs_whatever_the_run_seed(tmp_path, monkeypatch):
+    import torch
+
+    import nptface.core.evaluation as evaluation
+    from nptface.core.checkpoint import CheckpointMeta, save_checkpoint
+    from nptface.core.mobilefacenet import MobileFaceNet
+    from nptface.server.training.config import load_config
+    from nptface.server.training.trainer import Trainer
+
+    folder = tmp_path / "faces"
+    main(["data", "synth", "--out", str(folder), "--identities", "4", "--images", "3", "--size", "32"])
+    trainer_pairs = []
+    for seed in (0, 5):
+        config = load_config("synthetic-quick", [
+            "data.identities=4", "data.images_per_identity=4", "model.width=0.25", "model.input_size=32",
+            "model.embedding_dim=8", "head.params={k=2}", "optim.batch_size=8", f"run.seed={seed}",
+            f'eval.sets=[{{kind="imagefolder", path="{folder}"}}]', "log.progress=false"])
+        trainer = Trainer(config, tmp_path / f"run{seed}")
+        trainer_pairs.append(trainer.eval_sets[0].pairs)
+        trainer.close()
+    run = tmp_path / "model"
+    save_checkpoint(run, MobileFaceNet(width=0.25, input_size=32, embedding_dim=8), torch.randn(2, 8),
+                    CheckpointMeta(model={"embedding_dim": 8, "width": 0.25, "input_size": 32}, head="npt",
+                                   head_hparams={}, class_names=["a", "b"]))
+    scored = []
+    evaluate_model = evaluation.evaluate_model
+    monkeypatch.setattr(evaluation, "evaluate_model",
+                        lambda model, dataset, pairs, **kw: scored.append(pairs) or evaluate_model(model, dataset, pairs, **kw))
+    assert main(["eval", "--run", str(run), "--data", str(folder)]) == 0
+    for pairs in trainer_pairs:
+        for field in ("index_a", "index_b", "is_same"):
+            assert np.array_equal(getattr(pairs, field), getattr(scored[0], field))

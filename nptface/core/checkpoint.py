@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from nptface.core.atomic import atomic_path, atomic_write_json
+from nptface.core.atomic import atomic_write_json
 from nptface.core.mobilefacenet import MobileFaceNet, MobileFaceNetConfig
+from nptface.core.tensor_files import write_safetensors
 from nptface.core.versioned_json import read_versioned_json
 
 FORMAT = "nptface-checkpoint"
@@ -43,19 +44,14 @@ class CheckpointMeta:
     version: int = VERSION
 
 
-def _atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-
-
 def save_checkpoint(run_dir: str | Path, model: MobileFaceNet, proxies: torch.Tensor, meta: CheckpointMeta) -> Path:
     """Write the three files of the contract into ``run_dir``; metadata last, as the commit mark."""
     run_dir = Path(run_dir)
     if proxies.shape[0] != len(meta.class_names):
         raise CheckpointError(f"{len(meta.class_names)} class names for {proxies.shape[0]} proxy rows")
     tag = {"format": FORMAT, "version": str(VERSION)}
-    _atomic_save_tensors(run_dir / MODEL_FILE, model.state_dict(), tag)
-    _atomic_save_tensors(run_dir / PROXIES_FILE, {"proxies": proxies}, tag)
+    write_safetensors(run_dir / MODEL_FILE, model.state_dict(), tag)
+    write_safetensors(run_dir / PROXIES_FILE, {"proxies": proxies}, tag)
     atomic_write_json(run_dir / META_FILE, meta.__dict__)
     return run_dir
 

@@ -10,6 +10,10 @@ invariant to the embedding norm and the proxies live on the unit hypersphere.
 
 from __future__ import annotations
 
+import inspect
+import math
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -274,10 +278,59 @@ HEADS: dict[str, type[ProxyHead]] = {
 }
 
 
-def build_head(name: str, num_classes: int, embedding_dim: int, **hparams: Any) -> ProxyHead:
-    """Construct a head by name: ``npt``, ``scalable_npt``, ``arcface``, ``cosface``, ``normsoftmax``, ``proxytriplet``."""
+def _head_class(name: str) -> type[ProxyHead]:
     try:
-        cls = HEADS[name]
+        return HEADS[name]
     except KeyError:
         raise ValueError(f"unknown head {name!r}; expected one of {sorted(HEADS)}") from None
-    return cls(num_classes, embedding_dim, **hparams)
+
+
+def _settings(name: str) -> dict[str, inspect.Parameter]:
+    """The head's own settings: its constructor's parameters after num_classes and embedding_dim."""
+    parameters = inspect.signature(_head_class(name).__init__).parameters
+    return {key: p for key, p in parameters.items() if key not in ("self", "num_classes", "embedding_dim")}
+
+
+def head_defaults(name: str) -> dict[str, Any]:
+    """Every setting of the named head with its default value (what ``head.params`` starts from)."""
+    return {key: parameter.default for key, parameter in _settings(name).items()}
+
+
+def _fits(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, option) for option in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation) if isinstance(annotation, type) else True
+
+
+def _describe(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(option) for option in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return " or ".join(repr(option) for option in typing.get_args(annotation))
+    return {float: "a finite number", int: "an integer"}.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def check_head_params(name: str, params: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming the parameter unless every one of ``params`` is a setting of the
+    named head with a value of its type (what :func:`build_head` would otherwise reject late, or not at all)."""
+    settings = _settings(name)
+    unknown = sorted(set(params) - set(settings))
+    if unknown:
+        raise ValueError(f"head {name!r} has no parameter(s) {unknown}; expected some of {sorted(settings)}")
+    hints = typing.get_type_hints(_head_class(name).__init__)
+    for key, value in params.items():
+        if not _fits(value, hints[key]):
+            raise ValueError(f"{key} = {value!r} does not fit head {name!r}: expected {_describe(hints[key])}")
+
+
+def build_head(name: str, num_classes: int, embedding_dim: int, **hparams: Any) -> ProxyHead:
+    """Construct a head by name: ``npt``, ``scalable_npt``, ``arcface``, ``cosface``, ``normsoftmax``, ``proxytriplet``."""
+    return _head_class(name)(num_classes, embedding_dim, **hparams)

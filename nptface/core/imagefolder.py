@@ -21,8 +21,9 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from nptface.core.image_policy import LIMITS, ImageInputError, ImageLimits
 from nptface.core.pairs import Pairs
-from nptface.core.preprocess import to_rgb_array
+from nptface.core.preprocess import UnsupportedImageModeError, check_image_mode, to_rgb_array
 
 logger = logging.getLogger(__name__)
 
@@ -46,17 +47,25 @@ class ImageFolderError(ValueError):
     """The folder tree does not have the one-folder-per-identity layout that was expected."""
 
 
-def check_image_file(path: Path) -> None:
-    """Raise :class:`BadImageError` unless ``path`` is non-empty and passes ``PIL`` ``verify()``.
+def check_image_file(path: Path, limits: ImageLimits = LIMITS) -> None:
+    """Raise :class:`BadImageError` unless ``path`` is non-empty, passes ``PIL`` ``verify()`` and
+    has a size and pixel mode the one image policy accepts (:mod:`nptface.core.image_policy`).
 
     This reads headers (and, for PNG, chunk checksums) only; a file whose pixel data is cut short
     can pass and then fail when it is loaded.
     """
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise BadImageError(path, "the file is empty (0 bytes)")
+    if size > limits.max_bytes:
+        raise BadImageError(path, f"{size} bytes; expected at most {limits.max_bytes} bytes")
     try:
         with Image.open(path) as image:
+            limits.check(*image.size, "the image")
+            check_image_mode(image.mode)
             image.verify()
+    except (ImageInputError, UnsupportedImageModeError) as error:
+        raise BadImageError(path, str(error)) from error
     except IMAGE_DECODE_ERRORS as error:
         raise BadImageError(path, f"{type(error).__name__}: {error}") from error
 

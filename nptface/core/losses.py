@@ -106,6 +106,44 @@ def check_negatives(negatives: str) -> None:
         raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}")
 
 
+def reachable_margin_limit(num_classes: int | None) -> float:
+    """The largest NPT cosine margin ``delta / (2 r^2)`` that every class can satisfy.
+
+    Training drives each hinge ``cos_neg - cos_pos + margin`` to zero, which needs, for every
+    class y, an embedding z whose cosine with the proxy W_y beats its cosine with every other
+    proxy by the margin. For unit z, ``min_j z.(W_y - W_j) <= |W_y - mean_{j!=y} W_j|``, and
+    averaging ``|W_y - mean_{j!=y} W_j|^2 = (C^2 - 2C W_y.S + |S|^2) / (C-1)^2`` (S the sum of
+    the proxies) over the C classes gives ``(C^2 - |S|^2) / (C-1)^2 <= C^2 / (C-1)^2``. So some
+    class can never beat the margin ``C / (C-1)``; the regular simplex (proxies with pairwise
+    cosine -1/(C-1), embeddings on their proxies) attains it exactly. With ``num_classes`` unknown
+    the limit over all C >= 2 is 2: cosines lie in [-1, 1].
+    """
+    if num_classes is None:
+        return 2.0
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    return num_classes / (num_classes - 1)
+
+
+def check_npt_margin(delta: float, r: float, num_classes: int | None = None) -> None:
+    """Refuse a margin no arrangement of proxies can meet (:func:`reachable_margin_limit`).
+
+    The limit itself is reached only by a perfect simplex with every embedding on its proxy, so
+    the margin must lie strictly below it.
+    """
+    if r <= 0:
+        raise ValueError(f"r (the hypersphere radius) must be > 0, got {r}")
+    if delta < 0:
+        raise ValueError(f"delta (the triplet margin) must be >= 0, got {delta}")
+    margin, limit = delta / (2.0 * r * r), reachable_margin_limit(num_classes)
+    if margin >= limit:
+        among = f"{num_classes} classes" if num_classes is not None else "any number of classes"
+        raise ValueError(
+            f"delta = {delta} with r = {r} asks for the cosine margin delta/(2r^2) = {margin:g}, which no embedding "
+            f"can reach among {among} (the limit is C/(C-1) = {limit:g}); choose delta < {2 * r * r * limit:g} "
+            f"(the paper uses delta = r^2, a margin of 0.5)")
+
+
 def npt_loss(
     cos: torch.Tensor,
     labels: torch.Tensor,

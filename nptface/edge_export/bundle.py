@@ -2,7 +2,8 @@
 
 ``manifest.json`` is the contract an app or the demo reads: preprocessing (size, layout, channel
 order, normalisation), embedding size, metric, calibrated thresholds, and every file with its
-sha256 and size. Loading a bundle re-hashes every file, so a truncated download or a swapped
+sha256 and size. Loading a bundle checks every value it reads (:mod:`nptface.edge_export.manifest_check`)
+and re-hashes every file, so a truncated download or a swapped
 model is refused by name before a single face is embedded. A bundle is built in a hidden staging
 folder and renamed into place when complete: a crash never leaves a half-written bundle.
 """
@@ -18,6 +19,7 @@ from typing import Any
 
 from nptface.core.atomic import atomic_write_json
 from nptface.core.versioned_json import read_versioned_json
+from nptface.edge_export.manifest_check import ManifestValueError, check_manifest
 from nptface.edge_export.runtimes import Embedder, LiteRTEmbedder, OnnxEmbedder
 
 FORMAT = "nptface-bundle"
@@ -102,6 +104,10 @@ def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
     for key in ("input", "embedding", "thresholds", "variants", "files"):
         if key not in manifest:
             raise BundleError(f"{path}: required field {key!r} is missing")
+    try:
+        check_manifest(manifest, path)
+    except ManifestValueError as error:
+        raise BundleError(str(error)) from None
     if verify:
         verify_files(root, manifest["files"])
     return Bundle(root, manifest)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,7 +57,7 @@ class Gallery:
         """Add unit ``embeddings`` to ``name``'s template (created if new); returns its image count."""
         if not name.strip():
             raise GalleryError("enroll: the person's name is empty")
-        embeddings = np.asarray(embeddings, np.float32)
+        embeddings = self._checked(np.asarray(embeddings, np.float32), 2)
         if name in self.names:
             i = self.names.index(name)
             total = self.counts[i] + len(embeddings)
@@ -73,7 +74,18 @@ class Gallery:
         """Cosine of ``embedding`` with every template, in gallery order."""
         if not self.names:
             raise GalleryError("the gallery is empty; enroll someone first")
-        return cosine_scores(self.templates, np.broadcast_to(np.asarray(embedding, np.float32), self.templates.shape))
+        embedding = self._checked(np.asarray(embedding, np.float32), 1)
+        return cosine_scores(self.templates, np.broadcast_to(embedding, self.templates.shape))
+
+    def _checked(self, embeddings: np.ndarray, ndim: int) -> np.ndarray:
+        """``embeddings`` (``ndim`` 1: one, 2: a batch) if they have the templates' size, else a clear error."""
+        if embeddings.ndim != ndim or (ndim == 2 and not len(embeddings)):
+            shape = "[size]" if ndim == 1 else "[images, size] with at least one image"
+            raise GalleryError(f"expected embeddings of shape {shape}, got {embeddings.shape}")
+        if self.names and embeddings.shape[-1] != self.templates.shape[1]:
+            raise GalleryError(f"embeddings of size {embeddings.shape[-1]} do not match the gallery's templates of "
+                               f"size {self.templates.shape[1]}: they come from another model")
+        return embeddings
 
     def score(self, name: str, embedding: np.ndarray) -> float:
         if name not in self.names:
@@ -98,6 +110,8 @@ def load_gallery(path: str | Path) -> Gallery:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no gallery file (create one with nptface enroll --bundle B --gallery {path})")
+    if not zipfile.is_zipfile(path):
+        raise GalleryError(f"{path}: not a gallery (an {FORMAT} .npz, which is a zip archive, written by nptface enroll)")
     try:
         with np.load(path, allow_pickle=False) as data:
             fields = {key: data[key] for key in data.files}

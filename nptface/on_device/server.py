@@ -6,7 +6,8 @@ ONNX models) and nothing else, bound to 127.0.0.1 by default. A Content-Security
 ``default-src 'self'`` (plus ``'wasm-unsafe-eval'`` to compile the runtime) makes the browser
 refuse any request to another origin. The page checks every file's sha256 against the manifest
 itself — the device, not the server, decides whether to trust the model — so a tampered bundle
-is still served and then refused, with a message, in the page.
+is still served and then refused, with a message, in the page. A connection that sends nothing
+for ``idle_timeout`` seconds is closed, so idle or stalled clients cannot hold threads forever.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from nptface.core.image_policy import LIMITS
 from nptface.edge_export.bundle import MANIFEST, BundleError, load_bundle, verify_files
-from nptface.on_device.images import LIMITS
 from nptface.on_device.runtime import default_variant
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,9 @@ CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; img-src 'self'
 TYPES = {".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm",
          ".onnx": "application/octet-stream", ".md": "text/markdown; charset=utf-8", ".json": "application/json", ".html": "text/html; charset=utf-8",
          ".css": "text/css"}
+
+
+IDLE_TIMEOUT_S = 30.0
 
 
 class DemoSetupError(FileNotFoundError):
@@ -81,10 +85,11 @@ def build_routes(bundle_dir: str | Path, static: Path | None = None) -> Routes:
     return Routes(files, json.dumps(config).encode())
 
 
-def _handler(routes: Routes) -> type[BaseHTTPRequestHandler]:
+def _handler(routes: Routes, idle_timeout: float) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "nptface-demo"
         sys_version = ""
+        timeout = idle_timeout  # socket timeout: an idle keep-alive or half-sent request is dropped
 
         def do_HEAD(self) -> None:  # noqa: N802 (http.server's naming)
             self._send(body=False)
@@ -121,9 +126,10 @@ def _handler(routes: Routes) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def make_server(bundle_dir: str | Path, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
+def make_server(bundle_dir: str | Path, host: str = "127.0.0.1", port: int = 8765,
+                idle_timeout: float = IDLE_TIMEOUT_S) -> ThreadingHTTPServer:
     """A bound (not yet serving) server; port 0 picks a free port (``server.server_address``)."""
-    server = ThreadingHTTPServer((host, port), _handler(build_routes(bundle_dir)))
+    server = ThreadingHTTPServer((host, port), _handler(build_routes(bundle_dir), idle_timeout))
     server.daemon_threads = True
     return server
 

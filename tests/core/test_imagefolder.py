@@ -103,11 +103,11 @@ def test_rgba_and_palette_images_become_rgb(tmp_path: Path) -> None:
     write_image(tmp_path / "a" / "rgba.png", mode="RGBA")
     palette_path = tmp_path / "b" / "palette.png"
     palette_path.parent.mkdir()
-    palette_image = Image.new("P", (8, 8), 1)
+    palette_image = Image.new("P", (16, 16), 1)
     palette_image.putpalette([0, 0, 0, 10, 20, 30])
     palette_image.save(palette_path)
 
-    dataset = ImageFolderDataset(tmp_path, image_size=8)
+    dataset = ImageFolderDataset(tmp_path, image_size=8)  # resized from 20x24 and 16x16
 
     rgba, _ = dataset[0]
     palette, _ = dataset[1]
@@ -225,3 +225,27 @@ def test_real_orl_faces_load_as_40_identities_of_10_images() -> None:
         assert image.shape == (112, 112, 3) and image.dtype == np.uint8
         assert label == dataset.labels[index]
     assert (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
+
+
+def test_sixteen_bit_grey_images_train_as_their_picture_not_white(tmp_path: Path) -> None:
+    ramp = np.tile(np.arange(0, 256, 8, dtype=np.uint16), (32, 1))
+    for identity in ("a", "b"):
+        (tmp_path / identity).mkdir()
+        Image.fromarray(ramp * 257).save(tmp_path / identity / "face16.png")
+    image, _ = ImageFolderDataset(tmp_path, image_size=32)[0]
+    assert np.array_equal(image[..., 0], ramp.astype(np.uint8))
+
+
+@pytest.mark.parametrize("size", [(1, 1), (9000, 16)])
+def test_images_outside_the_one_size_policy_are_refused_by_name(three_identities: Path, size) -> None:
+    Image.new("L", size, 10).save(three_identities / "bob" / "odd.png")
+    with pytest.raises(BadImageError, match="odd.png.*too (small|large)"):
+        ImageFolderDataset(three_identities)
+    dataset = ImageFolderDataset(three_identities, skip_bad=True)
+    assert [path.name for path, _ in dataset.skipped] == ["odd.png"]
+
+
+def test_float_images_are_refused_at_the_folder_check(three_identities: Path) -> None:
+    Image.new("F", (20, 20), 0.5).save(three_identities / "bob" / "float.tiff")
+    with pytest.raises(BadImageError, match="float.tiff.*mode F"):
+        ImageFolderDataset(three_identities, extensions=(".jpg", ".jpeg", ".png", ".pgm", ".tiff"))

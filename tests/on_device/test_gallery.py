@@ -58,3 +58,21 @@ def test_a_pickled_or_foreign_npz_is_refused(tmp_path):
     np.savez(foreign, weights=np.zeros(3))
     with pytest.raises(GalleryError, match="missing fields"):
         load_gallery(foreign)
+
+
+def test_an_embedding_of_another_size_is_a_clear_error_not_a_broadcast_failure():
+    gallery = Gallery("m", "b", "v")
+    gallery.enroll("ann", _unit(np.ones((2, 8))))
+    with pytest.raises(GalleryError, match="size 16 do not match the gallery's templates of size 8"):
+        gallery.score("ann", np.ones(16, np.float32))
+    with pytest.raises(GalleryError, match="size 4 do not match"):
+        gallery.enroll("bob", np.ones((1, 4), np.float32))
+    with pytest.raises(GalleryError, match="size 4 do not match"):
+        gallery.enroll("ann", np.ones((1, 4), np.float32))
+
+
+def test_a_file_that_is_not_a_gallery_is_named_as_such(tmp_path):
+    text = tmp_path / "people.npz"
+    text.write_text("ann,bob\n")
+    with pytest.raises(GalleryError, match="people.npz: not a gallery"):
+        load_gallery(text)

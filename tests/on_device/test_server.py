@@ -52,6 +52,21 @@ def test_serves_listed_bundle_files_only_with_a_strict_csp(fp32_bundle, fake_ven
         thread.join(timeout=5)
 
 
+def test_an_idle_connection_is_closed_by_the_server(fp32_bundle, fake_vendor):
+    import socket
+
+    server = demo_server.make_server(fp32_bundle, "127.0.0.1", 0, idle_timeout=0.2)
+    thread = demo_server.serve_in_thread(server)
+    try:
+        with socket.create_connection(server.server_address[:2], timeout=60) as idle:
+            idle.sendall(b"GET / HTTP/1.1\r\n")  # a request that never finishes
+            assert idle.recv(1024) == b"", "the server closed the connection"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
 def test_missing_runtime_files_say_run_dev_setup(fp32_bundle, fake_vendor):
     (fake_vendor / "vendor" / "ort-wasm-simd-threaded.wasm").unlink()
     with pytest.raises(demo_server.DemoSetupError, match=r"ort-wasm-simd-threaded.wasm.*run ./dev setup"):

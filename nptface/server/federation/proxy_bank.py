@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
-from nptface.core.atomic import atomic_path, atomic_write_json
+from nptface.core.atomic import atomic_write_json
+from nptface.core.tensor_files import write_safetensors
 from nptface.core.verification import unit_rows
 from nptface.core.versioned_json import read_versioned_json
 
@@ -375,8 +376,7 @@ class ProxyBank:
         """
         directory = Path(directory)
         arrays, meta = self.to_state()
-        with atomic_path(directory / ROWS_FILE) as tmp:
-            save_file(arrays, str(tmp), metadata={"format": FORMAT, "version": str(VERSION)})
+        write_safetensors(directory / ROWS_FILE, arrays, {"format": FORMAT, "version": str(VERSION)})
         atomic_write_json(directory / META_FILE, meta)
 
     @classmethod

@@ -5,7 +5,10 @@ relative to the file); its tables are merged key by key over the base's. Command
 ``--set section.key=value`` overrides come last, read by
 :func:`nptface.core.run_settings.parse_override` (TOML literals, else plain text). The result is validated
 into typed dataclasses: an unknown key or a value of the wrong type is an error that names the
-key and the file it came from, not a silent default. The resolved config and its hash are saved
+key and the file it came from, not a silent default; so is a head parameter the head does not
+take, and an NPT margin no embedding can reach. A config (or override) that changes
+``head.name`` without giving ``head.params`` gets the new head's defaults, never the old
+head's parameters. All of this happens at load time, before any data is read. The resolved config and its hash are saved
 with every run and checkpoint, so a run can always be reproduced and a resume can refuse a
 checkpoint from a different config.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +25,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from nptface.core.heads import HEADS, check_head_params, head_defaults
+from nptface.core.losses import check_npt_margin
 from nptface.core.optim_recipe import WeightDecay
 from nptface.core.run_settings import parse_override, settings_hash
 
@@ -107,6 +113,9 @@ class EvalSet:
     identities: int = 100  # synthetic held-out identities
     images_per_identity: int = 10
     domain: str = "wild"
+    # The protocol seed: draws generated pairs (and renders synthetic faces). Not run.seed, so runs
+    # of different seeds, and `nptface eval` of the same folder, score the same pairs.
+    seed: int = 0
 
 
 @dataclass
@@ -194,10 +203,18 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     merged = copy.deepcopy(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "params":
+            if key == "head" and _names_another_head(merged[key], value):
+                merged[key].pop("params")
             merged[key] = _merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
     return merged
+
+
+def _names_another_head(head: dict[str, Any], update: dict[str, Any]) -> bool:
+    """Whether ``update`` (a head table) switches ``head`` to another head without giving its params."""
+    return "name" in update and update["name"] != head.get("name", HeadSection.name) and "params" in head \
+        and "params" not in update
 
 
 def _read_raw(name_or_path: str, relative_to: Path | None = None, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -216,12 +233,36 @@ def _read_raw(name_or_path: str, relative_to: Path | None = None, seen: tuple[Pa
     return _merge(_read_raw(base_name, path.parent, (*seen, path)), raw)
 
 
-def _apply_override(raw: dict[str, Any], text: str) -> None:
-    """Set the value of a ``section.key=value`` override in the raw (unvalidated) tables."""
+def _apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> None:
+    """Apply ``section.key=value`` overrides in order. One that switches ``head.name`` drops the
+    config's ``head.params`` first: the new head gets the params the overrides give, else its own
+    defaults, never the old head's."""
+    parsed = [_parse_override(text) for text in overrides]
+    new_names = [value for keys, value in parsed if keys == ["head", "name"]]
+    head = raw.get("head")
+    if new_names and isinstance(head, dict) and new_names[-1] != head.get("name", HeadSection.name):
+        head.pop("params", None)
+    for keys, value in parsed:
+        _set(raw, keys, value)
+
+
+def _fill_head_params(raw: dict[str, Any]) -> None:
+    """A head table without ``params`` gets its named head's defaults (the dataclass default is NPT's)."""
+    head = raw.setdefault("head", {})
+    if isinstance(head, dict) and "params" not in head and head.get("name", HeadSection.name) in HEADS:
+        head["params"] = head_defaults(head.get("name", HeadSection.name))
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
     key, value = parse_override(text, ConfigError, form="section.key=value")
     keys = key.split(".")
     if not all(keys):
         raise ConfigError(f"override {text!r}: empty key; expected section.key=value")
+    return keys, value
+
+
+def _set(raw: dict[str, Any], keys: list[str], value: Any) -> None:
+    """Set the value of one parsed override in the raw (unvalidated) tables."""
     node = raw
     for key in keys[:-1]:
         node = node.setdefault(key, {})
@@ -246,8 +287,8 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a table, got {value!r}")
         return dict(value)
     if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
         return float(value)
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -277,8 +318,8 @@ def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
 def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """Read a config (shipped name or path), apply its bases and ``--set`` overrides, validate."""
     raw = _read_raw(name_or_path)
-    for override in overrides:
-        _apply_override(raw, override)
+    _apply_overrides(raw, overrides)
+    _fill_head_params(raw)
     try:
         config = _build(TrainConfig, raw, "")
     except ConfigError as error:
@@ -311,6 +352,7 @@ def validate(config: TrainConfig, source: str) -> None:
         fail(f"optim.milestones must be epochs inside (0, {config.optim.epochs}), got {config.optim.milestones}")
     if not 0 <= config.optim.warmup_epochs < config.optim.epochs:
         fail(f"optim.warmup_epochs must lie in [0, epochs), got {config.optim.warmup_epochs}")
+    _validate_head(config, fail)
     shard = config.head.shard_proxies
     if not (shard == "auto" or isinstance(shard, bool)):
         fail(f'head.shard_proxies must be "auto", true or false, got {shard!r}')
@@ -332,3 +374,20 @@ def validate(config: TrainConfig, source: str) -> None:
                  f"{eval_set.pair_protocol!r} and {eval_set.per_fold}")
     if config.checkpoint.every_steps < 1 or config.checkpoint.keep < 1:
         fail("checkpoint.every_steps and checkpoint.keep must be >= 1")
+
+
+def _validate_head(config: TrainConfig, fail: typing.Callable[[str], None]) -> None:
+    head = config.head
+    if head.name not in HEADS:
+        fail(f"head.name must be one of {sorted(HEADS)}, got {head.name!r}")
+    try:
+        check_head_params(head.name, head.params)
+    except ValueError as error:
+        fail(f"head.params: {error}")
+    if "delta" in head_defaults(head.name):
+        settings = {**head_defaults(head.name), **head.params}
+        classes = config.data.identities if config.data.kind == "synthetic" else None
+        try:
+            check_npt_margin(settings["delta"], settings["r"], classes)
+        except ValueError as error:
+            fail(f"head.params.delta / head.params.r: {error}")

@@ -5,7 +5,8 @@ in DataLoader workers), an ImageFolder, or an insightface RecordIO pack. Evaluat
 synthetic identities (never trained on), an ImageFolder with a pairs file or generated pairs (all
 genuine pairs, or LFW-style folds), an insightface verification ``.bin`` or an LFW folder with its
 ``pairs.txt``; ``nptface eval`` builds its set here too, so a run is judged the same way
-during training and after it.
+during training and after it. An eval set is a function of its spec alone (its data and its
+protocol seed), never of the run's seed: runs of different seeds are scored on the same pairs.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def build_train_data(data: DataSection, image_size: int, seed: int, progress: bo
         return dataset, None
     split = split_identities(dataset.num_classes, heldout_count=data.heldout_identities, seed=seed)
     heldout = subset_by_classes(dataset, split.heldout_classes)
-    pairs = all_genuine_pairs(heldout.labels, seed=seed)
+    pairs = all_genuine_pairs(heldout.labels, seed=EvalSet.seed)  # the protocol seed, as for every eval set
     return subset_by_classes(dataset, split.train_classes), EvalData("heldout-identities", heldout, pairs)
 
 
@@ -62,10 +63,9 @@ def _load_train_dataset(data: DataSection, image_size: int, seed: int, progress:
     raise ValueError(f"data.kind must be synthetic, imagefolder or recordio, got {data.kind!r}")
 
 
-def build_eval_set(spec: EvalSet, image_size: int, seed: int,
-                   lookalike_share: float = DataSection.lookalike_share) -> EvalData:
+def build_eval_set(spec: EvalSet, image_size: int, lookalike_share: float = DataSection.lookalike_share) -> EvalData:
     """The images and verification pairs of one eval set (the trainer's sets, and ``nptface eval``)."""
-    name = spec.name or spec.kind
+    name, seed = spec.name or spec.kind, spec.seed
     if spec.kind == "synthetic":
         dataset = materialize(
             SyntheticFaceDataset(HELDOUT_IDS[: spec.identities], spec.images_per_identity, spec.domain, seed,

@@ -33,9 +33,10 @@ LOSS_VARIANTS: dict[str, list[str]] = {
     "normsoftmax": ['head.name="normsoftmax"', "head.params={s=64.0}"],
     "proxytriplet": ['head.name="proxytriplet"', "head.params={delta=1.0, r=1.0}"],
 }
-# The paper's ablations: the margin as a cosine margin delta / 2r^2 (r = 1), and k.
+# The paper's ablations: the margin as a cosine margin delta / 2r^2 (r = 1), and k. Margins stop
+# at 1.0: with C classes no embedding can beat a margin of C/(C-1) (core.losses.reachable_margin_limit).
 MARGIN_VARIANTS = {f"npt-margin{m}": ['head.name="npt"', f"head.params={{k=6, delta={2 * m}, r=1.0}}"]
-                   for m in (0.2, 0.3, 0.5, 1.0, 2.0)}
+                   for m in (0.2, 0.3, 0.5, 0.75, 1.0)}
 K_VARIANTS = {f"npt-k{k}": ['head.name="npt"', f"head.params={{k={json.dumps(k)}, delta=1.0, r=1.0}}"]
               for k in (1, 2, 6, 10, "all")}
 

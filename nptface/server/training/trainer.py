@@ -39,7 +39,8 @@ from tqdm import tqdm
 from nptface.core.atomic import atomic_write_bytes, atomic_write_json
 from nptface.core.checkpoint import CheckpointMeta, save_checkpoint
 from nptface.core.evaluation import EvaluationResult, evaluate_model
-from nptface.core.heads import ProxyHead, ScalableNPTHead, build_head
+from nptface.core.heads import ProxyHead, ScalableNPTHead, build_head, head_defaults
+from nptface.core.losses import check_npt_margin
 from nptface.core.mobilefacenet import MobileFaceNet, MobileFaceNetConfig
 from nptface.core.preprocess import normalize
 from nptface.core.tables import markdown_table
@@ -70,6 +71,22 @@ logger = logging.getLogger(__name__)
 
 class RunExistsError(FileExistsError):
     """Starting fresh would overwrite a run that has checkpoints."""
+
+
+def checkpoint_to_resume(run_dir: Path, resume: str) -> Path | None:
+    """The checkpoint ``resume`` (``never``, ``auto`` or ``must``) continues from, or an error.
+
+    Cheap (it reads folder names and a pointer), so the trainer calls it before any data is
+    rendered or read: a run that would be refused is refused in a second, not after minutes.
+    """
+    checkpoints_dir = run_dir / "checkpoints"
+    found = latest_checkpoint(checkpoints_dir) if checkpoints_dir.exists() else None
+    if found is None and resume == "must":
+        raise FileNotFoundError(f"--resume: no checkpoint in {checkpoints_dir}")
+    if found is not None and resume == "never":
+        raise RunExistsError(f"{run_dir} already has checkpoints; pass --resume to continue it, "
+                             f"or choose another run name (--set run.name=...)")
+    return found
 
 
 KILL_AT_STEP_VARIABLE = "NPTFACE_TEST_KILL_AT_STEP"
@@ -168,12 +185,14 @@ class FitResult:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, run_dir: str | Path | None = None) -> None:
+    def __init__(self, config: TrainConfig, run_dir: str | Path | None = None, resume: str = "auto") -> None:
+        """``resume`` is checked against the run directory here, before any data is built (see :meth:`fit`)."""
         self.config = config
-        self.context = distributed.setup(config.device.device)
-        self.device = self.context.device
         self.run_dir = Path(run_dir) if run_dir is not None else Path(config.run.output_dir) / config.run.name
         self.checkpoints_dir = self.run_dir / "checkpoints"
+        checkpoint_to_resume(self.run_dir, resume)
+        self.context = distributed.setup(config.device.device)
+        self.device = self.context.device
         self._configure_backend()
         torch.manual_seed(config.run.seed)
         self.model_config = MobileFaceNetConfig(config.model.embedding_dim, config.model.width, config.model.input_size)
@@ -189,7 +208,7 @@ class Trainer:
         if self.device.type == "cuda" and config.device.channels_last:
             self.backbone.to(memory_format=torch.channels_last)
         self.eval_sets: list[EvalData] = (
-            [build_eval_set(s, config.model.input_size, config.run.seed, config.data.lookalike_share)
+            [build_eval_set(s, config.model.input_size, config.data.lookalike_share)
              for s in config.eval.sets]
             if self.context.is_main else []
         )
@@ -204,6 +223,12 @@ class Trainer:
 
     def _head_choice(self, num_classes: int) -> tuple[str, dict[str, Any]]:
         head = self.config.head
+        if "delta" in head_defaults(head.name):  # the config checked the margin against 2; now C is known
+            settings = {**head_defaults(head.name), **head.params}
+            try:
+                check_npt_margin(settings["delta"], settings["r"], num_classes)
+            except ValueError as error:
+                raise ValueError(f"head.params.delta / head.params.r: {error}") from None
         if head.name == "npt" and head.scalable_above and num_classes > head.scalable_above:
             logger.info("%d classes > head.scalable_above = %d: using the streamed top-k NPT head",
                         num_classes, head.scalable_above)
@@ -245,14 +270,9 @@ class Trainer:
 
     def restore(self, resume: str) -> int | None:
         """``resume``: ``never`` (refuse to overwrite a run with checkpoints), ``auto`` or ``must``."""
-        found = latest_checkpoint(self.checkpoints_dir) if self.checkpoints_dir.exists() else None
+        found = checkpoint_to_resume(self.run_dir, resume)
         if found is None:
-            if resume == "must":
-                raise FileNotFoundError(f"--resume: no checkpoint in {self.checkpoints_dir}")
             return None
-        if resume == "never":
-            raise RunExistsError(f"{self.run_dir} already has checkpoints; pass --resume to continue it, "
-                                 f"or choose another run name (--set run.name=...)")
         stored = read_train_state(found, self.config.hash())
         head_state, optimizer_state = stored.head, stored.optimizer
         if isinstance(self.head, ShardedNPTHead):
@@ -384,6 +404,7 @@ class Trainer:
         meter = _Meter(self.device, loss_scale=self.context.world_size if self.sharded else 1.0)
         lr = lr_at(position.global_step, self.steps_per_epoch, optim)
         kill_at = _test_kill_step()
+        final: dict[str, EvaluationResult] | None = None  # the last epoch's evaluation is the final one
         for epoch in range(position.epoch, optim.epochs):
             epoch_start = time.perf_counter() - position.epoch_seconds
             self.backbone.train()
@@ -406,8 +427,10 @@ class Trainer:
                 position.epoch_seconds = time.perf_counter() - epoch_start
                 bar.update(1)
                 log_now = position.global_step % self.config.log.every_steps == 0
-                checkpoint_now = position.global_step % self.config.checkpoint.every_steps == 0
-                if log_now or checkpoint_now or position.batch_in_epoch == self.steps_per_epoch:
+                epoch_ends = position.batch_in_epoch == self.steps_per_epoch
+                # The epoch's end writes its own checkpoint of this step (_end_epoch): once is enough.
+                checkpoint_now = position.global_step % self.config.checkpoint.every_steps == 0 and not epoch_ends
+                if log_now or checkpoint_now or epoch_ends:
                     # The only host-device synchronisation: every log window, checkpoint and epoch end.
                     window = meter.flush(position, epoch)
                     if log_now:
@@ -421,9 +444,10 @@ class Trainer:
                     self._checkpoint()
                 if position.global_step == kill_at:
                     os.kill(os.getpid(), signal.SIGKILL)
-            self._end_epoch(epoch, lr)
+            final = self._end_epoch(epoch, lr)
         bar.close()
-        final = self.evaluate()
+        if final is None:  # resumed after the last epoch had ended
+            final = self.evaluate()
         proxies = self.head.proxies
         if isinstance(self.head, ShardedNPTHead):
             proxies = gather_rows(self.head, proxies)  # collective: rank 0 writes the full matrix
@@ -435,7 +459,9 @@ class Trainer:
             self._tensorboard.close()
         return FitResult(self.run_dir, self.state.history, final, seconds, resumed_from)
 
-    def _end_epoch(self, epoch: int, lr: float) -> None:
+    def _end_epoch(self, epoch: int, lr: float) -> dict[str, EvaluationResult]:
+        """Log, evaluate (every ``eval.every_epochs`` and always after the last epoch) and checkpoint;
+        the evaluation (empty when none ran, and on ranks other than 0) is returned."""
         position = self.state.position
         record: dict[str, Any] = {
             "epoch": epoch + 1,
@@ -446,8 +472,10 @@ class Trainer:
             "seconds": position.epoch_seconds,
             "images_per_second": position.epoch_seen * self.context.world_size / max(position.epoch_seconds, 1e-9),
         }
+        evaluation: dict[str, EvaluationResult] = {}
         if (epoch + 1) % self.config.eval.every_epochs == 0 or epoch + 1 == self.config.optim.epochs:
-            for name, result in self.evaluate().items():
+            evaluation = self.evaluate()
+            for name, result in evaluation.items():
                 record[f"{name}/accuracy"] = result.verification.accuracy.mean
                 for far, tar in result.verification.tar_at_far.items():
                     if tar.supported:
@@ -458,6 +486,7 @@ class Trainer:
         position.batch_in_epoch = 0
         position.epoch_loss_sum, position.epoch_correct, position.epoch_seen, position.epoch_seconds = 0.0, 0, 0, 0.0
         self._checkpoint()
+        return evaluation
 
     # -- outputs -----------------------------------------------------------------------------
 
@@ -517,7 +546,7 @@ class Trainer:
 
 
 def train_from_config(config: TrainConfig, run_dir: str | Path | None = None, resume: str = "never") -> FitResult:
-    trainer = Trainer(config, run_dir)
+    trainer = Trainer(config, run_dir, resume)
     try:
         return trainer.fit(resume)
     finally:

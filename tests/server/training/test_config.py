@@ -40,7 +40,7 @@ def test_inheritance_loops_are_reported(tmp_path):
     "overrides,message",
     [
         (["optim.lrr=0.1"], r"unknown key\(s\) \['lrr'\]"),
-        (['optim.lr="fast"'], "optim.lr must be a number"),
+        (['optim.lr="fast"'], "optim.lr must be a finite number"),
         (["optim.epochs=2.5"], "optim.epochs must be an integer"),
         (['data.kind="parquet"'], "data.kind must be synthetic, imagefolder or recordio"),
         (['data.kind="imagefolder"'], "data.path is required"),
@@ -77,3 +77,45 @@ def test_config_hash_ignores_names_and_logging_but_not_the_recipe():
     assert load_config("synthetic-quick", ["run.seed=1"]).hash() != base.hash()
     # Like the number of processes: a checkpoint resumes sharded or not.
     assert load_config("synthetic-quick", ["head.shard_proxies=false"]).hash() == base.hash()
+
+
+def test_switching_the_head_by_set_gives_the_new_heads_defaults_not_the_old_params():
+    config = load_config("synthetic-quick", ['head.name="arcface"'])
+    assert config.head.name == "arcface" and config.head.params == {"s": 64.0, "m": 0.5}
+    assert load_config("synthetic-quick", ['head.name="cosface"', "head.params.m=0.4"]).head.params == {"m": 0.4}
+    assert load_config("synthetic-quick", ['head.name="npt"']).head.params == {"k": 6, "delta": 1.0, "r": 1.0}
+
+
+def test_a_config_file_that_switches_the_head_does_not_inherit_the_base_heads_params(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('base = "synthetic-quick"\n[head]\nname = "normsoftmax"\n')
+    assert load_config(str(path)).head.params == {"s": 64.0}
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["head.params={k=6, delta=1.0, r=1.0, m=0.5}"], r"head.params: head 'npt' has no parameter\(s\) \['m'\]"),
+        (['head.params={k="six"}'], r"head.params: k = 'six' does not fit head 'npt': expected an integer or 'all'"),
+        (['head.params.delta="1"'], "head.params: delta = '1' does not fit head 'npt'"),
+        (['head.name="arcface"', "head.params={k=6}"], r"head 'arcface' has no parameter\(s\) \['k'\]"),
+        (['head.name="sphereface"'], "head.name must be one of"),
+        (["optim.lr=nan"], "optim.lr must be a finite number, got nan"),
+        (["optim.momentum=inf"], "optim.momentum must be a finite number"),
+    ],
+)
+def test_head_params_and_non_finite_numbers_are_refused_at_load_naming_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("synthetic-quick", overrides)
+
+
+def test_an_npt_margin_no_embedding_can_reach_is_refused_naming_delta():
+    # C/(C-1) is the largest cosine margin C classes can all meet: 300/299 for synthetic-quick.
+    with pytest.raises(ConfigError, match=r"head.params.delta.*margin delta/\(2r\^2\) = 5.*limit is C/\(C-1\)"):
+        load_config("synthetic-quick", ["head.params.delta=10"])
+    with pytest.raises(ConfigError, match="head.params.delta"):
+        load_config("synthetic-quick", ['head.name="proxytriplet"', "head.params={delta=2.1, r=1.0}"])
+    assert load_config("synthetic-quick", ["head.params.delta=2.0"]).head.params["delta"] == 2.0  # margin 1
+    with pytest.raises(ConfigError, match="head.params.delta"):  # unknown class count: the limit over all C is 2
+        load_config("synthetic-quick", ['data.kind="imagefolder"', 'data.path="/faces"', "head.params.delta=4.0"])
+    load_config("synthetic-quick", ['data.kind="imagefolder"', 'data.path="/faces"', "head.params.delta=3.0"])

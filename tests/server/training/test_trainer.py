@@ -100,13 +100,34 @@ def test_checkpoints_are_complete_pruned_and_pointed_to(tmp_path):
     assert checkpoints == ["latest", "step-00000006", "step-00000008"]
     assert latest_checkpoint(result.run_dir / "checkpoints") == result.run_dir / "checkpoints" / "step-00000008"
     assert json.loads((result.run_dir / "checkpoints" / "latest").read_text())["entry"] == "step-00000008"
-    # Step 8 ends the epoch on a checkpoint step: it is written twice, and the end-of-epoch state wins.
+    # Step 8 ends the epoch on a checkpoint step: the end-of-epoch state is the one written.
     position = json.loads((result.run_dir / "checkpoints" / "step-00000008" / "state.json").read_text())["position"]
     assert (position["epoch"], position["batch_in_epoch"]) == (1, 0)
     assert (result.run_dir / "config.json").is_file() and (result.run_dir / "report.md").is_file()
     log = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "kind" not in r] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert all(r["images_per_second"] > 0 for r in log)
+
+
+def test_each_checkpoint_is_written_once_and_the_last_epoch_evaluated_once(tmp_path, monkeypatch):
+    import nptface.server.training.trainer as trainer
+
+    saved_steps, evaluations = [], []
+    save_train_state, evaluate_model = trainer.save_train_state, trainer.evaluate_model
+
+    def record_save(directory, model, head, optimizer, state, keep):
+        saved_steps.append(state.position.global_step)
+        return save_train_state(directory, model, head, optimizer, state, keep)
+
+    monkeypatch.setattr(trainer, "save_train_state", record_save)
+    monkeypatch.setattr(trainer, "evaluate_model", lambda *a, **k: evaluations.append(1) or evaluate_model(*a, **k))
+    # 8 steps an epoch, a checkpoint every 4 steps: epochs end on checkpoint steps 8 and 16.
+    config = _config(tmp_path, "optim.epochs=2", "optim.milestones=[]", "checkpoint.every_steps=4",
+                     "log.every_steps=4")
+    result = train_from_config(config, tmp_path / "run")
+    assert saved_steps == [4, 8, 12, 16]
+    assert len(evaluations) == 2, "one evaluation an epoch; the last one is the final evaluation"
+    assert result.final_eval["heldout"].verification.accuracy.mean == result.history[-1]["heldout/accuracy"]
 
 
 def test_npt_above_the_class_threshold_trains_through_the_streamed_head_with_the_same_result(tmp_path):

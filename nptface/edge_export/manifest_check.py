@@ -1,0 +1,105 @@
+"""Every value a bundle's manifest hands to a reader, checked before it is used.
+
+A manifest is data from disk: a threshold of -1 would make everyone match, NaN would make nobody
+match, and a string would fail deep inside a comparison. So each field that :func:`load_bundle`
+and the runtimes read is checked here for type and range, and the thresholds for order too: a
+stricter operating point (a smaller FAR) can only ask for a higher cosine. Each error names the
+manifest and the field.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("onnx", "tflite", "coreml")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class ManifestValueError(ValueError):
+    """A manifest field with a value of the wrong type, out of range, or out of order."""
+
+
+def check_manifest(manifest: dict[str, Any], path: Path) -> None:
+    """Raise :class:`ManifestValueError` naming the first field of ``manifest`` a reader cannot trust."""
+
+    def fail(field: str, expected: str, value: Any) -> None:
+        raise ManifestValueError(f"{path}: field {field!r} must be {expected}, got {value!r}")
+
+    def number(field: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            fail(field, "a finite number", value)
+        return float(value)
+
+    def positive_int(field: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            fail(field, "a positive integer", value)
+        return value
+
+    def table(field: str, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            fail(field, "a JSON object", value)
+        return value
+
+    size = table("input", manifest["input"]).get("size")
+    if not (isinstance(size, list) and len(size) == 2 and size[0] == size[1]):
+        fail("input.size", "[side, side]", size)
+    positive_int("input.size", size[0])
+    normalization = manifest["input"].get("normalization")
+    if normalization is not None:
+        number("input.normalization.mean", table("input.normalization", normalization).get("mean"))
+        if number("input.normalization.std", normalization.get("std")) <= 0:
+            fail("input.normalization.std", "> 0", normalization.get("std"))
+    embedding = table("embedding", manifest["embedding"])
+    positive_int("embedding.size", embedding.get("size"))
+    if embedding.get("metric", "cosine") != "cosine":
+        fail("embedding.metric", '"cosine"', embedding.get("metric"))
+    _check_thresholds(table("thresholds.cosine", table("thresholds", manifest["thresholds"]).get("cosine")), fail, number)
+    variants = manifest["variants"]
+    if not isinstance(variants, list):
+        fail("variants", "a list", variants)
+    names = set()
+    for i, variant in enumerate(variants):
+        table(f"variants[{i}]", variant)
+        for key in ("name", "file"):
+            if not isinstance(variant.get(key), str) or not variant[key]:
+                fail(f"variants[{i}].{key}", "a non-empty string", variant.get(key))
+        if variant.get("format") not in FORMATS:
+            fail(f"variants[{i}].format", f"one of {FORMATS}", variant.get("format"))
+        if variant["name"] in names:
+            fail(f"variants[{i}].name", "unique", variant["name"])
+        names.add(variant["name"])
+    for name, entry in table("files", manifest["files"]).items():
+        table(f"files[{name!r}]", entry)
+        if not isinstance(entry.get("sha256"), str) or not _SHA256.fullmatch(entry["sha256"]):
+            fail(f"files[{name!r}].sha256", "64 lowercase hex digits", entry.get("sha256"))
+        if isinstance(entry.get("size"), bool) or not isinstance(entry.get("size"), int) or entry["size"] < 0:
+            fail(f"files[{name!r}].size", "a byte count (an integer >= 0)", entry.get("size"))
+    source = manifest.get("source")
+    if source is not None and not isinstance(table("source", source).get("checkpoint_sha256"), str):
+        fail("source.checkpoint_sha256", "a string", source.get("checkpoint_sha256"))
+
+
+def _check_thresholds(thresholds: dict[str, Any], fail: Any, number: Any) -> None:
+    if not thresholds:
+        fail("thresholds.cosine", "at least one FAR -> threshold entry", thresholds)
+    by_far = []
+    for key, value in thresholds.items():
+        try:
+            far = float(key)
+        except ValueError:
+            far = math.nan
+        if not 0 < far < 1:
+            fail(f"thresholds.cosine[{key!r}]", "keyed by a false accept rate in (0, 1), like '1e-03'", key)
+        threshold = number(f"thresholds.cosine[{key!r}]", value)
+        if not -1 <= threshold <= 1:
+            fail(f"thresholds.cosine[{key!r}]", "a cosine in [-1, 1]", value)
+        by_far.append((far, key, threshold))
+    by_far.sort()
+    for (_, stricter, high), (_, looser, low) in zip(by_far, by_far[1:]):
+        if high < low:
+            fail(f"thresholds.cosine[{stricter!r}]",
+                 f"at least the threshold at the looser FAR {looser} ({low}): a stricter FAR needs a higher cosine",
+                 high)
