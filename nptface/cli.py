@@ -108,7 +108,8 @@ def _train(args: argparse.Namespace) -> int:
     from nptface.server.training.config import load_config
     from nptface.server.training.trainer import train_from_config
 
-    config = load_config(args.config, args.set)
+    overrides = [*args.set, *([f"model.init={json.dumps(args.init_from)}"] if args.init_from else [])]
+    config = load_config(args.config, overrides)
     result = train_from_config(config, args.run_dir, resume="must" if args.resume else "never")
     if result.final_eval:
         for name, evaluation in result.final_eval.items():
@@ -424,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config value, e.g. --set optim.lr=0.05 --set head.name=\"arcface\"")
     train.add_argument("--run-dir", help="run directory (default: run.output_dir / run.name)")
     train.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
+    train.add_argument("--init-from", metavar="RUN",
+                       help="fine-tune from a trained model: a run directory or its model.safetensors (sets "
+                            "model.init; its proxies are reused when the identities match, else imprinted)")
     train.set_defaults(func=_train)
 
     export = commands.add_parser("export", help="ONNX/TFLite/Core ML variants of a run, parity-gated, as a bundle")

@@ -28,8 +28,9 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
 from nptface.client import protocol
-from nptface.client.local_training import LocalConfig, fine_tune, imprint
+from nptface.client.local_training import LocalConfig, fine_tune
 from nptface.client.row_privacy import noised_rows
+from nptface.core.imprinting import imprint
 from nptface.core.mobilefacenet import MobileFaceNet, MobileFaceNetConfig
 from nptface.core.partitions import client_datasets
 

@@ -4,9 +4,8 @@ The client sees the global backbone, the bank rows of the identities it holds (i
 trainable) and a set of negative proxies chosen by the server (fixed). NPT compares each sample
 with its own proxy and the k nearest other proxies among own rows + negatives, so a client's
 identities are pushed away both from each other and from the identities elsewhere in the
-federation that the server let it see. Rows for identities the bank has never seen are imprinted:
-the normalised mean embedding of that identity's images under the current backbone, the
-standard way to initialise a classifier row for a new class without training.
+federation that the server let it see. Rows for identities the bank has never seen are imprinted
+(:func:`nptface.core.imprinting.imprint`) before this round starts.
 
 Optionally a FedProx term ``mu/2 * ||w - w_global||^2`` keeps the backbone near the global one
 when clients' data differ a lot (Li et al., 2020). BatchNorm running statistics are updated
@@ -24,11 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from nptface.core.embedding import embed_dataset
 from nptface.core.losses import npt_loss
 from nptface.core.optim_recipe import WeightDecay, parameter_groups
 from nptface.core.preprocess import normalize
-from nptface.core.verification import unit_rows
 
 
 @dataclass(frozen=True)
@@ -56,19 +53,6 @@ class LocalResult:
 def float_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """What the federation exchanges: every float tensor of the state_dict (not BN's batch counters)."""
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
-
-
-@torch.no_grad()
-def imprint(model: nn.Module, dataset: Dataset, batch_size: int = 64) -> np.ndarray:
-    """Per identity of ``dataset``: the normalised mean of its normalised embeddings, [C, d]."""
-    embeddings = embed_dataset(model, dataset, batch_size=batch_size)
-    labels = np.asarray(dataset.labels)
-    rows = np.zeros((dataset.num_classes, embeddings.shape[1]), np.float64)
-    np.add.at(rows, labels, embeddings)
-    missing = np.flatnonzero(~rows.any(axis=1))[:5].tolist()
-    if missing:
-        raise ValueError(f"identities {missing} have no images to imprint a proxy from")
-    return unit_rows(rows, name="imprinted rows")
 
 
 def fine_tune(model: nn.Module, own_rows: np.ndarray, negatives: np.ndarray, dataset: Dataset,

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from nptface.client.local_training import LocalConfig, fine_tune, float_state, imprint
+from nptface.client.local_training import LocalConfig, fine_tune, float_state
+from nptface.core.imprinting import imprint
 from nptface.core.checkpoint import load_backbone, load_proxies
 from nptface.core.datasets import SyntheticFaceDataset, materialize
 from nptface.core.embedding import embed_dataset

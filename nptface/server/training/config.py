@@ -6,7 +6,7 @@ relative to the file); its tables are merged key by key over the base's. Command
 :func:`nptface.core.run_settings.parse_override` (TOML literals, else plain text). The result is validated
 into typed dataclasses: an unknown key or a value of the wrong type is an error that names the
 key and the file it came from, not a silent default; so is a head parameter the head does not
-take, and an NPT margin no embedding can reach. A config (or override) that changes
+take, an NPT margin no embedding can reach, and a ``model.init`` of another architecture. A config (or override) that changes
 ``head.name`` without giving ``head.params`` gets the new head's defaults, never the old
 head's parameters. All of this happens at load time, before any data is read. The resolved config and its hash are saved
 with every run and checkpoint, so a run can always be reproduced and a resume can refuse a
@@ -27,8 +27,10 @@ from typing import Any
 
 from nptface.core.heads import HEADS, check_head_params, head_defaults
 from nptface.core.losses import check_npt_margin
+from nptface.core.mobilefacenet import MobileFaceNetConfig
 from nptface.core.optim_recipe import WeightDecay
 from nptface.core.run_settings import parse_override, settings_hash
+from nptface.server.training.warm_start import check_init
 
 
 class ConfigError(ValueError):
@@ -64,6 +66,9 @@ class ModelSection:
     width: float = 1.0
     input_size: int = 112
     embedding_dim: int = 256
+    # Fine-tune from this model: a run directory, or a model.safetensors with its checkpoint.json
+    # beside it (nptface.server.training.warm_start). "" trains from scratch.
+    init: str = ""
 
 
 @dataclass
@@ -171,6 +176,8 @@ class TrainConfig:
         payload["run"].pop("output_dir")
         payload["data"].pop("num_workers")
         payload["head"].pop("shard_proxies")
+        if not payload["model"]["init"]:
+            payload["model"].pop("init")  # so runs from scratch keep the hashes they had before init existed
         for volatile in ("log", "checkpoint", "eval"):
             payload.pop(volatile)
         return settings_hash(payload)
@@ -353,6 +360,12 @@ def validate(config: TrainConfig, source: str) -> None:
     if not 0 <= config.optim.warmup_epochs < config.optim.epochs:
         fail(f"optim.warmup_epochs must lie in [0, epochs), got {config.optim.warmup_epochs}")
     _validate_head(config, fail)
+    if config.model.init:
+        try:
+            check_init(config.model.init, MobileFaceNetConfig(config.model.embedding_dim, config.model.width,
+                                                              config.model.input_size))
+        except ValueError as error:
+            fail(f"model.init: {error}")
     shard = config.head.shard_proxies
     if not (shard == "auto" or isinstance(shard, bool)):
         fail(f'head.shard_proxies must be "auto", true or false, got {shard!r}')

@@ -65,6 +65,7 @@ from nptface.server.training.train_state import (
     read_train_state,
     save_train_state,
 )
+from nptface.server.training.warm_start import init_record, warm_start
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else Path(config.run.output_dir) / config.run.name
         self.checkpoints_dir = self.run_dir / "checkpoints"
-        checkpoint_to_resume(self.run_dir, resume)
+        resume_from = checkpoint_to_resume(self.run_dir, resume)
         self.context = distributed.setup(config.device.device)
         self.device = self.context.device
         self._configure_backend()
@@ -200,8 +201,11 @@ class Trainer:
         self.train_set, heldout = build_train_data(config.data, config.model.input_size, config.run.seed, progress)
         self.backbone = MobileFaceNet(self.model_config)
         head_name, head_params = self._head_choice(self.train_set.num_classes)
-        self.head = self._shard_choice(
-            build_head(head_name, self.train_set.num_classes, config.model.embedding_dim, **head_params))
+        head = build_head(head_name, self.train_set.num_classes, config.model.embedding_dim, **head_params)
+        if config.model.init and resume_from is None:  # a resumed run continues from its own checkpoint
+            warm_start(config.model.init, self.backbone.to(self.device), head, self.train_set,
+                       config.eval.batch_size, config.data.num_workers)
+        self.head = self._shard_choice(head)
         self.optimizer = build_optimizer(self.backbone, self.head, config.optim)
         self.backbone.to(self.device)
         self.head.to(self.device)
@@ -332,6 +336,12 @@ class Trainer:
                 if isinstance(value, (int, float)) and key not in ("step", "epoch"):
                     self._tensorboard.add_scalar(key, value, record["step"])
 
+    def _say(self, line: str) -> None:
+        """Without progress bars (``log.progress = false``: CI, nohup, a file), each log line on stdout as it
+        happens, so the run shows it is alive; with them, the bar's postfix shows the same numbers."""
+        if self.context.is_main and not self.config.log.progress:
+            print(f"[{self.config.run.name}] {line}", flush=True)
+
     def _open_logs(self) -> None:
         if not self.context.is_main:
             return
@@ -439,6 +449,8 @@ class Trainer:
                         self._log(record)
                         bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2g}",
                                         img_s=f"{record['images_per_second']:.0f}")
+                        self._say(f"step {position.global_step}/{optim.epochs * self.steps_per_epoch} "
+                                  f"epoch {record['epoch']:.2f}: loss {record['loss']:.4f}, lr {lr:.3g}, {record['images_per_second']:.0f} img/s")
                         meter.reset_window()
                 if checkpoint_now:
                     self._checkpoint()
@@ -481,6 +493,10 @@ class Trainer:
                     if tar.supported:
                         record[f"{name}/tar@far={far:.0e}"] = tar.tar
         self._log({"kind": "epoch", **record})
+        self._say(f"epoch {epoch + 1}/{self.config.optim.epochs} done: loss {record['loss']:.4f}, train accuracy "
+                  f"{record['train_accuracy']:.3f}, {record['images_per_second']:.0f} img/s"
+                  + "".join(f"; {name}: accuracy {result.verification.accuracy.mean:.4f}"
+                            for name, result in evaluation.items()))
         self.state.history.append(record)
         position.epoch = epoch + 1
         position.batch_in_epoch = 0
@@ -496,7 +512,9 @@ class Trainer:
             model=self.model_config.to_dict(), head=self.head.name, head_hparams=self.head.hparams(),
             class_names=list(self.train_set.class_names),
             extra={"config_hash": self.config.hash(), "run": self.config.run.name,
-                   "global_step": self.state.position.global_step},
+                   "global_step": self.state.position.global_step, "training_data": self._training_data(),
+                   **({"init": init_record(self.config.model.init, list(self.train_set.class_names))}
+                      if self.config.model.init else {})},
         )
         save_checkpoint(self.run_dir, self.backbone, proxies, meta)
         metrics = {
@@ -512,6 +530,12 @@ class Trainer:
         if final:
             plot_roc({name: r.verification.roc for name, r in final.items()}, self.run_dir / "roc.png")
         self._write_report(final)
+
+    def _training_data(self) -> dict[str, Any]:
+        """What the model was trained on, for the model card: the kind (synthetic faces or real images) and size."""
+        data = self.config.data
+        return {"kind": data.kind, "path": data.path, "domain": data.domain if data.kind == "synthetic" else None,
+                "identities": self.train_set.num_classes, "images": len(self.train_set)}
 
     def _write_report(self, final: dict[str, EvaluationResult]) -> None:
         atomic_write_bytes(self.run_dir / "report.md", self.report(final).markdown().encode())
