@@ -3,7 +3,8 @@
 (a) the server model without fine-tuning (round 0 of the federated run's history);
 (b) centralised fine-tuning on the union of the clients' training images — the upper bound
     no federation can beat, with the same local recipe for as many epochs as the federation
-    runs rounds x local epochs, and the server's proxies as negatives;
+    runs rounds x local epochs, and the server's proxies as negatives; its model is saved as the
+    run directory ``baseline-centralised/``, so it can be exported and compared like any run;
 (c) FedAvg with per-client local heads only (FedPer-like): the same rounds, but no negatives
     are shared and no spread-out runs, so each client separates only its own identities.
 All are evaluated on the same held-out identities (client domain and server domain). The report
@@ -20,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import ConcatDataset
 
 from nptface.core.atomic import atomic_write_bytes, atomic_write_json
-from nptface.core.checkpoint import load_backbone, load_proxies
+from nptface.core.checkpoint import CheckpointMeta, load_backbone, load_proxies, save_checkpoint
 from nptface.core.tables import markdown_table, percent
 from nptface.server.federation.config import FedConfig
 from nptface.server.federation.state import latest_state
@@ -60,8 +62,11 @@ class _Labelled(ConcatDataset):
         return image, int(label) + int(self._offsets[part])
 
 
-def centralised_baseline(config: FedConfig) -> dict[str, float]:
-    from nptface.client.local_training import LocalConfig, fine_tune, imprint
+def centralised_baseline(config: FedConfig, out_dir: Path) -> dict[str, float]:
+    """Fine-tune the server model on the union of the clients' images, save it as the run directory
+    ``out_dir`` (exportable like any run) and return its evaluation."""
+    from nptface.client.local_training import LocalConfig, fine_tune
+    from nptface.core.imprinting import imprint
     from nptface.core.partitions import client_datasets
     from nptface.server.federation.evaluation import central_eval_sets, evaluate_backbone
 
@@ -73,8 +78,21 @@ def centralised_baseline(config: FedConfig) -> dict[str, float]:
     negatives = load_proxies(config.server_run).numpy() if config.proxy_sharing != "local-heads" else np.zeros((0, 1))
     local = LocalConfig(epochs=config.num_rounds * settings.local_epochs, lr=settings.lr,
                         batch_size=settings.batch_size, k=settings.k, delta=settings.delta, seed=config.seed)
-    fine_tune(model, imprint(model, union), negatives, union, local)
+    result = fine_tune(model, imprint(model, union), negatives, union, local)
+    meta = CheckpointMeta(model=model.config.to_dict(), head="npt",
+                          head_hparams={"k": local.k, "delta": local.delta, "r": local.r},
+                          class_names=list(union.class_names),
+                          extra={"run": "centralised fine-tuning baseline", "init": {"path": config.server_run},
+                                 "epochs": local.epochs, "training_data": _training_data(plan.source, union)})
+    save_checkpoint(out_dir, model, torch.from_numpy(result.rows), meta)
     return evaluate_backbone(model, central_eval_sets(config, model.config.input_size))
+
+
+def _training_data(source: str, union: _Labelled) -> dict[str, Any]:
+    """The clients' training images, described as the trainer describes its own (the model card reads it)."""
+    kind = "synthetic" if source == "synthetic" else "imagefolder"
+    return {"kind": kind, "path": "" if kind == "synthetic" else source, "domain": None,
+            "identities": union.num_classes, "images": len(union)}
 
 
 def run_experiment(config: SimulationConfig, baselines: bool = True, cpus_per_client: float = 1.0) -> ExperimentResult:
@@ -94,7 +112,7 @@ def run_experiment(config: SimulationConfig, baselines: bool = True, cpus_per_cl
         fedper_history = _history(Path(fedper.fed.out_dir), config.fed.num_rounds)
         rows["FedAvg + local heads (FedPer-like)"] = _metrics(fedper_history[-1])
         started = time.perf_counter()
-        rows["centralised fine-tuning (upper bound)"] = centralised_baseline(config.fed)
+        rows["centralised fine-tuning (upper bound)"] = centralised_baseline(config.fed, out / "baseline-centralised")
         seconds["centralised"] = time.perf_counter() - started
     recovered = _recovered(rows)
     table = _table(rows, recovered)
@@ -171,5 +189,7 @@ def _write_report(out: Path, config: SimulationConfig, rows: dict[str, dict[str,
                                              "fedper_history": fedper, "recovered_share": recovered, "seconds": seconds})
     report = [f"# Federated fine-tuning ({config.fed.client.num_clients} clients, {config.fed.num_rounds} rounds)", "",
               table,
-              "", "![curves](federated.png)", "", f"Wall time (s): {json.dumps({k: round(v, 1) for k, v in seconds.items()})}"]
+              "", "![curves](federated.png)", "",
+              *(["Centralised baseline model: `baseline-centralised/` (a run directory).", ""] if central else []),
+              f"Wall time (s): {json.dumps({k: round(v, 1) for k, v in seconds.items()})}"]
     atomic_write_bytes(out / "report.md", ("\n".join(report) + "\n").encode())
