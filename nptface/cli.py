@@ -162,7 +162,8 @@ def _export(args: argparse.Namespace) -> int:
         latency_repeats=args.latency_repeats,
     )
     out = args.out or str(Path("bundles") / Path(args.run).resolve().name)
-    result = export_run(args.run, out, args.calibration, args.eval, args.domain, options, ["nptface", *sys.argv[1:]])
+    result = export_run(args.run, out, args.calibration, args.eval, args.domain, options, ["nptface", *sys.argv[1:]],
+                        progress=lambda line: print(line, flush=True))
     print(result.table)
     print(f"bundle: {result.bundle_dir} ({len(result.shipped)} variants shipped; manifest.json, README.md, report.md)")
     if result.rejected:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import platform
 import shutil
 import sys
 import time
@@ -47,6 +48,7 @@ from nptface.edge_export.parity import (
     score_embeddings,
     verdict,
 )
+from nptface.edge_export.provenance import training_data
 from nptface.edge_export.runtimes import Embedder, LiteRTEmbedder, OnnxEmbedder, TorchEmbedder
 
 logger = logging.getLogger(__name__)
@@ -164,7 +166,8 @@ class _Exporter:
     """Holds what every variant needs: the models, the images, the reference and the staging folder."""
 
     def __init__(self, run_dir: Path, staging: Path, eval_set: InMemoryFaceDataset, calibration: InMemoryFaceDataset,
-                 options: ExportOptions) -> None:
+                 options: ExportOptions, progress: Callable[[str], None] | None = None) -> None:
+        self.progress = progress
         self.model, self.meta = load_backbone(run_dir)
         self.fused = fuse_bn(self.model).eval()
         self.size = self.model.config.input_size
@@ -177,6 +180,13 @@ class _Exporter:
         self.work = staging / ".work"
         self.work.mkdir()
         self.pairs = largest_lfw_style_pairs(eval_set.labels, where=f"evaluation set {eval_set.source}")
+
+    def say(self, line: str) -> None:
+        """A progress line: to ``progress`` (the CLI prints it: an export runs for minutes), else the log."""
+        if self.progress is not None:
+            self.progress(line)
+        else:
+            logger.info("%s", line)
 
     def set_reference(self, embeddings: np.ndarray) -> None:
         self.reference = embeddings
@@ -201,12 +211,14 @@ class _Exporter:
         for index, (label, recipe, build, runtime) in enumerate(attempts):
             candidate = self.work / f"{name}.{label}{path.suffix}"
             started = time.perf_counter()
+            self.say(f"{name} [{label}]: building ({recipe})")
             build(candidate)
+            self.say(f"{name} [{label}]: gating on {len(self.eval_set)} images")
             report, failures = self.judge(runtime(candidate), precision)
             done.append(Attempt(label, recipe, report, failures))
-            logger.info("%s [%s]: mean cos %.5f, p1 %.5f, acc drop %.2f pt, flips %.2f%% -> %s (%.1fs)",
-                        name, label, report.mean_cos, report.p1_cos, report.accuracy_drop, report.flip_share * 100,
-                        "pass" if not failures else "; ".join(failures), time.perf_counter() - started)
+            self.say(f"{name} [{label}]: {'pass' if not failures else 'fail: ' + '; '.join(failures)} (mean cos "
+                     f"{report.mean_cos:.5f}, p1 {report.p1_cos:.5f}, acc drop {report.accuracy_drop:+.2f} pt, "
+                     f"flips {report.flip_share * 100:.2f}%; {time.perf_counter() - started:.1f} s)")
             last = (candidate, label, recipe)
             if not failures and (best is None or report.mean_cos > best[0]):
                 best = (report.mean_cos, candidate, label, recipe)
@@ -343,8 +355,10 @@ def _table(variants: list[VariantResult], reference: EvalScores, torch_ms: float
 
 
 def export_bundle(run_dir: str | Path, out: str | Path, eval_set: InMemoryFaceDataset, calibration: InMemoryFaceDataset,
-                  options: ExportOptions | None = None, command: list[str] | None = None) -> ExportResult:
-    """Export the checkpoint in ``run_dir`` to every requested variant and write the bundle ``out``."""
+                  options: ExportOptions | None = None, command: list[str] | None = None,
+                  progress: Callable[[str], None] | None = None) -> ExportResult:
+    """Export the checkpoint in ``run_dir`` to every requested variant and write the bundle ``out``;
+    ``progress`` gets a line as each variant is built, gated and judged (default: the log)."""
     options = options or ExportOptions()
     run_dir, out = Path(run_dir), Path(out)
     if len(calibration) < options.min_calibration_images:
@@ -354,7 +368,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, eval_set: InMemoryFaceDa
         raise ExportError(f"{out} already exists; pass --overwrite to replace it")
     staging = bundle_io.staging_dir(out)
     try:
-        result = _export(run_dir, out, staging, eval_set, calibration, options, command or [])
+        result = _export(run_dir, out, staging, eval_set, calibration, options, command or [], progress)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -362,8 +376,9 @@ def export_bundle(run_dir: str | Path, out: str | Path, eval_set: InMemoryFaceDa
 
 
 def _export(run_dir: Path, out: Path, staging: Path, eval_set: InMemoryFaceDataset, calibration: InMemoryFaceDataset,
-            options: ExportOptions, command: list[str]) -> ExportResult:
-    ex = _Exporter(run_dir, staging, eval_set, calibration, options)
+            options: ExportOptions, command: list[str], progress: Callable[[str], None] | None) -> ExportResult:
+    ex = _Exporter(run_dir, staging, eval_set, calibration, options, progress)
+    ex.say(f"reference: fp32 PyTorch embeddings of {len(eval_set)} evaluation images")
     if eval_set.images.shape[1:3] != (ex.size, ex.size):
         raise ExportError(f"evaluation images {eval_set.source} are {eval_set.images.shape[1:3]}, the model "
                           f"expects {ex.size}x{ex.size}")
@@ -399,6 +414,7 @@ def _export(run_dir: Path, out: Path, staging: Path, eval_set: InMemoryFaceDatas
             internal.append(v)
             continue
         if v.passed:
+            ex.say(f"{v.name}: timing ({options.latency_repeats} runs, 1 thread, batch 1)")
             _latency(ex, v, options.latency_repeats)
             v.shipped = True
         else:
@@ -432,7 +448,8 @@ def _manifest(ex: _Exporter, variants: list[VariantResult], device: str, checkpo
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "producer": {"command": command, "versions": _versions()},
         "source": {"run": str(run_dir), "checkpoint_sha256": checkpoint_sha, "head": ex.meta.head,
-                   "head_hparams": ex.meta.head_hparams, "training_identities": len(ex.meta.class_names)},
+                   "head_hparams": ex.meta.head_hparams, "training_identities": len(ex.meta.class_names),
+                   "training_data": training_data(run_dir, ex.meta)},
         "model": {"architecture": "MobileFaceNet", **config.to_dict(),
                   "parameters": sum(p.numel() for p in ex.model.parameters())},
         "input": {"size": [config.input_size, config.input_size], "channels": "RGB", "dtype": "float32",
@@ -447,9 +464,12 @@ def _manifest(ex: _Exporter, variants: list[VariantResult], device: str, checkpo
         "evaluation": {"source": ex.eval_set.source, "images": len(ex.eval_set),
                        "identities": int(len(np.unique(ex.eval_set.labels))), "images_sha256": ex.eval_set.content_hash(),
                        "pairs": len(ex.pairs), "reference_device": device, "reference_file": REFERENCE_FILE,
-                       "reference_accuracy": ref.accuracy, "reference_tar_at_far_1e-3": ref.tar_at_gate_far},
+                       "reference_accuracy": ref.accuracy, "reference_tar_at_far_1e-3": ref.tar_at_gate_far,
+                       "protocol": "accuracy: mean over 10 LFW-style folds of as many genuine as impostor pairs "
+                                   "(at most 300 of each a fold, protocol seed 0), each fold judged at the threshold "
+                                   "best on the other nine; TAR@FAR and the thresholds: every pair of the set"},
         "calibration": {"images": int(len(ex.calibration))},
-        "latency": {"cpu": cpu_name(), "threads": 1, "batch": 1, "repeats": ex.options.latency_repeats,
+        "latency": {"cpu": cpu_name(), "machine": platform.machine(), "threads": 1, "batch": 1, "repeats": ex.options.latency_repeats,
                     "statistic": "median", "pytorch_fp32_ms": torch_ms},
         "variants": [v.to_dict() for v in variants if v.shipped],
         "rejected": [v.to_dict() for v in variants if not v.passed],
@@ -477,7 +497,7 @@ def _report(ex: _Exporter, table: str, variants: list[VariantResult]) -> str:
 
 def export_run(run_dir: str | Path, out: str | Path, calibration: str = "synthetic", evaluation: str = "synthetic",
                domain: str = "wild", options: ExportOptions | None = None,
-               command: list[str] | None = None) -> ExportResult:
+               command: list[str] | None = None, progress: Callable[[str], None] | None = None) -> ExportResult:
     """:func:`export_bundle` with its image sets named as on the command line.
 
     ``"synthetic"`` renders held-out identities (evaluation and calibration from disjoint ones);
@@ -494,4 +514,4 @@ def export_run(run_dir: str | Path, out: str | Path, calibration: str = "synthet
     eval_set = synthetic_eval if evaluation == "synthetic" else image_folder_set(evaluation, size)
     calibration_set = synthetic_calibration if calibration == "synthetic" else image_folder_set(calibration, size)
     assert eval_set is not None and calibration_set is not None
-    return export_bundle(run_dir, out, eval_set, calibration_set, options, command)
+    return export_bundle(run_dir, out, eval_set, calibration_set, options, command, progress)

@@ -149,3 +149,14 @@ def test_cli_exits_nonzero_when_a_variant_is_rejected_unless_partial_is_allowed(
     assert (tmp_path / "strict" / "rejected" / "onnx-int8" / "report.json").exists()
     assert cli.main([*args, "--out", str(tmp_path / "partial"), "--allow-partial"]) == 0
     assert cli.main([*args, "--out", str(tmp_path / "partial")]) == 2, "an existing bundle is not overwritten"
+
+
+def test_export_reports_each_variant_as_it_is_built_gated_and_judged(tiny_run, tiny_sets, tmp_path):
+    evaluation, calibration = tiny_sets
+    lines: list[str] = []
+    export_bundle(tiny_run, tmp_path / "b", evaluation, calibration,
+                  ExportOptions(formats=("onnx",), precisions=("fp32", "fp16"), latency_repeats=1), progress=lines.append)
+    for name in ("onnx-fp32", "onnx-fp16"):
+        mine = [line for line in lines if line.startswith(name)]
+        assert "building" in mine[0] and "gating on 200 images" in mine[1] and mine[2].split(": ")[1].startswith("pass")
+        assert "timing" in mine[3]
