@@ -11,9 +11,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 from flwr.app import ArrayRecord, Context, Error, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
+from safetensors.torch import load_file, save_file
 
 from nptface.client import protocol
 from nptface.client.client_app import make_client_app
