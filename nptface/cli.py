@@ -174,6 +174,18 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _fed_simulate(args: argparse.Namespace) -> int:
+    """Run the simulation; a failed engine or an unusable global model is one ``nptface: error:`` line, exit 1."""
+    from nptface.server.federation.round_loop import FederationError
+    from nptface.simulation.run import SimulationError
+
+    try:
+        return _run_fed_simulate(args)
+    except (FederationError, SimulationError) as error:
+        print(f"nptface: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _run_fed_simulate(args: argparse.Namespace) -> int:
     from nptface.core.run_settings import parse_override
     from nptface.server.federation.config import SHARING_MODES
     from nptface.simulation.comparison import (

@@ -5,8 +5,9 @@ mode from the same server model and partition plan and tabulates, per mode: held
 and accuracy (client domain), the change against ``all``, the proxy-linkage attack's rank-1 pooled
 over rounds with its chance level, how many client rows the attacker was sent, and epsilon for
 ``dp``. ``nptface fed simulate --poison scale:0,noise:1,flip:2`` runs the clean federation, the
-poisoned one with every defence off, and the poisoned one with the robust options, and tabulates
-the damage against the clean run.
+poisoned one with every optional defence off, and the poisoned one with the robust options, and
+tabulates the damage against the clean run. No run turns off the checks that keep the global model
+usable (unusable replies are rejected, an unusable aggregate is rolled back): the table counts both.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def robustness_configs(base: SimulationConfig, poison: str, robust: list[str]) -
 
     configs = {"clean (FedAvg + norm screens)": run(clean, "clean"),
                "poisoned, no defence (plain FedAvg)": run(poisoned, "poisoned-undefended", norm_screen=0.0,
-                                                          row_norm_limit=0.0, backbone_aggregation="fedavg")}
+                                                          row_norm_limit=0.0, update_norm_limit=0.0,
+                                                          backbone_aggregation="fedavg")}
     for method in (m for m in robust if m != "fedavg"):  # what the aggregator costs by itself, without attackers
         configs[f"clean, norm screens + {method}"] = run(clean, f"clean-{method}", backbone_aggregation=method)
     for method in robust:
@@ -92,6 +94,7 @@ def summarise(history: list[dict[str, Any]], config: SimulationConfig) -> dict[s
             "epsilon": final.get("dp/epsilon"), "delta": config.fed.dp_delta if sharing == "dp" else None,
             "noise_multiplier": final.get("dp/noise_multiplier"),
             "rejected": int(sum(h.get("rejected", 0) for h in rounds)),
+            "rolled_back": sum(1 for h in rounds if h.get("rolled_back")),
             "start_tar": history[0].get(TAR), "start_accuracy": history[0].get(ACC)}
 
 
@@ -132,10 +135,12 @@ def _epsilon_cell(mode: str, r: dict[str, Any]) -> str:
 
 def robustness_table(rows: dict[str, dict[str, Any]]) -> str:
     clean = next(iter(rows.values()))
-    header = ["run", "TAR@FAR=1e-2", "vs clean (points)", "10-fold acc", "vs clean (points)", "updates rejected"]
+    header = ["run", "TAR@FAR=1e-2", "vs clean (points)", "10-fold acc", "vs clean (points)", "updates rejected",
+              "rounds rolled back"]
     table = markdown_table(header, [
         [label, percent(r["tar"]), _signed(_diff(r["tar"], clean["tar"])), percent(r["accuracy"]),
-         _signed(_diff(r["accuracy"], clean["accuracy"])), r["rejected"]] for label, r in rows.items()])
+         _signed(_diff(r["accuracy"], clean["accuracy"])), r["rejected"], r["rolled_back"]]
+        for label, r in rows.items()])
     return (f"{table}\n\nServer model before federation: TAR {percent(clean['start_tar'])}, "
             f"acc {percent(clean['start_accuracy'])}.")
 

@@ -50,6 +50,9 @@ class FedConfig:
     spread_steps: int = 50  # server-side spread-out steps per round (0 disables)
     spread_freeze_public: bool = False  # True: only client rows move (the server's proxies stay as trained)
     norm_screen: float = 5.0  # reject a backbone update whose norm exceeds this multiple of the round's median (0: off)
+    # reject a backbone update whose norm exceeds this multiple of the global backbone's norm, however few replies
+    # a round has (honest updates measured 0.02-0.11 here, Gaussian noise >= 1 by construction; 0: off)
+    update_norm_limit: float = 1.0
     row_norm_limit: float = 1.01  # reject a reply whose bank rows are longer than this (clients send unit rows; 0: off)
     backbone_aggregation: str = "fedavg"  # fedavg (sample-weighted) | median | trimmed-mean (Flower's aggregators)
     trim_fraction: float = 0.2  # trimmed-mean: share of the updates cut at each end, per coordinate
@@ -81,8 +84,9 @@ class FedConfig:
         if self.dp_epsilon <= 0 or not 0 < self.dp_delta < 1 or self.dp_clip <= 0:
             raise FedConfigError(f"dp-epsilon and dp-clip must be > 0 and dp-delta in (0, 1), got "
                                  f"{self.dp_epsilon}, {self.dp_clip}, {self.dp_delta}")
-        if self.row_norm_limit < 0 or self.norm_screen < 0:
-            raise FedConfigError("row-norm-limit and norm-screen must be >= 0 (0 turns the screen off)")
+        if self.row_norm_limit < 0 or self.norm_screen < 0 or self.update_norm_limit < 0:
+            raise FedConfigError("row-norm-limit, norm-screen and update-norm-limit must be >= 0 (0 turns the screen "
+                                 f"off), got {self.row_norm_limit}, {self.norm_screen} and {self.update_norm_limit}")
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> FedConfig:

@@ -24,6 +24,7 @@ from nptface.server.federation.config import FedConfig, FedConfigError
 logger = logging.getLogger(__name__)
 
 EvalSets = dict[str, tuple[Any, Any]]  # name -> (materialised dataset, verification pairs)
+NON_FINITE = "non-finite"  # metric suffix: the set's embeddings were not all finite
 
 
 def central_eval_sets(config: FedConfig, image_size: int) -> EvalSets:
@@ -72,14 +73,19 @@ def evaluate_backbone(model: MobileFaceNet, sets: EvalSets) -> dict[str, float]:
     for name, (data, pairs) in sets.items():
         embeddings = embed_dataset(model.eval(), data)
         if not np.isfinite(embeddings).all():
-            logger.warning("%s: the global backbone gives non-finite embeddings; scored as chance", name)
-            out.update({f"{name}/accuracy": 0.5, f"{name}/tar@far=1e-2": 0.0, f"{name}/non-finite": 1.0})
+            logger.warning("%s: the backbone gives non-finite embeddings; scored as chance", name)
+            out.update({f"{name}/accuracy": 0.5, f"{name}/tar@far=1e-2": 0.0, f"{name}/{NON_FINITE}": 1.0})
             continue
         result = evaluate_embeddings(embeddings, np.asarray(data.labels), pairs)
         out[f"{name}/accuracy"] = result.verification.accuracy.mean
         tar = result.verification.tar_at_far.get(1e-2)
         out[f"{name}/tar@far=1e-2"] = float("nan") if tar is None or tar.tar is None else tar.tar
     return out
+
+
+def non_finite_sets(metrics: dict[str, float]) -> list[str]:
+    """The evaluation sets on which :func:`evaluate_backbone` found non-finite embeddings."""
+    return sorted(key.rpartition("/")[0] for key in metrics if key.endswith(f"/{NON_FINITE}"))
 
 
 def read_client_evaluation(content: Any) -> tuple[float, float]:

@@ -12,10 +12,14 @@ A round wires the units of this package: register nodes not seen before
 (rows new to the bank are imprinted by the client) and its negatives
 (:mod:`~nptface.server.federation.negatives`), collect replies until the round timeout, refuse
 and screen broken updates with the node id in the log (:mod:`~nptface.server.federation.screening`),
-aggregate what is left (:mod:`~nptface.server.federation.aggregation`), evaluate centrally and on
-the clients (:mod:`~nptface.server.federation.evaluation`), hand observers what the clients were
-sent (:mod:`~nptface.server.federation.observer`) and checkpoint atomically. The round goes on
-with the replies it has.
+combine what is left into a candidate backbone (:mod:`~nptface.server.federation.aggregation`),
+evaluate it centrally (:mod:`~nptface.server.federation.evaluation`), and only if it is a usable
+model (:mod:`~nptface.server.federation.validity`, finite embeddings) make it the global backbone
+and take the replies' bank rows; otherwise the round is rolled back to the previous global model
+and logged. Then the clients evaluate, observers see what the clients were sent
+(:mod:`~nptface.server.federation.observer`) and the round is checkpointed atomically. The round
+goes on with the replies it has. The server never starts from, resumes or exports an unusable
+backbone: that is a :class:`FederationError`.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
 from nptface.client import protocol
@@ -41,6 +46,7 @@ from nptface.server.federation.config import FedConfig
 from nptface.server.federation.evaluation import (
     central_eval_sets,
     evaluate_backbone,
+    non_finite_sets,
     pool_client_accuracy,
     read_client_evaluation,
 )
@@ -56,12 +62,13 @@ from nptface.server.federation.state import (
     latest_state,
     save_state,
 )
+from nptface.server.federation.validity import backbone_problems, summarise
 
 logger = logging.getLogger(__name__)
 
 
 class FederationError(RuntimeError):
-    """The federation cannot proceed (too few nodes, an incompatible checkpoint)."""
+    """The federation cannot proceed (too few nodes, an incompatible checkpoint, an unusable global model)."""
 
 
 def config_hash(config: FedConfig) -> str:
@@ -94,18 +101,31 @@ class Federation:
             bank = ProxyBank.from_rows(meta.class_names, load_proxies(config.server_run).numpy(), public=True)
             weights = {k: v.clone() for k, v in model.state_dict().items() if v.is_floating_point()}
             self.state = FedState(0, weights, bank, {}, [], config_hash(config))
+        problems = backbone_problems(self.state.backbone)
+        if problems:
+            source = f"{self.out_dir} (round {self.state.round})" if resumed else config.server_run
+            raise FederationError(f"{source}: the global backbone is not a usable model ({summarise(problems)}); "
+                                  "start from a usable server-run in a fresh out-dir")
         self.registry = Registry(self.state.registry)
         self.eval_sets = central_eval_sets(config, model.config.input_size)
         self.row_privacy = calibrate(config.dp_epsilon, config.dp_delta, config.num_rounds, config.dp_clip) \
             if config.proxy_sharing == "dp" else None
 
-    def model(self) -> MobileFaceNet:
+    def model(self, backbone: dict[str, torch.Tensor]) -> MobileFaceNet:
         model = MobileFaceNet(self.model_config)
-        model.load_state_dict(self.state.backbone, strict=False)
+        model.load_state_dict(backbone, strict=False)
         return model.eval()
 
-    def evaluate(self) -> dict[str, float]:
-        return evaluate_backbone(self.model(), self.eval_sets)
+    def evaluate(self, backbone: dict[str, torch.Tensor]) -> dict[str, float]:
+        return evaluate_backbone(self.model(backbone), self.eval_sets)
+
+    def judge(self, backbone: dict[str, torch.Tensor]) -> tuple[dict[str, float], list[str]]:
+        """(central metrics, why ``backbone`` is unusable): its weights first, then its embeddings on central eval."""
+        problems = backbone_problems(backbone)
+        if problems:
+            return {}, problems
+        metrics = self.evaluate(backbone)
+        return metrics, [f"non-finite embeddings on {name}" for name in non_finite_sets(metrics)]
 
     # ----------------------------------------------------------------- messaging
     def wait_for_nodes(self, grid: Any) -> list[int]:
@@ -214,15 +234,33 @@ class Federation:
         return pool_client_accuracy(reports)
 
     # ----------------------------------------------------------------- aggregation
-    def aggregate(self, replies: list[Reply]) -> dict[str, Any]:
-        """Screen, then aggregate backbone and bank; the order of arrival does not matter."""
+    def aggregate(self, replies: list[Reply], round_number: int) -> tuple[dict[str, Any], dict[str, float]]:
+        """Screen, combine, judge, then commit or roll back; (round summary, central metrics of the global backbone).
+
+        The order of arrival does not matter. An unusable candidate leaves the global backbone and the
+        bank exactly as they were: the rows of that round's replies are not taken either.
+        """
+        started = time.perf_counter()
         kept, rejected = screen(replies, self.state.backbone, self.state.bank, self.config.norm_screen,
-                                self.config.row_norm_limit)
+                                self.config.row_norm_limit, self.config.update_norm_limit)
         for node, reason in rejected:
             logger.warning("round update from node %d rejected: %s", node, reason)
-        # The backbone is replaced only once the bank steps have succeeded.
-        self.state.backbone, summary = aggregation.aggregate(kept, self.state.backbone, self.state.bank, self.config)
-        return {"accepted": len(kept), "rejected": len(rejected), "rejected_nodes": [n for n, _ in rejected], **summary}
+        candidate = aggregation.combine(kept, self.state.backbone, self.config)
+        evaluated = time.perf_counter()
+        metrics, problems = self.judge(candidate)
+        rolled_back = None
+        if problems:
+            rolled_back = summarise(problems)
+            logger.error("round %d: the aggregate of %d update(s) is not a usable model (%s); rolled back to the "
+                         "global model of round %d", round_number, len(kept), rolled_back, self.state.round)
+            kept, candidate = [], self.state.backbone
+            metrics = self.evaluate(candidate)
+        eval_seconds = time.perf_counter() - evaluated
+        summary = aggregation.update_bank(kept, self.state.bank, self.config)
+        self.state.backbone = candidate
+        return {"accepted": len(kept), "rejected": len(rejected), "rejected_nodes": [n for n, _ in rejected],
+                "rolled_back": rolled_back, **summary, "eval_seconds": eval_seconds,
+                "aggregate_seconds": time.perf_counter() - started - eval_seconds}, metrics
 
     def privacy_spent(self, round_number: int) -> dict[str, float]:
         """Epsilon of one identity's row after this round: at most one release per round (no sampling claimed)."""
@@ -234,7 +272,10 @@ class Federation:
     # ----------------------------------------------------------------- the loop
     def run(self, grid: Any) -> FedState:
         if self.state.round == 0 and not self.state.history:
-            self.state.history.append(_strict({"round": 0, **self.evaluate(),
+            metrics, problems = self.judge(self.state.backbone)
+            if problems:
+                raise FederationError(f"{self.config.server_run}: the starting model is not usable ({summarise(problems)})")
+            self.state.history.append(_strict({"round": 0, **metrics,
                                                "min_sq_distance": self.state.bank.min_sq_distance(),
                                                "bank_rows": len(self.state.bank), "seconds": 0.0}))
             save_state(self.out_dir, self.state)
@@ -243,7 +284,7 @@ class Federation:
             self.state.history.append(record)
             save_state(self.out_dir, self.state)
             logger.info("round %d: %s", round_number, {k: v for k, v in record.items() if not isinstance(v, list)})
-        export_run_directory(self.out_dir, self.model(), self.state.bank,
+        export_run_directory(self.out_dir, self.model(self.state.backbone), self.state.bank,
                              {"federated_rounds": self.state.round, "proxy_sharing": self.config.proxy_sharing})
         return self.state
 
@@ -266,14 +307,12 @@ class Federation:
                 logger.warning("round %d: node %d: %s", round_number, message.metadata.src_node_id, result)
             else:
                 parsed.append(result)
-        aggregated = time.perf_counter()
-        summary = {**self.aggregate(parsed), "aggregate_seconds": time.perf_counter() - aggregated}
+        summary, metrics = self.aggregate(parsed, round_number)
         evaluated = time.perf_counter()
-        metrics = self.evaluate()
         every = self.config.client_eval_every
         if every and (round_number % every == 0 or round_number == self.config.num_rounds):
             metrics.update(self.client_evaluate(grid, sampled))
-        eval_seconds = time.perf_counter() - evaluated
+        summary["eval_seconds"] += time.perf_counter() - evaluated
         observed = {key: value for observer in self.observers for key, value in observer(view).items()}
         self.state.round = round_number
         record = {"round": round_number, "sampled": len(sampled), "replies": len(replies),
@@ -281,7 +320,7 @@ class Federation:
                   "bank_rows": len(self.state.bank), **metrics, **observed, **self.privacy_spent(round_number),
                   "train_seconds": received - sent, "client_seconds_max": max(
                       (r.metrics.get("seconds", 0.0) for r in parsed), default=0.0),
-                  "eval_seconds": eval_seconds, "seconds": time.perf_counter() - started, "ended_unix": time.time()}
+                  "seconds": time.perf_counter() - started, "ended_unix": time.time()}
         return _strict(record)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.stats import trim_mean
 
-from nptface.server.federation.aggregation import aggregate, combine_backbones
+from nptface.server.federation.aggregation import combine, combine_backbones, update_bank
 from nptface.server.federation.config import FedConfig
 from nptface.server.federation.proxy_bank import ProxyBank
 from nptface.server.federation.screening import Reply
@@ -57,7 +57,8 @@ def crowded() -> tuple[ProxyBank, list[Reply]]:
 
 def test_kept_replies_update_the_bank_and_the_spread_out_restores_the_margin(crowded):
     bank, replies = crowded
-    backbone, summary = aggregate(replies, {"w": torch.tensor([9.0])}, bank, FedConfig())
+    backbone = combine(replies, {"w": torch.tensor([9.0])}, FedConfig())
+    summary = update_bank(replies, bank, FedConfig())
     torch.testing.assert_close(backbone["w"], torch.tensor([0.5]))
     assert summary["rows_registered"] == 4 and summary["rows_updated"] == 0 and len(bank) == 6
     assert bank.owner_of("c1-0") == 1
@@ -68,7 +69,7 @@ def test_kept_replies_update_the_bank_and_the_spread_out_restores_the_margin(cro
 
 def test_local_heads_store_the_rows_but_spread_nothing(crowded):
     bank, replies = crowded
-    _, summary = aggregate(replies, {"w": torch.tensor([9.0])}, bank, FedConfig(proxy_sharing="local-heads"))
+    summary = update_bank(replies, bank, FedConfig(proxy_sharing="local-heads"))
     assert summary["rows_registered"] == 4 and summary["spread_violations_after"] is None
     assert summary["min_sq_distance"] < 0.1
 
@@ -76,6 +77,6 @@ def test_local_heads_store_the_rows_but_spread_nothing(crowded):
 def test_with_no_reply_kept_the_backbone_and_the_bank_stay_as_they_were(crowded):
     bank, _ = crowded
     before, rows = {"w": torch.tensor([9.0])}, bank.rows.copy()
-    backbone, summary = aggregate([], before, bank, FedConfig())
+    backbone, summary = combine([], before, FedConfig()), update_bank([], bank, FedConfig())
     assert backbone is before and np.array_equal(bank.rows, rows)
     assert summary["rows_updated"] == 0 and summary["local_loss_last"] is None and summary["rows_imprinted"] == 0

@@ -6,18 +6,25 @@ is addressed to, so two whole rounds run in seconds.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
+import torch
 from flwr.app import ArrayRecord, Context, Error, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
+from safetensors.torch import load_file, save_file
 
 from nptface.client import protocol
 from nptface.client.client_app import make_client_app
-from nptface.core.checkpoint import load_meta
+from nptface.core.checkpoint import load_backbone, load_meta
 from nptface.server.federation.config import FedConfig
 from nptface.server.federation.observer import RoundView
 from nptface.server.federation.round_loop import Federation, FederationError
 from nptface.server.federation.screening import Reply
+from nptface.server.federation.state import BACKBONE_FILE
+from nptface.simulation.attacks.faults import FailingClients
+from nptface.simulation.attacks.poison import Poisoners
 
 SMALL = {"central-eval-identities": 20, "central-eval-images": 4, "num-clients": 3, "client-identities": 9,
          "images-per-identity": 4, "few-shot-share": 0.0, "batch-size": 8, "k": 3, "eval-images": 2}
@@ -113,21 +120,72 @@ def federation(tiny_run, tmp_path) -> Federation:
     return fed
 
 
-def _reply(fed: Federation, node: int, scale: float) -> Reply:
+def _reply(fed: Federation, node: int, scale: float, weights: dict | None = None) -> Reply:
     client = fed.registry.nodes[node]
     rows = np.roll(np.eye(2, fed.state.bank.dim, dtype=np.float32), 2 * client.partition, axis=1)
     return Reply(node, client.name, client.partition, fed.registry.held_by(client), rows, np.array([4, 6]),
-                 {k: v * scale for k, v in fed.state.backbone.items()}, 10, {})
+                 weights or {k: v * scale for k, v in fed.state.backbone.items()}, 10, {})
 
 
 def test_an_update_scaled_100x_is_screened_out_and_the_rest_aggregated(federation):
     base = {k: v.clone() for k, v in federation.state.backbone.items()}
-    summary = federation.aggregate([_reply(federation, 11, 1.01), _reply(federation, 12, 1.02),
-                                    _reply(federation, 13, 100.0)])
+    summary, _ = federation.aggregate([_reply(federation, 11, 1.01), _reply(federation, 12, 1.02),
+                                       _reply(federation, 13, 100.0)], 1)
     assert summary["accepted"] == 2 and summary["rejected_nodes"] == [13]
     key = next(k for k in base if base[k].abs().sum() > 0)
     np.testing.assert_allclose(federation.state.backbone[key].numpy(), base[key].numpy() * 1.015, rtol=1e-5)
     assert {"c0-a", "c1-b"} <= set(federation.state.bank.ids) and "c2-a" not in federation.state.bank.ids
+
+
+def test_an_aggregate_with_non_finite_embeddings_is_rolled_back_with_its_rows(federation):
+    federation.config = FedConfig.from_run_config({"server-run": federation.config.server_run, **SMALL,
+                                                   "norm-screen": 0.0, "update-norm-limit": 0.0})
+    before = {k: v.clone() for k, v in federation.state.backbone.items()}
+    rows_before = federation.state.bank.rows.copy()
+    huge = {k: v * 1e20 if k.endswith("weight") else v for k, v in before.items()}  # finite weights, overflowing
+    summary, metrics = federation.aggregate([_reply(federation, 11, 1.0), _reply(federation, 12, 1.0, huge)], 3)
+    assert summary["accepted"] == 0 and summary["rejected"] == 0 and "non-finite embeddings" in summary["rolled_back"]
+    for key, tensor in before.items():
+        torch.testing.assert_close(federation.state.backbone[key], tensor, rtol=0, atol=0)
+    assert np.array_equal(federation.state.bank.rows, rows_before) and "c0-a" not in federation.state.bank.ids
+    assert "client-domain/non-finite" not in metrics and metrics["client-domain/accuracy"] > 0.5, \
+        "the round records the global model it kept"
+
+
+def test_a_candidate_with_negative_batchnorm_variances_is_judged_unusable_before_any_evaluation(federation):
+    broken = {k: -v if k.endswith("running_var") else v for k, v in federation.state.backbone.items()}
+    metrics, problems = federation.judge(broken)
+    assert metrics == {} and problems and all("negative variances" in p for p in problems)
+
+
+def test_noise_and_scale_attackers_with_failing_clients_never_reach_the_global_model(tiny_run, tmp_path):
+    # The reported case: 4 clients, 30 % failures, a x100 and a noise attacker, FedAvg behind the screens.
+    grid = InProcessGrid(4)
+    grid.app = make_client_app([FailingClients(0.3), Poisoners({0: "scale", 1: "noise"})])
+    config = _config(tiny_run, tmp_path / "fed", **{"num-clients": 4, "num-rounds": 2, "client-identities": 20,
+                                                    "few-shot-share": 0.25, "k": 2, "negatives-random": 4,
+                                                    "spread-steps": 5})
+    state = Federation(config).run(grid)
+    for record in state.history[1:]:
+        assert record["rolled_back"] is None and record["accepted"] >= 1
+        assert set(record["rejected_nodes"]) <= {100, 101}, "only the attackers (partitions 0 and 1) are rejected"
+        assert record["accepted"] + record["rejected"] + record["failed"] == record["replies"]
+        assert not any(key.endswith("non-finite") for key in record), "every round's global model embeds finitely"
+    model, _ = load_backbone(tmp_path / "fed")
+    assert all(torch.isfinite(v).all() and (v >= 0).all() for k, v in model.state_dict().items()
+               if k.endswith("running_var"))
+
+
+def test_a_run_holding_an_unusable_global_model_is_refused_not_resumed(tiny_run, tmp_path):
+    config = _config(tiny_run, tmp_path / "fed", **{"num-rounds": 2})
+    Federation(replace(config, num_rounds=1)).run(InProcessGrid(3))
+    saved = tmp_path / "fed" / "rounds" / "round-0001" / BACKBONE_FILE
+    weights = load_file(saved)
+    name = next(k for k in weights if k.endswith("running_var"))
+    weights[name] = -weights[name]
+    save_file(weights, saved)
+    with pytest.raises(FederationError, match=f"round 1\\): the global backbone is not a usable model \\({name}"):
+        Federation(config)
 
 
 def test_too_few_nodes_is_a_clear_error_not_a_silent_wait(federation):
@@ -145,7 +203,7 @@ def test_dp_clients_get_no_clean_rows_back_and_are_told_the_noise(tiny_run, tmp_
     dp = Federation(_config(tiny_run, tmp_path / "dp", **{"proxy-sharing": "dp", "dp-epsilon": 4.0, "num-rounds": 3}))
     for node, partition in ((11, 0), (12, 1)):
         dp.registry.admit(node, partition, [f"c{partition}-a", f"c{partition}-b"], dp.state.bank)
-    dp.aggregate([_reply(dp, 11, 1.0), _reply(dp, 12, 1.0)])
+    dp.aggregate([_reply(dp, 11, 1.0), _reply(dp, 12, 1.0)], 1)
     ids = dp.state.bank.ids
     content, view = dp.train_content(11, 2, ArrayRecord(dp.state.backbone), ids, set(ids))
     record = content[protocol.CONFIG]
