@@ -63,15 +63,18 @@ class ModelSection:
 @dataclass
 class HeadSection:
     name: str = "npt"
-    params: dict[str, Any] = field(default_factory=lambda: {"k": 6, "delta": 1.0, "r": 1.0})
+    # Semi-hard negatives: the recipe that never collapsed from scratch (configs/base.toml says why);
+    # negatives = "hardest" is the paper's exact NPT.
+    params: dict[str, Any] = field(default_factory=lambda: {"k": 6, "delta": 1.0, "r": 1.0, "negatives": "semihard"})
     # NPT with more classes than this trains through the streamed top-k head (same results, no
     # [batch, classes] matrix, gradient on B*(k+1) proxy rows); 0 never switches.
     scalable_above: int = 20000
     chunk_size: int = 65536  # classes per chunk of the streamed head
     candidate_rate: float = 0.0  # streamed head: search negatives in this share of classes (0 = exact)
     # Under torchrun, keep each rank's rows of the proxies (and their momentum) instead of all of
-    # them: "auto" when the streamed head is chosen (and candidate_rate = 0), true for any NPT
-    # head with an integer k, false never. One process has nothing to shard. Not in the config
+    # them: "auto" when the streamed head is chosen (with candidate_rate = 0 and exact hardest
+    # negatives: the sharded search has no semi-hard selection), true for any NPT head with an
+    # integer k and negatives = "hardest", false never. One process has nothing to shard. Not in the config
     # hash: like the number of processes, it splits the work without changing what is trained.
     shard_proxies: bool | str = "auto"
 
@@ -318,6 +321,10 @@ def validate(config: TrainConfig, source: str) -> None:
                           or config.head.candidate_rate):
         fail(f"head.shard_proxies = true needs head.name = \"npt\" with an integer params.k and candidate_rate = 0, "
              f"got name {config.head.name!r}, params {config.head.params}, candidate_rate {config.head.candidate_rate}")
+    if shard is True and config.head.params.get("negatives", "hardest") != "hardest":
+        fail(f"head.shard_proxies = true needs head.params.negatives = \"hardest\" (the sharded top-k search has no "
+             f"semi-hard selection), got {config.head.params.get('negatives')!r}; set head.shard_proxies = \"auto\" "
+             f"or false to train semi-hard with replicated proxies")
     if config.device.amp not in ("bf16", "none"):
         fail(f"device.amp must be bf16 or none, got {config.device.amp!r}")
     for i, eval_set in enumerate(config.eval.sets):

@@ -217,7 +217,8 @@ class Trainer:
             if setting is True:
                 logger.info("head.shard_proxies = true, but one process has nothing to shard")
             return head
-        exact_streamed = isinstance(head, ScalableNPTHead) and not head.candidate_rate
+        # The sharded search merges per-shard hardest top-k only; semi-hard stays replicated.
+        exact_streamed = isinstance(head, ScalableNPTHead) and not head.candidate_rate and head.negatives == "hardest"
         if setting is False or (setting == "auto" and not exact_streamed):
             return head
         sharded = ShardedNPTHead(head, self.context.rank, self.context.world_size, self.config.head.chunk_size)
