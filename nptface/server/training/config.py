@@ -138,6 +138,20 @@ class LogSection:
 
 
 @dataclass
+class GuardSection:
+    """The collapse guard (:mod:`nptface.server.training.collapse_guard`): batch spread under threshold."""
+
+    action: str = "warn"  # warn | stop | off
+    # Mean batch spread (participation ratio of the unit batch embeddings) below which a log window
+    # counts as collapsed. After epoch 1 a collapsed run (exact NPT, 1000 x 6, d = 128) read
+    # 1.9-2.2; the shipped recipe 2.9 at its dip (epoch 1.0) and 6.2-6.4 at the end. Collapse is an
+    # absolute count of directions (2-3 whatever d is), so the threshold does not scale with d.
+    threshold: float = 2.5
+    patience: int = 3  # consecutive collapsed log windows before warning or stopping
+    after_epochs: float = 1.0  # healthy runs dip while the embedding space forms
+
+
+@dataclass
 class CheckpointSection:
     every_steps: int = 500
     keep: int = 2
@@ -154,6 +168,7 @@ class TrainConfig:
     device: DeviceSection = field(default_factory=DeviceSection)
     log: LogSection = field(default_factory=LogSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    guard: GuardSection = field(default_factory=GuardSection)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -165,7 +180,7 @@ class TrainConfig:
         payload["run"].pop("output_dir")
         payload["data"].pop("num_workers")
         payload["head"].pop("shard_proxies")
-        for volatile in ("log", "checkpoint", "eval"):
+        for volatile in ("log", "checkpoint", "eval", "guard"):
             payload.pop(volatile)
         return settings_hash(payload)
 
@@ -339,3 +354,8 @@ def validate(config: TrainConfig, source: str) -> None:
                  f"{eval_set.pair_protocol!r} and {eval_set.per_fold}")
     if config.checkpoint.every_steps < 1 or config.checkpoint.keep < 1:
         fail("checkpoint.every_steps and checkpoint.keep must be >= 1")
+    if config.guard.action not in ("warn", "stop", "off"):
+        fail(f'guard.action must be "warn", "stop" or "off", got {config.guard.action!r}')
+    if config.guard.patience < 1 or config.guard.after_epochs < 0:
+        fail(f"guard.patience must be >= 1 and guard.after_epochs >= 0, got {config.guard.patience} and "
+             f"{config.guard.after_epochs}")
