@@ -148,7 +148,7 @@ class GuardSection:
     # absolute count of directions (2-3 whatever d is), so the threshold does not scale with d.
     threshold: float = 2.5
     patience: int = 3  # consecutive collapsed log windows before warning or stopping
-    after_epochs: float = 1.0  # healthy runs dip while the embedding space forms
+    after_epochs: float = 1.0  # healthy runs dip while the embedding space forms (at most half the run)
 
 
 @dataclass

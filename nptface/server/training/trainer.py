@@ -388,8 +388,9 @@ class Trainer:
         meter = _Meter(self.device, loss_scale=self.context.world_size if self.sharded else 1.0)
         spread = SpreadMeter(self.device)
         guard_config = self.config.guard
-        guard = CollapseGuard(guard_config.threshold, guard_config.patience, guard_config.after_epochs,
-                              guard_config.action)
+        # A run shorter than two grace periods is watched over its second half: its model must not end collapsed.
+        guard = CollapseGuard(guard_config.threshold, guard_config.patience,
+                              min(guard_config.after_epochs, optim.epochs / 2), guard_config.action)
         lr = lr_at(position.global_step, self.steps_per_epoch, optim)
         kill_at = _test_kill_step()
         for epoch in range(position.epoch, optim.epochs):

@@ -106,17 +106,18 @@ def test_the_trainer_stops_a_collapsing_run_and_keeps_its_checkpoints(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_a_warning_run_logs_the_spread_warns_once_and_trains_on(tmp_path, caplog):
+@pytest.mark.parametrize("epochs", [2, 1], ids=["after-the-first-epoch", "second-half-of-a-one-epoch-run"])
+def test_a_warning_run_logs_the_spread_warns_once_and_trains_on(tmp_path, caplog, epochs):
     """Wiring only: a threshold no batch can reach makes every window "collapsed" on a tiny run."""
     config = load_config("synthetic-quick", [
         "data.identities=8", "data.images_per_identity=8", "model.width=0.25", "model.input_size=32",
-        "model.embedding_dim=16", "optim.epochs=2", "optim.batch_size=16", "optim.milestones=[]",
+        "model.embedding_dim=16", f"optim.epochs={epochs}", "optim.batch_size=16", "optim.milestones=[]",
         "log.progress=false", "log.every_steps=1", "device.cpu_threads=1", "eval.sets=[]",
         "guard.threshold=1000.0", "guard.patience=2", "guard.after_epochs=1.0", f'run.output_dir="{tmp_path.as_posix()}"',
     ])
     with caplog.at_level("WARNING", logger="nptface.server.training.trainer"):
         result = train_from_config(config, tmp_path / "run")
-    assert result.history[-1]["epoch"] == 2, "warn does not stop the run"
+    assert result.history[-1]["epoch"] == epochs, "warn does not stop the run"
     assert caplog.text.count("EMBEDDING COLLAPSE") == 1
     readings = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(1.0 <= r["batch_spread"] <= 16 for r in readings if r.get("kind") != "epoch")
