@@ -192,6 +192,40 @@ class ArcFaceHead(MarginSoftmaxHead):
         return {"s": self.s, "m": self.angular_margin}
 
 
+class PartialFCArcFaceHead(ArcFaceHead):
+    """ArcFace over a random share of the classes each step (Partial FC, An et al. 2021).
+
+    Every class present in the batch is kept, the rest drawn at random up to ``sample_rate`` of
+    all classes: the softmax's cost and proxy gradient shrink by that share, the way margin
+    softmax is trained at 100k+ identities. ``predictions`` are the nearest sampled proxy.
+    """
+
+    name = "partialfc_arcface"
+
+    def __init__(self, num_classes: int, embedding_dim: int, s: float = 64.0, m: float = 0.5,
+                 sample_rate: float = 0.1) -> None:
+        super().__init__(num_classes, embedding_dim, s=s, m=m)
+        if not 0.0 < sample_rate <= 1.0:
+            raise ValueError(f"sample_rate must lie in (0, 1], got {sample_rate}")
+        self.sample_rate = sample_rate
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> HeadOutput:
+        if not self.training:
+            return super().forward(embeddings, labels)
+        positives = labels.unique()
+        with torch.no_grad():
+            priority = torch.rand(self.num_classes, device=labels.device)
+            priority[positives] = 2.0  # above every random draw, so the batch's classes are always kept
+            count = max(int(self.sample_rate * self.num_classes), len(positives))
+            sampled = priority.topk(count).indices.sort().values
+        cosines = F.normalize(embeddings.to(self.proxies.dtype), dim=1) @ F.normalize(self.proxies[sampled], dim=1).t()
+        loss = self.loss(cosines, torch.searchsorted(sampled, labels))
+        return HeadOutput(loss=loss, cosines=cosines, predictions=sampled[cosines.detach().argmax(1)])
+
+    def hparams(self) -> dict[str, Any]:
+        return {**super().hparams(), "sample_rate": self.sample_rate}
+
+
 class ScalableNPTHead(ProxyHead):
     """NPT for very many identities: streamed top-k, gradient through B·(k+1) proxy rows.
 
@@ -274,7 +308,8 @@ class ScalableNPTHead(ProxyHead):
 
 HEADS: dict[str, type[ProxyHead]] = {
     cls.name: cls
-    for cls in (NPTHead, ProxyTripletHead, NormSoftmaxHead, CosFaceHead, ArcFaceHead, ScalableNPTHead)
+    for cls in (NPTHead, ProxyTripletHead, NormSoftmaxHead, CosFaceHead, ArcFaceHead, PartialFCArcFaceHead,
+                ScalableNPTHead)
 }
 
 
@@ -332,5 +367,6 @@ def check_head_params(name: str, params: dict[str, Any]) -> None:
 
 
 def build_head(name: str, num_classes: int, embedding_dim: int, **hparams: Any) -> ProxyHead:
-    """Construct a head by name: ``npt``, ``scalable_npt``, ``arcface``, ``cosface``, ``normsoftmax``, ``proxytriplet``."""
+    """Construct a head by name: ``npt``, ``scalable_npt``, ``arcface``, ``partialfc_arcface``, ``cosface``,
+    ``normsoftmax``, ``proxytriplet``."""
     return _head_class(name)(num_classes, embedding_dim, **hparams)

@@ -12,6 +12,7 @@ from nptface.core.heads import (
     CosFaceHead,
     NormSoftmaxHead,
     NPTHead,
+    PartialFCArcFaceHead,
     ProxyTripletHead,
     build_head,
 )
@@ -316,3 +317,24 @@ def test_npt_head_can_switch_to_semihard_between_steps():
     head.negatives = "semihard"
     assert head(embeddings, labels).loss <= hardest
     assert head.hparams()["negatives"] == "semihard"
+
+
+def test_partialfc_arcface_with_every_class_sampled_is_arcface():
+    torch.manual_seed(0)
+    full, sampled = ArcFaceHead(12, 8), PartialFCArcFaceHead(12, 8, sample_rate=1.0)
+    sampled.load_state_dict(full.state_dict())
+    embeddings, labels = torch.randn(6, 8), torch.tensor([0, 3, 3, 7, 11, 5])
+    assert torch.allclose(sampled(embeddings, labels).loss, full(embeddings, labels).loss, atol=1e-6)
+
+
+def test_partialfc_arcface_keeps_the_batch_classes_and_trains_only_sampled_rows():
+    torch.manual_seed(1)
+    head = PartialFCArcFaceHead(100, 8, sample_rate=0.05)
+    labels = torch.tensor([2, 2, 40, 77, 99, 13])
+    out = head(torch.randn(6, 8), labels)
+    assert out.cosines.shape == (6, 5), "5 % of 100 classes, the batch's 5 classes among them"
+    out.loss.backward()
+    touched = (head.proxies.grad.abs().sum(dim=1) > 0).nonzero().flatten()
+    assert set(touched.tolist()) == set(labels.tolist())
+    head.eval()
+    assert head(torch.randn(6, 8), labels).cosines.shape == (6, 100), "evaluation sees every class"

@@ -1,28 +1,29 @@
-"""Watching a run for embedding collapse: the batch's different-identity cosine, cheaply.
+"""Watching a run for dimensional collapse: how many directions the batch's embeddings span.
 
-A collapsed face model maps every face into a narrow cone: accuracy may still look passable,
-but the verification threshold climbs towards cosine 1 and any rounding (int8 export, another
-camera) flips decisions. Hardest-negative mining from a random start is the classic way to get
-there (FaceNet, §3.2). The signal is the mean cosine between the batch's embeddings of
-*different* identities. It comes for free from sums the step already has on the device:
-for unit rows z_i, Σ_{i≠j} z_i·z_j = ‖Σ z_i‖² − B, and the same-identity part is the same
-identity per class, so the step adds O(B·d) work and no host sync; the trainer reads the sums
-only when it logs.
+A collapsed face model squeezes every face into a few directions of its embedding space. From a
+random start the exact hardest-negative NPT loss (and ArcFace/CosFace at small budgets) does
+this: held-out embeddings end with an effective rank of 2-3 out of 128 and the FAR=1e-2
+threshold climbs to cosine 0.99, so thresholds and int8 export become fragile. The mean cosine
+between different identities in a batch cannot see it: the embedding layer ends in BatchNorm,
+which centres every training batch, so that mean stays near 0 collapsed or not. The spread
+measured here is the participation ratio of the batch's unit embeddings Z [B, d],
+``(Σσ²)² / Σσ⁴ = B² / ‖ZᵀZ‖²_F`` (σ its singular values): the number of directions the batch
+spreads its energy over, 1 for one line and min(B, d) for an even spread. It is a [B, d] x [d, B]
+product per step, summed on the device and read only when the trainer logs (no host sync).
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-logger = logging.getLogger(__name__)
-
+ACTIONS = ("warn", "stop", "off")
 REMEDIES = (
-    "search negatives in a candidate pool first (head.negatives = \"curriculum\", the default) or set "
-    "head.candidate_rate > 0; lower optim.lr or lengthen optim.warmup_epochs; use more images per identity"
+    'train with semi-hard negatives (head.params.negatives = "semihard", the shipped recipe) instead of the '
+    'exact hardest ones; or use more images per identity, a lower optim.lr, or a model fine-tuned from a '
+    'trained one; guard.action = "off" silences this check'
 )
 
 
@@ -30,51 +31,74 @@ class CollapseError(RuntimeError):
     """The run's embeddings collapsed and ``guard.action = "stop"`` asked to stop."""
 
 
-def different_identity_cosine_sums(embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``[sum of cosines, number of pairs]`` over ordered pairs (i, j), i ≠ j, of different labels.
+def batch_spread(embeddings: torch.Tensor) -> torch.Tensor:
+    """The participation ratio ``B² / ‖ZᵀZ‖²_F`` of the unit rows of ``embeddings`` (a 0-d tensor).
 
-    Exact for any batch (labels may repeat); computed in float64 without the [B, B] matrix.
+    In [1, min(B, d)]: 1 when every row lies on one line, min(B, d) for rows spread evenly.
+    Computed in float32 without gradient, through the smaller of the two Gram matrices.
     """
-    unit = F.normalize(embeddings.detach().double(), dim=1)
-    total = unit.sum(dim=0)
-    all_pairs = total.dot(total) - unit.shape[0]
-    classes, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
-    per_class = torch.zeros(len(classes), unit.shape[1], dtype=unit.dtype, device=unit.device)
-    per_class.index_add_(0, inverse, unit)
-    same_pairs = (per_class * per_class).sum() - unit.shape[0]
-    n = unit.shape[0]
-    pairs = n * n - (counts.double() * counts.double()).sum()
-    return torch.stack((all_pairs - same_pairs, pairs))
+    with torch.no_grad():
+        unit = F.normalize(embeddings.detach().float(), dim=1)
+        batch, dim = unit.shape
+        gram = unit @ unit.T if batch <= dim else unit.T @ unit
+        return batch * batch / gram.square().sum()
+
+
+class SpreadMeter:
+    """Per-step batch spread summed on the device; :meth:`read` gives the window mean and resets."""
+
+    def __init__(self, device: torch.device) -> None:
+        self._sum = torch.zeros((), dtype=torch.float64, device=device)
+        self._steps = 0
+
+    def add(self, embeddings: torch.Tensor) -> None:
+        self._sum += batch_spread(embeddings).double()
+        self._steps += 1
+
+    def read(self) -> float | None:
+        """The mean spread since the last read (a host sync), or None when no step was added."""
+        if not self._steps:
+            return None
+        value = float(self._sum.item()) / self._steps
+        self._sum.zero_()
+        self._steps = 0
+        return value
 
 
 @dataclass
 class CollapseGuard:
-    """Decides, once per log window, whether the windows' mean different-identity cosine is collapse.
+    """Decides, once per log window, whether the window's mean batch spread is collapse.
 
-    ``threshold``: the mean cosine above which a window counts as collapsed. ``patience``:
-    consecutive collapsed windows before acting (a single noisy window is not a verdict).
-    ``after_step``: steps to ignore at the start (an untrained network's outputs are correlated
-    before the first updates spread them). ``action``: "warn" logs a warning every time, "stop"
-    raises :class:`CollapseError` (the run keeps its checkpoints), "off" does nothing.
+    ``threshold``: the spread below which a window counts as collapsed. ``patience``: consecutive
+    collapsed windows before acting (one noisy window is not a verdict). ``after_epochs``: epochs
+    to ignore at the start (healthy runs dip while the embedding space forms, before epoch 0.5).
+    ``action``: "warn" returns a warning when a collapse starts (and again if it returns after
+    recovering), for the trainer to log and show; "stop" raises :class:`CollapseError` (the run keeps the checkpoints it wrote),
+    "off" does nothing.
     """
 
-    threshold: float = 0.9
+    threshold: float = 2.5
     patience: int = 3
-    after_step: int = 0
+    after_epochs: float = 1.0
     action: str = "warn"
     _streak: int = 0
 
-    def observe(self, mean_cosine: float, step: int) -> str | None:
-        """The warning for this window, or None; raises CollapseError when asked to stop."""
-        if self.action == "off" or step < self.after_step:
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"guard.action must be one of {ACTIONS}, got {self.action!r}")
+
+    def observe(self, spread: float, epoch: float, step: int) -> str | None:
+        """The warning for this window when a collapse is declared, else None; raises when told to stop."""
+        if self.action == "off" or epoch < self.after_epochs:
             return None
-        self._streak = self._streak + 1 if mean_cosine > self.threshold else 0
-        if self._streak < self.patience:
+        self._streak = self._streak + 1 if spread < self.threshold else 0
+        if self._streak != self.patience:
             return None
-        message = (f"EMBEDDING COLLAPSE: mean cosine between different identities in the batch is "
-                   f"{mean_cosine:.3f} (> {self.threshold}) for {self._streak} log windows at step {step}; "
-                   f"the model maps all faces close together. Remedies: {REMEDIES}")
+        message = (f"EMBEDDING COLLAPSE at step {step} (epoch {epoch:.2f}): the training batches' embeddings span "
+                   f"only {spread:.2f} directions (batch_spread < guard.threshold = {self.threshold} for "
+                   f"{self._streak} log windows), so faces of different people end up close together. "
+                   f"Remedies: {REMEDIES}.")
         if self.action == "stop":
-            raise CollapseError(message + " (guard.action = \"stop\")")
-        logger.warning(message)
+            raise CollapseError(message + ' Stopped because guard.action = "stop"; the checkpoints written so far '
+                                'are kept.')
         return message

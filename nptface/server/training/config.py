@@ -74,15 +74,18 @@ class ModelSection:
 @dataclass
 class HeadSection:
     name: str = "npt"
-    params: dict[str, Any] = field(default_factory=lambda: {"k": 6, "delta": 1.0, "r": 1.0})
+    # Semi-hard negatives: the recipe that never collapsed from scratch (configs/base.toml says why);
+    # negatives = "hardest" is the paper's exact NPT.
+    params: dict[str, Any] = field(default_factory=lambda: {"k": 6, "delta": 1.0, "r": 1.0, "negatives": "semihard"})
     # NPT with more classes than this trains through the streamed top-k head (same results, no
     # [batch, classes] matrix, gradient on B*(k+1) proxy rows); 0 never switches.
     scalable_above: int = 20000
     chunk_size: int = 65536  # classes per chunk of the streamed head
     candidate_rate: float = 0.0  # streamed head: search negatives in this share of classes (0 = exact)
     # Under torchrun, keep each rank's rows of the proxies (and their momentum) instead of all of
-    # them: "auto" when the streamed head is chosen (and candidate_rate = 0), true for any NPT
-    # head with an integer k, false never. One process has nothing to shard. Not in the config
+    # them: "auto" when the streamed head is chosen (with candidate_rate = 0 and exact hardest
+    # negatives: the sharded search has no semi-hard selection), true for any NPT head with an
+    # integer k and negatives = "hardest", false never. One process has nothing to shard. Not in the config
     # hash: like the number of processes, it splits the work without changing what is trained.
     shard_proxies: bool | str = "auto"
 
@@ -149,6 +152,20 @@ class LogSection:
 
 
 @dataclass
+class GuardSection:
+    """The collapse guard (:mod:`nptface.server.training.collapse_guard`): batch spread under threshold."""
+
+    action: str = "warn"  # warn | stop | off
+    # Mean batch spread (participation ratio of the unit batch embeddings) below which a log window
+    # counts as collapsed. After epoch 1 a collapsed run (exact NPT, 1000 x 6, d = 128) read
+    # 1.9-2.2; the shipped recipe 2.9 at its dip (epoch 1.0) and 6.2-6.4 at the end. Collapse is an
+    # absolute count of directions (2-3 whatever d is), so the threshold does not scale with d.
+    threshold: float = 2.5
+    patience: int = 3  # consecutive collapsed log windows before warning or stopping
+    after_epochs: float = 1.0  # healthy runs dip while the embedding space forms (at most half the run)
+
+
+@dataclass
 class CheckpointSection:
     every_steps: int = 500
     keep: int = 2
@@ -165,6 +182,7 @@ class TrainConfig:
     device: DeviceSection = field(default_factory=DeviceSection)
     log: LogSection = field(default_factory=LogSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    guard: GuardSection = field(default_factory=GuardSection)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -178,7 +196,7 @@ class TrainConfig:
         payload["head"].pop("shard_proxies")
         if not payload["model"]["init"]:
             payload["model"].pop("init")  # so runs from scratch keep the hashes they had before init existed
-        for volatile in ("log", "checkpoint", "eval"):
+        for volatile in ("log", "checkpoint", "eval", "guard"):
             payload.pop(volatile)
         return settings_hash(payload)
 
@@ -373,6 +391,10 @@ def validate(config: TrainConfig, source: str) -> None:
                           or config.head.candidate_rate):
         fail(f"head.shard_proxies = true needs head.name = \"npt\" with an integer params.k and candidate_rate = 0, "
              f"got name {config.head.name!r}, params {config.head.params}, candidate_rate {config.head.candidate_rate}")
+    if shard is True and config.head.params.get("negatives", "hardest") != "hardest":
+        fail(f"head.shard_proxies = true needs head.params.negatives = \"hardest\" (the sharded top-k search has no "
+             f"semi-hard selection), got {config.head.params.get('negatives')!r}; set head.shard_proxies = \"auto\" "
+             f"or false to train semi-hard with replicated proxies")
     if config.device.amp not in ("bf16", "none"):
         fail(f"device.amp must be bf16 or none, got {config.device.amp!r}")
     for i, eval_set in enumerate(config.eval.sets):
@@ -387,6 +409,11 @@ def validate(config: TrainConfig, source: str) -> None:
                  f"{eval_set.pair_protocol!r} and {eval_set.per_fold}")
     if config.checkpoint.every_steps < 1 or config.checkpoint.keep < 1:
         fail("checkpoint.every_steps and checkpoint.keep must be >= 1")
+    if config.guard.action not in ("warn", "stop", "off"):
+        fail(f'guard.action must be "warn", "stop" or "off", got {config.guard.action!r}')
+    if config.guard.patience < 1 or config.guard.after_epochs < 0:
+        fail(f"guard.patience must be >= 1 and guard.after_epochs >= 0, got {config.guard.patience} and "
+             f"{config.guard.after_epochs}")
 
 
 def _validate_head(config: TrainConfig, fail: typing.Callable[[str], None]) -> None:

@@ -45,6 +45,7 @@ from nptface.core.mobilefacenet import MobileFaceNet, MobileFaceNetConfig
 from nptface.core.preprocess import normalize
 from nptface.core.tables import markdown_table
 from nptface.server.training import distributed
+from nptface.server.training.collapse_guard import CollapseGuard, SpreadMeter
 from nptface.server.training.config import TrainConfig
 from nptface.server.training.data import EvalData, build_eval_set, build_train_data
 from nptface.server.training.optim import build_optimizer, lr_at
@@ -171,9 +172,11 @@ class TrainStep(nn.Module):
         self.backbone = backbone
         self.head = head
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.head(self.backbone(images), labels)
-        return out.loss, out.predictions
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The loss, the predicted classes and the (detached) embeddings, which the collapse guard reads."""
+        embeddings = self.backbone(images)
+        out = self.head(embeddings, labels)
+        return out.loss, out.predictions, embeddings.detach()
 
 
 @dataclass
@@ -246,7 +249,8 @@ class Trainer:
             if setting is True:
                 logger.info("head.shard_proxies = true, but one process has nothing to shard")
             return head
-        exact_streamed = isinstance(head, ScalableNPTHead) and not head.candidate_rate
+        # The sharded search merges per-shard hardest top-k only; semi-hard stays replicated.
+        exact_streamed = isinstance(head, ScalableNPTHead) and not head.candidate_rate and head.negatives == "hardest"
         if setting is False or (setting == "auto" and not exact_streamed):
             return head
         sharded = ShardedNPTHead(head, self.context.rank, self.context.world_size, self.config.head.chunk_size)
@@ -412,6 +416,11 @@ class Trainer:
                    desc=self.config.run.name, disable=not (self.config.log.progress and self.context.is_main),
                    dynamic_ncols=True)
         meter = _Meter(self.device, loss_scale=self.context.world_size if self.sharded else 1.0)
+        spread = SpreadMeter(self.device)
+        guard_config = self.config.guard
+        # A run shorter than two grace periods is watched over its second half: its model must not end collapsed.
+        guard = CollapseGuard(guard_config.threshold, guard_config.patience,
+                              min(guard_config.after_epochs, optim.epochs / 2), guard_config.action)
         lr = lr_at(position.global_step, self.steps_per_epoch, optim)
         kill_at = _test_kill_step()
         final: dict[str, EvaluationResult] | None = None  # the last epoch's evaluation is the final one
@@ -425,12 +434,13 @@ class Trainer:
                     group["lr"] = lr
                 images, labels = self._to_device(images, labels)
                 with self._autocast():
-                    loss, predictions = step_module(images, labels)
+                    loss, predictions, embeddings = step_module(images, labels)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self._finish_gradients()
                 self.optimizer.step()
                 meter.add(loss, predictions, labels)
+                spread.add(embeddings)
                 position.global_step += 1
                 position.batch_in_epoch += 1
                 position.samples_seen += optim.batch_size
@@ -445,13 +455,17 @@ class Trainer:
                     window = meter.flush(position, epoch)
                     if log_now:
                         record = {"step": position.global_step, "epoch": epoch + position.batch_in_epoch / self.steps_per_epoch,
-                                  "lr": lr, **window.record(self.context.world_size)}
+                                  "lr": lr, **window.record(self.context.world_size),
+                                  "batch_spread": self.context.all_reduce_mean(spread.read())}
                         self._log(record)
                         bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2g}",
-                                        img_s=f"{record['images_per_second']:.0f}")
+                                        img_s=f"{record['images_per_second']:.0f}",
+                                        spread=f"{record['batch_spread']:.1f}")
                         self._say(f"step {position.global_step}/{optim.epochs * self.steps_per_epoch} "
-                                  f"epoch {record['epoch']:.2f}: loss {record['loss']:.4f}, lr {lr:.3g}, {record['images_per_second']:.0f} img/s")
+                                  f"epoch {record['epoch']:.2f}: loss {record['loss']:.4f}, lr {lr:.3g}, "
+                                  f"{record['images_per_second']:.0f} img/s, batch spread {record['batch_spread']:.1f}")
                         meter.reset_window()
+                        self._watch_collapse(guard, record, bar)
                 if checkpoint_now:
                     self._checkpoint()
                 if position.global_step == kill_at:
@@ -470,6 +484,16 @@ class Trainer:
         if self._tensorboard is not None:
             self._tensorboard.close()
         return FitResult(self.run_dir, self.state.history, final, seconds, resumed_from)
+
+    def _watch_collapse(self, guard: CollapseGuard, record: dict[str, Any], bar: tqdm) -> None:
+        """The guard's verdict on a log window: a warning in the log and on the bar, or a stop.
+
+        Every rank sees the same all-reduced spread, so under torchrun every rank stops together.
+        """
+        warning = guard.observe(record["batch_spread"], record["epoch"], record["step"])
+        if warning is not None and self.context.is_main:
+            logger.warning(warning)
+            bar.set_description(f"{self.config.run.name} [EMBEDDING COLLAPSE: spread {record['batch_spread']:.1f}]")
 
     def _end_epoch(self, epoch: int, lr: float) -> dict[str, EvaluationResult]:
         """Log, evaluate (every ``eval.every_epochs`` and always after the last epoch) and checkpoint;

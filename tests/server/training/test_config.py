@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nptface.server.training.config import ConfigError, load_config, shipped_configs
+from nptface.server.training.config import ConfigError, HeadSection, load_config, shipped_configs
 
 
 def test_shipped_configs_carry_the_paper_recipe():
@@ -14,7 +14,8 @@ def test_shipped_configs_carry_the_paper_recipe():
     assert (casia.optim.lr, casia.optim.momentum, casia.optim.nesterov) == (0.1, 0.9, True)
     assert (casia.optim.weight_decay_proxies, casia.optim.weight_decay_embedding,
             casia.optim.weight_decay_backbone) == (5e-4, 1e-4, 1e-5)
-    assert casia.head.name == "npt" and casia.head.params == {"k": 6, "delta": 1.0, "r": 1.0}
+    assert casia.head.name == "npt"
+    assert casia.head.params == {"k": 6, "delta": 1.0, "r": 1.0, "negatives": "semihard"}
     assert (casia.model.width, casia.model.input_size, casia.model.embedding_dim) == (1.0, 112, 256)
     ms1m = load_config("ms1m-mobilefacenet-npt", ['data.path="/data/ms1m/train"'])
     assert (ms1m.optim.epochs, ms1m.optim.batch_size, ms1m.optim.milestones) == (21, 512, [10.0, 18.0])
@@ -51,6 +52,7 @@ def test_inheritance_loops_are_reported(tmp_path):
         (["head.shard_proxies=1"], 'head.shard_proxies must be "auto", true or false'),
         (['head.name="arcface"', "head.params={}", "head.shard_proxies=true"], "shard_proxies = true needs"),
         (["head.candidate_rate=0.1", "head.shard_proxies=true"], "shard_proxies = true needs"),
+        (["head.shard_proxies=true"], r'head.shard_proxies = true needs head.params.negatives = "hardest"'),
     ],
 )
 def test_bad_values_name_the_key(overrides, message):
@@ -119,3 +121,14 @@ def test_an_npt_margin_no_embedding_can_reach_is_refused_naming_delta():
     with pytest.raises(ConfigError, match="head.params.delta"):  # unknown class count: the limit over all C is 2
         load_config("synthetic-quick", ['data.kind="imagefolder"', 'data.path="/faces"', "head.params.delta=4.0"])
     load_config("synthetic-quick", ['data.kind="imagefolder"', 'data.path="/faces"', "head.params.delta=3.0"])
+
+
+def test_every_shipped_config_and_the_defaults_train_npt_with_semihard_negatives():
+    for name in shipped_configs():
+        assert load_config(name, ['data.path="/data/x"']).head.params["negatives"] == "semihard", name
+    assert HeadSection().params["negatives"] == "semihard"
+
+
+def test_exact_npt_is_one_override_that_keeps_the_other_head_params():
+    config = load_config("synthetic-quick", ['head.params.negatives="hardest"', "head.shard_proxies=true"])
+    assert config.head.params == {"k": 6, "delta": 1.0, "r": 1.0, "negatives": "hardest"}

@@ -8,14 +8,17 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from nptface.core.heads import ScalableNPTHead
 from nptface.server.training.config import load_config
+from nptface.server.training.sharding.proxy_shard import ShardedNPTHead
 from nptface.server.training.train_state import TrainStateError, latest_checkpoint
-from nptface.server.training.trainer import KILL_AT_STEP_VARIABLE, RunExistsError, train_from_config
+from nptface.server.training.trainer import KILL_AT_STEP_VARIABLE, RunExistsError, Trainer, train_from_config
 
 # 8 identities x 16 images at 64 px, batch 16: 8 steps an epoch, checkpoints every 5 steps.
 SMALL = [
@@ -145,3 +148,13 @@ def test_npt_above_the_class_threshold_trains_through_the_streamed_head_with_the
         torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=1e-5)
     assert streamed.history[0]["train_accuracy"] == plain.history[0]["train_accuracy"]
     assert streamed.history[0]["loss"] == pytest.approx(plain.history[0]["loss"], abs=1e-5)
+
+
+@pytest.mark.parametrize("negatives,sharded", [("hardest", True), ("semihard", False)])
+def test_auto_sharding_under_torchrun_picks_the_sharded_head_only_for_exact_hardest_negatives(negatives, sharded):
+    """The sharded search merges per-shard hardest top-k; a semi-hard run keeps its proxies replicated."""
+    config = load_config("synthetic-quick", [f'head.params={{k=3, delta=1.0, r=1.0, negatives="{negatives}"}}'])
+    two_ranks = SimpleNamespace(distributed=True, rank=0, world_size=2, is_main=True)
+    head = ScalableNPTHead(20, 8, k=3, negatives=negatives)
+    chosen = Trainer._shard_choice(SimpleNamespace(config=config, context=two_ranks), head)
+    assert isinstance(chosen, ShardedNPTHead) is sharded
