@@ -171,8 +171,9 @@ def _init_proxies(head: ScalableNPTHead, recipe: Recipe, backbone: MobileFaceNet
             head.proxies.copy_(F.normalize(head.proxies, dim=1) * norm)
 
 
-def _loss(head: ScalableNPTHead, embeddings: torch.Tensor, labels: torch.Tensor, recipe: Recipe,
-          epoch: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _loss(
+    head: ScalableNPTHead, embeddings: torch.Tensor, labels: torch.Tensor, recipe: Recipe, epoch: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss under ``recipe.search`` and, for the trace, each sample's positive and k hardest negative cosines."""
     if recipe.search == "pool":
         rate = recipe.candidate_rate
@@ -189,7 +190,7 @@ def _loss(head: ScalableNPTHead, embeddings: torch.Tensor, labels: torch.Tensor,
     if search == "exact":
         loss = npt_loss(cos, labels, k=recipe.k)
     elif search == "authors":
-        negatives = cos.scatter(1, labels[:, None], 0.0).sort(dim=1, descending=True).values[:, :recipe.k]
+        negatives = cos.scatter(1, labels[:, None], 0.0).sort(dim=1, descending=True).values[:, : recipe.k]
         loss = (2.0 * (negatives - positive + 0.5).clamp_min(0.0)).sum(1).mean()
     elif search == "semihard":
         loss = npt_loss(cos, labels, k=recipe.k, negatives="semihard")
@@ -215,8 +216,9 @@ def effective_rank(rows: torch.Tensor | np.ndarray) -> float:
     return float(torch.exp(-(share * share.clamp_min(1e-30).log()).sum()))
 
 
-def _diagnostics(embeddings: torch.Tensor, labels: torch.Tensor, selected: torch.Tensor, nearest: torch.Tensor,
-                 head: ScalableNPTHead) -> dict[str, float]:
+def _diagnostics(
+    embeddings: torch.Tensor, labels: torch.Tensor, selected: torch.Tensor, nearest: torch.Tensor, head: ScalableNPTHead
+) -> dict[str, float]:
     unit = F.normalize(embeddings.detach().float(), dim=1)
     gram = unit @ unit.t()
     different = labels[:, None] != labels[None, :]
@@ -235,12 +237,18 @@ def train_once(variant: str, recipe: Recipe, cache: Path) -> Outcome:
     train = _dataset(SERVER_IDS, recipe.identities, recipe.images, recipe.input_size, cache)
     heldout = _dataset(HELDOUT_IDS, recipe.heldout_identities, recipe.heldout_images, recipe.input_size, cache)
     backbone = MobileFaceNet(MobileFaceNetConfig(recipe.embedding_dim, recipe.width, recipe.input_size))
-    head = ScalableNPTHead(recipe.identities, recipe.embedding_dim, k=recipe.k,
-                           candidate_rate=recipe.candidate_rate if recipe.search == "pool" else 0.0)
+    head = ScalableNPTHead(
+        recipe.identities,
+        recipe.embedding_dim,
+        k=recipe.k,
+        candidate_rate=recipe.candidate_rate if recipe.search == "pool" else 0.0,
+    )
     start = time.perf_counter()
     _init_proxies(head, recipe, backbone, train)
-    groups = [*weight_decay_groups(backbone, 1e-5, 1e-4),
-              {"name": "proxies", "params": [head.proxies], "weight_decay": recipe.weight_decay_proxies}]
+    groups = [
+        *weight_decay_groups(backbone, 1e-5, 1e-4),
+        {"name": "proxies", "params": [head.proxies], "weight_decay": recipe.weight_decay_proxies},
+    ]
     optimizer = torch.optim.SGD(groups, lr=recipe.lr, momentum=0.9, nesterov=True)
     images = torch.from_numpy(train.images)
     labels_all = torch.from_numpy(train.labels)
@@ -253,7 +261,7 @@ def train_once(variant: str, recipe: Recipe, cache: Path) -> Outcome:
     for step in range(total):
         if step % steps_per_epoch == 0:
             order = torch.randperm(len(train), generator=generator)
-        index = order[(step % steps_per_epoch) * recipe.batch:][:recipe.batch]
+        index = order[(step % steps_per_epoch) * recipe.batch :][: recipe.batch]
         batch = images[index]
         flip = torch.rand(len(index), generator=generator) < 0.5
         batch[flip] = batch[flip].flip(2)
@@ -272,20 +280,30 @@ def train_once(variant: str, recipe: Recipe, cache: Path) -> Outcome:
             raise FloatingPointError(f"{variant}: loss {float(loss)} at step {step}")
         if step % recipe.diag_every == 0 or step == total - 1:
             nearest = _nearest_negative(head, embeddings, labels)
-            trace.append({"step": step, "epoch": round(epoch, 3), "loss": float(loss.detach()),
-                          **_diagnostics(embeddings, labels, selected, nearest, head)})
+            trace.append(
+                {
+                    "step": step,
+                    "epoch": round(epoch, 3),
+                    "loss": float(loss.detach()),
+                    **_diagnostics(embeddings, labels, selected, nearest, head),
+                }
+            )
     seconds = time.perf_counter() - start
     outcome = _evaluate(variant, recipe, backbone, heldout, seconds, trace)
     outcome.proxy_rank = effective_rank(head.proxies.detach())
     recalibrated = _evaluate(variant, recipe, _precise_bn(backbone, images, generator), heldout, seconds, [])
-    outcome.precise_bn = {"impostor_cosine": recalibrated.impostor_cosine, "accuracy": recalibrated.accuracy,
-                          "threshold_far_1e2": recalibrated.threshold_far_1e2}
+    outcome.precise_bn = {
+        "impostor_cosine": recalibrated.impostor_cosine,
+        "accuracy": recalibrated.accuracy,
+        "threshold_far_1e2": recalibrated.threshold_far_1e2,
+    }
     return outcome
 
 
 @torch.no_grad()
-def _precise_bn(backbone: MobileFaceNet, images: torch.Tensor, generator: torch.Generator,
-                batches: int = 50, batch: int = 64) -> MobileFaceNet:
+def _precise_bn(
+    backbone: MobileFaceNet, images: torch.Tensor, generator: torch.Generator, batches: int = 50, batch: int = 64
+) -> MobileFaceNet:
     """A copy whose BatchNorm running statistics are re-estimated with the final weights (PreciseBN)."""
     model = copy.deepcopy(backbone).train()
     for module in model.modules():
@@ -303,8 +321,14 @@ def _nearest_negative(head: ScalableNPTHead, embeddings: torch.Tensor, labels: t
     return cos.argmax(1)
 
 
-def _evaluate(variant: str, recipe: Recipe, backbone: MobileFaceNet, heldout: InMemoryFaceDataset, seconds: float,
-              trace: list[dict[str, float]]) -> Outcome:
+def _evaluate(
+    variant: str,
+    recipe: Recipe,
+    backbone: MobileFaceNet,
+    heldout: InMemoryFaceDataset,
+    seconds: float,
+    trace: list[dict[str, float]],
+) -> Outcome:
     embeddings = embed_dataset(backbone, heldout, batch_size=256)
     labels = np.asarray(heldout.labels)
     report = evaluate_embeddings(embeddings, labels, all_genuine_pairs(labels, seed=0)).verification
@@ -314,11 +338,20 @@ def _evaluate(variant: str, recipe: Recipe, backbone: MobileFaceNet, heldout: In
     off_diagonal = ~np.eye(len(labels), dtype=bool)
     at_1e2 = report.tar_at_far.get(0.01)
     impostors = gram[np.triu(~same, 1)]
-    return Outcome(variant, dataclasses.asdict(recipe), recipe.key(), float(impostors.mean()),
-                   float(gram[same & off_diagonal].mean()),
-                   None if at_1e2 is None else at_1e2.threshold, None if at_1e2 is None else at_1e2.tar,
-                   float(report.accuracy.mean), seconds, trace, heldout_rank=effective_rank(embeddings),
-                   impostor_quantiles=[float(q) for q in np.quantile(impostors, [0.5, 0.9, 0.99])])
+    return Outcome(
+        variant,
+        dataclasses.asdict(recipe),
+        recipe.key(),
+        float(impostors.mean()),
+        float(gram[same & off_diagonal].mean()),
+        None if at_1e2 is None else at_1e2.threshold,
+        None if at_1e2 is None else at_1e2.tar,
+        float(report.accuracy.mean),
+        seconds,
+        trace,
+        heldout_rank=effective_rank(embeddings),
+        impostor_quantiles=[float(q) for q in np.quantile(impostors, [0.5, 0.9, 0.99])],
+    )
 
 
 def _cell(value: float | None, digits: int = 3) -> str:
@@ -330,19 +363,49 @@ def table(outcomes: list[Outcome]) -> str:
     for o in outcomes:
         r = o.recipe
         last = o.trace[-1] if o.trace else {}
-        rows.append([o.variant, f"{r['identities']}x{r['images']}", r["epochs"], r["seed"],
-                     _cell(o.impostor_cosine), _cell(o.impostor_quantiles[1] if o.impostor_quantiles else None),
-                     _cell(o.genuine_cosine), _cell(o.threshold_far_1e2), f"{100 * o.accuracy:.2f}",
-                     _cell(100 * o.precise_bn["accuracy"] if o.precise_bn else None, 2),
-                     _cell(o.heldout_rank, 1), _cell(o.proxy_rank, 1),
-                     _cell(min(t["batch_rank"] for t in o.trace) if o.trace else None, 1),
-                     _cell(last.get("batch_rank"), 1),
-                     _cell(min(t["distinct_nearest_share"] for t in o.trace) if o.trace else None, 2),
-                     _cell(last.get("proxy_norm"), 2), f"{o.seconds:.0f}"])
-    return markdown_table(["run", "ids x imgs", "epochs", "seed", "impostor cos mean", "impostor cos q90",
-                           "genuine cos", "thr@FAR=1e-2", "acc %", "PreciseBN acc %", "held-out eff. rank",
-                           "proxy eff. rank", "batch eff. rank min", "batch eff. rank end",
-                           "distinct nearest-neg share min", "proxy norm end", "wall s"], rows)
+        rows.append(
+            [
+                o.variant,
+                f"{r['identities']}x{r['images']}",
+                r["epochs"],
+                r["seed"],
+                _cell(o.impostor_cosine),
+                _cell(o.impostor_quantiles[1] if o.impostor_quantiles else None),
+                _cell(o.genuine_cosine),
+                _cell(o.threshold_far_1e2),
+                f"{100 * o.accuracy:.2f}",
+                _cell(100 * o.precise_bn["accuracy"] if o.precise_bn else None, 2),
+                _cell(o.heldout_rank, 1),
+                _cell(o.proxy_rank, 1),
+                _cell(min(t["batch_rank"] for t in o.trace) if o.trace else None, 1),
+                _cell(last.get("batch_rank"), 1),
+                _cell(min(t["distinct_nearest_share"] for t in o.trace) if o.trace else None, 2),
+                _cell(last.get("proxy_norm"), 2),
+                f"{o.seconds:.0f}",
+            ]
+        )
+    return markdown_table(
+        [
+            "run",
+            "ids x imgs",
+            "epochs",
+            "seed",
+            "impostor cos mean",
+            "impostor cos q90",
+            "genuine cos",
+            "thr@FAR=1e-2",
+            "acc %",
+            "PreciseBN acc %",
+            "held-out eff. rank",
+            "proxy eff. rank",
+            "batch eff. rank min",
+            "batch eff. rank end",
+            "distinct nearest-neg share min",
+            "proxy norm end",
+            "wall s",
+        ],
+        rows,
+    )
 
 
 def main() -> None:
@@ -352,8 +415,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--variants", nargs="+", default=["exact", "pool-0.1"], choices=sorted(VARIANTS))
-    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
-                        help="override any Recipe field for every run, e.g. batch=128 width=0.5")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override any Recipe field for every run, e.g. batch=128 width=0.5",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench-collapse"))
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -370,7 +438,9 @@ def main() -> None:
     for assignment in args.set:
         name, _, value = assignment.partition("=")
         if name not in Recipe.__dataclass_fields__:
-            raise SystemExit(f"--set {assignment}: no Recipe field {name!r}; fields: {sorted(Recipe.__dataclass_fields__)}")
+            raise SystemExit(
+                f"--set {assignment}: no Recipe field {name!r}; fields: {sorted(Recipe.__dataclass_fields__)}"
+            )
         common[name] = json.loads(value) if value[:1] in "0123456789-[{tf" else value
     outcomes = []
     for variant in args.variants:
@@ -383,9 +453,11 @@ def main() -> None:
                 outcome = train_once(variant, recipe, args.out / "cache")
                 with open(results, "a") as handle:
                     handle.write(json.dumps(dataclasses.asdict(outcome)) + "\n")
-            print(f"{variant} seed {seed}: impostor cos {outcome.impostor_cosine:.3f} thr "
-                  f"{_cell(outcome.threshold_far_1e2)} acc {100 * outcome.accuracy:.2f} ({outcome.seconds:.0f} s)",
-                  flush=True)
+            print(
+                f"{variant} seed {seed}: impostor cos {outcome.impostor_cosine:.3f} thr "
+                f"{_cell(outcome.threshold_far_1e2)} acc {100 * outcome.accuracy:.2f} ({outcome.seconds:.0f} s)",
+                flush=True,
+            )
             outcomes.append(outcome)
     print(table(outcomes))
 

@@ -43,9 +43,13 @@ def main() -> None:
         if Path(args.run).is_dir():
             size = load_backbone(args.run)[0].config.input_size
             evaluation, calibration = synthetic_sets(size)
-            result = export_bundle(args.run, Path(tmp) / "bundle", evaluation, calibration,
-                                   ExportOptions(formats=("onnx", "tflite"), allow_partial=True,
-                                                 latency_repeats=args.repeats))
+            result = export_bundle(
+                args.run,
+                Path(tmp) / "bundle",
+                evaluation,
+                calibration,
+                ExportOptions(formats=("onnx", "tflite"), allow_partial=True, latency_repeats=args.repeats),
+            )
             print(f"\n1. {args.run} ({size}x{size}), 1 thread, batch 1; PyTorch fp32 {result.torch_ms:.2f} ms")
             print("\n".join(header))
             for v in result.variants:
@@ -56,20 +60,38 @@ def main() -> None:
 
         model = MobileFaceNet().eval()
         fused = fuse_bn(model)
-        image = synthetic_sets(112, eval_identities=2, eval_images=1, calibration_identities=2,
-                               calibration_images=1)[0].images[:1]
+        image = synthetic_sets(112, eval_identities=2, eval_images=1, calibration_identities=2, calibration_images=1)[
+            0
+        ].images[:1]
         onnx_path, tflite_path = Path(tmp) / "full.onnx", Path(tmp) / "full.tflite"
         onnx_export.export_fp32(fused, onnx_path, 112, {})
         tflite_export.export_fp32(fused, tflite_path, 112)
         base = median_latency_ms(TorchEmbedder(model, 112, threads=1), image[0], args.repeats)
         print(f"\n2. full-size MobileFaceNet 112x112, 1 thread, batch 1; PyTorch fp32 {base:.2f} ms")
         print("\n".join(header))
-        print(row("pytorch-fp32-bn-folded", median_latency_ms(TorchEmbedder(fused, 112, threads=1), image[0],
-                                                              args.repeats), base))
-        print(row("onnx-fp32", median_latency_ms(OnnxEmbedder(onnx_path, 112, threads=1), image[0], args.repeats),
-                  base, onnx_path.stat().st_size))
-        print(row("tflite-fp32", median_latency_ms(LiteRTEmbedder(tflite_path, 112, threads=1), image[0],
-                                                   args.repeats), base, tflite_path.stat().st_size))
+        print(
+            row(
+                "pytorch-fp32-bn-folded",
+                median_latency_ms(TorchEmbedder(fused, 112, threads=1), image[0], args.repeats),
+                base,
+            )
+        )
+        print(
+            row(
+                "onnx-fp32",
+                median_latency_ms(OnnxEmbedder(onnx_path, 112, threads=1), image[0], args.repeats),
+                base,
+                onnx_path.stat().st_size,
+            )
+        )
+        print(
+            row(
+                "tflite-fp32",
+                median_latency_ms(LiteRTEmbedder(tflite_path, 112, threads=1), image[0], args.repeats),
+                base,
+                tflite_path.stat().st_size,
+            )
+        )
 
 
 if __name__ == "__main__":

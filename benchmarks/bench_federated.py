@@ -46,12 +46,25 @@ def local_only_seconds(config: FedConfig) -> float:
     for client in plan.clients:
         model, _ = load_backbone(config.server_run)
         data, _ = client_datasets(plan, client.partition_id, settings.image_size, seed=settings.partition_seed)
-        negs = negatives[rng.choice(len(negatives), size=min(config.negatives_random + 4 * data.num_classes,
-                                                             len(negatives)), replace=False)]
+        negs = negatives[
+            rng.choice(
+                len(negatives), size=min(config.negatives_random + 4 * data.num_classes, len(negatives)), replace=False
+            )
+        ]
         started = time.perf_counter()
-        fine_tune(model, imprint(model, data), negs, data,
-                  LocalConfig(epochs=settings.local_epochs, lr=settings.lr, batch_size=settings.batch_size,
-                              k=settings.k, delta=settings.delta))
+        fine_tune(
+            model,
+            imprint(model, data),
+            negs,
+            data,
+            LocalConfig(
+                epochs=settings.local_epochs,
+                lr=settings.lr,
+                batch_size=settings.batch_size,
+                k=settings.k,
+                delta=settings.delta,
+            ),
+        )
         total += time.perf_counter() - started
     return total
 
@@ -79,14 +92,27 @@ def tree_pss_bytes(root: int) -> int:
 
 
 def memory_of_100_clients(server_run: str, out: Path) -> tuple[float, float]:
-    values = {"server-run": server_run, "out-dir": str(out), "num-rounds": 2, "num-clients": 100,
-              "client-identities": 300, "images-per-identity": 4, "few-shot-share": 0.0, "min-nodes": 100,
-              "central-eval-identities": 30, "central-eval-images": 4, "batch-size": 8}
-    script = ("from nptface.simulation.config import SimulationConfig; from nptface.simulation.run import simulate; "
-              f"simulate(SimulationConfig.from_run_config({values!r}))")
+    values = {
+        "server-run": server_run,
+        "out-dir": str(out),
+        "num-rounds": 2,
+        "num-clients": 100,
+        "client-identities": 300,
+        "images-per-identity": 4,
+        "few-shot-share": 0.0,
+        "min-nodes": 100,
+        "central-eval-identities": 30,
+        "central-eval-images": 4,
+        "batch-size": 8,
+    }
+    script = (
+        "from nptface.simulation.config import SimulationConfig; from nptface.simulation.run import simulate; "
+        f"simulate(SimulationConfig.from_run_config({values!r}))"
+    )
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     peak = 0
     while process.poll() is None:
         peak = max(peak, tree_pss_bytes(process.pid))
@@ -108,25 +134,34 @@ def main() -> None:
     from nptface.simulation.run import simulate
 
     with tempfile.TemporaryDirectory() as tmp:
-        config = FedConfig.from_run_config({"server-run": args.server_run, "out-dir": f"{tmp}/fed",
-                                            "num-rounds": args.rounds})
+        config = FedConfig.from_run_config(
+            {"server-run": args.server_run, "out-dir": f"{tmp}/fed", "num-rounds": args.rounds}
+        )
         started = time.time()
         simulate(SimulationConfig(config))
         history = latest_state(Path(config.out_dir)).history[1:]
         steady = statistics.median(h["train_seconds"] for h in history[1:])
         torch.set_num_threads(2)
         local = statistics.median(local_only_seconds(config) for _ in range(2))
-        print(f"\n1. {config.client.num_clients} clients, {args.rounds} rounds: steady-state round training phase "
-              f"{steady:.2f} s (median of rounds 2..{args.rounds}) vs the same local training without Flower "
-              f"{local:.2f} s -> ratio {steady / local:.2f} (goal <= 1.25)")
-        print(f"   per round: train {[round(h['train_seconds'], 2) for h in history]} s, central eval "
-              f"{[round(h['eval_seconds'], 2) for h in history]} s, aggregate+spread "
-              f"{[round(h['aggregate_seconds'], 2) for h in history]} s")
-        print(f"3. start-up: simulate() to end of round 1 {history[0]['ended_unix'] - started:.1f} s; round 1 "
-              f"{history[0]['seconds']:.1f} s vs later rounds median {statistics.median(h['seconds'] for h in history[1:]):.1f} s")
+        print(
+            f"\n1. {config.client.num_clients} clients, {args.rounds} rounds: steady-state round training phase "
+            f"{steady:.2f} s (median of rounds 2..{args.rounds}) vs the same local training without Flower "
+            f"{local:.2f} s -> ratio {steady / local:.2f} (goal <= 1.25)"
+        )
+        print(
+            f"   per round: train {[round(h['train_seconds'], 2) for h in history]} s, central eval "
+            f"{[round(h['eval_seconds'], 2) for h in history]} s, aggregate+spread "
+            f"{[round(h['aggregate_seconds'], 2) for h in history]} s"
+        )
+        print(
+            f"3. start-up: simulate() to end of round 1 {history[0]['ended_unix'] - started:.1f} s; round 1 "
+            f"{history[0]['seconds']:.1f} s vs later rounds median {statistics.median(h['seconds'] for h in history[1:]):.1f} s"
+        )
         pss, wall = memory_of_100_clients(args.server_run, Path(tmp) / "fed100")
-        print(f"2. 100 simulated clients, 2 rounds: peak PSS of the process tree {pss:.2f} GiB (goal <= 8), "
-              f"wall {wall:.0f} s")
+        print(
+            f"2. 100 simulated clients, 2 rounds: peak PSS of the process tree {pss:.2f} GiB (goal <= 8), "
+            f"wall {wall:.0f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -122,8 +122,15 @@ def build(variant: str, classes: int, dim: int, chunk_size: int) -> ProxyHead:
 
 PML = "pytorch-metric-learning ArcFaceLoss"
 CANDIDATES = "scalable NPT, candidates 0.1 (approx.)"
-VARIANTS = ("scalable NPT", CANDIDATES, "NPT (full matrix, topk)", "authors' NPT (zero + sort)", REFERENCE, PML,
-            "Partial-FC ArcFace (rate 0.1)")
+VARIANTS = (
+    "scalable NPT",
+    CANDIDATES,
+    "NPT (full matrix, topk)",
+    "authors' NPT (zero + sort)",
+    REFERENCE,
+    PML,
+    "Partial-FC ArcFace (rate 0.1)",
+)
 
 
 @dataclass
@@ -132,8 +139,9 @@ class Measurement:
     max_rss_bytes: int
 
 
-def measure(variant: str, classes: int, batch: int, dim: int, repeats: int, chunk_size: int,
-            threads: int) -> Measurement:
+def measure(
+    variant: str, classes: int, batch: int, dim: int, repeats: int, chunk_size: int, threads: int
+) -> Measurement:
     """Runs in a fresh process: build the head and inputs, time forward + backward, read peak RSS."""
     if threads:
         torch.set_num_threads(threads)
@@ -150,8 +158,9 @@ def measure(variant: str, classes: int, batch: int, dim: int, repeats: int, chun
             if step:  # the first step allocates and warms caches
                 times.append(time.perf_counter() - start)
     # Linux reports ru_maxrss in KiB.
-    return Measurement(statistics.median(times) if times else 0.0,
-                       resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return Measurement(
+        statistics.median(times) if times else 0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
 
 
 def measure_in_fresh_process(*args: object) -> Measurement:
@@ -167,8 +176,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--chunk-size", type=int, default=65536)
     parser.add_argument("--threads", type=int, default=0, help="torch threads per process (0: torch's default)")
-    parser.add_argument("--only", nargs="+", default=[], metavar="TEXT",
-                        help="run only the variants whose name contains one of these (the ArcFace reference always runs)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=[],
+        metavar="TEXT",
+        help="run only the variants whose name contains one of these (the ArcFace reference always runs)",
+    )
     args = parser.parse_args()
     print(describe())
     variants = VARIANTS
@@ -178,8 +192,10 @@ def main() -> None:
     if args.only:
         variants = tuple(v for v in variants if v == REFERENCE or any(text in v for text in args.only))
     threads = args.threads or "default"
-    print(f"batch {args.batch}, dim {args.dim}, k 6, chunk {args.chunk_size}, torch threads {threads}, "
-          f"median of {args.repeats} forward+backward steps, one fresh process per cell\n")
+    print(
+        f"batch {args.batch}, dim {args.dim}, k 6, chunk {args.chunk_size}, torch threads {threads}, "
+        f"median of {args.repeats} forward+backward steps, one fresh process per cell\n"
+    )
     print(f"{'variant':38s} {'classes':>9s} {'ms/step':>10s} {'x ArcFace':>10s} {'peak MiB':>10s} {'x ArcFace':>10s}")
     for classes in args.classes:
         common = (classes, args.batch, args.dim, args.repeats, args.chunk_size, args.threads)
@@ -189,11 +205,14 @@ def main() -> None:
         reference_memory = max(reference.max_rss_bytes - baseline.max_rss_bytes, 1)
         for variant, result in results.items():
             memory = result.max_rss_bytes - baseline.max_rss_bytes
-            print(f"{variant:38s} {classes:9d} {1e3 * result.seconds:10.1f} "
-                  f"{result.seconds / reference.seconds:10.3f} {memory / 2**20:10.1f} "
-                  f"{memory / reference_memory:10.3f}")
-        print(f"{'(baseline process peak)':38s} {classes:9d} {'':10s} {'':10s} "
-              f"{baseline.max_rss_bytes / 2**20:10.1f}\n")
+            print(
+                f"{variant:38s} {classes:9d} {1e3 * result.seconds:10.1f} "
+                f"{result.seconds / reference.seconds:10.3f} {memory / 2**20:10.1f} "
+                f"{memory / reference_memory:10.3f}"
+            )
+        print(
+            f"{'(baseline process peak)':38s} {classes:9d} {'':10s} {'':10s} {baseline.max_rss_bytes / 2**20:10.1f}\n"
+        )
 
 
 if __name__ == "__main__":

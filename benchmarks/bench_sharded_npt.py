@@ -56,18 +56,29 @@ def analytic_bytes(classes: int, batch: int, dim: int, k: int, world: int) -> di
     def reduce(n: float) -> float:
         return 2 * (world - 1) / world * n
 
-    sharded = (gather(local * dim * FLOAT) + gather(local * LONG)
-               + gather(batch * (k + 1) * (FLOAT + LONG))
-               + 2 * reduce(batch * (1 + k) * FLOAT) + reduce(batch * dim * FLOAT))
-    return {SCHEMES[0]: sharded, SCHEMES[1]: gather(batch * classes / world * FLOAT),
-            SCHEMES[2]: reduce(classes * dim * FLOAT)}
+    sharded = (
+        gather(local * dim * FLOAT)
+        + gather(local * LONG)
+        + gather(batch * (k + 1) * (FLOAT + LONG))
+        + 2 * reduce(batch * (1 + k) * FLOAT)
+        + reduce(batch * dim * FLOAT)
+    )
+    return {
+        SCHEMES[0]: sharded,
+        SCHEMES[1]: gather(batch * classes / world * FLOAT),
+        SCHEMES[2]: reduce(classes * dim * FLOAT),
+    }
 
 
 def _collectives(scheme: str, classes: int, batch: int, dim: int, k: int, world: int) -> Callable[[], None]:
     local = batch // world
     if scheme == SCHEMES[0]:
-        gathers = [torch.randn(local, dim), torch.zeros(local, dtype=torch.long),
-                   torch.randn(batch, k + 1), torch.zeros(batch, k + 1, dtype=torch.long)]
+        gathers = [
+            torch.randn(local, dim),
+            torch.zeros(local, dtype=torch.long),
+            torch.randn(batch, k + 1),
+            torch.zeros(batch, k + 1, dtype=torch.long),
+        ]
         reduces = [torch.randn(batch, 1 + k), torch.randn(batch, 1 + k), torch.randn(batch, dim)]
     elif scheme == SCHEMES[1]:
         gathers, reduces = [torch.randn(batch, -(-classes // world))], []
@@ -79,6 +90,7 @@ def _collectives(scheme: str, classes: int, batch: int, dim: int, k: int, world:
             dist.all_gather([torch.empty_like(tensor) for _ in range(world)], tensor)
         for tensor in reduces:
             dist.all_reduce(tensor)
+
     return run
 
 
@@ -130,9 +142,12 @@ def _rank(rank: int, world: int, port: int, args: argparse.Namespace) -> None:
         for classes in args.classes:
             medians = _interleaved_medians(
                 {scheme: _collectives(scheme, classes, args.batch, args.dim, args.k, world) for scheme in SCHEMES},
-                args.repeats)
+                args.repeats,
+            )
             comm.update({(scheme, classes): ms for scheme, ms in medians.items()})
-            medians = _interleaved_medians(_head_steps(classes, args.batch, args.dim, args.k, world, rank), args.repeats)
+            medians = _interleaved_medians(
+                _head_steps(classes, args.batch, args.dim, args.k, world, rank), args.repeats
+            )
             steps.update({(name, classes): ms for name, ms in medians.items()})
         if rank == 0:
             _report(comm, steps, args, world)
@@ -141,12 +156,16 @@ def _rank(rank: int, world: int, port: int, args: argparse.Namespace) -> None:
 
 
 def _report(comm: dict, steps: dict, args: argparse.Namespace, world: int) -> None:
-    print(f"{'scheme':32s} {'classes':>8s} {'MB/step/rank':>13s} {'x sharded':>10s} {'ms (timed)':>11s} {'x sharded':>10s}")
+    print(
+        f"{'scheme':32s} {'classes':>8s} {'MB/step/rank':>13s} {'x sharded':>10s} {'ms (timed)':>11s} {'x sharded':>10s}"
+    )
     for classes in args.classes:
         sizes = analytic_bytes(classes, args.batch, args.dim, args.k, world)
         for scheme in SCHEMES:
-            print(f"{scheme:32s} {classes:8d} {sizes[scheme] / 1e6:13.3f} {sizes[scheme] / sizes[SCHEMES[0]]:10.0f} "
-                  f"{comm[scheme, classes]:11.2f} {comm[scheme, classes] / comm[SCHEMES[0], classes]:10.1f}")
+            print(
+                f"{scheme:32s} {classes:8d} {sizes[scheme] / 1e6:13.3f} {sizes[scheme] / sizes[SCHEMES[0]]:10.0f} "
+                f"{comm[scheme, classes]:11.2f} {comm[scheme, classes] / comm[SCHEMES[0], classes]:10.1f}"
+            )
     print(f"\n{'head step, compute + communication':46s} {'classes':>8s} {'ms':>9s} {'x sharded':>10s}")
     for classes in args.classes:
         names = [name for name, c in steps if c == classes]
@@ -165,8 +184,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     print(describe())
-    print(f"{args.world} gloo ranks on loopback, 1 torch thread each; global batch {args.batch}, dim {args.dim}, "
-          f"k {args.k}; medians of {args.repeats} steps after one warm-up\n")
+    print(
+        f"{args.world} gloo ranks on loopback, 1 torch thread each; global batch {args.batch}, dim {args.dim}, "
+        f"k {args.k}; medians of {args.repeats} steps after one warm-up\n"
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

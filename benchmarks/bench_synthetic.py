@@ -87,8 +87,10 @@ def main() -> None:
     torch.set_num_threads(1)
     pinning = pin_to_one_core(args.cpu)
     print(f"cpu: {cpu_model()} ({os.cpu_count()} logical cores; {pinning})")
-    print(f"torch {torch.__version__}, numpy {np.__version__}, torch threads {torch.get_num_threads()}, "
-          f"python {platform.python_version()}")
+    print(
+        f"torch {torch.__version__}, numpy {np.__version__}, torch threads {torch.get_num_threads()}, "
+        f"python {platform.python_version()}"
+    )
     print(f"load average before: {load_average()}")
     print(f"{args.images} images x {args.repeats} repeats per domain, {args.size}x{args.size} px, one process")
 
@@ -97,12 +99,16 @@ def main() -> None:
 
     print(f"\n{'domain':<16}{'median img/s':>13}{'min':>9}{'max':>9}{'cpu/wall':>10}{'x target':>10}")
     for result in results:
-        print(f"{result.domain:<16}{result.median:>13.0f}{min(result.rates):>9.0f}{max(result.rates):>9.0f}"
-              f"{result.cpu_over_wall:>10.2f}{result.median / TARGET_IMAGES_PER_SECOND:>10.2f}")
+        print(
+            f"{result.domain:<16}{result.median:>13.0f}{min(result.rates):>9.0f}{max(result.rates):>9.0f}"
+            f"{result.cpu_over_wall:>10.2f}{result.median / TARGET_IMAGES_PER_SECOND:>10.2f}"
+        )
     slowest = min(results, key=lambda result: result.median)
     verdict = "meets" if slowest.median >= TARGET_IMAGES_PER_SECOND else "MISSES"
-    print(f"\ntarget: >= {TARGET_IMAGES_PER_SECOND:.0f} img/s on one core; slowest domain {slowest.domain!r} at "
-          f"{slowest.median:.0f} img/s = {slowest.median / TARGET_IMAGES_PER_SECOND:.2f}x target ({verdict})")
+    print(
+        f"\ntarget: >= {TARGET_IMAGES_PER_SECOND:.0f} img/s on one core; slowest domain {slowest.domain!r} at "
+        f"{slowest.median:.0f} img/s = {slowest.median / TARGET_IMAGES_PER_SECOND:.2f}x target ({verdict})"
+    )
     print(f"load average after: {load_average()}")
     if min(result.cpu_over_wall for result in results) < 0.9:
         print("note: cpu/wall < 0.9 means this process waited for its core; another job was competing for it")

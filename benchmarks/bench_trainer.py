@@ -37,15 +37,22 @@ from nptface.server.training.trainer import Trainer  # noqa: E402
 
 # The quickstart's model and batch; 40 steps an epoch, evaluation and checkpoints off.
 OVERRIDES = [
-    "data.identities=80", "data.images_per_identity=32", "optim.epochs=1", "optim.milestones=[]",
-    "optim.warmup_epochs=0.0", "eval.sets=[]", "log.every_steps=10", "log.progress=false",
+    "data.identities=80",
+    "data.images_per_identity=32",
+    "optim.epochs=1",
+    "optim.milestones=[]",
+    "optim.warmup_epochs=0.0",
+    "eval.sets=[]",
+    "log.every_steps=10",
+    "log.progress=false",
     "checkpoint.every_steps=100000",
 ]
 
 
 def trainer_rates(tmp: Path, repeat: int) -> list[float]:
-    config = load_config("synthetic-quick", [*OVERRIDES, f'run.output_dir="{tmp.as_posix()}"',
-                                             f'run.name="trainer-{repeat}"'])
+    config = load_config(
+        "synthetic-quick", [*OVERRIDES, f'run.output_dir="{tmp.as_posix()}"', f'run.name="trainer-{repeat}"']
+    )
     trainer = Trainer(config)
     try:
         trainer.fit()
@@ -114,7 +121,10 @@ def main() -> None:
         write_image_folder(SyntheticFaceDataset(range(60), 16, "wild", image_size=112), folder_root, progress=False)
         folder = ImageFolderDataset(folder_root, image_size=64)
         print(f"\n2. data path with {args.workers} DataLoader workers (batch 64, 10 batches after the first)")
-        for name, dataset in (("synthetic, rendered on the fly", synthetic), ("ImageFolder PNG 112->64 decode", folder)):
+        for name, dataset in (
+            ("synthetic, rendered on the fly", synthetic),
+            ("ImageFolder PNG 112->64 decode", folder),
+        ):
             rates = [loader_rate(dataset, args.workers, 64, 10) for _ in range(args.repeats)]
             rate = statistics.median(rates)
             print(f"   {name:32s} median {rate:7.1f} img/s = {rate / t:5.2f}x the training rate (target >= 3x)")

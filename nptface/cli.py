@@ -41,8 +41,10 @@ def _data_synth(args: argparse.Namespace) -> int:
         print(f"preview grid (rows = identities) written to {args.preview}")
     if args.out is not None:
         write_image_folder(dataset, args.out, args.format)
-        print(f"{len(dataset)} images of {dataset.num_classes} identities ({args.id_range} ids from "
-              f"{identities[0]}, domain {args.domain}) written to {args.out}")
+        print(
+            f"{len(dataset)} images of {dataset.num_classes} identities ({args.id_range} ids from "
+            f"{identities[0]}, domain {args.domain}) written to {args.out}"
+        )
     return 0
 
 
@@ -59,8 +61,10 @@ def _model_info(args: argparse.Namespace) -> int:
         config = MobileFaceNetConfig(args.embedding_dim, args.width, args.input_size)
         model = MobileFaceNet(config)
     complexity = measure(model, (3, config.input_size, config.input_size))
-    print(f"MobileFaceNet width={config.width} input={config.input_size}x{config.input_size} "
-          f"embedding_dim={config.embedding_dim}")
+    print(
+        f"MobileFaceNet width={config.width} input={config.input_size}x{config.input_size} "
+        f"embedding_dim={config.embedding_dim}"
+    )
     print(complexity.summary())
     return 0
 
@@ -79,8 +83,15 @@ def _eval(args: argparse.Namespace) -> int:
         spec, source = EvalSet(kind="bin", path=args.bin), args.bin
     else:
         kind = "lfw" if args.lfw_pairs is not None else "imagefolder"
-        spec = EvalSet(kind=kind, path=args.data, pairs=args.lfw_pairs or args.pairs or "",
-                       pair_protocol=args.pair_protocol, per_fold=args.per_fold, skip_bad=args.skip_bad, seed=args.seed)
+        spec = EvalSet(
+            kind=kind,
+            path=args.data,
+            pairs=args.lfw_pairs or args.pairs or "",
+            pair_protocol=args.pair_protocol,
+            per_fold=args.per_fold,
+            skip_bad=args.skip_bad,
+            seed=args.seed,
+        )
         source = args.data
     data = build_eval_set(spec, model.config.input_size)
     result = evaluate_model(model, data.dataset, data.pairs, flip=args.flip)
@@ -96,11 +107,18 @@ def _eval(args: argparse.Namespace) -> int:
 def _quickstart(args: argparse.Namespace) -> int:
     from nptface.quickstart import QuickstartOptions, run_quickstart
 
-    run_quickstart(QuickstartOptions(
-        runs=Path(args.runs), bundles=Path(args.bundles), name=args.name, overrides=tuple(args.set),
-        progress=not args.no_progress, federated=not args.no_federated, export=not args.no_export,
-        command=("nptface", *sys.argv[1:]),
-    ))
+    run_quickstart(
+        QuickstartOptions(
+            runs=Path(args.runs),
+            bundles=Path(args.bundles),
+            name=args.name,
+            overrides=tuple(args.set),
+            progress=not args.no_progress,
+            federated=not args.no_federated,
+            export=not args.no_export,
+            command=("nptface", *sys.argv[1:]),
+        )
+    )
     return 0
 
 
@@ -164,17 +182,29 @@ def _export(args: argparse.Namespace) -> int:
     chosen = [label.strip() for label in (args.onnx_int8_recipes or ",".join(recipes)).split(",") if label.strip()]
     unknown = [label for label in chosen if label not in recipes]
     if unknown or not chosen:
-        raise SystemExit(f"nptface export: --onnx-int8-recipes takes labels from {','.join(recipes)}; got {args.onnx_int8_recipes!r}")
+        raise SystemExit(
+            f"nptface export: --onnx-int8-recipes takes labels from {','.join(recipes)}; got {args.onnx_int8_recipes!r}"
+        )
     options = ExportOptions(
         onnx_int8_recipes=tuple(recipes[label] for label in chosen),
         formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()),
         precisions=tuple(p.strip() for p in args.precisions.split(",") if p.strip()),
-        tflite_nhwc=args.tflite_layout == "nhwc", allow_partial=args.allow_partial, overwrite=args.overwrite,
+        tflite_nhwc=args.tflite_layout == "nhwc",
+        allow_partial=args.allow_partial,
+        overwrite=args.overwrite,
         latency_repeats=args.latency_repeats,
     )
     out = args.out or str(Path("bundles") / Path(args.run).resolve().name)
-    result = export_run(args.run, out, args.calibration, args.eval, args.domain, options, ["nptface", *sys.argv[1:]],
-                        progress=lambda line: print(line, flush=True))
+    result = export_run(
+        args.run,
+        out,
+        args.calibration,
+        args.eval,
+        args.domain,
+        options,
+        ["nptface", *sys.argv[1:]],
+        progress=lambda line: print(line, flush=True),
+    )
     print(result.table)
     print(f"bundle: {result.bundle_dir} ({len(result.shipped)} variants shipped; manifest.json, README.md, report.md)")
     if result.rejected:
@@ -224,15 +254,21 @@ def _run_fed_simulate(args: argparse.Namespace) -> int:
         print(f"table: {result.out_dir / 'robustness.md'}; runs under {result.out_dir}/")
         return 0
     if len(modes) > 1:
-        result = run_comparison(sharing_configs(config, modes, args.attack is not None), Path(config.fed.out_dir),
-                                "privacy", args.cpus_per_client)
+        result = run_comparison(
+            sharing_configs(config, modes, args.attack is not None),
+            Path(config.fed.out_dir),
+            "privacy",
+            args.cpus_per_client,
+        )
         print(result.table)
         print(f"table: {result.out_dir / 'privacy.md'}; runs under {result.out_dir}/sharing-<mode>/")
         return 0
     experiment = run_experiment(config, baselines=not args.no_baselines, cpus_per_client=args.cpus_per_client)
     print(experiment.table)
-    print(f"report: {experiment.out_dir / 'report.md'} (curves {experiment.out_dir / 'federated.png'}, results.json); "
-          f"federated model: {experiment.out_dir} (a run directory: nptface export --run {experiment.out_dir})")
+    print(
+        f"report: {experiment.out_dir / 'report.md'} (curves {experiment.out_dir / 'federated.png'}, results.json); "
+        f"federated model: {experiment.out_dir} (a run directory: nptface export --run {experiment.out_dir})"
+    )
     return 0
 
 
@@ -305,10 +341,14 @@ def _identify(args: argparse.Namespace) -> int:
     gallery.check_model(model.model_sha256, model.variant, args.gallery)
     embedding = model.embed_files([args.image])[0]
     threshold = model.bundle.threshold(args.far)
-    print(f"{args.image}: top {min(args.top, len(gallery.names))} of {len(gallery.names)} (cosine; "
-          f"threshold(FAR={_far_label(args.far)}) = {threshold:.4f})")
+    print(
+        f"{args.image}: top {min(args.top, len(gallery.names))} of {len(gallery.names)} (cosine; "
+        f"threshold(FAR={_far_label(args.far)}) = {threshold:.4f})"
+    )
     for rank, match in enumerate(gallery.top(embedding, args.top), start=1):
-        print(f"  {rank}. {match.name}  cosine = {match.score:.4f}" + ("  -> match" if match.score >= threshold else ""))
+        print(
+            f"  {rank}. {match.name}  cosine = {match.score:.4f}" + ("  -> match" if match.score >= threshold else "")
+        )
     return 0
 
 
@@ -322,8 +362,7 @@ def _demo_serve(args: argparse.Namespace) -> int:
             raise
         raise SystemExit(f"nptface demo serve: cannot listen on {args.host}:{args.port}: {error}") from error
     host, port = server.server_address[:2]
-    print(f"on-device demo of {args.bundle}: open http://{host}:{port}/ (inference runs in the browser; "
-          "Ctrl+C stops)")
+    print(f"on-device demo of {args.bundle}: open http://{host}:{port}/ (inference runs in the browser; Ctrl+C stops)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -334,18 +373,31 @@ def _demo_serve(args: argparse.Namespace) -> int:
 
 
 def _add_device_options(parser: argparse.ArgumentParser, bundle_required: bool = False) -> None:
-    parser.add_argument("--bundle", required=bundle_required,
-                        help="a bundle folder (nptface export); with --gallery, defaults to the gallery's bundle")
-    parser.add_argument("--runtime", choices=("onnxruntime", "litert"), default="onnxruntime",
-                        help="onnxruntime (ONNX variants) or litert (the LiteRT interpreter, TFLite variants)")
+    parser.add_argument(
+        "--bundle",
+        required=bundle_required,
+        help="a bundle folder (nptface export); with --gallery, defaults to the gallery's bundle",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=("onnxruntime", "litert"),
+        default="onnxruntime",
+        help="onnxruntime (ONNX variants) or litert (the LiteRT interpreter, TFLite variants)",
+    )
     parser.add_argument("--variant", help="a shipped variant name (default: the runtime's int8, else fp16, else fp32)")
     parser.add_argument("--far", type=float, default=1e-3, help="operating point: the manifest's threshold at this FAR")
 
 
 # The pip extra each command's optional dependencies come from (pyproject's optional-dependencies),
 # and the packages imported before the command starts, so that a missing one stops it at once.
-EXTRA_OF_COMMAND = {"export": "export", "enroll": "export", "verify": "export", "identify": "export", "fed": "fl",
-                    "quickstart": "all"}
+EXTRA_OF_COMMAND = {
+    "export": "export",
+    "enroll": "export",
+    "verify": "export",
+    "identify": "export",
+    "fed": "fl",
+    "quickstart": "all",
+}
 IMPORTED_FIRST = {"export": ("onnx", "onnxruntime"), "fed": ("flwr",)}
 
 
@@ -354,8 +406,12 @@ class _DefaultsHelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         help_text = action.help or ""
-        if ("%(default)" in help_text or not action.option_strings or action.default in (None, False, [])
-                or action.default is argparse.SUPPRESS):
+        if (
+            "%(default)" in help_text
+            or not action.option_strings
+            or action.default in (None, False, [])
+            or action.default is argparse.SUPPRESS
+        ):
             return help_text
         return f"{help_text} (default: %(default)s)"
 
@@ -375,16 +431,22 @@ def _finish(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     for subparser in [parser, *_subparsers(parser)]:
         subparser.formatter_class = _DefaultsHelpFormatter
         if subparser is not parser and not any(isinstance(a, argparse._SubParsersAction) for a in subparser._actions):
-            subparser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                                   help="log progress details (also accepted before the command)")
+            subparser.add_argument(
+                "-v",
+                "--verbose",
+                action="store_true",
+                default=argparse.SUPPRESS,
+                help="log progress details (also accepted before the command)",
+            )
     return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nptface", description="Face verification with the NPT loss.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    parser.add_argument("--version", action="version", version=f"nptface {__version__}",
-                        help="print the version and exit")
+    parser.add_argument(
+        "--version", action="version", version=f"nptface {__version__}", help="print the version and exit"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("data", help="synthetic face data").add_subparsers(dest="data_command", required=True)
@@ -394,13 +456,21 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--identities", type=int, default=10, help="how many identities to render")
     synth.add_argument("--images", type=int, default=10, help="images per identity")
     synth.add_argument("--domain", default="wild", help="studio, wild, phone-lowlight or cctv-lowres")
-    synth.add_argument("--id-range", choices=["server", "client", "heldout"], default="server",
-                       help="which disjoint identity range to draw from")
+    synth.add_argument(
+        "--id-range",
+        choices=["server", "client", "heldout"],
+        default="server",
+        help="which disjoint identity range to draw from",
+    )
     synth.add_argument("--first-id", type=int, default=0, help="offset inside the range")
     synth.add_argument("--size", type=int, default=112, help="image side in pixels")
     synth.add_argument("--seed", type=int, default=0, help="rendering seed: the same seed draws the same faces")
-    synth.add_argument("--lookalike-share", type=float, default=0.3,
-                       help="share of identity families whose members look alike (0 to 1)")
+    synth.add_argument(
+        "--lookalike-share",
+        type=float,
+        default=0.3,
+        help="share of identity families whose members look alike (0 to 1)",
+    )
     synth.add_argument("--format", choices=["png", "jpeg"], default="png", help="image file format")
     synth.set_defaults(func=_data_synth)
 
@@ -418,24 +488,43 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--bin", help="an insightface verification .bin (lfw.bin, cfp_fp.bin, agedb_30.bin)")
     evaluate.add_argument("--pairs", help="file of 'path_a path_b 1|0' lines, relative to --data")
     evaluate.add_argument("--lfw-pairs", help="LFW's pairs.txt for an LFW folder given as --data")
-    evaluate.add_argument("--pair-protocol", choices=["all", "lfw"], default="all",
-                          help="without --pairs: all genuine pairs + as many impostors, or 10 LFW-style folds")
+    evaluate.add_argument(
+        "--pair-protocol",
+        choices=["all", "lfw"],
+        default="all",
+        help="without --pairs: all genuine pairs + as many impostors, or 10 LFW-style folds",
+    )
     evaluate.add_argument("--per-fold", type=int, default=300, help="pairs of each kind per fold (lfw protocol)")
     evaluate.add_argument("--flip", action="store_true", help="add embeddings of mirrored images")
     evaluate.add_argument("--skip-bad", action="store_true", help="skip and count undecodable images")
-    evaluate.add_argument("--seed", type=int, default=0,
-                          help="protocol seed that draws the pairs without --pairs/--lfw-pairs (as a training "
-                               "config's eval.sets[].seed; the run's seed plays no part)")
+    evaluate.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="protocol seed that draws the pairs without --pairs/--lfw-pairs (as a training "
+        "config's eval.sets[].seed; the run's seed plays no part)",
+    )
     evaluate.add_argument("--out", help="metrics JSON (default: RUN/eval.json)")
     evaluate.set_defaults(func=_eval)
 
-    quick = commands.add_parser("quickstart", help="the main job on synthetic faces: train with NPT, fine-tune "
-                                "federated, export a parity-gated bundle, report each stage")
+    quick = commands.add_parser(
+        "quickstart",
+        help="the main job on synthetic faces: train with NPT, fine-tune "
+        "federated, export a parity-gated bundle, report each stage",
+    )
     quick.add_argument("--runs", default="runs", help="folder for run directories")
-    quick.add_argument("--name", default="quickstart",
-                       help="names the run (RUNS/NAME), its federated run (RUNS/NAME-federated) and bundle (BUNDLES/NAME)")
-    quick.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override the synthetic-quick config, e.g. --set optim.epochs=4 (repeatable)")
+    quick.add_argument(
+        "--name",
+        default="quickstart",
+        help="names the run (RUNS/NAME), its federated run (RUNS/NAME-federated) and bundle (BUNDLES/NAME)",
+    )
+    quick.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override the synthetic-quick config, e.g. --set optim.epochs=4 (repeatable)",
+    )
     quick.add_argument("--no-progress", action="store_true", help="no progress bars")
     quick.add_argument("--bundles", default="bundles", help="folder for the exported bundle")
     quick.add_argument("--no-federated", action="store_true", help="skip the federated fine-tuning stage")
@@ -443,66 +532,118 @@ def build_parser() -> argparse.ArgumentParser:
     quick.set_defaults(func=_quickstart)
 
     train = commands.add_parser("train", help="train a backbone + proxy head from a config (torchrun for several GPUs)")
-    train.add_argument("config", help="a shipped config name (synthetic-quick, casia-mobilefacenet-npt, "
-                                      "ms1m-mobilefacenet-npt) or a path to a .toml file")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value, e.g. --set optim.lr=0.05 --set head.name=\"arcface\"")
+    train.add_argument(
+        "config",
+        help="a shipped config name (synthetic-quick, casia-mobilefacenet-npt, "
+        "ms1m-mobilefacenet-npt) or a path to a .toml file",
+    )
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help='override a config value, e.g. --set optim.lr=0.05 --set head.name="arcface"',
+    )
     train.add_argument("--run-dir", help="run directory (default: run.output_dir / run.name)")
     train.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
-    train.add_argument("--init-from", metavar="RUN",
-                       help="fine-tune from a trained model: a run directory or its model.safetensors (sets "
-                            "model.init; its proxies are reused when the identities match, else imprinted)")
+    train.add_argument(
+        "--init-from",
+        metavar="RUN",
+        help="fine-tune from a trained model: a run directory or its model.safetensors (sets "
+        "model.init; its proxies are reused when the identities match, else imprinted)",
+    )
     train.set_defaults(func=_train)
 
     export = commands.add_parser("export", help="ONNX/TFLite/Core ML variants of a run, parity-gated, as a bundle")
     export.add_argument("--run", required=True, help="a run directory (checkpoint.json + model.safetensors)")
     export.add_argument("--formats", default="onnx,tflite,coreml", help="comma-separated subset of onnx,tflite,coreml")
     export.add_argument("--precisions", default="fp32,fp16,int8", help="comma-separated subset of fp32,fp16,int8")
-    export.add_argument("--calibration", default="synthetic",
-                        help="'synthetic' (held-out identities) or an ImageFolder of >= 200 face crops")
+    export.add_argument(
+        "--calibration",
+        default="synthetic",
+        help="'synthetic' (held-out identities) or an ImageFolder of >= 200 face crops",
+    )
     export.add_argument("--eval", default="synthetic", help="'synthetic' or an ImageFolder the gate judges on")
     export.add_argument("--domain", default="wild", help="synthetic imaging domain for the default image sets")
     export.add_argument("--out", help="bundle folder (default: bundles/<run name>)")
-    export.add_argument("--tflite-layout", choices=("nhwc", "nchw"), default="nhwc",
-                        help="input layout of the TFLite variants (nhwc: what mobile pipelines hand over)")
+    export.add_argument(
+        "--tflite-layout",
+        choices=("nhwc", "nchw"),
+        default="nhwc",
+        help="input layout of the TFLite variants (nhwc: what mobile pipelines hand over)",
+    )
     export.add_argument("--latency-repeats", type=int, default=30, help="timed runs per variant for its median latency")
-    export.add_argument("--onnx-int8-recipes", help="ONNX int8 attempts in order (default: all of minmax, entropy, "
-                        "percentile, minmax-float-ends, minmax-int16-activations): the calibration methods are all "
-                        "tried, then remedies until one passes the gate")
+    export.add_argument(
+        "--onnx-int8-recipes",
+        help="ONNX int8 attempts in order (default: all of minmax, entropy, "
+        "percentile, minmax-float-ends, minmax-int16-activations): the calibration methods are all "
+        "tried, then remedies until one passes the gate",
+    )
     export.add_argument("--allow-partial", action="store_true", help="exit 0 even when a variant is rejected")
     export.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     export.set_defaults(func=_export)
 
-    fed = commands.add_parser("fed", help="federated fine-tuning (Flower)").add_subparsers(dest="fed_command", required=True)
-    simulate = fed.add_parser("simulate", help="N clients on this machine (Flower simulation, Ray) + baselines + report")
-    simulate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                          help="a run-config key as in pyproject's [tool.flwr.app.config], e.g. --set num-clients=16")
+    fed = commands.add_parser("fed", help="federated fine-tuning (Flower)").add_subparsers(
+        dest="fed_command", required=True
+    )
+    simulate = fed.add_parser(
+        "simulate", help="N clients on this machine (Flower simulation, Ray) + baselines + report"
+    )
+    simulate.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a run-config key as in pyproject's [tool.flwr.app.config], e.g. --set num-clients=16",
+    )
     simulate.add_argument("--no-baselines", action="store_true", help="only the federated run (no FedPer/centralised)")
-    simulate.add_argument("--proxy-sharing", metavar="MODES",
-                          help="all|public|none|dp|local-heads; several, comma-separated, give the privacy table")
+    simulate.add_argument(
+        "--proxy-sharing",
+        metavar="MODES",
+        help="all|public|none|dp|local-heads; several, comma-separated, give the privacy table",
+    )
     simulate.add_argument("--attack", choices=["linkage"], help="measure the proxy-linkage attack every round")
-    simulate.add_argument("--poison", metavar="KIND:PARTITION,...",
-                          help="malicious clients (scale, noise, flip), e.g. scale:0,noise:1,flip:2: the robustness table")
-    simulate.add_argument("--robust", default="fedavg,median,trimmed-mean",
-                          help="with --poison: backbone aggregators to compare behind the norm screens "
-                               "(fedavg, median, trimmed-mean)")
-    simulate.add_argument("--cpus-per-client", type=float, default=1.0,
-                          help="CPUs Ray reserves per client (lower runs more clients at once)")
+    simulate.add_argument(
+        "--poison",
+        metavar="KIND:PARTITION,...",
+        help="malicious clients (scale, noise, flip), e.g. scale:0,noise:1,flip:2: the robustness table",
+    )
+    simulate.add_argument(
+        "--robust",
+        default="fedavg,median,trimmed-mean",
+        help="with --poison: backbone aggregators to compare behind the norm screens (fedavg, median, trimmed-mean)",
+    )
+    simulate.add_argument(
+        "--cpus-per-client",
+        type=float,
+        default=1.0,
+        help="CPUs Ray reserves per client (lower runs more clients at once)",
+    )
     simulate.set_defaults(func=_fed_simulate)
 
-    bench = commands.add_parser("bench", help="benchmarks that train").add_subparsers(dest="bench_command", required=True)
+    bench = commands.add_parser("bench", help="benchmarks that train").add_subparsers(
+        dest="bench_command", required=True
+    )
     losses = bench.add_parser("losses", help="NPT vs ArcFace/CosFace/NormSoftmax/proxy-triplet under one budget")
     losses.add_argument("--data", default="synthetic", help="'synthetic' or an ImageFolder (10 identities held out)")
     losses.add_argument("--seeds", type=int, default=3, help="training seeds per loss")
     losses.add_argument("--ablation", action="store_true", help="also the delta and k ablations of NPT")
     losses.add_argument("--ablation-only", action="store_true", help="only the ablations")
     losses.add_argument("--ablation-seeds", type=int, default=1, help="training seeds per ablation setting")
-    losses.add_argument("--scale", action="store_true",
-                        help="10k identities x 10 images (CASIA-like count, width 0.25 at 32 px): NPT as shipped and "
-                             "exact vs ArcFace, CosFace, Partial-FC ArcFace; the table covers every finished run")
-    losses.add_argument("--variants", nargs="+", default=None, metavar="HEAD",
-                        help="with --scale: train only these heads (npt-semihard, npt-k6-exact, arcface, cosface, "
-                             "partialfc-arcface), e.g. more seeds for the NPT variants")
+    losses.add_argument(
+        "--scale",
+        action="store_true",
+        help="10k identities x 10 images (CASIA-like count, width 0.25 at 32 px): NPT as shipped and "
+        "exact vs ArcFace, CosFace, Partial-FC ArcFace; the table covers every finished run",
+    )
+    losses.add_argument(
+        "--variants",
+        nargs="+",
+        default=None,
+        metavar="HEAD",
+        help="with --scale: train only these heads (npt-semihard, npt-k6-exact, arcface, cosface, "
+        "partialfc-arcface), e.g. more seeds for the NPT variants",
+    )
     losses.add_argument("--out", default="runs/bench-losses", help="folder for the tables and per-run results")
     losses.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the budget")
     losses.set_defaults(func=_bench_losses)
@@ -539,7 +680,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         for module in IMPORTED_FIRST.get(args.command, ()):
             importlib.import_module(module)
@@ -551,8 +694,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if (error.name or "nptface").partition(".")[0] == "nptface":
             raise
         extra = EXTRA_OF_COMMAND.get(args.command, "all")
-        print(f"nptface: error: nptface {args.command} needs the optional package {error.name!r}: "
-              f'pip install "nptface[{extra}]" (or "nptface[all]" for every command)', file=sys.stderr)
+        print(
+            f"nptface: error: nptface {args.command} needs the optional package {error.name!r}: "
+            f'pip install "nptface[{extra}]" (or "nptface[all]" for every command)',
+            file=sys.stderr,
+        )
         return 2
 
 

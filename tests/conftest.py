@@ -15,10 +15,20 @@ from nptface.core.datasets import InMemoryFaceDataset
 from nptface.edge_export.evalset import synthetic_sets
 
 TINY_RUN = [
-    "data.identities=40", "data.images_per_identity=10", "model.width=0.25", "model.input_size=32",
-    "model.embedding_dim=32", "head.params={k=3, delta=1.0, r=1.0}", "optim.epochs=4", "optim.batch_size=32",
-    "optim.milestones=[3.0]", "optim.warmup_epochs=0.5", "log.progress=false", "checkpoint.every_steps=1000",
-    "device.cpu_threads=2", "eval.sets=[]",
+    "data.identities=40",
+    "data.images_per_identity=10",
+    "model.width=0.25",
+    "model.input_size=32",
+    "model.embedding_dim=32",
+    "head.params={k=3, delta=1.0, r=1.0}",
+    "optim.epochs=4",
+    "optim.batch_size=32",
+    "optim.milestones=[3.0]",
+    "optim.warmup_epochs=0.5",
+    "log.progress=false",
+    "checkpoint.every_steps=1000",
+    "device.cpu_threads=2",
+    "eval.sets=[]",
 ]
 
 
@@ -39,12 +49,19 @@ def tiny_sets() -> tuple[InMemoryFaceDataset, InMemoryFaceDataset]:
 
 
 @pytest.fixture(scope="session")
-def fp32_bundle(tiny_run: Path, tiny_sets: tuple[InMemoryFaceDataset, InMemoryFaceDataset], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def fp32_bundle(
+    tiny_run: Path, tiny_sets: tuple[InMemoryFaceDataset, InMemoryFaceDataset], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """The tiny run exported to ONNX + TFLite fp32, shared by the export and on-device tests."""
     from nptface.edge_export.pipeline import ExportOptions, export_bundle
 
     evaluation, calibration = tiny_sets
     out = tmp_path_factory.mktemp("fp32") / "bundle"
-    export_bundle(tiny_run, out, evaluation, calibration,
-                  ExportOptions(formats=("onnx", "tflite"), precisions=("fp32",), latency_repeats=1))
+    export_bundle(
+        tiny_run,
+        out,
+        evaluation,
+        calibration,
+        ExportOptions(formats=("onnx", "tflite"), precisions=("fp32",), latency_repeats=1),
+    )
     return out

@@ -56,8 +56,10 @@ def test_every_option_with_a_default_shows_it_in_help(command):
             assert f"(default: {action.default})" in text, f"'nptface {command} {action.option_strings[-1]}'"
 
 
-@pytest.mark.parametrize("argv", [["-v", "model", "info"], ["model", "info", "-v"], ["data", "synth", "--verbose"],
-                                  ["fed", "simulate", "-v"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["-v", "model", "info"], ["model", "info", "-v"], ["data", "synth", "--verbose"], ["fed", "simulate", "-v"]],
+)
 def test_verbose_is_accepted_before_or_after_the_subcommand(argv):
     assert build_parser().parse_args(argv).verbose is True
 
@@ -79,10 +81,13 @@ def test_version_from_the_command_and_from_python_dash_m(capsys):
     assert done.returncode == 0 and done.stdout.strip() == f"nptface {__version__}"
 
 
-@pytest.mark.parametrize("module,argv,extra", [
-    ("onnx", ["export", "--run", "r"], "export"),
-    ("flwr", ["fed", "simulate"], "fl"),
-])
+@pytest.mark.parametrize(
+    "module,argv,extra",
+    [
+        ("onnx", ["export", "--run", "r"], "export"),
+        ("flwr", ["fed", "simulate"], "fl"),
+    ],
+)
 def test_a_command_without_its_extra_names_the_extra_to_install(module, argv, extra):
     import subprocess
     import sys
@@ -236,8 +241,10 @@ def test_train_refuses_to_overwrite_a_run_with_checkpoints_before_reading_data(t
     assert main([*argv, "--resume"]) == 0
 
 
-@pytest.mark.parametrize("override,key", [("head.params.delta=10", "head.params.delta"), ("optim.lr=nan", "optim.lr"),
-                                          ("head.params.m=0.5", "head.params")])
+@pytest.mark.parametrize(
+    "override,key",
+    [("head.params.delta=10", "head.params.delta"), ("optim.lr=nan", "optim.lr"), ("head.params.m=0.5", "head.params")],
+)
 def test_train_config_errors_are_one_line_naming_the_key_and_leave_no_run_folder(tmp_path, capsys, override, key):
     run = tmp_path / "run"
     assert main(["train", "synthetic-quick", "--run-dir", str(run), "--set", override]) == 2
@@ -259,21 +266,43 @@ def test_nptface_eval_and_the_trainer_score_a_folder_on_the_same_pairs_whatever_
     main(["data", "synth", "--out", str(folder), "--identities", "4", "--images", "3", "--size", "32"])
     trainer_pairs = []
     for seed in (0, 5):
-        config = load_config("synthetic-quick", [
-            "data.identities=4", "data.images_per_identity=4", "model.width=0.25", "model.input_size=32",
-            "model.embedding_dim=8", "head.params={k=2}", "optim.batch_size=8", f"run.seed={seed}",
-            f'eval.sets=[{{kind="imagefolder", path="{folder}"}}]', "log.progress=false"])
+        config = load_config(
+            "synthetic-quick",
+            [
+                "data.identities=4",
+                "data.images_per_identity=4",
+                "model.width=0.25",
+                "model.input_size=32",
+                "model.embedding_dim=8",
+                "head.params={k=2}",
+                "optim.batch_size=8",
+                f"run.seed={seed}",
+                f'eval.sets=[{{kind="imagefolder", path="{folder}"}}]',
+                "log.progress=false",
+            ],
+        )
         trainer = Trainer(config, tmp_path / f"run{seed}")
         trainer_pairs.append(trainer.eval_sets[0].pairs)
         trainer.close()
     run = tmp_path / "model"
-    save_checkpoint(run, MobileFaceNet(width=0.25, input_size=32, embedding_dim=8), torch.randn(2, 8),
-                    CheckpointMeta(model={"embedding_dim": 8, "width": 0.25, "input_size": 32}, head="npt",
-                                   head_hparams={}, class_names=["a", "b"]))
+    save_checkpoint(
+        run,
+        MobileFaceNet(width=0.25, input_size=32, embedding_dim=8),
+        torch.randn(2, 8),
+        CheckpointMeta(
+            model={"embedding_dim": 8, "width": 0.25, "input_size": 32},
+            head="npt",
+            head_hparams={},
+            class_names=["a", "b"],
+        ),
+    )
     scored = []
     evaluate_model = evaluation.evaluate_model
-    monkeypatch.setattr(evaluation, "evaluate_model",
-                        lambda model, dataset, pairs, **kw: scored.append(pairs) or evaluate_model(model, dataset, pairs, **kw))
+    monkeypatch.setattr(
+        evaluation,
+        "evaluate_model",
+        lambda model, dataset, pairs, **kw: scored.append(pairs) or evaluate_model(model, dataset, pairs, **kw),
+    )
     assert main(["eval", "--run", str(run), "--data", str(folder)]) == 0
     for pairs in trainer_pairs:
         for field in ("index_a", "index_b", "is_same"):

@@ -25,8 +25,14 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "nptface.simulation": ("nptface.core", "nptface.server", "nptface.client"),
     "nptface.edge_export": ("nptface.core",),
     "nptface.on_device": ("nptface.core", "nptface.edge_export.bundle", "nptface.edge_export.runtimes"),
-    "nptface.quickstart": ("nptface.core", "nptface.server", "nptface.client", "nptface.simulation",
-                           "nptface.edge_export", "nptface.on_device"),
+    "nptface.quickstart": (
+        "nptface.core",
+        "nptface.server",
+        "nptface.client",
+        "nptface.simulation",
+        "nptface.edge_export",
+        "nptface.on_device",
+    ),
     "nptface.cli": ("nptface",),
     "nptface": (),  # the package's own __init__
 }
@@ -69,8 +75,11 @@ def test_module_imports_only_point_down(path: Path) -> None:
     module = _module_name(path)
     layer = _layer(module)
     allowed = (layer, *ALLOWED[layer])
-    wrong = [f"line {line}: {names[-1]}" for line, names in _imports(path, module)
-             if not any(_is_allowed(name, allowed) for name in names)]
+    wrong = [
+        f"line {line}: {names[-1]}"
+        for line, names in _imports(path, module)
+        if not any(_is_allowed(name, allowed) for name in names)
+    ]
     assert not wrong, f"{module} (layer {layer}) may import only {allowed}; found {wrong}"
 
 

@@ -40,8 +40,10 @@ STATE_ROWS = "nptface-own-rows"  # context.state: the clean rows a dp-mode clien
 def partition_of(context: Context) -> int:
     """This node's partition of the plan, from its node config."""
     if "partition-id" not in context.node_config:
-        raise ValueError("node config has no 'partition-id'; start the SuperNode with "
-                         "--node-config \"partition-id=N num-partitions=M\"")
+        raise ValueError(
+            "node config has no 'partition-id'; start the SuperNode with "
+            '--node-config "partition-id=N num-partitions=M"'
+        )
     return int(context.node_config["partition-id"])
 
 
@@ -71,15 +73,25 @@ def train(msg: Message, context: Context) -> Message:
     train_set, _ = _datasets(settings, partition)
     ids = list(train_set.class_names)
     keep_rows = bool(config.get(protocol.KEEP_ROWS, False))
-    given = _kept_rows(context) if keep_rows else dict(
-        zip(list(config["own_ids"]), msg.content[protocol.OWN_ROWS]["rows"].numpy(), strict=True))
+    given = (
+        _kept_rows(context)
+        if keep_rows
+        else dict(zip(list(config["own_ids"]), msg.content[protocol.OWN_ROWS]["rows"].numpy(), strict=True))
+    )
     rows = imprint(model, train_set)  # new identities start as their mean embedding
     for index, identity in enumerate(ids):
         if identity in given:
             rows[index] = given[identity]
     seed = int(config["seed"]) + partition
-    local = LocalConfig(epochs=settings.local_epochs, lr=settings.lr, batch_size=settings.batch_size, k=settings.k,
-                        delta=settings.delta, fedprox_mu=settings.fedprox_mu, seed=seed)
+    local = LocalConfig(
+        epochs=settings.local_epochs,
+        lr=settings.lr,
+        batch_size=settings.batch_size,
+        k=settings.k,
+        delta=settings.delta,
+        fedprox_mu=settings.fedprox_mu,
+        seed=seed,
+    )
     result = fine_tune(model, rows, msg.content[protocol.NEGATIVES]["rows"].numpy(), train_set, local)
     sent_rows = result.rows
     if keep_rows:
@@ -88,13 +100,16 @@ def train(msg: Message, context: Context) -> Message:
     noise = float(config.get(protocol.DP_NOISE, 0.0))
     if noise > 0:  # only the noised copy leaves the client
         sent_rows = noised_rows(sent_rows, float(config[protocol.DP_CLIP]), noise, np.random.default_rng([seed, 7]))
-    content = RecordDict({
-        protocol.BACKBONE: ArrayRecord(result.weights),
-        protocol.ROWS_OUT: protocol.numpy_record(rows=np.asarray(sent_rows, np.float32), counts=result.counts),
-        protocol.CONFIG: ConfigRecord({"ids": ids, "imprinted": len(ids) - len(given)}),
-        protocol.METRICS: MetricRecord({**{k: float(v) for k, v in result.metrics.items()},
-                                        "imprinted": float(len(ids) - len(given))}),
-    })
+    content = RecordDict(
+        {
+            protocol.BACKBONE: ArrayRecord(result.weights),
+            protocol.ROWS_OUT: protocol.numpy_record(rows=np.asarray(sent_rows, np.float32), counts=result.counts),
+            protocol.CONFIG: ConfigRecord({"ids": ids, "imprinted": len(ids) - len(given)}),
+            protocol.METRICS: MetricRecord(
+                {**{k: float(v) for k, v in result.metrics.items()}, "imprinted": float(len(ids) - len(given))}
+            ),
+        }
+    )
     return Message(content, reply_to=msg)
 
 

@@ -55,8 +55,14 @@ def float_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
 
 
-def fine_tune(model: nn.Module, own_rows: np.ndarray, negatives: np.ndarray, dataset: Dataset,
-              config: LocalConfig, fail_on_nonfinite: bool = True) -> LocalResult:
+def fine_tune(
+    model: nn.Module,
+    own_rows: np.ndarray,
+    negatives: np.ndarray,
+    dataset: Dataset,
+    config: LocalConfig,
+    fail_on_nonfinite: bool = True,
+) -> LocalResult:
     """Train ``model`` (in place) and the own rows on ``dataset``; negatives stay fixed.
 
     Labels of ``dataset`` index ``own_rows``. Returns the float weights, the new rows (unit
@@ -69,13 +75,19 @@ def fine_tune(model: nn.Module, own_rows: np.ndarray, negatives: np.ndarray, dat
     global_weights = {name: p.detach().clone() for name, p in model.named_parameters()} if config.fedprox_mu else {}
     proxies = nn.Parameter(torch.as_tensor(own_rows, dtype=torch.float32).clone())
     fixed = F.normalize(torch.as_tensor(negatives, dtype=torch.float32).reshape(-1, proxies.shape[1]), dim=1)
-    optimizer = torch.optim.SGD(parameter_groups(model, proxies, config.weight_decay), lr=config.lr,
-                                momentum=config.momentum)
+    optimizer = torch.optim.SGD(
+        parameter_groups(model, proxies, config.weight_decay), lr=config.lr, momentum=config.momentum
+    )
     n_classes = proxies.shape[0] + fixed.shape[0]
     k = max(1, min(config.k, n_classes - 1))
     generator = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=generator,
-                        drop_last=len(dataset) > config.batch_size)
+    loader = DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=True,
+        generator=generator,
+        drop_last=len(dataset) > config.batch_size,
+    )
     model.train()
     losses: list[float] = []
     for _ in range(config.epochs):
@@ -87,7 +99,8 @@ def fine_tune(model: nn.Module, own_rows: np.ndarray, negatives: np.ndarray, dat
             loss = npt_loss(embeddings @ bank.T, labels, k=k, delta=config.delta, r=config.r)
             if config.fedprox_mu:
                 loss = loss + config.fedprox_mu / 2 * sum(
-                    (p - global_weights[name]).pow(2).sum() for name, p in model.named_parameters())
+                    (p - global_weights[name]).pow(2).sum() for name, p in model.named_parameters()
+                )
             if fail_on_nonfinite and not torch.isfinite(loss):
                 raise FloatingPointError(f"local loss became {loss.item()} after {len(losses)} steps")
             optimizer.zero_grad(set_to_none=True)
@@ -97,7 +110,12 @@ def fine_tune(model: nn.Module, own_rows: np.ndarray, negatives: np.ndarray, dat
     model.eval()
     counts = np.bincount(np.asarray(dataset.labels), minlength=proxies.shape[0]).astype(np.int64)
     rows = F.normalize(proxies.detach(), dim=1).numpy()
-    metrics = {"steps": float(len(losses)), "samples": float(len(dataset)), "seconds": time.perf_counter() - started,
-               "loss_first": losses[0] if losses else float("nan"), "loss_last": losses[-1] if losses else float("nan"),
-               "k": float(k)}
+    metrics = {
+        "steps": float(len(losses)),
+        "samples": float(len(dataset)),
+        "seconds": time.perf_counter() - started,
+        "loss_first": losses[0] if losses else float("nan"),
+        "loss_last": losses[-1] if losses else float("nan"),
+        "k": float(k),
+    }
     return LocalResult(float_state(model), rows, counts, metrics)

@@ -70,12 +70,24 @@ class ClientSettings:
     def plan(self) -> PartitionPlan:
         """The partition plan these settings describe: every client (and the server) computes the same one."""
         if self.source == "synthetic":
-            return synthetic_plan(self.num_clients, self.client_identities, seed=self.partition_seed, sizes=self.sizes,
-                                  images_per_identity=self.images_per_identity, few_shot_share=self.few_shot_share,
-                                  eval_images=self.eval_images,
-                                  domains=tuple(d.strip() for d in self.domains.split(",") if d.strip()))
-        return image_folder_plan(self.source, self.num_clients, seed=self.partition_seed, sizes=self.sizes,
-                                 eval_images=self.eval_images, held_out_identities=self.folder_held_out_identities)
+            return synthetic_plan(
+                self.num_clients,
+                self.client_identities,
+                seed=self.partition_seed,
+                sizes=self.sizes,
+                images_per_identity=self.images_per_identity,
+                few_shot_share=self.few_shot_share,
+                eval_images=self.eval_images,
+                domains=tuple(d.strip() for d in self.domains.split(",") if d.strip()),
+            )
+        return image_folder_plan(
+            self.source,
+            self.num_clients,
+            seed=self.partition_seed,
+            sizes=self.sizes,
+            eval_images=self.eval_images,
+            held_out_identities=self.folder_held_out_identities,
+        )
 
 
 def numpy_record(**arrays: Any) -> Any:

@@ -58,8 +58,9 @@ def save_checkpoint(run_dir: str | Path, model: MobileFaceNet, proxies: torch.Te
 
 def load_meta(run_dir: str | Path) -> CheckpointMeta:
     path = Path(run_dir) / META_FILE
-    payload = read_versioned_json(path, FORMAT, VERSION, CheckpointError,
-                                  f"{Path(run_dir)} is not an nptface run directory")
+    payload = read_versioned_json(
+        path, FORMAT, VERSION, CheckpointError, f"{Path(run_dir)} is not an nptface run directory"
+    )
     try:
         return CheckpointMeta(**payload)
     except TypeError as error:

@@ -86,8 +86,11 @@ class CheckpointDirs:
             entry = _read_entry(self.root / named)
             if entry is not None:
                 return entry.path
-            logger.warning("%s names %s, which is missing or incomplete; using the newest complete checkpoint",
-                           self.root / POINTER_FILE, named)
+            logger.warning(
+                "%s names %s, which is missing or incomplete; using the newest complete checkpoint",
+                self.root / POINTER_FILE,
+                named,
+            )
         entries = self.entries()
         return max(entries, key=lambda e: e.sequence).path if entries else None
 
@@ -101,8 +104,10 @@ class CheckpointDirs:
     def point_at(self, name: str) -> None:
         """Make the complete entry ``name`` the current one (e.g. to roll a run back to it)."""
         if _read_entry(self.root / name) is None:
-            raise CheckpointDirError(f"{self.root / name} is not a complete checkpoint directory "
-                                     f"(no valid {ENTRY_FILE}, or a file it lists is missing)")
+            raise CheckpointDirError(
+                f"{self.root / name} is not a complete checkpoint directory "
+                f"(no valid {ENTRY_FILE}, or a file it lists is missing)"
+            )
         atomic_write_json(self.root / POINTER_FILE, {"format": POINTER_FORMAT, "version": VERSION, "entry": name})
 
     def prune(self) -> None:
@@ -129,8 +134,9 @@ class CheckpointDirs:
     def _commit(self, staging: Path, name: str) -> None:
         files = _sync_tree(staging)
         sequence = 1 + max((e.sequence for e in self.entries()), default=0)
-        atomic_write_json(staging / ENTRY_FILE, {"format": ENTRY_FORMAT, "version": VERSION, "sequence": sequence,
-                                                 "files": files})
+        atomic_write_json(
+            staging / ENTRY_FILE, {"format": ENTRY_FORMAT, "version": VERSION, "sequence": sequence, "files": files}
+        )
         _fsync_dir(staging)
         target = self.root / name
         if not target.exists():
@@ -139,8 +145,10 @@ class CheckpointDirs:
             self.point_at(name)
             return
         if _read_entry(target) is None:
-            raise CheckpointDirError(f"{target} exists but is not a complete checkpoint directory (no valid "
-                                     f"{ENTRY_FILE}); move it away before writing a checkpoint of that name")
+            raise CheckpointDirError(
+                f"{target} exists but is not a complete checkpoint directory (no valid "
+                f"{ENTRY_FILE}); move it away before writing a checkpoint of that name"
+            )
         # The name is written again: commit beside the old entry, point there, then swap the new one in.
         beside = self.root / f"{name}.{sequence}"
         if beside.exists():
@@ -158,8 +166,10 @@ class CheckpointDirs:
 
 def _check_name(name: str, root: Path) -> None:
     if not name or "/" in name or name.startswith(".") or name in (POINTER_FILE, ENTRY_FILE):
-        raise CheckpointDirError(f"{root}: {name!r} cannot name a checkpoint directory (expected a plain, "
-                                 f"non-hidden folder name other than {POINTER_FILE!r})")
+        raise CheckpointDirError(
+            f"{root}: {name!r} cannot name a checkpoint directory (expected a plain, "
+            f"non-hidden folder name other than {POINTER_FILE!r})"
+        )
 
 
 def _read_entry(path: Path) -> Entry | None:

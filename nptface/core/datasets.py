@@ -79,8 +79,14 @@ class InMemoryFaceDataset(Dataset):
     for messages and reports.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
-                 names: Sequence[str] | None = None, source: str = "images in memory") -> None:
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        class_names: Sequence[str],
+        names: Sequence[str] | None = None,
+        source: str = "images in memory",
+    ) -> None:
         if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
             raise ValueError(f"{source}: images must be a uint8 (N, H, W, 3) array, got {images.dtype} {images.shape}")
         if len(labels) != len(images):
@@ -92,8 +98,11 @@ class InMemoryFaceDataset(Dataset):
         self.source = source
         if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= self.num_classes):
             raise ValueError(f"{source}: labels must lie in [0, {self.num_classes - 1}] (one per class name)")
-        self.names = (list(names) if names is not None
-                      else [f"{self.class_names[label]}/{i:06d}" for i, label in enumerate(self.labels)])
+        self.names = (
+            list(names)
+            if names is not None
+            else [f"{self.class_names[label]}/{i:06d}" for i, label in enumerate(self.labels)]
+        )
         if len(self.names) != len(images):
             raise ValueError(f"{source}: {len(self.names)} names for {len(images)} images")
 
@@ -113,8 +122,14 @@ class InMemoryFaceDataset(Dataset):
         return digest.hexdigest()
 
 
-def materialize(dataset: Dataset, description: str = "rendering", progress: bool = True, *,
-                limit: int | None = None, source: str = "images in memory") -> InMemoryFaceDataset:
+def materialize(
+    dataset: Dataset,
+    description: str = "rendering",
+    progress: bool = True,
+    *,
+    limit: int | None = None,
+    source: str = "images in memory",
+) -> InMemoryFaceDataset:
     """Decode or render every item (or the first ``limit``) of a dataset once into memory."""
     n = len(dataset) if limit is None else min(limit, len(dataset))
     first, _ = dataset[0]
@@ -122,8 +137,9 @@ def materialize(dataset: Dataset, description: str = "rendering", progress: bool
     for i in tqdm(range(n), desc=description, unit="img", disable=not progress, leave=False):
         images[i] = dataset[i][0]
     names = getattr(dataset, "names", None)
-    return InMemoryFaceDataset(images, np.asarray(dataset.labels)[:n], dataset.class_names,
-                               None if names is None else names[:n], source)
+    return InMemoryFaceDataset(
+        images, np.asarray(dataset.labels)[:n], dataset.class_names, None if names is None else names[:n], source
+    )
 
 
 def write_image_folder(dataset: Dataset, root: str | Path, image_format: str = "png", progress: bool = True) -> Path:

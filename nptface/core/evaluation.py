@@ -40,8 +40,10 @@ class EvaluationResult:
     def summary_lines(self) -> list[str]:
         lines = list(self.verification.summary_lines())
         if self.rank1 is not None:
-            lines.append(f"rank-1 identification ({self.verification.metric}, first image of each identity as gallery): "
-                         f"{percent(self.rank1)}")
+            lines.append(
+                f"rank-1 identification ({self.verification.metric}, first image of each identity as gallery): "
+                f"{percent(self.rank1)}"
+            )
         return lines
 
 

@@ -70,9 +70,7 @@ class ProxyHead(nn.Module):
     def cosines(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Cosine of every embedding with every proxy, ``[B, C]``."""
         if embeddings.ndim != 2 or embeddings.shape[1] != self.embedding_dim:
-            raise ValueError(
-                f"embeddings must have shape [batch, {self.embedding_dim}], got {tuple(embeddings.shape)}"
-            )
+            raise ValueError(f"embeddings must have shape [batch, {self.embedding_dim}], got {tuple(embeddings.shape)}")
         proxies = self.proxies
         if embeddings.dtype != proxies.dtype:
             embeddings = embeddings.to(proxies.dtype)
@@ -101,7 +99,12 @@ class NPTHead(ProxyHead):
     name = "npt"
 
     def __init__(
-        self, num_classes: int, embedding_dim: int, k: TopK = 6, delta: float = 1.0, r: float = 1.0,
+        self,
+        num_classes: int,
+        embedding_dim: int,
+        k: TopK = 6,
+        delta: float = 1.0,
+        r: float = 1.0,
         negatives: Negatives = "hardest",
     ) -> None:
         super().__init__(num_classes, embedding_dim)
@@ -202,8 +205,9 @@ class PartialFCArcFaceHead(ArcFaceHead):
 
     name = "partialfc_arcface"
 
-    def __init__(self, num_classes: int, embedding_dim: int, s: float = 64.0, m: float = 0.5,
-                 sample_rate: float = 0.1) -> None:
+    def __init__(
+        self, num_classes: int, embedding_dim: int, s: float = 64.0, m: float = 0.5, sample_rate: float = 0.1
+    ) -> None:
         super().__init__(num_classes, embedding_dim, s=s, m=m)
         if not 0.0 < sample_rate <= 1.0:
             raise ValueError(f"sample_rate must lie in (0, 1], got {sample_rate}")
@@ -257,8 +261,7 @@ class ScalableNPTHead(ProxyHead):
         check_negatives(negatives)
         self.negatives = negatives
         if k == "all":
-            raise ValueError("ScalableNPTHead does not support k='all' (it gathers every proxy); "
-                             "use ProxyTripletHead")
+            raise ValueError("ScalableNPTHead does not support k='all' (it gathers every proxy); use ProxyTripletHead")
         resolve_k(k, num_classes)
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
@@ -277,8 +280,9 @@ class ScalableNPTHead(ProxyHead):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> HeadOutput:
         candidates = self._candidates(labels) if self.training and self.candidate_rate else None
-        cosines, index = nearest_proxy_cosines(embeddings, self.proxies, labels, self.k, self.chunk_size, candidates,
-                                               self.negatives)
+        cosines, index = nearest_proxy_cosines(
+            embeddings, self.proxies, labels, self.k, self.chunk_size, candidates, self.negatives
+        )
         if candidates is not None:
             self.neighbours[labels] = index[:, 1:].detach()
         loss = selected_npt_loss(cosines, self.delta, self.r, "mean")
@@ -286,30 +290,44 @@ class ScalableNPTHead(ProxyHead):
         selected, nearest = cosines.detach(), index
         if self.negatives != "hardest":
             with torch.no_grad():
-                selected, nearest = nearest_proxy_cosines(embeddings, self.proxies, labels, 1, self.chunk_size,
-                                                          candidates)
+                selected, nearest = nearest_proxy_cosines(
+                    embeddings, self.proxies, labels, 1, self.chunk_size, candidates
+                )
         predictions = torch.where(selected[:, 0] > selected[:, 1], labels, nearest[:, 1])
         return HeadOutput(loss=loss, cosines=cosines, predictions=predictions)
 
     def hparams(self) -> dict[str, Any]:
-        params = {"k": self.k, "delta": self.delta, "r": self.r, "chunk_size": self.chunk_size,
-                  "candidate_rate": self.candidate_rate}
+        params = {
+            "k": self.k,
+            "delta": self.delta,
+            "r": self.r,
+            "chunk_size": self.chunk_size,
+            "candidate_rate": self.candidate_rate,
+        }
         if self.negatives != "hardest":
             params["negatives"] = self.negatives
         return params
 
     def _candidates(self, labels: torch.Tensor) -> torch.Tensor:
         """A Partial-FC-style random sample of classes plus the batch classes' previous top-k."""
-        sampled = torch.randint(0, self.num_classes, (max(1, int(self.candidate_rate * self.num_classes)),),
-                                device=labels.device)
+        sampled = torch.randint(
+            0, self.num_classes, (max(1, int(self.candidate_rate * self.num_classes)),), device=labels.device
+        )
         previous = self.neighbours[labels].flatten()
         return torch.cat([sampled, previous[previous >= 0]])
 
 
 HEADS: dict[str, type[ProxyHead]] = {
     cls.name: cls
-    for cls in (NPTHead, ProxyTripletHead, NormSoftmaxHead, CosFaceHead, ArcFaceHead, PartialFCArcFaceHead,
-                ScalableNPTHead)
+    for cls in (
+        NPTHead,
+        ProxyTripletHead,
+        NormSoftmaxHead,
+        CosFaceHead,
+        ArcFaceHead,
+        PartialFCArcFaceHead,
+        ScalableNPTHead,
+    )
 }
 
 
@@ -350,7 +368,9 @@ def _describe(annotation: Any) -> str:
         return " or ".join(_describe(option) for option in typing.get_args(annotation))
     if origin is typing.Literal:
         return " or ".join(repr(option) for option in typing.get_args(annotation))
-    return {float: "a finite number", int: "an integer"}.get(annotation, getattr(annotation, "__name__", str(annotation)))
+    return {float: "a finite number", int: "an integer"}.get(
+        annotation, getattr(annotation, "__name__", str(annotation))
+    )
 
 
 def check_head_params(name: str, params: dict[str, Any]) -> None:

@@ -44,11 +44,15 @@ class IdentitySplit:
         for field_name in ("train_classes", "heldout_classes"):
             classes = np.sort(np.asarray(getattr(self, field_name), dtype=np.int64))
             if classes.ndim != 1 or classes.size == 0:
-                raise ValueError(f"IdentitySplit.{field_name} must be a non-empty 1-D array of class ids, got shape {classes.shape}")
+                raise ValueError(
+                    f"IdentitySplit.{field_name} must be a non-empty 1-D array of class ids, got shape {classes.shape}"
+                )
             object.__setattr__(self, field_name, classes)
         shared = np.intersect1d(self.train_classes, self.heldout_classes)
         if shared.size:
-            raise ValueError(f"IdentitySplit classes must be disjoint; {shared.tolist()} are both trained on and held out")
+            raise ValueError(
+                f"IdentitySplit classes must be disjoint; {shared.tolist()} are both trained on and held out"
+            )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, IdentitySplit):
@@ -75,7 +79,9 @@ def split_identities(
     if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2 to split identities, got {num_classes!r}")
     if heldout_fraction is not None and heldout_count is not None:
-        raise ValueError(f"give heldout_fraction or heldout_count, not both (got {heldout_fraction!r} and {heldout_count!r})")
+        raise ValueError(
+            f"give heldout_fraction or heldout_count, not both (got {heldout_fraction!r} and {heldout_count!r})"
+        )
     if heldout_count is None:
         fraction = DEFAULT_HELDOUT_FRACTION if heldout_fraction is None else heldout_fraction
         if not 0.0 < fraction < 1.0:
@@ -139,6 +145,8 @@ class ClassSubset(Dataset):
         return image, int(self.labels[index])
 
 
-def subset_by_classes(dataset: LabelledDataset, classes: Sequence[int] | np.ndarray, relabel: bool = True) -> ClassSubset:
+def subset_by_classes(
+    dataset: LabelledDataset, classes: Sequence[int] | np.ndarray, relabel: bool = True
+) -> ClassSubset:
     """View ``dataset`` restricted to ``classes``; see :class:`ClassSubset`."""
     return ClassSubset(dataset, classes, relabel=relabel)

@@ -27,11 +27,15 @@ class ImageLimits:
 
     def check(self, width: int, height: int, where: str) -> None:
         if min(width, height) < self.min_side:
-            raise ImageInputError(f"{where}: {width}x{height} px is too small for a face; "
-                                  f"expected at least {self.min_side} px on each side")
+            raise ImageInputError(
+                f"{where}: {width}x{height} px is too small for a face; "
+                f"expected at least {self.min_side} px on each side"
+            )
         if max(width, height) > self.max_side or width * height > self.max_pixels:
-            raise ImageInputError(f"{where}: {width}x{height} px is too large; expected at most {self.max_side} px "
-                                  f"on a side and {self.max_pixels / 1e6:.0f} megapixels")
+            raise ImageInputError(
+                f"{where}: {width}x{height} px is too large; expected at most {self.max_side} px "
+                f"on a side and {self.max_pixels / 1e6:.0f} megapixels"
+            )
 
 
 LIMITS = ImageLimits()

@@ -90,14 +90,18 @@ def checked_image_size(image_size: int | tuple[int, int]) -> int | tuple[int, in
         and all(isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in image_size)
     ):
         return (image_size[0], image_size[1])
-    raise ValueError(f"image_size must be a positive int or a (height, width) pair of positive ints, got {image_size!r}")
+    raise ValueError(
+        f"image_size must be a positive int or a (height, width) pair of positive ints, got {image_size!r}"
+    )
 
 
 def _checked_extensions(extensions: Iterable[str]) -> frozenset[str]:
     normalised = frozenset(extension.lower() for extension in extensions)
     malformed = sorted(extension for extension in normalised if not extension.startswith(".") or len(extension) < 2)
     if not normalised or malformed:
-        raise ValueError(f"extensions must be non-empty suffixes starting with '.', like '.jpg'; got {sorted(normalised)!r}")
+        raise ValueError(
+            f"extensions must be non-empty suffixes starting with '.', like '.jpg'; got {sorted(normalised)!r}"
+        )
     return normalised
 
 
@@ -134,7 +138,9 @@ class ImageFolderDataset(Dataset):
         if not self.root.exists():
             raise ImageFolderError(f"image folder root {self.root} does not exist")
         if not self.root.is_dir():
-            raise ImageFolderError(f"image folder root {self.root} is not a directory; expected a folder of identity folders")
+            raise ImageFolderError(
+                f"image folder root {self.root} is not a directory; expected a folder of identity folders"
+            )
 
         identity_dirs = sorted(
             (entry for entry in self.root.iterdir() if entry.is_dir() and not _is_hidden(entry)),
@@ -150,7 +156,9 @@ class ImageFolderDataset(Dataset):
         self.samples: list[tuple[Path, int]] = []
         for label, identity_dir in enumerate(identity_dirs):
             self.samples.extend((path, label) for path in self._usable_images(identity_dir))
-        self.labels: np.ndarray = np.fromiter((label for _, label in self.samples), dtype=np.int64, count=len(self.samples))
+        self.labels: np.ndarray = np.fromiter(
+            (label for _, label in self.samples), dtype=np.int64, count=len(self.samples)
+        )
         self.num_classes: int = len(self.class_names)
         logger.info("%s", self.summary())
 
@@ -173,7 +181,11 @@ class ImageFolderDataset(Dataset):
             usable.append(path)
         if not usable:
             bad = len(candidates)
-            detail = f"all {bad} image files are bad (skipped)" if bad else f"no files with extensions {sorted(self.extensions)}"
+            detail = (
+                f"all {bad} image files are bad (skipped)"
+                if bad
+                else f"no files with extensions {sorted(self.extensions)}"
+            )
             raise ImageFolderError(f"empty identity folder {identity_dir}: {detail}; expected at least one image")
         return usable
 

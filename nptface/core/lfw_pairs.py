@@ -43,7 +43,9 @@ def read_lfw_pairs(pairs_txt: str | Path, dataset: ImageFolderDataset, extension
     """
     path = Path(pairs_txt)
     index = {name: i for i, name in enumerate(dataset.names)}
-    lines = [(number, line.strip()) for number, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
+    lines = [
+        (number, line.strip()) for number, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()
+    ]
     if not lines:
         raise LFWPairsError(f"{path}: no pairs found")
 
@@ -75,7 +77,9 @@ def read_lfw_pairs(pairs_txt: str | Path, dataset: ImageFolderDataset, extension
         for name, image_number in zip(names, numbers):
             relative = f"{name}/{name}_{image_number:04d}{extension}"
             if relative not in index:
-                raise LFWPairsError(f"{path}:{number}: image {dataset.root / relative} is not among the images of {dataset.root}")
+                raise LFWPairsError(
+                    f"{path}:{number}: image {dataset.root / relative} is not among the images of {dataset.root}"
+                )
             pair.append(index[relative])
         index_a.append(pair[0])
         index_b.append(pair[1])
@@ -87,7 +91,9 @@ def read_lfw_pairs(pairs_txt: str | Path, dataset: ImageFolderDataset, extension
     return Pairs(np.array(index_a, dtype=np.int64), np.array(index_b, dtype=np.int64), np.array(is_same, dtype=bool))
 
 
-def _check_header(path: Path, header_line: int, folds: int, per_fold: int, numbers: list[int], is_same: list[bool]) -> None:
+def _check_header(
+    path: Path, header_line: int, folds: int, per_fold: int, numbers: list[int], is_same: list[bool]
+) -> None:
     """Each fold is ``per_fold`` genuine pairs followed by ``per_fold`` impostor pairs."""
     expected = 2 * folds * per_fold
     if len(is_same) != expected:

@@ -78,8 +78,7 @@ def resolve_k(k: TopK, num_classes: int) -> int:
         raise TypeError(f"k must be an int or 'all', got {k!r}")
     if not 1 <= k <= num_classes - 1:
         raise ValueError(
-            f"k must lie in [1, {num_classes - 1}] (classes minus the target), got k={k} "
-            f"with {num_classes} classes"
+            f"k must lie in [1, {num_classes - 1}] (classes minus the target), got k={k} with {num_classes} classes"
         )
     return k
 
@@ -141,7 +140,8 @@ def check_npt_margin(delta: float, r: float, num_classes: int | None = None) -> 
         raise ValueError(
             f"delta = {delta} with r = {r} asks for the cosine margin delta/(2r^2) = {margin:g}, which no embedding "
             f"can reach among {among} (the limit is C/(C-1) = {limit:g}); choose delta < {2 * r * r * limit:g} "
-            f"(the paper uses delta = r^2, a margin of 0.5)")
+            f"(the paper uses delta = r^2, a margin of 0.5)"
+        )
 
 
 def npt_loss(

@@ -39,7 +39,9 @@ class MobileFaceNetConfig:
 
     def __post_init__(self) -> None:
         if self.input_size % 16 or self.input_size < 16:
-            raise ValueError(f"input_size must be a positive multiple of 16 (four stride-2 stages), got {self.input_size}")
+            raise ValueError(
+                f"input_size must be a positive multiple of 16 (four stride-2 stages), got {self.input_size}"
+            )
         if self.width <= 0:
             raise ValueError(f"width must be > 0, got {self.width}")
         if self.embedding_dim < 1:
@@ -142,8 +144,14 @@ class MobileFaceNet(nn.Module):
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A conv with bias that computes ``bn(conv(x))`` in eval mode."""
     fused = nn.Conv2d(
-        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-        conv.dilation, conv.groups, bias=True,
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        bias=True,
     )
     scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
     with torch.no_grad():

@@ -33,8 +33,12 @@ def parameter_groups(model: MobileFaceNet, proxies: nn.Parameter, decay: WeightD
     rank's shard of them, or a client's own rows) form the last.
     """
     embedding_ids = {id(p) for p in model.embedding_parameters()}
-    no_decay = {id(p) for module in model.modules() if isinstance(module, (nn.PReLU, nn.BatchNorm2d))
-                for p in module.parameters(recurse=False)}
+    no_decay = {
+        id(p)
+        for module in model.modules()
+        if isinstance(module, (nn.PReLU, nn.BatchNorm2d))
+        for p in module.parameters(recurse=False)
+    }
     groups: dict[str, list[nn.Parameter]] = {"backbone": [], "embedding": [], "no_decay": []}
     for p in model.parameters():
         groups["no_decay" if id(p) in no_decay else "embedding" if id(p) in embedding_ids else "backbone"].append(p)

@@ -81,9 +81,7 @@ def all_genuine_pairs(
     )
 
 
-def lfw_style_pairs(
-    labels: npt.ArrayLike, n_folds: int = 10, per_fold: int = 300, seed: int = 0
-) -> Pairs:
+def lfw_style_pairs(labels: npt.ArrayLike, n_folds: int = 10, per_fold: int = 300, seed: int = 0) -> Pairs:
     """``n_folds`` contiguous folds, each ``per_fold`` genuine + ``per_fold`` impostor pairs.
 
     Fold ``k`` is ``pairs[2 * per_fold * k : 2 * per_fold * (k + 1)]``, shuffled within itself;
@@ -104,9 +102,7 @@ def lfw_style_pairs(
             )
     rng = np.random.default_rng(seed)
     genuine_a, genuine_b = space.genuine(rng.choice(space.n_genuine, size=needed, replace=False))
-    impostor_a, impostor_b = space.impostor(
-        rng.choice(space.n_impostor, size=needed, replace=False)
-    )
+    impostor_a, impostor_b = space.impostor(rng.choice(space.n_impostor, size=needed, replace=False))
 
     fold_size = 2 * per_fold
     index_a = np.empty(n_folds * fold_size, dtype=np.int64)
@@ -125,9 +121,7 @@ def lfw_style_pairs(
 LFW_PAIRS_PER_FOLD = 300
 
 
-def largest_lfw_style_pairs(
-    labels: npt.ArrayLike, n_folds: int = 10, seed: int = 0, where: str = "labels"
-) -> Pairs:
+def largest_lfw_style_pairs(labels: npt.ArrayLike, n_folds: int = 10, seed: int = 0, where: str = "labels") -> Pairs:
     """LFW-style folds as large as the labels allow, capped at LFW's 300 genuine pairs a fold.
 
     Small evaluation sets (a client's few identities, a tiny export eval set) cannot fill LFW's
@@ -159,10 +153,7 @@ class _PairSpace:
             raise ValueError(f"labels must be 1-D (one per sample), got shape {label_array.shape}")
         identities, codes, counts = np.unique(label_array, return_inverse=True, return_counts=True)
         if len(identities) < 2:
-            raise ValueError(
-                f"labels must name at least 2 identities to form impostor pairs, "
-                f"got {len(identities)}"
-            )
+            raise ValueError(f"labels must name at least 2 identities to form impostor pairs, got {len(identities)}")
         if counts.max() < 2:
             raise ValueError(
                 "labels must give at least one identity 2 or more samples to form genuine pairs, "

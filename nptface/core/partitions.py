@@ -57,7 +57,9 @@ class ClientPartition:
         if len(set(self.identities)) != len(self.identities):
             raise PartitionError(f"{where}: identities must be distinct")
         if len(self.train_images) != len(self.identities):
-            raise PartitionError(f"{where}: train_images has {len(self.train_images)} counts for {len(self.identities)} identities")
+            raise PartitionError(
+                f"{where}: train_images has {len(self.train_images)} counts for {len(self.identities)} identities"
+            )
         if any(count < 1 for count in self.train_images):
             raise PartitionError(f"{where}: every train_images count must be >= 1, got {self.train_images}")
         if self.eval_images < 0:
@@ -110,8 +112,13 @@ class PartitionPlan:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "seed": self.seed, "skipped": list(self.skipped),
-                "held_out": list(self.held_out), "clients": [client.to_dict() for client in self.clients]}
+        return {
+            "source": self.source,
+            "seed": self.seed,
+            "skipped": list(self.skipped),
+            "held_out": list(self.held_out),
+            "clients": [client.to_dict() for client in self.clients],
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> PartitionPlan:
@@ -119,8 +126,9 @@ class PartitionPlan:
         if missing:
             raise PartitionError(f"partition plan is missing field(s) {missing}")
         clients = tuple(ClientPartition.from_dict(client) for client in data["clients"])
-        return cls(data["source"], int(data["seed"]), clients, tuple(data.get("skipped", ())),
-                   tuple(data.get("held_out", ())))
+        return cls(
+            data["source"], int(data["seed"]), clients, tuple(data.get("skipped", ())), tuple(data.get("held_out", ()))
+        )
 
 
 def _rng(seed: int, stream: int) -> np.random.Generator:
@@ -134,7 +142,9 @@ def _client_sizes(num_clients: int, total: int, sizes: str, alpha: float, min_id
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise PartitionError(f"seed must be an int >= 0, got {seed!r}")
     if min_identities < 2:
-        raise PartitionError(f"min_identities must be >= 2 (a client classifier needs two people), got {min_identities}")
+        raise PartitionError(
+            f"min_identities must be >= 2 (a client classifier needs two people), got {min_identities}"
+        )
     if total < num_clients * min_identities:
         raise PartitionError(
             f"{total} identities cannot give {num_clients} clients at least min_identities={min_identities} each "
@@ -189,7 +199,9 @@ def synthetic_plan(
         )
     unknown = [name for name in domains if name not in DOMAINS]
     if not domains or unknown:
-        raise PartitionError(f"domains {list(domains)!r}: unknown {unknown}; expected a non-empty list from {sorted(DOMAINS)}")
+        raise PartitionError(
+            f"domains {list(domains)!r}: unknown {unknown}; expected a non-empty list from {sorted(DOMAINS)}"
+        )
     low, high = few_shot_images
     if not 1 <= low <= high <= EVAL_FIRST_INDEX or not 1 <= images_per_identity <= EVAL_FIRST_INDEX:
         raise PartitionError(
@@ -197,7 +209,9 @@ def synthetic_plan(
             f"got images_per_identity={images_per_identity}, few_shot_images={few_shot_images}"
         )
     if not 0.0 <= few_shot_share <= 1.0 or eval_images < 0:
-        raise PartitionError(f"few_shot_share must lie in [0, 1] and eval_images >= 0; got {few_shot_share}, {eval_images}")
+        raise PartitionError(
+            f"few_shot_share must lie in [0, 1] and eval_images >= 0; got {few_shot_share}, {eval_images}"
+        )
 
     ids = CLIENT_IDS[first_identity : first_identity + total_identities]
     names = [f"{_SYNTH_PREFIX}{ids[i]:07d}" for i in _rng(seed, _STREAM_IDENTITIES).permutation(total_identities)]
@@ -271,9 +285,9 @@ class _Selection(Dataset):
 
 
 def _synthetic_id(name: str) -> int:
-    if not name.startswith(_SYNTH_PREFIX) or not name[len(_SYNTH_PREFIX):].isdigit():
+    if not name.startswith(_SYNTH_PREFIX) or not name[len(_SYNTH_PREFIX) :].isdigit():
         raise PartitionError(f"synthetic identity {name!r} must look like '{_SYNTH_PREFIX}0001234'")
-    return int(name[len(_SYNTH_PREFIX):])
+    return int(name[len(_SYNTH_PREFIX) :])
 
 
 def client_datasets(
@@ -282,7 +296,9 @@ def client_datasets(
     """``(train, eval)`` of one client (eval is None when ``eval_images`` is 0); labels index the
     client's identities. ``seed`` is the synthetic render seed, not the partition seed."""
     if not 0 <= partition_id < len(plan.clients):
-        raise PartitionError(f"partition_id {partition_id} is not a client of this plan; it has {len(plan.clients)} clients")
+        raise PartitionError(
+            f"partition_id {partition_id} is not a client of this plan; it has {len(plan.clients)} clients"
+        )
     client = plan.clients[partition_id]
     counts = client.train_images
     if plan.source == SYNTHETIC:
@@ -292,7 +308,9 @@ def client_datasets(
         train = _Selection(renders, [label * most + k for label, count in enumerate(counts) for k in range(count)])
         if client.eval_images == 0:
             return train, None
-        return train, SyntheticFaceDataset(ids, client.eval_images, client.domain, seed, image_size, first_index=EVAL_FIRST_INDEX)
+        return train, SyntheticFaceDataset(
+            ids, client.eval_images, client.domain, seed, image_size, first_index=EVAL_FIRST_INDEX
+        )
 
     # The whole folder is checked once here; a partition of a huge folder pays that per client.
     folder = ImageFolderDataset(plan.source, image_size)

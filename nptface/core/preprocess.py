@@ -28,8 +28,9 @@ class UnsupportedImageModeError(ValueError):
 def check_image_mode(mode: str) -> None:
     """Refuse, from the header, a Pillow mode :func:`to_rgb_array` cannot read faithfully."""
     if mode == "F":
-        raise UnsupportedImageModeError("32-bit float pixels (Pillow mode F) have no agreed range; "
-                                        "save the image with 8 or 16 bits per channel")
+        raise UnsupportedImageModeError(
+            "32-bit float pixels (Pillow mode F) have no agreed range; save the image with 8 or 16 bits per channel"
+        )
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:
@@ -39,8 +40,10 @@ def _eight_bit(image: Image.Image) -> Image.Image:
         return image
     values = np.asarray(image).astype(np.int64)
     if values.size and (values.min() < 0 or values.max() > 65535):
-        raise UnsupportedImageModeError(f"32-bit integer pixels (Pillow mode I) in [{values.min()}, {values.max()}] "
-                                        "are outside the 16-bit range [0, 65535]; save the image with 8 or 16 bits")
+        raise UnsupportedImageModeError(
+            f"32-bit integer pixels (Pillow mode I) in [{values.min()}, {values.max()}] "
+            "are outside the 16-bit range [0, 65535]; save the image with 8 or 16 bits"
+        )
     return Image.fromarray(np.round(values / 257.0).astype(np.uint8), mode="L")
 
 

@@ -66,7 +66,12 @@ class RecordImageError(RecordIOError, BadImageError):
     """
 
     def __init__(
-        self, message: str, path: Path | None = None, key: int | None = None, offset: int | None = None, reason: str = ""
+        self,
+        message: str,
+        path: Path | None = None,
+        key: int | None = None,
+        offset: int | None = None,
+        reason: str = "",
     ) -> None:
         ValueError.__init__(self, message)
         self.path = path
@@ -271,7 +276,9 @@ def _read_record(descriptor: int, offset: int, file_size: int, where: str, rec_p
     parts = []
     position = offset
     while True:
-        cflag, length = _frame_at(_pread(descriptor, _FRAME.size, position), position, file_size, not parts, where, rec_path)
+        cflag, length = _frame_at(
+            _pread(descriptor, _FRAME.size, position), position, file_size, not parts, where, rec_path
+        )
         parts.append(_pread(descriptor, length, position + _FRAME.size))
         position += _FRAME.size + length + (-length % 4)
         if cflag in (0, 3):
@@ -311,7 +318,9 @@ class RecordIODataset(Dataset):
     per process, so DataLoader workers never share a descriptor.
     """
 
-    def __init__(self, prefix_or_dir: str | Path, image_size: int | tuple[int, int] = 112, skip_bad: bool = False) -> None:
+    def __init__(
+        self, prefix_or_dir: str | Path, image_size: int | tuple[int, int] = 112, skip_bad: bool = False
+    ) -> None:
         self.rec_path, self.idx_path, self.property_path = _pack_paths(prefix_or_dir)
         self.image_size = checked_image_size(image_size)
         self.skip_bad = skip_bad
@@ -354,11 +363,15 @@ class RecordIODataset(Dataset):
         if 0 not in index:
             return "plain", list(index)
         where = f"{self.rec_path}: record key 0 (byte offset {index[0]})"
-        header, payload = unpack_record(_read_record(descriptor, index[0], self._file_size, where, self.rec_path), where)
+        header, payload = unpack_record(
+            _read_record(descriptor, index[0], self._file_size, where, self.rec_path), where
+        )
         if header.flag == 0 or payload:
             return "plain", list(index)
         if header.flag < 2:
-            raise RecordIOError(f"{where}: an index header needs 2 labels (first identity key, end key), got {header.label}")
+            raise RecordIOError(
+                f"{where}: an index header needs 2 labels (first identity key, end key), got {header.label}"
+            )
         first_identity = _whole_number(header.label[0], "label[0] (first identity-record key)", where)
         if first_identity < 2:
             raise RecordIOError(
@@ -390,7 +403,9 @@ class RecordIODataset(Dataset):
                 header, payload = unpack_record(head, where)
                 payload_length = length - (len(head) - len(payload))
             else:
-                header, payload = unpack_record(_read_record(descriptor, offset, self._file_size, where, self.rec_path), where)
+                header, payload = unpack_record(
+                    _read_record(descriptor, offset, self._file_size, where, self.rec_path), where
+                )
                 payload_length = len(payload)
             label = _whole_number(header.first_label, "the label", where)
             if label < 0:
@@ -434,7 +449,9 @@ class RecordIODataset(Dataset):
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
         key, offset = int(self.keys[index]), int(self.offsets[index])
         where = f"{self.rec_path}: record key {key} (byte offset {offset})"
-        _, payload = unpack_record(_read_record(self._descriptor(), offset, self._file_size, where, self.rec_path), where)
+        _, payload = unpack_record(
+            _read_record(self._descriptor(), offset, self._file_size, where, self.rec_path), where
+        )
         try:
             image = decode_image_bytes(payload, self.image_size)
         except IMAGE_DECODE_ERRORS as error:
@@ -555,7 +572,9 @@ def write_insightface_pack(
         first_identity = key
         if first_identity + len(identity_ranges) >= 1 << 24:
             raise ValueError("insightface packs of 2**24 records or more do not fit float32 header labels exactly")
-        writer.write_record(0, pack_record([float(first_identity), float(first_identity + len(identity_ranges))], b"", 0))
+        writer.write_record(
+            0, pack_record([float(first_identity), float(first_identity + len(identity_ranges))], b"", 0)
+        )
         for start, end in identity_ranges:
             writer.write_record(key, pack_record([float(start), float(end)], b"", key))
             key += 1

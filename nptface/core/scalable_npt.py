@@ -51,26 +51,32 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 
-def _check_problem(embeddings: torch.Tensor, proxies: torch.Tensor, labels: torch.Tensor, k: TopK,
-                   chunk_size: int) -> int:
+def _check_problem(
+    embeddings: torch.Tensor, proxies: torch.Tensor, labels: torch.Tensor, k: TopK, chunk_size: int
+) -> int:
     """Validate the arguments shared by both public functions; returns the number of negatives."""
     if proxies.ndim != 2:
         raise ValueError(f"proxies must be a 2-D [classes, dim] matrix, got shape {tuple(proxies.shape)}")
     num_classes, dim = proxies.shape
     if embeddings.ndim != 2 or embeddings.shape[1] != dim:
-        raise ValueError(f"embeddings must have shape [batch, {dim}] (the proxies' dim), "
-                         f"got {tuple(embeddings.shape)}")
+        raise ValueError(f"embeddings must have shape [batch, {dim}] (the proxies' dim), got {tuple(embeddings.shape)}")
     if labels.ndim != 1 or labels.shape[0] != embeddings.shape[0]:
-        raise ValueError(f"labels must be a 1-D tensor of length {embeddings.shape[0]} (the batch size), "
-                         f"got shape {tuple(labels.shape)}")
+        raise ValueError(
+            f"labels must be a 1-D tensor of length {embeddings.shape[0]} (the batch size), "
+            f"got shape {tuple(labels.shape)}"
+        )
     if labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(f"labels must lie in [0, {num_classes - 1}] (the number of proxies), "
-                         f"got values in [{int(labels.min())}, {int(labels.max())}]")
+        raise ValueError(
+            f"labels must lie in [0, {num_classes - 1}] (the number of proxies), "
+            f"got values in [{int(labels.min())}, {int(labels.max())}]"
+        )
     if k == "all":
-        raise ValueError("k='all' touches every proxy, so streaming saves nothing; use npt_loss on the "
-                         "full cosine matrix (NPTHead / ProxyTripletHead) instead")
+        raise ValueError(
+            "k='all' touches every proxy, so streaming saves nothing; use npt_loss on the "
+            "full cosine matrix (NPTHead / ProxyTripletHead) instead"
+        )
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     return resolve_k(k, num_classes)
@@ -105,7 +111,7 @@ def streamed_topk_cosines(
     # Placeholders never survive: there are at least k finite negatives, all above -inf.
     best_indices = torch.full((batch, n_neg), -1, dtype=torch.long, device=queries.device)
     for start in range(0, proxies.shape[0], chunk_size):
-        chunk = F.normalize(proxies[start:start + chunk_size].to(dtype), dim=1)
+        chunk = F.normalize(proxies[start : start + chunk_size].to(dtype), dim=1)
         cosines = queries @ chunk.t()
         local = labels - start
         own = (local >= 0) & (local < chunk.shape[0])
@@ -142,8 +148,9 @@ def candidate_topk_indices(
     if pool.numel() - 1 < k:
         raise ValueError(f"the candidate pool holds {pool.numel()} classes; k={k} negatives need at least {k + 1}")
     local_labels = torch.searchsorted(pool, labels.long())
-    _, local_negatives, _ = streamed_topk_cosines(embeddings_normalised, proxies[pool], local_labels, k, chunk_size,
-                                                  negatives)
+    _, local_negatives, _ = streamed_topk_cosines(
+        embeddings_normalised, proxies[pool], local_labels, k, chunk_size, negatives
+    )
     return pool[local_negatives]
 
 
@@ -170,8 +177,9 @@ def nearest_proxy_cosines(
     if candidates is None:
         _, neg_indices, _ = streamed_topk_cosines(queries.detach(), proxies, labels, n_neg, chunk_size, negatives)
     else:
-        neg_indices = candidate_topk_indices(queries.detach(), proxies, labels, n_neg, candidates, chunk_size,
-                                             negatives)
+        neg_indices = candidate_topk_indices(
+            queries.detach(), proxies, labels, n_neg, candidates, chunk_size, negatives
+        )
     index = torch.cat([labels[:, None].long(), neg_indices], dim=1)
     gathered = F.normalize(proxies[index].to(dtype), dim=2)
     cosines = torch.bmm(gathered, queries[:, :, None]).squeeze(2)
@@ -204,4 +212,3 @@ def selected_npt_loss(cosines: torch.Tensor, delta: float, r: float, reduction: 
     # the hinge over the k selected ones.
     target = torch.zeros(cosines.shape[0], dtype=torch.long, device=cosines.device)
     return npt_loss(cosines, target, k="all", delta=delta, r=r, reduction=reduction)
-

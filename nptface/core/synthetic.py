@@ -71,18 +71,62 @@ class Domain:
 DOMAINS: dict[str, Domain] = {
     domain.name: domain
     for domain in (
-        Domain("studio", yaw=0.2, pitch=0.1, roll_degrees=4.0, expression=0.3, brightness=(0.95, 1.05),
-               light_gradient=0.1, colour_cast=0.04, clutter=0.0, shift=0.02, scale=(0.97, 1.03),
-               blur_prob=0.05, noise_sigma=(1.0, 3.0), jpeg_prob=0.1, jpeg_quality=(80, 95),
-               occlusion_prob=0.0, lowres_prob=0.0, grey_prob=0.0),
+        Domain(
+            "studio",
+            yaw=0.2,
+            pitch=0.1,
+            roll_degrees=4.0,
+            expression=0.3,
+            brightness=(0.95, 1.05),
+            light_gradient=0.1,
+            colour_cast=0.04,
+            clutter=0.0,
+            shift=0.02,
+            scale=(0.97, 1.03),
+            blur_prob=0.05,
+            noise_sigma=(1.0, 3.0),
+            jpeg_prob=0.1,
+            jpeg_quality=(80, 95),
+            occlusion_prob=0.0,
+            lowres_prob=0.0,
+            grey_prob=0.0,
+        ),
         Domain("wild"),
-        Domain("phone-lowlight", yaw=0.4, brightness=(0.35, 0.65), light_gradient=0.45, colour_cast=0.25,
-               blur_prob=0.5, blur_radius=(0.6, 1.8), noise_sigma=(8.0, 20.0), jpeg_prob=0.7,
-               jpeg_quality=(40, 80), occlusion_prob=0.15, lowres_prob=0.1),
-        Domain("cctv-lowres", yaw=0.7, pitch=0.5, roll_degrees=14.0, expression=0.4, brightness=(0.7, 1.2),
-               light_gradient=0.3, colour_cast=0.08, clutter=0.8, shift=0.08, scale=(0.85, 1.15),
-               blur_prob=0.6, noise_sigma=(4.0, 12.0), jpeg_prob=0.9, jpeg_quality=(20, 55),
-               occlusion_prob=0.2, lowres_prob=0.9, lowres_side=(20, 40), grey_prob=0.6),
+        Domain(
+            "phone-lowlight",
+            yaw=0.4,
+            brightness=(0.35, 0.65),
+            light_gradient=0.45,
+            colour_cast=0.25,
+            blur_prob=0.5,
+            blur_radius=(0.6, 1.8),
+            noise_sigma=(8.0, 20.0),
+            jpeg_prob=0.7,
+            jpeg_quality=(40, 80),
+            occlusion_prob=0.15,
+            lowres_prob=0.1,
+        ),
+        Domain(
+            "cctv-lowres",
+            yaw=0.7,
+            pitch=0.5,
+            roll_degrees=14.0,
+            expression=0.4,
+            brightness=(0.7, 1.2),
+            light_gradient=0.3,
+            colour_cast=0.08,
+            clutter=0.8,
+            shift=0.08,
+            scale=(0.85, 1.15),
+            blur_prob=0.6,
+            noise_sigma=(4.0, 12.0),
+            jpeg_prob=0.9,
+            jpeg_quality=(20, 55),
+            occlusion_prob=0.2,
+            lowres_prob=0.9,
+            lowres_side=(20, 40),
+            grey_prob=0.6,
+        ),
     )
 }
 
@@ -193,7 +237,8 @@ class FaceRenderer:
             roll=rng.uniform(-domain.roll_degrees, domain.roll_degrees),
             smile=rng.uniform(-0.3, 1.0) * domain.expression,
             mouth_open=max(0.0, rng.uniform(-0.6, 1.0)) * domain.expression,
-            eye_open=1.0 - (0.9 if rng.random() < 0.08 * domain.expression else rng.uniform(0, 0.4) * domain.expression),
+            eye_open=1.0
+            - (0.9 if rng.random() < 0.08 * domain.expression else rng.uniform(0, 0.4) * domain.expression),
             brow_raise=rng.uniform(-1.0, 1.0) * domain.expression,
         )
         background = self._background(rng, domain)
@@ -214,7 +259,9 @@ class FaceRenderer:
             return (grey, grey, grey)
         return tuple(int(v) for v in rng.integers(20, 235, 3))  # type: ignore[return-value]
 
-    def _clutter(self, draw: ImageDraw.ImageDraw, rng: np.random.Generator, domain: Domain, bg: tuple[int, int, int]) -> None:
+    def _clutter(
+        self, draw: ImageDraw.ImageDraw, rng: np.random.Generator, domain: Domain, bg: tuple[int, int, int]
+    ) -> None:
         s = self.size
         for _ in range(int(rng.poisson(6 * domain.clutter))):
             x0, y0 = rng.integers(-s // 4, s, 2)
@@ -238,8 +285,11 @@ class FaceRenderer:
         style = int(p[6] * 6)  # 0 bald, 1 short, 2 long, 3 fringe, 4 side part, 5 curly
 
         if style == 2:  # long hair falls behind the face and shoulders
-            draw.rounded_rectangle((cx - half_w * 1.25, cy - half_h * 1.05, cx + half_w * 1.25, cy + half_h * 1.35),
-                                   radius=int(20 * s), fill=hair)
+            draw.rounded_rectangle(
+                (cx - half_w * 1.25, cy - half_h * 1.05, cx + half_w * 1.25, cy + half_h * 1.35),
+                radius=int(20 * s),
+                fill=hair,
+            )
         draw.rectangle((cx - half_w * 0.45, cy + half_h * 0.6, cx + half_w * 0.45, 112 * s), fill=shade)  # neck
         ear_h = _lerp(9, 15, p[34]) * s
         ear_y = cy - 2 * s + feature_dy
@@ -250,13 +300,23 @@ class FaceRenderer:
         draw.ellipse((cx - half_w, cy - half_h, cx + half_w, cy + half_h * 0.8), fill=skin)
         chin_y = cy + half_h * _lerp(0.95, 1.08, p[2])
         jaw_x = half_w * _lerp(0.55, 0.85, p[2])
-        draw.polygon([(cx - half_w * 0.98, cy + 0.2 * half_h), (cx - jaw_x, cy + half_h * 0.8),
-                      (cx + feature_dx * 0.3, chin_y), (cx + jaw_x, cy + half_h * 0.8),
-                      (cx + half_w * 0.98, cy + 0.2 * half_h)], fill=skin)
+        draw.polygon(
+            [
+                (cx - half_w * 0.98, cy + 0.2 * half_h),
+                (cx - jaw_x, cy + half_h * 0.8),
+                (cx + feature_dx * 0.3, chin_y),
+                (cx + jaw_x, cy + half_h * 0.8),
+                (cx + half_w * 0.98, cy + 0.2 * half_h),
+            ],
+            fill=skin,
+        )
         if p[35] > 0.5:  # cheek blush / freckle tone, a stable skin trait
             for side in (-1, 1):
                 bx = cx + side * half_w * 0.55 + feature_dx
-                draw.ellipse((bx - 7 * s, cy + 6 * s, bx + 7 * s, cy + 14 * s), fill=_mix(skin, (200, 80, 80), 0.25 * (p[35] - 0.5) * 2))
+                draw.ellipse(
+                    (bx - 7 * s, cy + 6 * s, bx + 7 * s, cy + 14 * s),
+                    fill=_mix(skin, (200, 80, 80), 0.25 * (p[35] - 0.5) * 2),
+                )
         self._hair(draw, style, hair, cx, cy, half_w, half_h, p, s)
 
         eye_y = cy + _lerp(-14, -4, p[15]) * s + feature_dy
@@ -276,18 +336,27 @@ class FaceRenderer:
                 draw.ellipse((ex - ir, eye_y - min(ir, ry), ex + ir, eye_y + min(ir, ry)), fill=iris)
                 draw.ellipse((ex - ir * 0.4, eye_y - ir * 0.4, ex + ir * 0.4, eye_y + ir * 0.4), fill=(10, 10, 10))
             slant = (p[11] - 0.5) * 6 * s * side
-            draw.line([(ex - rx * 1.1, brow_y + slant), (ex + rx * 1.1, brow_y - slant)], fill=_mix(hair, (0, 0, 0), 0.3),
-                      width=max(1, int(round(brow_w))))
+            draw.line(
+                [(ex - rx * 1.1, brow_y + slant), (ex + rx * 1.1, brow_y - slant)],
+                fill=_mix(hair, (0, 0, 0), 0.3),
+                width=max(1, int(round(brow_w))),
+            )
 
         nose_top = eye_y + 3 * s
         nose_len = _lerp(10, 20, p[17]) * s
         nose_w = _lerp(3.5, 8.0, p[18]) * s
         nx = cx + feature_dx * 1.15
         if p[19] < 0.5:
-            draw.polygon([(nx, nose_top), (nx - nose_w, nose_top + nose_len), (nx + nose_w, nose_top + nose_len)], fill=shade)
+            draw.polygon(
+                [(nx, nose_top), (nx - nose_w, nose_top + nose_len), (nx + nose_w, nose_top + nose_len)], fill=shade
+            )
         else:
             draw.line([(nx, nose_top), (nx + nose_w * 0.5, nose_top + nose_len)], fill=shade, width=max(1, int(2 * s)))
-            draw.line([(nx - nose_w, nose_top + nose_len), (nx + nose_w, nose_top + nose_len)], fill=shade, width=max(1, int(2 * s)))
+            draw.line(
+                [(nx - nose_w, nose_top + nose_len), (nx + nose_w, nose_top + nose_len)],
+                fill=shade,
+                width=max(1, int(2 * s)),
+            )
 
         mouth_y = nose_top + nose_len + _lerp(5, 11, p[22]) * s
         mouth_w = _lerp(8, 16, p[20]) * s * (1 + 0.15 * n.smile)
@@ -295,12 +364,21 @@ class FaceRenderer:
         lip_h = _lerp(1.5, 4.0, p[21]) * s
         mx = cx + feature_dx
         if p[26] < 0.15:  # full beard below the mouth line
-            draw.chord((cx - half_w * 0.85, mouth_y - 10 * s, cx + half_w * 0.85, chin_y + 4 * s), 0, 180, fill=_mix(hair, (0, 0, 0), 0.2))
+            draw.chord(
+                (cx - half_w * 0.85, mouth_y - 10 * s, cx + half_w * 0.85, chin_y + 4 * s),
+                0,
+                180,
+                fill=_mix(hair, (0, 0, 0), 0.2),
+            )
         elif p[26] < 0.3:  # moustache
-            draw.rectangle((mx - mouth_w, mouth_y - lip_h - 4 * s, mx + mouth_w, mouth_y - lip_h), fill=_mix(hair, (0, 0, 0), 0.2))
+            draw.rectangle(
+                (mx - mouth_w, mouth_y - lip_h - 4 * s, mx + mouth_w, mouth_y - lip_h), fill=_mix(hair, (0, 0, 0), 0.2)
+            )
         open_h = n.mouth_open * 7 * s
         curve = n.smile * 5 * s
-        draw.chord((mx - mouth_w, mouth_y - lip_h - curve, mx + mouth_w, mouth_y + lip_h + open_h + curve), 0, 180, fill=lip)
+        draw.chord(
+            (mx - mouth_w, mouth_y - lip_h - curve, mx + mouth_w, mouth_y + lip_h + open_h + curve), 0, 180, fill=lip
+        )
         draw.chord((mx - mouth_w, mouth_y - lip_h, mx + mouth_w, mouth_y + lip_h), 180, 360, fill=lip)
         if open_h > 1.5 * s:
             draw.ellipse((mx - mouth_w * 0.6, mouth_y, mx + mouth_w * 0.6, mouth_y + open_h), fill=(60, 20, 25))
@@ -308,18 +386,38 @@ class FaceRenderer:
         for mole in range(int(p[27] * 4)):  # moles at identity-fixed places
             mxp = cx + (p[28 + 2 * mole] - 0.5) * half_w * 1.4 + feature_dx
             myp = cy + (p[29 + 2 * mole] - 0.3) * half_h * 1.1
-            draw.ellipse((mxp - 1.5 * s, myp - 1.5 * s, mxp + 1.5 * s, myp + 1.5 * s), fill=_mix(skin, (40, 20, 10), 0.7))
+            draw.ellipse(
+                (mxp - 1.5 * s, myp - 1.5 * s, mxp + 1.5 * s, myp + 1.5 * s), fill=_mix(skin, (40, 20, 10), 0.7)
+            )
 
         if p[24] < 0.2:  # glasses, round or square, frame colour from the identity
             frame = _mix((20, 20, 20), (150, 110, 40), p[25])
             shape = draw.ellipse if p[25] < 0.5 else draw.rectangle
             for side in (-1, 1):
                 gx = cx + side * eye_dx + feature_dx
-                shape((gx - eye_r * 2.2, eye_y - eye_r * 1.7, gx + eye_r * 2.2, eye_y + eye_r * 1.7), outline=frame, width=max(1, int(2 * s)))
-            draw.line([(cx - eye_dx + eye_r * 2.2 + feature_dx, eye_y), (cx + eye_dx - eye_r * 2.2 + feature_dx, eye_y)], fill=frame, width=max(1, int(2 * s)))
+                shape(
+                    (gx - eye_r * 2.2, eye_y - eye_r * 1.7, gx + eye_r * 2.2, eye_y + eye_r * 1.7),
+                    outline=frame,
+                    width=max(1, int(2 * s)),
+                )
+            draw.line(
+                [(cx - eye_dx + eye_r * 2.2 + feature_dx, eye_y), (cx + eye_dx - eye_r * 2.2 + feature_dx, eye_y)],
+                fill=frame,
+                width=max(1, int(2 * s)),
+            )
 
-    def _hair(self, draw: ImageDraw.ImageDraw, style: int, hair: tuple[int, int, int], cx: float, cy: float,
-              half_w: float, half_h: float, p: np.ndarray, s: float) -> None:
+    def _hair(
+        self,
+        draw: ImageDraw.ImageDraw,
+        style: int,
+        hair: tuple[int, int, int],
+        cx: float,
+        cy: float,
+        half_w: float,
+        half_h: float,
+        p: np.ndarray,
+        s: float,
+    ) -> None:
         if style == 0:
             return
         volume = _lerp(0.0, 8.0, p[9]) * s
@@ -330,13 +428,22 @@ class FaceRenderer:
         elif style == 4:  # side part: an asymmetric cap
             draw.chord(top, 180, 360, fill=hair)
             side = -1 if p[9] < 0.5 else 1
-            draw.polygon([(cx + side * half_w * 1.05, cy - half_h * 0.2), (cx + side * half_w * 0.1, cy - half_h - volume * 0.5),
-                          (cx - side * half_w * 0.2, cy - half_h * 0.55)], fill=hair)
+            draw.polygon(
+                [
+                    (cx + side * half_w * 1.05, cy - half_h * 0.2),
+                    (cx + side * half_w * 0.1, cy - half_h - volume * 0.5),
+                    (cx - side * half_w * 0.2, cy - half_h * 0.55),
+                ],
+                fill=hair,
+            )
         elif style == 5:  # curly: a ring of bumps
             draw.chord(top, 180, 360, fill=hair)
             for i in range(9):
                 angle = math.pi * (1 + i / 8)
-                bx, by = cx + math.cos(angle) * half_w * 1.02, cy - half_h * 0.25 + math.sin(angle) * (half_h * 0.85 + volume)
+                bx, by = (
+                    cx + math.cos(angle) * half_w * 1.02,
+                    cy - half_h * 0.25 + math.sin(angle) * (half_h * 0.85 + volume),
+                )
                 draw.ellipse((bx - 7 * s, by - 7 * s, bx + 7 * s, by + 7 * s), fill=hair)
         else:  # short or long: a cap
             draw.chord(top, 180, 360, fill=hair)
@@ -346,7 +453,9 @@ class FaceRenderer:
         kind = rng.integers(3)
         colour = tuple(int(v) for v in rng.integers(0, 255, 3))
         if kind == 0:  # a mask over the lower face
-            draw.rounded_rectangle((s * 0.25, s * rng.uniform(0.55, 0.68), s * 0.75, s * 0.95), radius=int(s * 0.08), fill=colour)
+            draw.rounded_rectangle(
+                (s * 0.25, s * rng.uniform(0.55, 0.68), s * 0.75, s * 0.95), radius=int(s * 0.08), fill=colour
+            )
         elif kind == 1:  # sunglasses band
             y = s * rng.uniform(0.38, 0.45)
             draw.rectangle((s * 0.25, y - s * 0.05, s * 0.75, y + s * 0.05), fill=(15, 15, 15))
@@ -355,8 +464,9 @@ class FaceRenderer:
             y = s * rng.uniform(0.3, 0.7)
             draw.ellipse((x, y, x + s * 0.35, y + s * 0.45), fill=colour)
 
-    def _misalign(self, image: Image.Image, rng: np.random.Generator, domain: Domain, roll: float,
-                  fill: tuple[int, int, int]) -> Image.Image:
+    def _misalign(
+        self, image: Image.Image, rng: np.random.Generator, domain: Domain, roll: float, fill: tuple[int, int, int]
+    ) -> Image.Image:
         """Roll, shift and scale in one bilinear affine warp (an imperfect detector+aligner)."""
         scale = rng.uniform(*domain.scale)
         tx, ty = rng.uniform(-domain.shift, domain.shift, 2) * self.size
@@ -367,14 +477,17 @@ class FaceRenderer:
         a, b, d, e = cos_a, sin_a, -sin_a, cos_a
         c0 = c - a * (c + tx) - b * (c + ty)
         f0 = c - d * (c + tx) - e * (c + ty)
-        return image.transform(image.size, Image.Transform.AFFINE, (a, b, c0, d, e, f0),
-                               resample=Image.Resampling.BILINEAR, fillcolor=fill)
+        return image.transform(
+            image.size, Image.Transform.AFFINE, (a, b, c0, d, e, f0), resample=Image.Resampling.BILINEAR, fillcolor=fill
+        )
 
     def _capture(self, image: Image.Image, rng: np.random.Generator, domain: Domain) -> np.ndarray:
         """The camera: light, colour cast, sensor noise, grey, resolution, blur, JPEG."""
         pixels = np.asarray(image, dtype=np.float32)
         angle = rng.uniform(0, 2 * math.pi)
-        gradient = (self._grid_x * math.cos(angle) + self._grid_y * math.sin(angle)) * rng.uniform(0, domain.light_gradient)
+        gradient = (self._grid_x * math.cos(angle) + self._grid_y * math.sin(angle)) * rng.uniform(
+            0, domain.light_gradient
+        )
         gains = rng.uniform(*domain.brightness) * (1 + rng.uniform(-domain.colour_cast, domain.colour_cast, 3))
         pixels = pixels * (1 + gradient)[:, :, None] * gains.astype(np.float32)
         pixels += self._noise.sample(rng, self.size, self.size) * np.float32(rng.uniform(*domain.noise_sigma))
@@ -386,12 +499,15 @@ class FaceRenderer:
         if rng.random() < domain.lowres_prob:
             side = int(rng.integers(domain.lowres_side[0], domain.lowres_side[1] + 1))
             image = image.resize((side, side), Image.Resampling.BILINEAR).resize(
-                (self.size, self.size), Image.Resampling.BILINEAR)
+                (self.size, self.size), Image.Resampling.BILINEAR
+            )
         if rng.random() < domain.blur_prob:
             image = image.filter(ImageFilter.GaussianBlur(rng.uniform(*domain.blur_radius)))
         if rng.random() < domain.jpeg_prob:
             buffer = io.BytesIO()
-            image.save(buffer, format="JPEG", quality=int(rng.integers(domain.jpeg_quality[0], domain.jpeg_quality[1] + 1)))
+            image.save(
+                buffer, format="JPEG", quality=int(rng.integers(domain.jpeg_quality[0], domain.jpeg_quality[1] + 1))
+            )
             buffer.seek(0)
             image = Image.open(buffer).convert("RGB")
         return np.array(image, dtype=np.uint8)  # writable: torch warns on read-only arrays

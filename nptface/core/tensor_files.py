@@ -33,8 +33,11 @@ def canonical_safetensors(data: bytes) -> bytes:
     return len(text).to_bytes(8, "little") + text + data[8 + length :]
 
 
-def write_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor] | Mapping[str, np.ndarray],
-                      metadata: Mapping[str, str] | None = None) -> None:
+def write_safetensors(
+    path: str | Path,
+    tensors: Mapping[str, torch.Tensor] | Mapping[str, np.ndarray],
+    metadata: Mapping[str, str] | None = None,
+) -> None:
     """Atomically write torch tensors (moved to the CPU) or numpy arrays, reproducibly."""
     meta = dict(metadata) if metadata else None
     if all(isinstance(value, torch.Tensor) for value in tensors.values()):

@@ -154,10 +154,8 @@ class VerificationReport:
         """Human-readable lines, each naming the metric its numbers or thresholds are in."""
         accuracy = self.accuracy
         lines = [
-            f"{accuracy.n_folds}-fold accuracy ({self.metric}): "
-            f"{accuracy.mean * 100:.2f}% ± {accuracy.std * 100:.2f}",
-            f"best threshold on all pairs ({self.metric}, accept if score >= t): "
-            f"{accuracy.best_threshold:.4f}",
+            f"{accuracy.n_folds}-fold accuracy ({self.metric}): {accuracy.mean * 100:.2f}% ± {accuracy.std * 100:.2f}",
+            f"best threshold on all pairs ({self.metric}, accept if score >= t): {accuracy.best_threshold:.4f}",
             f"EER ({self.metric}): {self.eer * 100:.2f}% at threshold {self.eer_threshold:.4f}",
         ]
         for result in self.tar_at_far.values():
@@ -255,9 +253,7 @@ def threshold_at_far(scores: ArrayInput, is_same: ArrayInput, far: float) -> flo
     return threshold
 
 
-def tar_at_far(
-    scores: ArrayInput, is_same: ArrayInput, fars: Iterable[float] = DEFAULT_FARS
-) -> dict[float, TarAtFar]:
+def tar_at_far(scores: ArrayInput, is_same: ArrayInput, fars: Iterable[float] = DEFAULT_FARS) -> dict[float, TarAtFar]:
     """TAR at each FAR in ``fars``, refusing any FAR that needs more than the impostor pairs.
 
     A FAR of ``f`` is supported only with at least ``1 / f`` impostor pairs, so that at least one
@@ -399,9 +395,7 @@ def _tar_at_far(roc: RocCurve, n_impostor: int, fars: tuple[float, ...]) -> dict
             )
         else:
             threshold, tar = _operating_point(roc, far)
-            results[far] = TarAtFar(
-                far=far, tar=tar, threshold=threshold, supported=True, reason=""
-            )
+            results[far] = TarAtFar(far=far, tar=tar, threshold=threshold, supported=True, reason="")
     return results
 
 
@@ -422,9 +416,7 @@ def _equal_error_rate(roc: RocCurve) -> tuple[float, float]:
     if np.isinf(roc.thresholds[before]):
         threshold = roc.thresholds[upper]
     else:
-        threshold = roc.thresholds[before] + weight * (
-            roc.thresholds[upper] - roc.thresholds[before]
-        )
+        threshold = roc.thresholds[before] + weight * (roc.thresholds[upper] - roc.thresholds[before])
     return float(eer), float(threshold)
 
 
@@ -521,10 +513,7 @@ def _scores_and_labels(scores: ArrayInput, is_same: ArrayInput) -> tuple[np.ndar
     n_genuine = int(np.count_nonzero(same))
     if n_genuine in (0, same.size):
         only = "impostor (False)" if n_genuine == 0 else "genuine (True)"
-        raise ValueError(
-            f"is_same holds only {only} pairs; verification metrics need both genuine and "
-            "impostor pairs"
-        )
+        raise ValueError(f"is_same holds only {only} pairs; verification metrics need both genuine and impostor pairs")
     return scores_array, same
 
 
@@ -554,8 +543,7 @@ def _unit_rows(rows: np.ndarray, name: str, first_row: int) -> np.ndarray:
     if bad.size:
         index = first_row + int(bad[0])
         raise ValueError(
-            f"{name} row {index} has norm {norms[bad[0]]}; cosine similarity needs finite, "
-            "non-zero embeddings"
+            f"{name} row {index} has norm {norms[bad[0]]}; cosine similarity needs finite, non-zero embeddings"
         )
     return rows / norms[:, None]
 
@@ -564,8 +552,7 @@ def _label_vector(labels: ArrayInput, name: str, n_rows: int, embeddings_name: s
     vector = _as_numpy(labels)
     if vector.shape != (n_rows,):
         raise ValueError(
-            f"{name} has shape {vector.shape}; expected ({n_rows},), one label per row of "
-            f"{embeddings_name}"
+            f"{name} has shape {vector.shape}; expected ({n_rows},), one label per row of {embeddings_name}"
         )
     return vector
 

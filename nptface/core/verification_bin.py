@@ -92,7 +92,16 @@ def _load_pickle(path: Path) -> Any:
             "needs (it holds only bytes, lists, tuples, booleans and numpy arrays); nothing in the file was "
             "run. It is not an insightface .bin, or it has been tampered with"
         ) from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError) as error:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        MemoryError,
+    ) as error:
         raise VerificationBinError(
             f"{path}: not a readable pickle ({type(error).__name__}: {error}); expected an insightface "
             "verification .bin, a pickle of (bins, issame_list)"
@@ -119,14 +128,18 @@ def _as_issame(issame_list: object, path: Path) -> np.ndarray:
     else:
         values = None
     if values is None:
-        raise VerificationBinError(f"{path}: issame_list is a {type(issame_list).__name__}; expected a list or array of booleans")
+        raise VerificationBinError(
+            f"{path}: issame_list is a {type(issame_list).__name__}; expected a list or array of booleans"
+        )
     for position, value in enumerate(values):
         if not isinstance(value, bool | int) or value not in (0, 1):
             raise VerificationBinError(f"{path}: issame_list[{position}] is {value!r}; expected True or False")
     return np.asarray(values, dtype=bool)
 
 
-def load_verification_bin(path: str | Path, image_size: int | tuple[int, int] = 112) -> tuple[InMemoryFaceDataset, Pairs]:
+def load_verification_bin(
+    path: str | Path, image_size: int | tuple[int, int] = 112
+) -> tuple[InMemoryFaceDataset, Pairs]:
     """Images of a verification ``.bin`` as a dataset, and pair ``i`` = images ``2i``, ``2i + 1``.
 
     The file has no identities, so each image is its own class (label = its index, class name =
@@ -137,7 +150,9 @@ def load_verification_bin(path: str | Path, image_size: int | tuple[int, int] = 
     size = checked_image_size(image_size)
     content = _load_pickle(path)
     if not isinstance(content, tuple | list) or len(content) != 2:
-        shape = f"a {type(content).__name__}" + (f" of {len(content)} items" if isinstance(content, tuple | list) else "")
+        shape = f"a {type(content).__name__}" + (
+            f" of {len(content)} items" if isinstance(content, tuple | list) else ""
+        )
         raise VerificationBinError(f"{path}: holds {shape}; expected the pair (bins, issame_list)")
     bins, issame_list = content
     if not isinstance(bins, list | tuple):

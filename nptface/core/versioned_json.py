@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 
-def read_versioned_json(path: Path, fmt: str, version: int, error: type[Exception], missing_hint: str = "") -> dict[str, Any]:
+def read_versioned_json(
+    path: Path, fmt: str, version: int, error: type[Exception], missing_hint: str = ""
+) -> dict[str, Any]:
     if not path.is_file():
         raise error(f"{path} not found{': ' + missing_hint if missing_hint else ''}")
     try:

@@ -44,8 +44,10 @@ def _bundle_files(root: Path) -> list[Path]:
 
 
 def file_table(root: Path) -> dict[str, dict[str, Any]]:
-    return {p.relative_to(root).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
-            for p in _bundle_files(root)}
+    return {
+        p.relative_to(root).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
+        for p in _bundle_files(root)
+    }
 
 
 def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
@@ -70,8 +72,9 @@ class Bundle:
         key = f"{far:.0e}"
         thresholds = self.manifest["thresholds"]["cosine"]
         if key not in thresholds:
-            raise BundleError(f"{self.root / MANIFEST}: no threshold calibrated at FAR={key}; "
-                              f"available: {sorted(thresholds)}")
+            raise BundleError(
+                f"{self.root / MANIFEST}: no threshold calibrated at FAR={key}; available: {sorted(thresholds)}"
+            )
         return float(thresholds[key])
 
     def embedder(self, name: str, threads: int | None = None) -> Embedder:
@@ -81,10 +84,14 @@ class Bundle:
         variant = self.variants[name]
         path = (self.root / variant["file"]).resolve()
         listed = self.manifest["files"]
-        relative = path.relative_to(self.root.resolve()).as_posix() if path.is_relative_to(self.root.resolve()) else None
+        relative = (
+            path.relative_to(self.root.resolve()).as_posix() if path.is_relative_to(self.root.resolve()) else None
+        )
         if relative is None or not (relative in listed or any(f.startswith(relative + "/") for f in listed)):
-            raise BundleError(f"{self.root / MANIFEST}: variant {name!r} points to {variant['file']!r}, "
-                              "which is not a hashed file of this bundle")
+            raise BundleError(
+                f"{self.root / MANIFEST}: variant {name!r} points to {variant['file']!r}, "
+                "which is not a hashed file of this bundle"
+            )
         if variant["format"] == "onnx":
             return OnnxEmbedder(path, self.input_size, threads)
         if variant["format"] == "tflite":
@@ -124,10 +131,13 @@ def verify_files(root: Path, files: dict[str, dict[str, Any]]) -> None:
             raise BundleError(f"{file}: size {file.stat().st_size} bytes, {MANIFEST} says {entry['size']}")
         actual = sha256_file(file)
         if actual != entry["sha256"]:
-            raise BundleError(f"{file}: sha256 {actual[:16]}… does not match {MANIFEST} ({entry['sha256'][:16]}…); "
-                              "the file was modified or corrupted")
-    unlisted = [p.relative_to(root).as_posix() for p in _bundle_files(root)
-                if p.relative_to(root).as_posix() not in files]
+            raise BundleError(
+                f"{file}: sha256 {actual[:16]}… does not match {MANIFEST} ({entry['sha256'][:16]}…); "
+                "the file was modified or corrupted"
+            )
+    unlisted = [
+        p.relative_to(root).as_posix() for p in _bundle_files(root) if p.relative_to(root).as_posix() not in files
+    ]
     if unlisted:
         raise BundleError(f"{root}: files not listed in {MANIFEST}: {unlisted[:5]}")
 

@@ -47,8 +47,14 @@ RECIPES = (
 )
 
 
-def export(fused_model: nn.Module, path: Path, input_size: int, recipe: CoreMLRecipe,
-           metadata: dict[str, str], max_batch: int = 64) -> None:
+def export(
+    fused_model: nn.Module,
+    path: Path,
+    input_size: int,
+    recipe: CoreMLRecipe,
+    metadata: dict[str, str],
+    max_batch: int = 64,
+) -> None:
     import coremltools as ct
     import coremltools.optimize.coreml as cto
 
@@ -57,9 +63,12 @@ def export(fused_model: nn.Module, path: Path, input_size: int, recipe: CoreMLRe
     with quiet():
         model = ct.convert(
             traced,
-            inputs=[ct.TensorType(name=INPUT_NAME, shape=(ct.RangeDim(1, max_batch, default=1), 3, input_size, input_size))],
+            inputs=[
+                ct.TensorType(name=INPUT_NAME, shape=(ct.RangeDim(1, max_batch, default=1), 3, input_size, input_size))
+            ],
             outputs=[ct.TensorType(name=OUTPUT_NAME)],
-            convert_to="mlprogram", compute_precision=ct.precision.FLOAT16,
+            convert_to="mlprogram",
+            compute_precision=ct.precision.FLOAT16,
             minimum_deployment_target=ct.target.iOS16,
         )
         if recipe.compression == "linear8":
@@ -96,8 +105,10 @@ def weights_model(path: Path, fused_template: nn.Module) -> nn.Module:
     torch_convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     torch_prelus = [m for m in model.modules() if isinstance(m, nn.PReLU)]
     if len(convs) != len(torch_convs) or len(prelus) != len(torch_prelus):
-        raise CoreMLFormatError(f"{path}: {len(convs)} conv / {len(prelus)} prelu ops, the architecture has "
-                                f"{len(torch_convs)} / {len(torch_prelus)}")
+        raise CoreMLFormatError(
+            f"{path}: {len(convs)} conv / {len(prelus)} prelu ops, the architecture has "
+            f"{len(torch_convs)} / {len(torch_prelus)}"
+        )
     with torch.no_grad():
         for index, (op, conv) in enumerate(zip(convs, torch_convs, strict=True)):
             _load(conv.weight, op.weight.val, path, f"conv {index} weight")

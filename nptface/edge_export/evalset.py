@@ -44,14 +44,17 @@ def reference_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def compute_reference(model: nn.Module, images: InMemoryFaceDataset, batch_size: int = 128,
-                      device: torch.device | None = None) -> tuple[np.ndarray, str]:
+def compute_reference(
+    model: nn.Module, images: InMemoryFaceDataset, batch_size: int = 128, device: torch.device | None = None
+) -> tuple[np.ndarray, str]:
     """Unit-length fp32 embeddings of ``images`` by the unmodified model, and the device used."""
     device = device or reference_device()
     model = model.to(device).eval()
     with _exact_fp32():
-        chunks = [embed_batch(model, images.images[start:start + batch_size]).cpu().numpy()
-                  for start in range(0, len(images), batch_size)]
+        chunks = [
+            embed_batch(model, images.images[start : start + batch_size]).cpu().numpy()
+            for start in range(0, len(images), batch_size)
+        ]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return np.concatenate(chunks).astype(np.float32), name
 
@@ -80,8 +83,10 @@ class Reference:
         """Refuse to compare a model on other images than the reference was computed on."""
         actual = images.content_hash()
         if actual != self.images_sha256:
-            raise ReferenceError(f"the evaluation images ({images.source}) hash to {actual[:12]}…, but the "
-                                 f"reference was computed on images hashing to {self.images_sha256[:12]}…")
+            raise ReferenceError(
+                f"the evaluation images ({images.source}) hash to {actual[:12]}…, but the "
+                f"reference was computed on images hashing to {self.images_sha256[:12]}…"
+            )
 
 
 def load_reference(path: Path) -> Reference:
@@ -94,10 +99,17 @@ def load_reference(path: Path) -> Reference:
         raise ReferenceError(f"{path}: not a reference file ({error})") from None
     embeddings = fields["embeddings"]
     if embeddings.ndim != 2 or embeddings.dtype != np.float32 or len(embeddings) != len(fields["labels"]):
-        raise ReferenceError(f"{path}: field 'embeddings' must be float32 (N, d) matching 'labels', got "
-                             f"{embeddings.dtype} {embeddings.shape}")
-    return Reference(embeddings, fields["labels"], [str(n) for n in fields["names"]],
-                     str(fields["images_sha256"]), str(fields["device"]))
+        raise ReferenceError(
+            f"{path}: field 'embeddings' must be float32 (N, d) matching 'labels', got "
+            f"{embeddings.dtype} {embeddings.shape}"
+        )
+    return Reference(
+        embeddings,
+        fields["labels"],
+        [str(n) for n in fields["names"]],
+        str(fields["images_sha256"]),
+        str(fields["device"]),
+    )
 
 
 # Held-out synthetic identities (never trained on by any nptface run): evaluation takes the first
@@ -108,22 +120,34 @@ SYNTHETIC_CALIBRATION_IDENTITIES = 64
 SYNTHETIC_CALIBRATION_IMAGES = 4
 
 
-def synthetic_sets(input_size: int, domain: str = "wild", seed: int = 2024,
-                   eval_identities: int = SYNTHETIC_EVAL_IDENTITIES,
-                   eval_images: int = SYNTHETIC_EVAL_IMAGES,
-                   calibration_identities: int = SYNTHETIC_CALIBRATION_IDENTITIES,
-                   calibration_images: int = SYNTHETIC_CALIBRATION_IMAGES) -> tuple[InMemoryFaceDataset, InMemoryFaceDataset]:
+def synthetic_sets(
+    input_size: int,
+    domain: str = "wild",
+    seed: int = 2024,
+    eval_identities: int = SYNTHETIC_EVAL_IDENTITIES,
+    eval_images: int = SYNTHETIC_EVAL_IMAGES,
+    calibration_identities: int = SYNTHETIC_CALIBRATION_IDENTITIES,
+    calibration_images: int = SYNTHETIC_CALIBRATION_IMAGES,
+) -> tuple[InMemoryFaceDataset, InMemoryFaceDataset]:
     """(evaluation, calibration) sets rendered from disjoint held-out synthetic identities."""
     from nptface.core.synthetic import HELDOUT_IDS
 
     eval_ids = HELDOUT_IDS[:eval_identities]
-    calibration_ids = HELDOUT_IDS[eval_identities:eval_identities + calibration_identities]
+    calibration_ids = HELDOUT_IDS[eval_identities : eval_identities + calibration_identities]
     evaluation = SyntheticFaceDataset(eval_ids, eval_images, domain, seed, input_size)
     calibration = SyntheticFaceDataset(calibration_ids, calibration_images, domain, seed, input_size)
-    return (materialize(evaluation, progress=False,
-                        source=f"synthetic held-out ({domain}, {eval_identities} ids x {eval_images}, seed {seed})"),
-            materialize(calibration, progress=False, source=f"synthetic held-out ({domain}, {calibration_identities} "
-                                                            f"ids x {calibration_images}, seed {seed})"))
+    return (
+        materialize(
+            evaluation,
+            progress=False,
+            source=f"synthetic held-out ({domain}, {eval_identities} ids x {eval_images}, seed {seed})",
+        ),
+        materialize(
+            calibration,
+            progress=False,
+            source=f"synthetic held-out ({domain}, {calibration_identities} ids x {calibration_images}, seed {seed})",
+        ),
+    )
 
 
 def image_folder_set(root: str | Path, input_size: int, limit: int | None = None) -> InMemoryFaceDataset:

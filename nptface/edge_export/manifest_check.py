@@ -56,7 +56,9 @@ def check_manifest(manifest: dict[str, Any], path: Path) -> None:
     positive_int("embedding.size", embedding.get("size"))
     if embedding.get("metric", "cosine") != "cosine":
         fail("embedding.metric", '"cosine"', embedding.get("metric"))
-    _check_thresholds(table("thresholds.cosine", table("thresholds", manifest["thresholds"]).get("cosine")), fail, number)
+    _check_thresholds(
+        table("thresholds.cosine", table("thresholds", manifest["thresholds"]).get("cosine")), fail, number
+    )
     variants = manifest["variants"]
     if not isinstance(variants, list):
         fail("variants", "a list", variants)
@@ -100,6 +102,8 @@ def _check_thresholds(thresholds: dict[str, Any], fail: Any, number: Any) -> Non
     by_far.sort()
     for (_, stricter, high), (_, looser, low) in zip(by_far, by_far[1:]):
         if high < low:
-            fail(f"thresholds.cosine[{stricter!r}]",
-                 f"at least the threshold at the looser FAR {looser} ({low}): a stricter FAR needs a higher cosine",
-                 high)
+            fail(
+                f"thresholds.cosine[{stricter!r}]",
+                f"at least the threshold at the looser FAR {looser} ({low}): a stricter FAR needs a higher cosine",
+                high,
+            )

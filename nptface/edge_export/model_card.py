@@ -20,14 +20,18 @@ FORMAT_TAGS = {"onnx": "onnx", "tflite": "tflite", "coreml": "coreml"}
 
 
 def _variant_rows(manifest: dict[str, Any]) -> list[str]:
-    rows = ["| file | format | precision | size | ms (1 thread, batch 1) | mean cos to fp32 | acc drop (pt) | input |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| file | format | precision | size | ms (1 thread, batch 1) | mean cos to fp32 | acc drop (pt) | input |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for v in manifest["variants"]:
         ms = "n/a" if v["latency_ms_1thread_batch1"] is None else f"{v['latency_ms_1thread_batch1']:.2f}"
         dtype = v.get("input_dtype", "float32")
-        rows.append(f"| `{v['file']}` | {v['format']} | {v['precision']} ({v['recipe']}) | "
-                    f"{v['size_bytes'] / 1024:.0f} KiB | {ms} | {v['parity']['mean_cos']:.5f} | "
-                    f"{v['parity']['accuracy_drop']:+.2f} | {v['layout']} {dtype}, batch {v['batch']} |")
+        rows.append(
+            f"| `{v['file']}` | {v['format']} | {v['precision']} ({v['recipe']}) | "
+            f"{v['size_bytes'] / 1024:.0f} KiB | {ms} | {v['parity']['mean_cos']:.5f} | "
+            f"{v['parity']['accuracy_drop']:+.2f} | {v['layout']} {dtype}, batch {v['batch']} |"
+        )
     return rows
 
 
@@ -45,15 +49,25 @@ def _front_matter(manifest: dict[str, Any], formats: list[str], data: dict[str, 
     metrics = [("accuracy", evaluation["reference_accuracy"], "verification accuracy (10 folds)")]
     if evaluation.get("reference_tar_at_far_1e-3") is not None:
         metrics.append(("tar_at_far_1e-3", evaluation["reference_tar_at_far_1e-3"], "TAR @ FAR=1e-3"))
-    lines = ["---",
-             # Weights trained only on rendered faces carry the code's licence; others follow their data's terms.
-             f"license: {'apache-2.0' if synthetic else 'other'}",
-             "library_name: nptface",
-             "pipeline_tag: image-feature-extraction",
-             "tags:", *(f"- {tag}" for tag in tags),
-             "model-index:", f"- name: {_yaml(name)}", "  results:", "  - task:", "      type: face-verification",
-             "      name: Face verification (1:1, cosine)", "    dataset:", f"      name: {_yaml(evaluation['source'])}",
-             f"      type: {_yaml(data_type(evaluation['source']))}", "    metrics:"]
+    lines = [
+        "---",
+        # Weights trained only on rendered faces carry the code's licence; others follow their data's terms.
+        f"license: {'apache-2.0' if synthetic else 'other'}",
+        "library_name: nptface",
+        "pipeline_tag: image-feature-extraction",
+        "tags:",
+        *(f"- {tag}" for tag in tags),
+        "model-index:",
+        f"- name: {_yaml(name)}",
+        "  results:",
+        "  - task:",
+        "      type: face-verification",
+        "      name: Face verification (1:1, cosine)",
+        "    dataset:",
+        f"      name: {_yaml(evaluation['source'])}",
+        f"      type: {_yaml(data_type(evaluation['source']))}",
+        "    metrics:",
+    ]
     for kind, value, label in metrics:
         lines += [f"    - type: {kind}", f"      value: {float(value):.4f}", f"      name: {_yaml(label)}"]
     return [*lines, "---", ""]
@@ -67,13 +81,18 @@ def _describe_data(data: dict[str, Any]) -> str:
     kind = data.get("kind", "unknown")
     size = f"{data['identities']} identities" + (f", {data['images']} images" if data.get("images") else "")
     if kind == "synthetic":
-        text = (f"synthetic faces rendered by nptface's generator ({size}"
-                + (f", imaging domain {data['domain']}" if data.get("domain") else "") + ")")
+        text = (
+            f"synthetic faces rendered by nptface's generator ({size}"
+            + (f", imaging domain {data['domain']}" if data.get("domain") else "")
+            + ")"
+        )
     elif kind in ("imagefolder", "recordio"):
         text = f"real face images from `{data.get('path') or 'a folder'}` ({kind}, {size})"
     elif kind == "federated":
-        text = (f"the federation's clients' own images over {data.get('rounds')} rounds of federated learning: "
-                "private data the server never saw, which this card cannot describe")
+        text = (
+            f"the federation's clients' own images over {data.get('rounds')} rounds of federated learning: "
+            "private data the server never saw, which this card cannot describe"
+        )
     else:
         text = "data not recorded in the run directory"
     init = data.get("init")
@@ -102,15 +121,19 @@ def _use_and_limits(data: dict[str, Any]) -> list[str]:
         "## Limitations",
     ]
     if only_synthetic(data):
-        lines.append("- **This model was trained only on synthetic faces.** Its numbers below are measured on "
-                     "synthetic faces too and say nothing about real photographs: real faces vary in ways the "
-                     "generator does not draw (real skin, hair, occlusion, expression, make-up, ageing, real camera "
-                     "noise and compression), so expect far lower accuracy on real faces and thresholds that do not "
-                     "hold there. Use it to try the pipeline end to end; fine-tune on real, consented face data "
-                     "and recalibrate the thresholds before any real use.")
+        lines.append(
+            "- **This model was trained only on synthetic faces.** Its numbers below are measured on "
+            "synthetic faces too and say nothing about real photographs: real faces vary in ways the "
+            "generator does not draw (real skin, hair, occlusion, expression, make-up, ageing, real camera "
+            "noise and compression), so expect far lower accuracy on real faces and thresholds that do not "
+            "hold there. Use it to try the pipeline end to end; fine-tune on real, consented face data "
+            "and recalibrate the thresholds before any real use."
+        )
     elif ever_synthetic(data):
-        lines.append("- Part of this model's training used synthetic faces: check its accuracy on real faces of the "
-                     "population you serve before relying on it.")
+        lines.append(
+            "- Part of this model's training used synthetic faces: check its accuracy on real faces of the "
+            "population you serve before relying on it."
+        )
     lines += [
         "- A threshold holds a false-accept rate only on data like the data it was calibrated on: recalibrate on "
         "genuine and impostor pairs from your own cameras and population.",
@@ -183,8 +206,11 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         "device. Every variant passed the parity gate against `reference.npz` (see `report.md`).",
     ]
     if rejected:
-        lines += ["", "Rejected by the gate (not for use; reports in `rejected/`): "
-                  + ", ".join(f"{r['name']} ({'; '.join(r['failures'])})" for r in rejected)]
+        lines += [
+            "",
+            "Rejected by the gate (not for use; reports in `rejected/`): "
+            + ", ".join(f"{r['name']} ({'; '.join(r['failures'])})" for r in rejected),
+        ]
     if onnx_file is not None:
         lines += [
             "",
@@ -213,7 +239,7 @@ def render_model_card(manifest: dict[str, Any]) -> str:
             "```kotlin",
             "import org.tensorflow.lite.Interpreter",
             "",
-            f"val interpreter = Interpreter(loadModelFile(\"{tflite_file}\"), Interpreter.Options().setNumThreads(2))",
+            f'val interpreter = Interpreter(loadModelFile("{tflite_file}"), Interpreter.Options().setNumThreads(2))',
             f"// input [1, {size}, {size}, 3] float32 NHWC, RGB, (v - 127.5f) / 127.5f; int8 files: quantise with the",
             "// input tensor's scale/zero point (interpreter.getInputTensor(0).quantizationParams())",
             f"val input = Array(1) {{ Array({size}) {{ Array({size}) {{ FloatArray(3) }} }} }}",
@@ -232,8 +258,8 @@ def render_model_card(manifest: dict[str, Any]) -> str:
             "",
             "let model = try MLModel(contentsOf: compiledURL)  // MLModel.compileModel(at: mlpackageURL)",
             f"let input = try MLMultiArray(shape: [1, 3, {size}, {size}], dataType: .float32)  // NCHW, RGB, (v-127.5)/127.5",
-            "let out = try model.prediction(from: MLDictionaryFeatureProvider(dictionary: [\"input\": input]))",
-            "let e = out.featureValue(for: \"embedding\")!.multiArrayValue!",
+            'let out = try model.prediction(from: MLDictionaryFeatureProvider(dictionary: ["input": input]))',
+            'let e = out.featureValue(for: "embedding")!.multiArrayValue!',
             "// L2-normalise e, then compare by dot product against the threshold above",
             "```",
             "",

@@ -41,8 +41,15 @@ def export_fp32(fused_model: nn.Module, path: Path, input_size: int, metadata: d
         raw = Path(tmp) / "model.onnx"
         with quiet():
             torch.onnx.export(
-                fused_model.eval(), (example,), str(raw), dynamo=True, external_data=False, opset_version=OPSET,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_shapes={"x": {0: batch}},
+                fused_model.eval(),
+                (example,),
+                str(raw),
+                dynamo=True,
+                external_data=False,
+                opset_version=OPSET,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes={"x": {0: batch}},
                 verbose=False,
             )
         model = onnx.load(str(raw))
@@ -107,7 +114,7 @@ def _calibration_batches(images: np.ndarray, batch_size: int = 1) -> list[dict[s
     One image per feed: onnxruntime's histogram calibrators (Entropy, Percentile) stack the
     collected activations and fail on a shorter last batch.
     """
-    return [{INPUT_NAME: normalize(images[i:i + batch_size]).numpy()} for i in range(0, len(images), batch_size)]
+    return [{INPUT_NAME: normalize(images[i : i + batch_size]).numpy()} for i in range(0, len(images), batch_size)]
 
 
 def _conv_nodes(model_path: Path) -> list[str]:
@@ -139,14 +146,22 @@ def quantize_int8(source: Path, path: Path, calibration_images: np.ndarray, reci
         with quiet():
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         convs = _conv_nodes(prepared)
-        exclude = ([convs[0]] if "first" in recipe.keep_float else []) + ([convs[-1]] if "last" in recipe.keep_float else [])
+        exclude = ([convs[0]] if "first" in recipe.keep_float else []) + (
+            [convs[-1]] if "last" in recipe.keep_float else []
+        )
         sixteen = recipe.activation_bits == 16
         with quiet():
             quantize_static(
-                str(prepared), str(path), Reader(),
-                quant_format=QuantFormat.QDQ, per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
-                activation_type=QuantType.QInt16 if sixteen else QuantType.QInt8, weight_type=QuantType.QInt8,
-                calibrate_method=getattr(CalibrationMethod, recipe.calibration), nodes_to_exclude=exclude,
+                str(prepared),
+                str(path),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=recipe.per_channel,
+                reduce_range=recipe.reduce_range,
+                activation_type=QuantType.QInt16 if sixteen else QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=getattr(CalibrationMethod, recipe.calibration),
+                nodes_to_exclude=exclude,
                 extra_options={"UseQDQContribOps": True} if sixteen else None,
             )
     model = onnx.load(str(path))

@@ -88,8 +88,9 @@ class ParityReport:
         return asdict(self)
 
 
-def compare(reference: np.ndarray, variant: np.ndarray, labels: np.ndarray, pairs: Pairs,
-            reference_scores: EvalScores) -> ParityReport:
+def compare(
+    reference: np.ndarray, variant: np.ndarray, labels: np.ndarray, pairs: Pairs, reference_scores: EvalScores
+) -> ParityReport:
     if reference.shape != variant.shape:
         raise ValueError(f"variant embeddings have shape {variant.shape}, the reference {reference.shape}")
     cos = cosine_scores(reference, variant)
@@ -102,9 +103,14 @@ def compare(reference: np.ndarray, variant: np.ndarray, labels: np.ndarray, pair
     if reference_scores.tar_at_gate_far is not None and scores.tar_at_gate_far is not None:
         tar_drop = (reference_scores.tar_at_gate_far - scores.tar_at_gate_far) * 100
     return ParityReport(
-        mean_cos=float(cos.mean()), p1_cos=float(np.percentile(cos, 1)), min_cos=float(cos.min()),
-        accuracy=scores.accuracy, accuracy_drop=(reference_scores.accuracy - scores.accuracy) * 100,
-        tar_at_far_1e3=scores.tar_at_gate_far, tar_drop=tar_drop, flip_share=flips,
+        mean_cos=float(cos.mean()),
+        p1_cos=float(np.percentile(cos, 1)),
+        min_cos=float(cos.min()),
+        accuracy=scores.accuracy,
+        accuracy_drop=(reference_scores.accuracy - scores.accuracy) * 100,
+        tar_at_far_1e3=scores.tar_at_gate_far,
+        tar_drop=tar_drop,
+        flip_share=flips,
         top1_agreement=_top1_agreement(unit_rows(reference, "reference"), unit_rows(variant, "variant"), labels),
         threshold=threshold,
     )

@@ -90,8 +90,13 @@ class Attempt:
     failures: list[str]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "recipe": self.recipe, "parity": self.report.to_dict(),
-                "failures": self.failures, "passed": not self.failures}
+        return {
+            "label": self.label,
+            "recipe": self.recipe,
+            "parity": self.report.to_dict(),
+            "failures": self.failures,
+            "passed": not self.failures,
+        }
 
 
 @dataclass
@@ -121,12 +126,21 @@ class VariantResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "format": self.format, "precision": self.precision, "file": self.file,
-            "recipe": self.recipe, "size_bytes": self.size_bytes, "scored_by": self.scored_by,
-            "parity": self.final.report.to_dict(), "limits": self.limits.to_dict(),
-            "verdict": "pass" if self.passed else "fail", "failures": self.final.failures,
+            "name": self.name,
+            "format": self.format,
+            "precision": self.precision,
+            "file": self.file,
+            "recipe": self.recipe,
+            "size_bytes": self.size_bytes,
+            "scored_by": self.scored_by,
+            "parity": self.final.report.to_dict(),
+            "limits": self.limits.to_dict(),
+            "verdict": "pass" if self.passed else "fail",
+            "failures": self.final.failures,
             "attempts": [a.to_dict() for a in self.attempts],
-            "latency_ms_1thread_batch1": self.latency_ms, "latency_note": self.latency_note, **self.io,
+            "latency_ms_1thread_batch1": self.latency_ms,
+            "latency_note": self.latency_note,
+            **self.io,
         }
 
 
@@ -153,8 +167,17 @@ def _dir_size(path: Path) -> int:
 
 def _versions() -> dict[str, str]:
     out = {"python": sys.version.split()[0]}
-    for package in ("nptface", "torch", "numpy", "onnx", "onnxruntime", "litert-torch", "ai-edge-litert",
-                    "ai-edge-quantizer", "coremltools"):
+    for package in (
+        "nptface",
+        "torch",
+        "numpy",
+        "onnx",
+        "onnxruntime",
+        "litert-torch",
+        "ai-edge-litert",
+        "ai-edge-quantizer",
+        "coremltools",
+    ):
         try:
             out[package] = importlib_metadata.version(package)
         except importlib_metadata.PackageNotFoundError:
@@ -165,8 +188,15 @@ def _versions() -> dict[str, str]:
 class _Exporter:
     """Holds what every variant needs: the models, the images, the reference and the staging folder."""
 
-    def __init__(self, run_dir: Path, staging: Path, eval_set: InMemoryFaceDataset, calibration: InMemoryFaceDataset,
-                 options: ExportOptions, progress: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        staging: Path,
+        eval_set: InMemoryFaceDataset,
+        calibration: InMemoryFaceDataset,
+        options: ExportOptions,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
         self.progress = progress
         self.model, self.meta = load_backbone(run_dir)
         self.fused = fuse_bn(self.model).eval()
@@ -193,13 +223,25 @@ class _Exporter:
         self.reference_scores = score_embeddings(embeddings, self.eval_set.labels, self.pairs)
 
     def judge(self, embedder: Embedder, precision: str) -> tuple[ParityReport, list[str]]:
-        report = compare(self.reference, embedder.embed(self.eval_set.images), self.eval_set.labels, self.pairs,
-                         self.reference_scores)
+        report = compare(
+            self.reference,
+            embedder.embed(self.eval_set.images),
+            self.eval_set.labels,
+            self.pairs,
+            self.reference_scores,
+        )
         return report, verdict(report, self.options.limits[precision])
 
-    def variant(self, name: str, fmt: str, precision: str, path: Path, scored_by: str,
-                attempts: list[tuple[str, str, Callable[[Path], None], Callable[[Path], Embedder]]],
-                try_all: int = 1) -> VariantResult:
+    def variant(
+        self,
+        name: str,
+        fmt: str,
+        precision: str,
+        path: Path,
+        scored_by: str,
+        attempts: list[tuple[str, str, Callable[[Path], None], Callable[[Path], Embedder]]],
+        try_all: int = 1,
+    ) -> VariantResult:
         """Build and judge attempts in order; the first ``try_all`` are all tried, then stop at a pass.
 
         The best passing attempt (highest mean cosine) is kept at ``path``; with none passing,
@@ -216,9 +258,11 @@ class _Exporter:
             self.say(f"{name} [{label}]: gating on {len(self.eval_set)} images")
             report, failures = self.judge(runtime(candidate), precision)
             done.append(Attempt(label, recipe, report, failures))
-            self.say(f"{name} [{label}]: {'pass' if not failures else 'fail: ' + '; '.join(failures)} (mean cos "
-                     f"{report.mean_cos:.5f}, p1 {report.p1_cos:.5f}, acc drop {report.accuracy_drop:+.2f} pt, "
-                     f"flips {report.flip_share * 100:.2f}%; {time.perf_counter() - started:.1f} s)")
+            self.say(
+                f"{name} [{label}]: {'pass' if not failures else 'fail: ' + '; '.join(failures)} (mean cos "
+                f"{report.mean_cos:.5f}, p1 {report.p1_cos:.5f}, acc drop {report.accuracy_drop:+.2f} pt, "
+                f"flips {report.flip_share * 100:.2f}%; {time.perf_counter() - started:.1f} s)"
+            )
             last = (candidate, label, recipe)
             if not failures and (best is None or report.mean_cos > best[0]):
                 best = (report.mean_cos, candidate, label, recipe)
@@ -227,8 +271,17 @@ class _Exporter:
         assert last is not None
         _, keep, label, recipe = best if best is not None else (0.0, *last)
         _move(keep, path)
-        result = VariantResult(name, fmt, precision, path.relative_to(self.staging).as_posix(), recipe, scored_by,
-                               done, self.options.limits[precision], recipe_label=label)
+        result = VariantResult(
+            name,
+            fmt,
+            precision,
+            path.relative_to(self.staging).as_posix(),
+            recipe,
+            scored_by,
+            done,
+            self.options.limits[precision],
+            recipe_label=label,
+        )
         result.size_bytes = _dir_size(path)
         return result
 
@@ -244,25 +297,63 @@ def _onnx_variants(ex: _Exporter, card: dict[str, str]) -> list[VariantResult]:
     size, precisions, out = ex.size, ex.options.precisions, []
     onnx_runtime = lambda p: OnnxEmbedder(p, size)  # noqa: E731
     base = ex.models_dir / "onnx-fp32.onnx"
-    fp32 = ex.variant("onnx-fp32", "onnx", "fp32", base, "onnxruntime (CPU)", [
-        ("fp32", "BN folded, dynamic batch, opset 18", lambda p: onnx_export.export_fp32(ex.fused, p, size, card),
-         onnx_runtime)])
-    fp32.io = {"layout": "NCHW", "batch": "dynamic", "input_dtype": "float32", "input_name": onnx_export.INPUT_NAME,
-               "output_name": onnx_export.OUTPUT_NAME}
+    fp32 = ex.variant(
+        "onnx-fp32",
+        "onnx",
+        "fp32",
+        base,
+        "onnxruntime (CPU)",
+        [
+            (
+                "fp32",
+                "BN folded, dynamic batch, opset 18",
+                lambda p: onnx_export.export_fp32(ex.fused, p, size, card),
+                onnx_runtime,
+            )
+        ],
+    )
+    fp32.io = {
+        "layout": "NCHW",
+        "batch": "dynamic",
+        "input_dtype": "float32",
+        "input_name": onnx_export.INPUT_NAME,
+        "output_name": onnx_export.OUTPUT_NAME,
+    }
     out.append(fp32)
     if "fp16" in precisions:
-        v = ex.variant("onnx-fp16", "onnx", "fp16", ex.models_dir / "onnx-fp16.onnx", "onnxruntime (CPU)", [
-            ("fp16", "fp16 weights and compute, float32 inputs/outputs (onnxruntime converter)",
-             lambda p: onnx_export.convert_fp16(base, p), onnx_runtime)])
+        v = ex.variant(
+            "onnx-fp16",
+            "onnx",
+            "fp16",
+            ex.models_dir / "onnx-fp16.onnx",
+            "onnxruntime (CPU)",
+            [
+                (
+                    "fp16",
+                    "fp16 weights and compute, float32 inputs/outputs (onnxruntime converter)",
+                    lambda p: onnx_export.convert_fp16(base, p),
+                    onnx_runtime,
+                )
+            ],
+        )
         v.io = dict(fp32.io)
         out.append(v)
     if "int8" in precisions:
         calibration = ex.calibration
-        attempts = [(r.label, r.describe(), lambda p, r=r: onnx_export.quantize_int8(base, p, calibration, r),
-                     onnx_runtime) for r in ex.options.onnx_int8_recipes]
+        attempts = [
+            (r.label, r.describe(), lambda p, r=r: onnx_export.quantize_int8(base, p, calibration, r), onnx_runtime)
+            for r in ex.options.onnx_int8_recipes
+        ]
         n_methods = sum(1 for r in ex.options.onnx_int8_recipes if not r.keep_float and r.activation_bits == 8)
-        v = ex.variant("onnx-int8", "onnx", "int8", ex.models_dir / "onnx-int8.onnx", "onnxruntime (CPU)", attempts,
-                       try_all=n_methods)
+        v = ex.variant(
+            "onnx-int8",
+            "onnx",
+            "int8",
+            ex.models_dir / "onnx-int8.onnx",
+            "onnxruntime (CPU)",
+            attempts,
+            try_all=n_methods,
+        )
         v.io = dict(fp32.io)
         out.append(v)
     return out
@@ -273,9 +364,21 @@ def _tflite_variants(ex: _Exporter) -> list[VariantResult]:
     runtime = lambda p: LiteRTEmbedder(p, size)  # noqa: E731
     base = ex.models_dir / "tflite-fp32.tflite"
     layout = "NHWC" if ex.options.tflite_nhwc else "NCHW"
-    fp32 = ex.variant("tflite-fp32", "tflite", "fp32", base, "LiteRT interpreter (XNNPACK)", [
-        ("fp32", f"litert-torch, BN folded, batch 1, {layout}",
-         lambda p: tflite_export.export_fp32(ex.fused, p, size, ex.options.tflite_nhwc), runtime)])
+    fp32 = ex.variant(
+        "tflite-fp32",
+        "tflite",
+        "fp32",
+        base,
+        "LiteRT interpreter (XNNPACK)",
+        [
+            (
+                "fp32",
+                f"litert-torch, BN folded, batch 1, {layout}",
+                lambda p: tflite_export.export_fp32(ex.fused, p, size, ex.options.tflite_nhwc),
+                runtime,
+            )
+        ],
+    )
     io = {"layout": layout, "batch": 1, "input_dtype": "float32"}
     fp32.io = io
     out.append(fp32)
@@ -286,24 +389,33 @@ def _tflite_variants(ex: _Exporter) -> list[VariantResult]:
         specs.append(("tflite-int8", "int8", ex.options.tflite_int8_recipes))
         specs.append(("tflite-int8-dynamic", "int8", (tflite_export.INT8_DYNAMIC,)))
     for name, precision, recipes in specs:
-        attempts = [(r.label, r.describe(),
-                     lambda p, r=r: tflite_export.quantize(base, p, r, ex.calibration), runtime) for r in recipes]
-        v = ex.variant(name, "tflite", precision, ex.models_dir / f"{name}.tflite", "LiteRT interpreter (XNNPACK)",
-                       attempts)
+        attempts = [
+            (r.label, r.describe(), lambda p, r=r: tflite_export.quantize(base, p, r, ex.calibration), runtime)
+            for r in recipes
+        ]
+        v = ex.variant(
+            name, "tflite", precision, ex.models_dir / f"{name}.tflite", "LiteRT interpreter (XNNPACK)", attempts
+        )
         details = LiteRTEmbedder(ex.staging / v.file, size)
-        v.io = {**io, "input_dtype": np.dtype(details.input["dtype"]).name,
-                "input_quantization": [float(x) for x in details.input["quantization"]],
-                "output_dtype": np.dtype(details.output["dtype"]).name,
-                "output_quantization": [float(x) for x in details.output["quantization"]]}
+        v.io = {
+            **io,
+            "input_dtype": np.dtype(details.input["dtype"]).name,
+            "input_quantization": [float(x) for x in details.input["quantization"]],
+            "output_dtype": np.dtype(details.output["dtype"]).name,
+            "output_quantization": [float(x) for x in details.output["quantization"]],
+        }
         out.append(v)
     return out
 
 
 def _coreml_variants(ex: _Exporter, card: dict[str, str]) -> list[VariantResult]:
     out = []
-    scored_by = ("Core ML predict (macOS)" if coreml_export.can_predict() else
-                 "stored weights read back into a BN-folded PyTorch copy (weight compression only; "
-                 "Core ML predict needs macOS)")
+    scored_by = (
+        "Core ML predict (macOS)"
+        if coreml_export.can_predict()
+        else "stored weights read back into a BN-folded PyTorch copy (weight compression only; "
+        "Core ML predict needs macOS)"
+    )
     for recipe in coreml_export.RECIPES:
         if recipe.precision not in ex.options.precisions:
             continue
@@ -314,11 +426,28 @@ def _coreml_variants(ex: _Exporter, card: dict[str, str]) -> list[VariantResult]
                 return coreml_export.CoreMLEmbedder(p, ex.size)
             return TorchEmbedder(coreml_export.weights_model(p, ex.fused), ex.size)
 
-        v = ex.variant(name, "coreml", recipe.precision, ex.models_dir / f"{name}.mlpackage", scored_by, [
-            (recipe.label, recipe.describe(),
-             lambda p, r=recipe: coreml_export.export(ex.fused, p, ex.size, r, card), runtime)])
-        v.io = {"layout": "NCHW", "batch": "1..64", "input_dtype": "float32", "input_name": coreml_export.INPUT_NAME,
-                "output_name": coreml_export.OUTPUT_NAME}
+        v = ex.variant(
+            name,
+            "coreml",
+            recipe.precision,
+            ex.models_dir / f"{name}.mlpackage",
+            scored_by,
+            [
+                (
+                    recipe.label,
+                    recipe.describe(),
+                    lambda p, r=recipe: coreml_export.export(ex.fused, p, ex.size, r, card),
+                    runtime,
+                )
+            ],
+        )
+        v.io = {
+            "layout": "NCHW",
+            "batch": "1..64",
+            "input_dtype": "float32",
+            "input_name": coreml_export.INPUT_NAME,
+            "output_name": coreml_export.OUTPUT_NAME,
+        }
         out.append(v)
     return out
 
@@ -339,31 +468,78 @@ def _latency(ex: _Exporter, variant: VariantResult, repeats: int) -> None:
 
 
 def _table(variants: list[VariantResult], reference: EvalScores, torch_ms: float) -> str:
-    header = ["variant", "precision", "recipe", "size", "ms (1 thread, batch 1)", "mean cos", "p1 cos", "min cos",
-              "acc drop (pt)", "TAR@1e-3 drop (pt)", "flips", "top-1 agree", "gate"]
-    rows: list[list[object]] = [["PyTorch fp32 (reference)", "fp32", "unfused", "-", f"{torch_ms:.2f}", 1, 1, 1,
-                                 f"acc {percent(reference.accuracy)}", f"TAR {percent(reference.tar_at_gate_far)}",
-                                 "-", "-", "-"]]
+    header = [
+        "variant",
+        "precision",
+        "recipe",
+        "size",
+        "ms (1 thread, batch 1)",
+        "mean cos",
+        "p1 cos",
+        "min cos",
+        "acc drop (pt)",
+        "TAR@1e-3 drop (pt)",
+        "flips",
+        "top-1 agree",
+        "gate",
+    ]
+    rows: list[list[object]] = [
+        [
+            "PyTorch fp32 (reference)",
+            "fp32",
+            "unfused",
+            "-",
+            f"{torch_ms:.2f}",
+            1,
+            1,
+            1,
+            f"acc {percent(reference.accuracy)}",
+            f"TAR {percent(reference.tar_at_gate_far)}",
+            "-",
+            "-",
+            "-",
+        ]
+    ]
     for v in variants:
         r = v.final.report
-        rows.append([v.name, v.precision, v.recipe_label, f"{v.size_bytes / 1024:.0f} KiB",
-                     "n/a" if v.latency_ms is None else f"{v.latency_ms:.2f}",
-                     f"{r.mean_cos:.5f}", f"{r.p1_cos:.5f}", f"{r.min_cos:.5f}", f"{r.accuracy_drop:+.2f}",
-                     "n/a" if r.tar_drop is None else f"{r.tar_drop:+.2f}", percent(r.flip_share),
-                     percent(r.top1_agreement, digits=1), "pass" if v.passed else "REJECTED"])
+        rows.append(
+            [
+                v.name,
+                v.precision,
+                v.recipe_label,
+                f"{v.size_bytes / 1024:.0f} KiB",
+                "n/a" if v.latency_ms is None else f"{v.latency_ms:.2f}",
+                f"{r.mean_cos:.5f}",
+                f"{r.p1_cos:.5f}",
+                f"{r.min_cos:.5f}",
+                f"{r.accuracy_drop:+.2f}",
+                "n/a" if r.tar_drop is None else f"{r.tar_drop:+.2f}",
+                percent(r.flip_share),
+                percent(r.top1_agreement, digits=1),
+                "pass" if v.passed else "REJECTED",
+            ]
+        )
     return markdown_table(header, rows)
 
 
-def export_bundle(run_dir: str | Path, out: str | Path, eval_set: InMemoryFaceDataset, calibration: InMemoryFaceDataset,
-                  options: ExportOptions | None = None, command: list[str] | None = None,
-                  progress: Callable[[str], None] | None = None) -> ExportResult:
+def export_bundle(
+    run_dir: str | Path,
+    out: str | Path,
+    eval_set: InMemoryFaceDataset,
+    calibration: InMemoryFaceDataset,
+    options: ExportOptions | None = None,
+    command: list[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ExportResult:
     """Export the checkpoint in ``run_dir`` to every requested variant and write the bundle ``out``;
     ``progress`` gets a line as each variant is built, gated and judged (default: the log)."""
     options = options or ExportOptions()
     run_dir, out = Path(run_dir), Path(out)
     if len(calibration) < options.min_calibration_images:
-        raise ExportError(f"calibration set {calibration.source} has {len(calibration)} images; int8 calibration "
-                          f"needs at least {options.min_calibration_images} face images")
+        raise ExportError(
+            f"calibration set {calibration.source} has {len(calibration)} images; int8 calibration "
+            f"needs at least {options.min_calibration_images} face images"
+        )
     if out.exists() and not options.overwrite:
         raise ExportError(f"{out} already exists; pass --overwrite to replace it")
     staging = bundle_io.staging_dir(out)
@@ -375,24 +551,41 @@ def export_bundle(run_dir: str | Path, out: str | Path, eval_set: InMemoryFaceDa
     return result
 
 
-def _export(run_dir: Path, out: Path, staging: Path, eval_set: InMemoryFaceDataset, calibration: InMemoryFaceDataset,
-            options: ExportOptions, command: list[str], progress: Callable[[str], None] | None) -> ExportResult:
+def _export(
+    run_dir: Path,
+    out: Path,
+    staging: Path,
+    eval_set: InMemoryFaceDataset,
+    calibration: InMemoryFaceDataset,
+    options: ExportOptions,
+    command: list[str],
+    progress: Callable[[str], None] | None,
+) -> ExportResult:
     ex = _Exporter(run_dir, staging, eval_set, calibration, options, progress)
     ex.say(f"reference: fp32 PyTorch embeddings of {len(eval_set)} evaluation images")
     if eval_set.images.shape[1:3] != (ex.size, ex.size):
-        raise ExportError(f"evaluation images {eval_set.source} are {eval_set.images.shape[1:3]}, the model "
-                          f"expects {ex.size}x{ex.size}")
+        raise ExportError(
+            f"evaluation images {eval_set.source} are {eval_set.images.shape[1:3]}, the model "
+            f"expects {ex.size}x{ex.size}"
+        )
     reference, device = compute_reference(copy.deepcopy(ex.model), eval_set)  # may move it to a GPU
     save_reference(staging / REFERENCE_FILE, eval_set, reference, device)
     ex.set_reference(reference)
     if f"{1e-3:.0e}" not in ex.reference_scores.thresholds:
-        raise ExportError(f"evaluation set {eval_set.source} has too few impostor pairs to calibrate FAR=1e-3 "
-                          "(needs >= 1000); add identities")
+        raise ExportError(
+            f"evaluation set {eval_set.source} has too few impostor pairs to calibrate FAR=1e-3 "
+            "(needs >= 1000); add identities"
+        )
     checkpoint_sha = bundle_io.sha256_file(run_dir / MODEL_FILE)
-    card = {"nptface_format": f"{bundle_io.FORMAT}/{bundle_io.VERSION}", "source_checkpoint_sha256": checkpoint_sha,
-            "input": f"RGB {ex.size}x{ex.size}, (x - {MEAN}) / {STD}", "embedding_size": str(ex.model.config.embedding_dim),
-            "metric": "cosine", "threshold_far_1e-3": f"{ex.reference_scores.thresholds['1e-03']:.6f}",
-            "description": f"nptface MobileFaceNet face embedder ({ex.model.config.embedding_dim}-d, cosine)"}
+    card = {
+        "nptface_format": f"{bundle_io.FORMAT}/{bundle_io.VERSION}",
+        "source_checkpoint_sha256": checkpoint_sha,
+        "input": f"RGB {ex.size}x{ex.size}, (x - {MEAN}) / {STD}",
+        "embedding_size": str(ex.model.config.embedding_dim),
+        "metric": "cosine",
+        "threshold_far_1e-3": f"{ex.reference_scores.thresholds['1e-03']:.6f}",
+        "description": f"nptface MobileFaceNet face embedder ({ex.model.config.embedding_dim}-d, cosine)",
+    }
     # The BN folding every variant starts from, checked on its own so a folding bug is not blamed on a runtime.
     folded, folded_failures = ex.judge(TorchEmbedder(ex.fused, ex.size), "fp32")
     if folded_failures:
@@ -406,7 +599,9 @@ def _export(run_dir: Path, out: Path, staging: Path, eval_set: InMemoryFaceDatas
     if "coreml" in options.formats:
         variants += _coreml_variants(ex, card)
 
-    torch_ms = median_latency_ms(TorchEmbedder(ex.model, ex.size, threads=1), eval_set.images[0], options.latency_repeats)
+    torch_ms = median_latency_ms(
+        TorchEmbedder(ex.model, ex.size, threads=1), eval_set.images[0], options.latency_repeats
+    )
     internal = []
     for v in variants:
         if v.precision == "fp32" and "fp32" not in options.precisions:
@@ -438,8 +633,15 @@ def _remove(path: Path) -> None:
     shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
-def _manifest(ex: _Exporter, variants: list[VariantResult], device: str, checkpoint_sha: str, run_dir: Path,
-              command: list[str], torch_ms: float) -> dict[str, Any]:
+def _manifest(
+    ex: _Exporter,
+    variants: list[VariantResult],
+    device: str,
+    checkpoint_sha: str,
+    run_dir: Path,
+    command: list[str],
+    torch_ms: float,
+) -> dict[str, Any]:
     config = ex.model.config
     ref = ex.reference_scores
     return {
@@ -447,46 +649,87 @@ def _manifest(ex: _Exporter, variants: list[VariantResult], device: str, checkpo
         "version": bundle_io.VERSION,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "producer": {"command": command, "versions": _versions()},
-        "source": {"run": str(run_dir), "checkpoint_sha256": checkpoint_sha, "head": ex.meta.head,
-                   "head_hparams": ex.meta.head_hparams, "training_identities": len(ex.meta.class_names),
-                   "training_data": training_data(run_dir, ex.meta)},
-        "model": {"architecture": "MobileFaceNet", **config.to_dict(),
-                  "parameters": sum(p.numel() for p in ex.model.parameters())},
-        "input": {"size": [config.input_size, config.input_size], "channels": "RGB", "dtype": "float32",
-                  "normalization": {"mean": MEAN, "std": STD, "formula": f"(x - {MEAN}) / {STD}", "range": [-1, 1]},
-                  "alignment": "aligned, tightly cropped face (the training crops); resized bilinearly to the input size",
-                  "preprocessing": "nptface.core.preprocess.to_rgb_array + normalize"},
-        "embedding": {"size": config.embedding_dim, "metric": "cosine",
-                      "comparison": "L2-normalise both embeddings, score = dot product; accept if score >= threshold"},
-        "thresholds": {"cosine": ref.thresholds, "calibrated_on": ex.eval_set.source,
-                       "note": "the reference fp32 model's thresholds on the evaluation set's all-pairs; "
-                               "recalibrate on your own data when you can"},
-        "evaluation": {"source": ex.eval_set.source, "images": len(ex.eval_set),
-                       "identities": int(len(np.unique(ex.eval_set.labels))), "images_sha256": ex.eval_set.content_hash(),
-                       "pairs": len(ex.pairs), "reference_device": device, "reference_file": REFERENCE_FILE,
-                       "reference_accuracy": ref.accuracy, "reference_tar_at_far_1e-3": ref.tar_at_gate_far,
-                       "protocol": "accuracy: mean over 10 LFW-style folds of as many genuine as impostor pairs "
-                                   "(at most 300 of each a fold, protocol seed 0), each fold judged at the threshold "
-                                   "best on the other nine; TAR@FAR and the thresholds: every pair of the set"},
+        "source": {
+            "run": str(run_dir),
+            "checkpoint_sha256": checkpoint_sha,
+            "head": ex.meta.head,
+            "head_hparams": ex.meta.head_hparams,
+            "training_identities": len(ex.meta.class_names),
+            "training_data": training_data(run_dir, ex.meta),
+        },
+        "model": {
+            "architecture": "MobileFaceNet",
+            **config.to_dict(),
+            "parameters": sum(p.numel() for p in ex.model.parameters()),
+        },
+        "input": {
+            "size": [config.input_size, config.input_size],
+            "channels": "RGB",
+            "dtype": "float32",
+            "normalization": {"mean": MEAN, "std": STD, "formula": f"(x - {MEAN}) / {STD}", "range": [-1, 1]},
+            "alignment": "aligned, tightly cropped face (the training crops); resized bilinearly to the input size",
+            "preprocessing": "nptface.core.preprocess.to_rgb_array + normalize",
+        },
+        "embedding": {
+            "size": config.embedding_dim,
+            "metric": "cosine",
+            "comparison": "L2-normalise both embeddings, score = dot product; accept if score >= threshold",
+        },
+        "thresholds": {
+            "cosine": ref.thresholds,
+            "calibrated_on": ex.eval_set.source,
+            "note": "the reference fp32 model's thresholds on the evaluation set's all-pairs; "
+            "recalibrate on your own data when you can",
+        },
+        "evaluation": {
+            "source": ex.eval_set.source,
+            "images": len(ex.eval_set),
+            "identities": int(len(np.unique(ex.eval_set.labels))),
+            "images_sha256": ex.eval_set.content_hash(),
+            "pairs": len(ex.pairs),
+            "reference_device": device,
+            "reference_file": REFERENCE_FILE,
+            "reference_accuracy": ref.accuracy,
+            "reference_tar_at_far_1e-3": ref.tar_at_gate_far,
+            "protocol": "accuracy: mean over 10 LFW-style folds of as many genuine as impostor pairs "
+            "(at most 300 of each a fold, protocol seed 0), each fold judged at the threshold "
+            "best on the other nine; TAR@FAR and the thresholds: every pair of the set",
+        },
         "calibration": {"images": int(len(ex.calibration))},
-        "latency": {"cpu": cpu_name(), "machine": platform.machine(), "threads": 1, "batch": 1, "repeats": ex.options.latency_repeats,
-                    "statistic": "median", "pytorch_fp32_ms": torch_ms},
+        "latency": {
+            "cpu": cpu_name(),
+            "machine": platform.machine(),
+            "threads": 1,
+            "batch": 1,
+            "repeats": ex.options.latency_repeats,
+            "statistic": "median",
+            "pytorch_fp32_ms": torch_ms,
+        },
         "variants": [v.to_dict() for v in variants if v.shipped],
         "rejected": [v.to_dict() for v in variants if not v.passed],
     }
 
 
 def _report(ex: _Exporter, table: str, variants: list[VariantResult]) -> str:
-    lines = ["# Export report", "", f"Evaluation: {ex.eval_set.source} ({len(ex.eval_set)} images, "
-             f"{len(ex.pairs)} verification pairs); calibration: {len(ex.calibration)} images.",
-             f"Latency: median of single-thread batch-1 runs on {cpu_name()}.", "", table, ""]
+    lines = [
+        "# Export report",
+        "",
+        f"Evaluation: {ex.eval_set.source} ({len(ex.eval_set)} images, "
+        f"{len(ex.pairs)} verification pairs); calibration: {len(ex.calibration)} images.",
+        f"Latency: median of single-thread batch-1 runs on {cpu_name()}.",
+        "",
+        table,
+        "",
+    ]
     for v in variants:
         if len(v.attempts) > 1:
             lines.append(f"`{v.name}` attempts:")
             for a in v.attempts:
                 state = "pass" if not a.failures else "fail: " + "; ".join(a.failures)
-                lines.append(f"- {a.label} ({a.recipe}): mean cos {a.report.mean_cos:.5f}, p1 {a.report.p1_cos:.5f},"
-                             f" acc drop {a.report.accuracy_drop:+.2f} pt, flips {percent(a.report.flip_share)} — {state}")
+                lines.append(
+                    f"- {a.label} ({a.recipe}): mean cos {a.report.mean_cos:.5f}, p1 {a.report.p1_cos:.5f},"
+                    f" acc drop {a.report.accuracy_drop:+.2f} pt, flips {percent(a.report.flip_share)} — {state}"
+                )
             lines.append(f"  shipped recipe: {v.recipe_label}" if v.passed else "  none passed: rejected")
             lines.append("")
     coreml = [v for v in variants if v.format == "coreml"]
@@ -495,9 +738,16 @@ def _report(ex: _Exporter, table: str, variants: list[VariantResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def export_run(run_dir: str | Path, out: str | Path, calibration: str = "synthetic", evaluation: str = "synthetic",
-               domain: str = "wild", options: ExportOptions | None = None,
-               command: list[str] | None = None, progress: Callable[[str], None] | None = None) -> ExportResult:
+def export_run(
+    run_dir: str | Path,
+    out: str | Path,
+    calibration: str = "synthetic",
+    evaluation: str = "synthetic",
+    domain: str = "wild",
+    options: ExportOptions | None = None,
+    command: list[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ExportResult:
     """:func:`export_bundle` with its image sets named as on the command line.
 
     ``"synthetic"`` renders held-out identities (evaluation and calibration from disjoint ones);
@@ -509,8 +759,9 @@ def export_run(run_dir: str | Path, out: str | Path, calibration: str = "synthet
     size = load_backbone(run_dir)[0].config.input_size
     if calibration != "synthetic" and Path(calibration).resolve() == Path(evaluation).resolve():
         raise ExportError(f"--calibration and --eval are the same folder ({calibration}); use disjoint images")
-    synthetic_eval, synthetic_calibration = (synthetic_sets(size, domain) if "synthetic" in (calibration, evaluation)
-                                             else (None, None))
+    synthetic_eval, synthetic_calibration = (
+        synthetic_sets(size, domain) if "synthetic" in (calibration, evaluation) else (None, None)
+    )
     eval_set = synthetic_eval if evaluation == "synthetic" else image_folder_set(evaluation, size)
     calibration_set = synthetic_calibration if calibration == "synthetic" else image_folder_set(calibration, size)
     assert eval_set is not None and calibration_set is not None

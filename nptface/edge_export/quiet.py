@@ -49,8 +49,11 @@ def quiet() -> Iterator[None]:
     for name in CHATTY_LOGGERS:
         _logger(name).setLevel(logging.ERROR)
     try:
-        with _descriptors_silenced(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
+        with (
+            _descriptors_silenced(),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
             yield
     finally:
         for name, level in saved.items():

@@ -61,8 +61,10 @@ class TorchEmbedder:
         if self.threads:
             torch.set_num_threads(self.threads)
         try:
-            chunks = [self.model(normalize(images[i:i + self.batch_size])).numpy()
-                      for i in range(0, len(images), self.batch_size)]
+            chunks = [
+                self.model(normalize(images[i : i + self.batch_size])).numpy()
+                for i in range(0, len(images), self.batch_size)
+            ]
         finally:
             torch.set_num_threads(previous)
         return unit_rows(np.concatenate(chunks), name="torch model embeddings")
@@ -86,8 +88,10 @@ class OnnxEmbedder:
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         images = checked_images(images, self.input_size, str(self.path))
-        chunks = [self.session.run(None, {self.input_name: normalize(images[i:i + self.batch_size]).numpy()})[0]
-                  for i in range(0, len(images), self.batch_size)]
+        chunks = [
+            self.session.run(None, {self.input_name: normalize(images[i : i + self.batch_size]).numpy()})[0]
+            for i in range(0, len(images), self.batch_size)
+        ]
         return unit_rows(np.concatenate(chunks), name=f"{self.path} embeddings")
 
 
@@ -114,8 +118,9 @@ class LiteRTEmbedder:
         self.nhwc = shape[-1] == 3
         expected = (1, input_size, input_size, 3) if self.nhwc else (1, 3, input_size, input_size)
         if shape != expected:
-            raise InputShapeError(f"{path}: model input has shape {shape}, expected {expected} for "
-                                  f"{input_size}x{input_size} crops")
+            raise InputShapeError(
+                f"{path}: model input has shape {shape}, expected {expected} for {input_size}x{input_size} crops"
+            )
         self.input_size = input_size
 
     def _quantize(self, x: np.ndarray) -> np.ndarray:

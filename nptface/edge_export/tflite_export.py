@@ -51,7 +51,7 @@ class TFLiteRecipe:
             "float-cast": "fp16 weights (FLOAT_CASTING), fp32 compute",
             "dynamic": "int8 per-channel weights, activations quantised at run time (dynamic range)",
             "static": f"full integer: int8 per-channel weights, int{self.activation_bits} activations "
-                      "calibrated (min/max)",
+            "calibrated (min/max)",
         }[self.kind] + suffix
 
 
@@ -81,15 +81,22 @@ def quantize(source: Path, path: Path, recipe: TFLiteRecipe, calibration_images:
 
     q = quantizer.Quantizer(str(source))
     if recipe.kind == "float-cast":
-        q.add_weight_only_config(regex=".*", operation_name=recipes.TFLOperationName.ALL_SUPPORTED, num_bits=16,
-                                 algorithm_key=AlgorithmName.FLOAT_CASTING)
+        q.add_weight_only_config(
+            regex=".*",
+            operation_name=recipes.TFLOperationName.ALL_SUPPORTED,
+            num_bits=16,
+            algorithm_key=AlgorithmName.FLOAT_CASTING,
+        )
     elif recipe.kind == "dynamic":
         q.load_quantization_recipe(recipes.dynamic_wi8_afp32())
     else:
-        q.load_quantization_recipe(recipes.static_wi8_ai16() if recipe.activation_bits == 16 else recipes.static_wi8_ai8())
+        q.load_quantization_recipe(
+            recipes.static_wi8_ai16() if recipe.activation_bits == 16 else recipes.static_wi8_ai8()
+        )
         if recipe.float_ends:
-            q.update_quantization_recipe(FLOAT_ENDS_REGEX, recipes.TFLOperationName.ALL_SUPPORTED,
-                                         algorithm_key=AlgorithmName.NO_QUANTIZE)
+            q.update_quantization_recipe(
+                FLOAT_ENDS_REGEX, recipes.TFLOperationName.ALL_SUPPORTED, algorithm_key=AlgorithmName.NO_QUANTIZE
+            )
     calibration = None
     if q.need_calibration:
         if calibration_images is None or len(calibration_images) == 0:

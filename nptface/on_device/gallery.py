@@ -47,11 +47,17 @@ class Gallery:
 
     def check_model(self, model_sha256: str, variant: str, where: str) -> None:
         if model_sha256 != self.model_sha256:
-            raise GalleryError(f"{where}: made with model {self.model_sha256[:12]}… (bundle {self.bundle}), not "
-                               f"{model_sha256[:12]}…; templates of different models are not comparable")
+            raise GalleryError(
+                f"{where}: made with model {self.model_sha256[:12]}… (bundle {self.bundle}), not "
+                f"{model_sha256[:12]}…; templates of different models are not comparable"
+            )
         if variant != self.variant:
-            logger.warning("%s: enrolled with variant %s, now scoring with %s (same model, parity-gated)",
-                           where, self.variant, variant)
+            logger.warning(
+                "%s: enrolled with variant %s, now scoring with %s (same model, parity-gated)",
+                where,
+                self.variant,
+                variant,
+            )
 
     def enroll(self, name: str, embeddings: np.ndarray) -> int:
         """Add unit ``embeddings`` to ``name``'s template (created if new); returns its image count."""
@@ -83,8 +89,10 @@ class Gallery:
             shape = "[size]" if ndim == 1 else "[images, size] with at least one image"
             raise GalleryError(f"expected embeddings of shape {shape}, got {embeddings.shape}")
         if self.names and embeddings.shape[-1] != self.templates.shape[1]:
-            raise GalleryError(f"embeddings of size {embeddings.shape[-1]} do not match the gallery's templates of "
-                               f"size {self.templates.shape[1]}: they come from another model")
+            raise GalleryError(
+                f"embeddings of size {embeddings.shape[-1]} do not match the gallery's templates of "
+                f"size {self.templates.shape[1]}: they come from another model"
+            )
         return embeddings
 
     def score(self, name: str, embedding: np.ndarray) -> float:
@@ -100,9 +108,17 @@ class Gallery:
 
 def save_gallery(gallery: Gallery, path: str | Path) -> None:
     buffer = io.BytesIO()
-    np.savez(buffer, format=np.array(FORMAT), version=np.array(VERSION), model_sha256=np.array(gallery.model_sha256),
-             bundle=np.array(gallery.bundle), variant=np.array(gallery.variant), names=np.array(gallery.names, dtype=str),
-             templates=gallery.templates.astype(np.float32), counts=np.array(gallery.counts, np.int64))
+    np.savez(
+        buffer,
+        format=np.array(FORMAT),
+        version=np.array(VERSION),
+        model_sha256=np.array(gallery.model_sha256),
+        bundle=np.array(gallery.bundle),
+        variant=np.array(gallery.variant),
+        names=np.array(gallery.names, dtype=str),
+        templates=gallery.templates.astype(np.float32),
+        counts=np.array(gallery.counts, np.int64),
+    )
     atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -111,7 +127,9 @@ def load_gallery(path: str | Path) -> Gallery:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no gallery file (create one with nptface enroll --bundle B --gallery {path})")
     if not zipfile.is_zipfile(path):
-        raise GalleryError(f"{path}: not a gallery (an {FORMAT} .npz, which is a zip archive, written by nptface enroll)")
+        raise GalleryError(
+            f"{path}: not a gallery (an {FORMAT} .npz, which is a zip archive, written by nptface enroll)"
+        )
     try:
         with np.load(path, allow_pickle=False) as data:
             fields = {key: data[key] for key in data.files}
@@ -127,6 +145,7 @@ def load_gallery(path: str | Path) -> Gallery:
     templates = np.asarray(fields["templates"], np.float32)
     counts = [int(c) for c in fields["counts"]]
     if names and (templates.ndim != 2 or len(templates) != len(names) or len(counts) != len(names)):
-        raise GalleryError(f"{path}: {len(names)} names, templates of shape {templates.shape} and {len(counts)} counts "
-                           "do not line up")
+        raise GalleryError(
+            f"{path}: {len(names)} names, templates of shape {templates.shape} and {len(counts)} counts do not line up"
+        )
     return Gallery(str(fields["model_sha256"]), str(fields["bundle"]), str(fields["variant"]), names, templates, counts)

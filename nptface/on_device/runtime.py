@@ -60,6 +60,7 @@ def open_model(bundle_dir: str | Path, runtime: str = "onnxruntime", variant: st
         raise BundleError(f"{bundle.root}: no variant {name!r}; shipped: {sorted(bundle.variants)}")
     fmt = bundle.variants[name]["format"]
     if fmt != RUNTIME_FORMATS[runtime]:
-        raise BundleError(f"{bundle.root}: variant {name!r} is {fmt}; --runtime {runtime} runs "
-                          f"{RUNTIME_FORMATS[runtime]} variants")
+        raise BundleError(
+            f"{bundle.root}: variant {name!r} is {fmt}; --runtime {runtime} runs {RUNTIME_FORMATS[runtime]} variants"
+        )
     return DeviceModel(bundle, runtime, name, bundle.embedder(name, threads=1))

@@ -32,12 +32,21 @@ STATIC = Path(__file__).parent / "static"
 VENDOR = STATIC / "vendor"
 # onnxruntime-web's WASM-only build: the ES module, the Emscripten glue it imports, the binary.
 VENDOR_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
-CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; img-src 'self' blob: data:; "
-       "media-src 'self' blob: mediastream:; connect-src 'self'; worker-src 'self'; style-src 'self'; "
-       "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-TYPES = {".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm",
-         ".onnx": "application/octet-stream", ".md": "text/markdown; charset=utf-8", ".json": "application/json", ".html": "text/html; charset=utf-8",
-         ".css": "text/css"}
+CSP = (
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; img-src 'self' blob: data:; "
+    "media-src 'self' blob: mediastream:; connect-src 'self'; worker-src 'self'; style-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+TYPES = {
+    ".mjs": "text/javascript",
+    ".js": "text/javascript",
+    ".wasm": "application/wasm",
+    ".onnx": "application/octet-stream",
+    ".md": "text/markdown; charset=utf-8",
+    ".json": "application/json",
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css",
+}
 
 
 IDLE_TIMEOUT_S = 30.0
@@ -67,8 +76,10 @@ def build_routes(bundle_dir: str | Path, static: Path | None = None) -> Routes:
     static = static or STATIC
     missing = missing_vendor_files(static / "vendor")
     if missing:
-        raise DemoSetupError(f"{static / 'vendor'}: onnxruntime-web files {missing} are missing; run ./dev setup "
-                             "(it runs npm ci and copies them there)")
+        raise DemoSetupError(
+            f"{static / 'vendor'}: onnxruntime-web files {missing} are missing; run ./dev setup "
+            "(it runs npm ci and copies them there)"
+        )
     bundle = load_bundle(bundle_dir, verify=False)
     try:
         verify_files(bundle.root, bundle.manifest["files"])
@@ -78,10 +89,17 @@ def build_routes(bundle_dir: str | Path, static: Path | None = None) -> Routes:
     files |= {f"/static/{p.relative_to(static).as_posix()}": p for p in static.rglob("*") if p.is_file()}
     # Only what the page reads: the model card and the ONNX variants (not the reference, Core ML, ...).
     wanted = {"README.md"} | {v["file"] for v in bundle.manifest["variants"] if v["format"] == "onnx"}
-    files |= {f"/bundle/{name}": bundle.root / name for name in bundle.manifest["files"]
-              if name in wanted and (bundle.root / name).resolve().is_relative_to(bundle.root.resolve())}
-    config = {"limits": LIMITS.to_dict(), "default_variant": default_variant(bundle, "onnxruntime"),
-              "bundle_url": "/bundle/", "manifest": MANIFEST}
+    files |= {
+        f"/bundle/{name}": bundle.root / name
+        for name in bundle.manifest["files"]
+        if name in wanted and (bundle.root / name).resolve().is_relative_to(bundle.root.resolve())
+    }
+    config = {
+        "limits": LIMITS.to_dict(),
+        "default_variant": default_variant(bundle, "onnxruntime"),
+        "bundle_url": "/bundle/",
+        "manifest": MANIFEST,
+    }
     return Routes(files, json.dumps(config).encode())
 
 
@@ -126,8 +144,9 @@ def _handler(routes: Routes, idle_timeout: float) -> type[BaseHTTPRequestHandler
     return Handler
 
 
-def make_server(bundle_dir: str | Path, host: str = "127.0.0.1", port: int = 8765,
-                idle_timeout: float = IDLE_TIMEOUT_S) -> ThreadingHTTPServer:
+def make_server(
+    bundle_dir: str | Path, host: str = "127.0.0.1", port: int = 8765, idle_timeout: float = IDLE_TIMEOUT_S
+) -> ThreadingHTTPServer:
     """A bound (not yet serving) server; port 0 picks a free port (``server.server_address``)."""
     server = ThreadingHTTPServer((host, port), _handler(build_routes(bundle_dir), idle_timeout))
     server.daemon_threads = True

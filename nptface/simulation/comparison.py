@@ -34,9 +34,12 @@ class Comparison:
 
 def sharing_configs(base: SimulationConfig, modes: list[str], attack: bool) -> dict[str, SimulationConfig]:
     harness = replace(base.harness, attack_linkage=attack or base.harness.attack_linkage)
-    return {mode: SimulationConfig(replace(base.fed, proxy_sharing=mode,
-                                           out_dir=str(Path(base.fed.out_dir) / f"sharing-{mode}")), harness)
-            for mode in modes}
+    return {
+        mode: SimulationConfig(
+            replace(base.fed, proxy_sharing=mode, out_dir=str(Path(base.fed.out_dir) / f"sharing-{mode}")), harness
+        )
+        for mode in modes
+    }
 
 
 def robustness_configs(base: SimulationConfig, poison: str, robust: list[str]) -> dict[str, SimulationConfig]:
@@ -47,20 +50,27 @@ def robustness_configs(base: SimulationConfig, poison: str, robust: list[str]) -
     def run(harness: Harness, name: str, **fed: Any) -> SimulationConfig:
         return SimulationConfig(replace(base.fed, out_dir=str(out / name), **fed), harness)
 
-    configs = {"clean (FedAvg + norm screens)": run(clean, "clean"),
-               "poisoned, no defence (plain FedAvg)": run(poisoned, "poisoned-undefended", norm_screen=0.0,
-                                                          row_norm_limit=0.0, update_norm_limit=0.0,
-                                                          backbone_aggregation="fedavg")}
+    configs = {
+        "clean (FedAvg + norm screens)": run(clean, "clean"),
+        "poisoned, no defence (plain FedAvg)": run(
+            poisoned,
+            "poisoned-undefended",
+            norm_screen=0.0,
+            row_norm_limit=0.0,
+            update_norm_limit=0.0,
+            backbone_aggregation="fedavg",
+        ),
+    }
     for method in (m for m in robust if m != "fedavg"):  # what the aggregator costs by itself, without attackers
         configs[f"clean, norm screens + {method}"] = run(clean, f"clean-{method}", backbone_aggregation=method)
     for method in robust:
-        configs[f"poisoned, norm screens + {method}"] = run(poisoned, f"poisoned-{method}",
-                                                            backbone_aggregation=method)
+        configs[f"poisoned, norm screens + {method}"] = run(poisoned, f"poisoned-{method}", backbone_aggregation=method)
     return configs
 
 
-def run_comparison(configs: dict[str, SimulationConfig], out_dir: Path, kind: str,
-                   cpus_per_client: float = 1.0) -> Comparison:
+def run_comparison(
+    configs: dict[str, SimulationConfig], out_dir: Path, kind: str, cpus_per_client: float = 1.0
+) -> Comparison:
     from nptface.simulation.run import simulate
 
     rows: dict[str, dict[str, Any]] = {}
@@ -73,7 +83,9 @@ def run_comparison(configs: dict[str, SimulationConfig], out_dir: Path, kind: st
         rows[label] = summarise(state.history, config)
     table = privacy_table(rows) if kind == "privacy" else robustness_table(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / f"{kind}.json", {"rows": rows, "configs": {k: c.to_run_config() for k, c in configs.items()}})
+    atomic_write_json(
+        out_dir / f"{kind}.json", {"rows": rows, "configs": {k: c.to_run_config() for k, c in configs.items()}}
+    )
     atomic_write_bytes(out_dir / f"{kind}.md", (f"# {kind.capitalize()} comparison\n\n{table}\n").encode())
     return Comparison(table, rows, out_dir)
 
@@ -85,38 +97,69 @@ def summarise(history: list[dict[str, Any]], config: SimulationConfig) -> dict[s
     attacked = sum(h.get("attack/rows", 0.0) for h in rounds)
     hits = sum(h.get("attack/rank1", 0.0) * h.get("attack/rows", 0.0) for h in rounds)
     attack, sharing = config.harness.attack_linkage, config.fed.proxy_sharing
-    return {"mode": sharing, "tar": final.get(TAR), "accuracy": final.get(ACC),
-            "server_tar": final.get("server-domain/tar@far=1e-2"),
-            "attack_rows": attacked if attack else None,
-            "attack_rank1": hits / attacked if attack and attacked else None,
-            "attack_per_round": [h.get("attack/rank1") for h in rounds] if attack else None,
-            "attack_chance": next((h["attack/chance"] for h in rounds if "attack/chance" in h), None),
-            "epsilon": final.get("dp/epsilon"), "delta": config.fed.dp_delta if sharing == "dp" else None,
-            "noise_multiplier": final.get("dp/noise_multiplier"),
-            "rejected": int(sum(h.get("rejected", 0) for h in rounds)),
-            "rolled_back": sum(1 for h in rounds if h.get("rolled_back")),
-            "start_tar": history[0].get(TAR), "start_accuracy": history[0].get(ACC)}
+    return {
+        "mode": sharing,
+        "tar": final.get(TAR),
+        "accuracy": final.get(ACC),
+        "server_tar": final.get("server-domain/tar@far=1e-2"),
+        "attack_rows": attacked if attack else None,
+        "attack_rank1": hits / attacked if attack and attacked else None,
+        "attack_per_round": [h.get("attack/rank1") for h in rounds] if attack else None,
+        "attack_chance": next((h["attack/chance"] for h in rounds if "attack/chance" in h), None),
+        "epsilon": final.get("dp/epsilon"),
+        "delta": config.fed.dp_delta if sharing == "dp" else None,
+        "noise_multiplier": final.get("dp/noise_multiplier"),
+        "rejected": int(sum(h.get("rejected", 0) for h in rounds)),
+        "rolled_back": sum(1 for h in rounds if h.get("rolled_back")),
+        "start_tar": history[0].get(TAR),
+        "start_accuracy": history[0].get(ACC),
+    }
 
 
 def privacy_table(rows: dict[str, dict[str, Any]]) -> str:
     reference = rows.get("all", {}).get("tar")
-    header = ["sharing", "TAR@FAR=1e-2", "vs all (points)", "10-fold acc", "linkage rank-1 (pooled)", "chance",
-              "rank-1 per round", "client rows sent to attacker", "epsilon (delta)", "goal"]
+    header = [
+        "sharing",
+        "TAR@FAR=1e-2",
+        "vs all (points)",
+        "10-fold acc",
+        "linkage rank-1 (pooled)",
+        "chance",
+        "rank-1 per round",
+        "client rows sent to attacker",
+        "epsilon (delta)",
+        "goal",
+    ]
     cells = []
     for mode, r in rows.items():
         delta_pts = None if reference is None or r["tar"] is None else (r["tar"] - reference) * 100
         goal = "reference" if mode == "all" else _goal(r, delta_pts)
         rank1 = "no rows to link" if r["attack_rows"] == 0 else percent(r["attack_rank1"])
-        cells.append([mode, percent(r["tar"]), _signed(delta_pts), percent(r["accuracy"]), rank1,
-                      percent(r["attack_chance"]), _per_round(r.get("attack_per_round")), _int(r["attack_rows"]),
-                      _epsilon_cell(mode, r), goal])
+        cells.append(
+            [
+                mode,
+                percent(r["tar"]),
+                _signed(delta_pts),
+                percent(r["accuracy"]),
+                rank1,
+                percent(r["attack_chance"]),
+                _per_round(r.get("attack_per_round")),
+                _int(r["attack_rows"]),
+                _epsilon_cell(mode, r),
+                goal,
+            ]
+        )
     return markdown_table(header, cells)
 
 
 def _goal(r: dict[str, Any], delta_pts: float | None) -> str:
     """The privacy goal for a private mode: attack rank-1 <= chance + 5 points at <= 2 points TAR loss vs all."""
     missed = []
-    if r["attack_rank1"] is not None and r["attack_chance"] is not None and r["attack_rank1"] > r["attack_chance"] + 0.05:
+    if (
+        r["attack_rank1"] is not None
+        and r["attack_chance"] is not None
+        and r["attack_rank1"] > r["attack_chance"] + 0.05
+    ):
         missed.append("attack > chance + 5")
     if delta_pts is not None and delta_pts < -2.0:
         missed.append("TAR loss > 2 points")
@@ -135,14 +178,34 @@ def _epsilon_cell(mode: str, r: dict[str, Any]) -> str:
 
 def robustness_table(rows: dict[str, dict[str, Any]]) -> str:
     clean = next(iter(rows.values()))
-    header = ["run", "TAR@FAR=1e-2", "vs clean (points)", "10-fold acc", "vs clean (points)", "updates rejected",
-              "rounds rolled back"]
-    table = markdown_table(header, [
-        [label, percent(r["tar"]), _signed(_diff(r["tar"], clean["tar"])), percent(r["accuracy"]),
-         _signed(_diff(r["accuracy"], clean["accuracy"])), r["rejected"], r["rolled_back"]]
-        for label, r in rows.items()])
-    return (f"{table}\n\nServer model before federation: TAR {percent(clean['start_tar'])}, "
-            f"acc {percent(clean['start_accuracy'])}.")
+    header = [
+        "run",
+        "TAR@FAR=1e-2",
+        "vs clean (points)",
+        "10-fold acc",
+        "vs clean (points)",
+        "updates rejected",
+        "rounds rolled back",
+    ]
+    table = markdown_table(
+        header,
+        [
+            [
+                label,
+                percent(r["tar"]),
+                _signed(_diff(r["tar"], clean["tar"])),
+                percent(r["accuracy"]),
+                _signed(_diff(r["accuracy"], clean["accuracy"])),
+                r["rejected"],
+                r["rolled_back"],
+            ]
+            for label, r in rows.items()
+        ],
+    )
+    return (
+        f"{table}\n\nServer model before federation: TAR {percent(clean['start_tar'])}, "
+        f"acc {percent(clean['start_accuracy'])}."
+    )
 
 
 def _diff(a: float | None, b: float | None) -> float | None:

@@ -47,8 +47,10 @@ class SimulationConfig:
 
     def __post_init__(self) -> None:
         if self.harness.straggler and self.fed.num_rounds <= WARM_UP_ROUNDS:
-            raise FedConfigError(f"slow-partition: the straggler sleeps only after {WARM_UP_ROUNDS} warm-up round(s); "
-                                 f"num-rounds must be > {WARM_UP_ROUNDS}, got {self.fed.num_rounds}")
+            raise FedConfigError(
+                f"slow-partition: the straggler sleeps only after {WARM_UP_ROUNDS} warm-up round(s); "
+                f"num-rounds must be > {WARM_UP_ROUNDS}, got {self.fed.num_rounds}"
+            )
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> SimulationConfig:
@@ -65,5 +67,7 @@ class SimulationConfig:
         return cls(FedConfig.from_run_config(production), Harness(**harness))
 
     def to_run_config(self) -> dict[str, Any]:
-        return {**self.fed.to_run_config(),
-                **{f.name.replace("_", "-"): getattr(self.harness, f.name) for f in fields(Harness)}}
+        return {
+            **self.fed.to_run_config(),
+            **{f.name.replace("_", "-"): getattr(self.harness, f.name) for f in fields(Harness)},
+        }

@@ -73,17 +73,34 @@ def centralised_baseline(config: FedConfig, out_dir: Path) -> dict[str, float]:
     model, _ = load_backbone(config.server_run)
     settings = replace(config.client, image_size=model.config.input_size)
     plan = settings.plan()
-    union = _Labelled([client_datasets(plan, c.partition_id, settings.image_size, seed=settings.partition_seed)[0]
-                       for c in plan.clients])
+    union = _Labelled(
+        [
+            client_datasets(plan, c.partition_id, settings.image_size, seed=settings.partition_seed)[0]
+            for c in plan.clients
+        ]
+    )
     negatives = load_proxies(config.server_run).numpy() if config.proxy_sharing != "local-heads" else np.zeros((0, 1))
-    local = LocalConfig(epochs=config.num_rounds * settings.local_epochs, lr=settings.lr,
-                        batch_size=settings.batch_size, k=settings.k, delta=settings.delta, seed=config.seed)
+    local = LocalConfig(
+        epochs=config.num_rounds * settings.local_epochs,
+        lr=settings.lr,
+        batch_size=settings.batch_size,
+        k=settings.k,
+        delta=settings.delta,
+        seed=config.seed,
+    )
     result = fine_tune(model, imprint(model, union), negatives, union, local)
-    meta = CheckpointMeta(model=model.config.to_dict(), head="npt",
-                          head_hparams={"k": local.k, "delta": local.delta, "r": local.r},
-                          class_names=list(union.class_names),
-                          extra={"run": "centralised fine-tuning baseline", "init": {"path": config.server_run},
-                                 "epochs": local.epochs, "training_data": _training_data(plan.source, union)})
+    meta = CheckpointMeta(
+        model=model.config.to_dict(),
+        head="npt",
+        head_hparams={"k": local.k, "delta": local.delta, "r": local.r},
+        class_names=list(union.class_names),
+        extra={
+            "run": "centralised fine-tuning baseline",
+            "init": {"path": config.server_run},
+            "epochs": local.epochs,
+            "training_data": _training_data(plan.source, union),
+        },
+    )
     save_checkpoint(out_dir, model, torch.from_numpy(result.rows), meta)
     return evaluate_backbone(model, central_eval_sets(config, model.config.input_size))
 
@@ -91,8 +108,13 @@ def centralised_baseline(config: FedConfig, out_dir: Path) -> dict[str, float]:
 def _training_data(source: str, union: _Labelled) -> dict[str, Any]:
     """The clients' training images, described as the trainer describes its own (the model card reads it)."""
     kind = "synthetic" if source == "synthetic" else "imagefolder"
-    return {"kind": kind, "path": "" if kind == "synthetic" else source, "domain": None,
-            "identities": union.num_classes, "images": len(union)}
+    return {
+        "kind": kind,
+        "path": "" if kind == "synthetic" else source,
+        "domain": None,
+        "identities": union.num_classes,
+        "images": len(union),
+    }
 
 
 def run_experiment(config: SimulationConfig, baselines: bool = True, cpus_per_client: float = 1.0) -> ExperimentResult:
@@ -106,8 +128,9 @@ def run_experiment(config: SimulationConfig, baselines: bool = True, cpus_per_cl
     rows = {"server model, no fine-tuning": _metrics(history[0]), "federated, shared proxy bank": _metrics(final)}
     fedper_history: list[dict[str, Any]] = []
     if baselines:
-        fedper = replace(config, fed=replace(config.fed, proxy_sharing="local-heads",
-                                             out_dir=str(out / "baseline-fedper")))
+        fedper = replace(
+            config, fed=replace(config.fed, proxy_sharing="local-heads", out_dir=str(out / "baseline-fedper"))
+        )
         seconds["fedper"] = simulate(fedper, cpus_per_client)
         fedper_history = _history(Path(fedper.fed.out_dir), config.fed.num_rounds)
         rows["FedAvg + local heads (FedPer-like)"] = _metrics(fedper_history[-1])
@@ -130,8 +153,11 @@ def _history(out: Path, num_rounds: int) -> list[dict[str, Any]]:
 
 
 def _metrics(record: dict[str, Any]) -> dict[str, float]:
-    return {k: float("nan") if v is None else float(v) for k, v in record.items()
-            if k.startswith(("client-domain/", "server-domain/")) or k == "clients-local/accuracy"}
+    return {
+        k: float("nan") if v is None else float(v)
+        for k, v in record.items()
+        if k.startswith(("client-domain/", "server-domain/")) or k == "clients-local/accuracy"
+    }
 
 
 def _recovered(rows: dict[str, dict[str, float]]) -> float | None:
@@ -143,19 +169,43 @@ def _recovered(rows: dict[str, dict[str, float]]) -> float | None:
 
 
 def _table(rows: dict[str, dict[str, float]], recovered: float | None) -> str:
-    header = ["method", "client-domain TAR@FAR=1e-2", "client-domain 10-fold acc", "server-domain TAR@FAR=1e-2",
-              "server-domain acc", "clients' own held-out acc"]
-    table = markdown_table(header, [
-        [name, percent(m["client-domain/tar@far=1e-2"]), percent(m["client-domain/accuracy"]),
-         percent(m["server-domain/tar@far=1e-2"]), percent(m["server-domain/accuracy"]),
-         percent(m.get("clients-local/accuracy"))] for name, m in rows.items()])
+    header = [
+        "method",
+        "client-domain TAR@FAR=1e-2",
+        "client-domain 10-fold acc",
+        "server-domain TAR@FAR=1e-2",
+        "server-domain acc",
+        "clients' own held-out acc",
+    ]
+    table = markdown_table(
+        header,
+        [
+            [
+                name,
+                percent(m["client-domain/tar@far=1e-2"]),
+                percent(m["client-domain/accuracy"]),
+                percent(m["server-domain/tar@far=1e-2"]),
+                percent(m["server-domain/accuracy"]),
+                percent(m.get("clients-local/accuracy")),
+            ]
+            for name, m in rows.items()
+        ],
+    )
     if recovered is not None:
         table += f"\n\nFL recovers {recovered * 100:.0f}% of the centralised gain (client-domain TAR@FAR=1e-2)."
     return table
 
 
-def _write_report(out: Path, config: SimulationConfig, rows: dict[str, dict[str, float]], history: list[dict[str, Any]],
-                  fedper: list[dict[str, Any]], recovered: float | None, table: str, seconds: dict[str, float]) -> None:
+def _write_report(
+    out: Path,
+    config: SimulationConfig,
+    rows: dict[str, dict[str, float]],
+    history: list[dict[str, Any]],
+    fedper: list[dict[str, Any]],
+    recovered: float | None,
+    table: str,
+    seconds: dict[str, float],
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -174,8 +224,11 @@ def _write_report(out: Path, config: SimulationConfig, rows: dict[str, dict[str,
         axes[0].axhline(central["client-domain/tar@far=1e-2"], ls="--", c="k", label="centralised")
         axes[1].axhline(central["server-domain/tar@far=1e-2"], ls="--", c="k", label="centralised")
     axes[2].axhline(config.fed.client.delta, ls=":", c="r", label="margin Δ")
-    titles = ("client-domain held-out TAR@FAR=1e-2", "server-domain held-out TAR@FAR=1e-2 (forgetting)",
-              "min squared distance between proxies")
+    titles = (
+        "client-domain held-out TAR@FAR=1e-2",
+        "server-domain held-out TAR@FAR=1e-2 (forgetting)",
+        "min squared distance between proxies",
+    )
     for ax, title in zip(axes, titles, strict=True):
         ax.set_title(title)
         ax.set_xlabel("round")
@@ -185,11 +238,25 @@ def _write_report(out: Path, config: SimulationConfig, rows: dict[str, dict[str,
     fig.savefig(png.with_suffix(".tmp.png"), dpi=100)
     plt.close(fig)
     png.with_suffix(".tmp.png").replace(png)
-    atomic_write_json(out / "results.json", {"config": config.to_run_config(), "methods": rows, "history": history,
-                                             "fedper_history": fedper, "recovered_share": recovered, "seconds": seconds})
-    report = [f"# Federated fine-tuning ({config.fed.client.num_clients} clients, {config.fed.num_rounds} rounds)", "",
-              table,
-              "", "![curves](federated.png)", "",
-              *(["Centralised baseline model: `baseline-centralised/` (a run directory).", ""] if central else []),
-              f"Wall time (s): {json.dumps({k: round(v, 1) for k, v in seconds.items()})}"]
+    atomic_write_json(
+        out / "results.json",
+        {
+            "config": config.to_run_config(),
+            "methods": rows,
+            "history": history,
+            "fedper_history": fedper,
+            "recovered_share": recovered,
+            "seconds": seconds,
+        },
+    )
+    report = [
+        f"# Federated fine-tuning ({config.fed.client.num_clients} clients, {config.fed.num_rounds} rounds)",
+        "",
+        table,
+        "",
+        "![curves](federated.png)",
+        "",
+        *(["Centralised baseline model: `baseline-centralised/` (a run directory).", ""] if central else []),
+        f"Wall time (s): {json.dumps({k: round(v, 1) for k, v in seconds.items()})}",
+    ]
     atomic_write_bytes(out / "report.md", ("\n".join(report) + "\n").encode())

@@ -63,8 +63,9 @@ class SimulationError(RuntimeError):
     """The simulation engine failed, or the federated run stopped before its last round."""
 
 
-def server_app(config: FedConfig, observers: list[RoundObserver], stopped: threading.Event,
-               errors: list[BaseException]) -> ServerApp:
+def server_app(
+    config: FedConfig, observers: list[RoundObserver], stopped: threading.Event, errors: list[BaseException]
+) -> ServerApp:
     """A ServerApp bound to ``config`` (Flower's Python simulation entry point has no run config).
 
     Its grid gives up once ``stopped`` is set; what the server itself raised is appended to ``errors``,
@@ -120,23 +121,28 @@ def simulate(config: SimulationConfig, cpus_per_client: float = 1.0, verbose: bo
             server_app=server_app(fed, round_observers(config.harness), stopped, server_errors),
             client_app=make_client_app(client_mods(config.harness)),
             num_supernodes=fed.client.num_clients,
-            backend_config={"client_resources": {"num_cpus": cpus_per_client, "num_gpus": 0.0},
-                            "init_args": {"logging_level": logging.WARNING, "log_to_driver": verbose}},
+            backend_config={
+                "client_resources": {"num_cpus": cpus_per_client, "num_gpus": 0.0},
+                "init_args": {"logging_level": logging.WARNING, "log_to_driver": verbose},
+            },
             verbose_logging=verbose,
         )
     except Exception as error:
         if any(error is e for e in server_errors):
             raise
-        raise SimulationError(f"Flower's simulation engine (Ray) failed: {_root_cause(error)}; nothing after the "
-                              f"last saved round is lost (re-running the same command resumes from {fed.out_dir})"
-                              ) from error
+        raise SimulationError(
+            f"Flower's simulation engine (Ray) failed: {_root_cause(error)}; nothing after the "
+            f"last saved round is lost (re-running the same command resumes from {fed.out_dir})"
+        ) from error
     finally:
         stopped.set()
     state = latest_state(Path(fed.out_dir))
     if state is None or state.round < fed.num_rounds:
         done = "no round" if state is None else f"round {state.round}"
-        raise SimulationError(f"the federated run stopped after {done} of {fed.num_rounds}; see the log above "
-                              f"(re-running the same command resumes from {fed.out_dir})")
+        raise SimulationError(
+            f"the federated run stopped after {done} of {fed.num_rounds}; see the log above "
+            f"(re-running the same command resumes from {fed.out_dir})"
+        )
     return time.perf_counter() - started
 
 

@@ -10,14 +10,23 @@ from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
 from nptface.client import protocol
 from nptface.client.client_app import app, make_client_app
 
-SETTINGS = protocol.ClientSettings(num_clients=3, client_identities=9, images_per_identity=4, few_shot_share=0.0,
-                                   image_size=32)
+SETTINGS = protocol.ClientSettings(
+    num_clients=3, client_identities=9, images_per_identity=4, few_shot_share=0.0, image_size=32
+)
 
 
 def _register_query() -> Message:
-    metadata = Metadata(run_id=1, message_id="q-1", src_node_id=1, dst_node_id=7, reply_to_message_id="",
-                        group_id="", created_at=time.time(), ttl=3600.0,
-                        message_type=f"query.{protocol.ACTION_REGISTER}")
+    metadata = Metadata(
+        run_id=1,
+        message_id="q-1",
+        src_node_id=1,
+        dst_node_id=7,
+        reply_to_message_id="",
+        group_id="",
+        created_at=time.time(),
+        ttl=3600.0,
+        message_type=f"query.{protocol.ACTION_REGISTER}",
+    )
     return Message(RecordDict({protocol.CONFIG: ConfigRecord(SETTINGS.to_record())}), metadata=metadata)
 
 

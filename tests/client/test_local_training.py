@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from nptface.client.local_training import LocalConfig, fine_tune, float_state
-from nptface.core.imprinting import imprint
 from nptface.core.checkpoint import load_backbone, load_proxies
 from nptface.core.datasets import SyntheticFaceDataset, materialize
 from nptface.core.embedding import embed_dataset
+from nptface.core.imprinting import imprint
 from nptface.core.synthetic import CLIENT_IDS
 
 
@@ -32,8 +32,9 @@ def test_fine_tuning_lowers_the_npt_loss_and_leaves_negatives_alone(tiny_run, cl
     model, _ = load_backbone(tiny_run)
     negatives = load_proxies(tiny_run).numpy()
     before = negatives.copy()
-    result = fine_tune(model, imprint(model, client_data), negatives, client_data,
-                       LocalConfig(epochs=6, lr=0.05, batch_size=16, k=3))
+    result = fine_tune(
+        model, imprint(model, client_data), negatives, client_data, LocalConfig(epochs=6, lr=0.05, batch_size=16, k=3)
+    )
     assert result.metrics["loss_last"] < result.metrics["loss_first"]
     assert np.array_equal(negatives, before), "negatives are the server's: a client must not move them"
     assert result.rows.shape == (6, 32) and np.allclose(np.linalg.norm(result.rows, axis=1), 1, atol=1e-6)
@@ -46,8 +47,13 @@ def test_fedprox_keeps_the_backbone_closer_to_the_global_model(tiny_run, client_
     def drift(mu: float) -> float:
         model, _ = load_backbone(tiny_run)
         start = float_state(model)
-        result = fine_tune(model, imprint(model, client_data), np.zeros((0, 32), np.float32), client_data,
-                           LocalConfig(epochs=3, lr=0.1, batch_size=16, k=3, fedprox_mu=mu))
+        result = fine_tune(
+            model,
+            imprint(model, client_data),
+            np.zeros((0, 32), np.float32),
+            client_data,
+            LocalConfig(epochs=3, lr=0.1, batch_size=16, k=3, fedprox_mu=mu),
+        )
         return sum(float((result.weights[k] - start[k]).pow(2).sum()) for k in start)
 
     assert drift(10.0) < drift(0.0)
@@ -64,6 +70,13 @@ def test_training_is_reproducible_with_a_seed(tiny_run, client_data):
     for _ in range(2):
         torch.manual_seed(123)
         model, _ = load_backbone(tiny_run)
-        outs.append(fine_tune(model, imprint(model, client_data), np.zeros((0, 32), np.float32), client_data,
-                              LocalConfig(epochs=1, batch_size=16, seed=7)))
+        outs.append(
+            fine_tune(
+                model,
+                imprint(model, client_data),
+                np.zeros((0, 32), np.float32),
+                client_data,
+                LocalConfig(epochs=1, batch_size=16, seed=7),
+            )
+        )
     assert all(torch.equal(outs[0].weights[k], outs[1].weights[k]) for k in outs[0].weights)

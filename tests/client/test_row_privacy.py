@@ -18,8 +18,9 @@ def test_clipping_bounds_every_row_and_leaves_short_rows_alone():
     short = np.linalg.norm(rows, axis=1) <= 1.5
     np.testing.assert_array_equal(clipped[short], rows[short])
     np.testing.assert_allclose(norms[~short], 1.5)
-    np.testing.assert_allclose(clipped[~short] / norms[~short, None],
-                               rows[~short] / np.linalg.norm(rows[~short], axis=1, keepdims=True))
+    np.testing.assert_allclose(
+        clipped[~short] / norms[~short, None], rows[~short] / np.linalg.norm(rows[~short], axis=1, keepdims=True)
+    )
 
 
 def test_noise_has_the_stated_scale_per_coordinate():

@@ -21,8 +21,12 @@ from nptface.core.mobilefacenet import MobileFaceNet
 
 
 def _meta(names):
-    return CheckpointMeta(model={"embedding_dim": 16, "width": 0.25, "input_size": 32}, head="npt",
-                          head_hparams={"k": 2}, class_names=names)
+    return CheckpointMeta(
+        model={"embedding_dim": 16, "width": 0.25, "input_size": 32},
+        head="npt",
+        head_hparams={"k": 2},
+        class_names=names,
+    )
 
 
 def test_checkpoint_round_trip_restores_identical_outputs(tmp_path):

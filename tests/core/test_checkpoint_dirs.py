@@ -32,6 +32,7 @@ class Injector:
         def wrapper(*args, **kwargs):
             self.step()
             return original(*args, **kwargs)
+
         return wrapper
 
     def step(self) -> None:
@@ -98,13 +99,18 @@ def _count_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: int, exi
     return injector.calls
 
 
-@pytest.mark.parametrize(("keep", "existing", "name"), [
-    (2, ["a", "b"], "c"),  # a new name, pruning "a"
-    (1, ["a"], "a"),  # the only entry written again: it must survive until the new one is in
-    (2, ["a", "b"], "b"),  # the current entry written again (an epoch ending on a checkpoint step)
-], ids=["new-name", "rewrite-only-entry", "rewrite-current"])
-def test_a_kill_at_any_step_of_a_write_leaves_a_complete_entry_to_resume_from(tmp_path, monkeypatch, keep, existing,
-                                                                             name):
+@pytest.mark.parametrize(
+    ("keep", "existing", "name"),
+    [
+        (2, ["a", "b"], "c"),  # a new name, pruning "a"
+        (1, ["a"], "a"),  # the only entry written again: it must survive until the new one is in
+        (2, ["a", "b"], "b"),  # the current entry written again (an epoch ending on a checkpoint step)
+    ],
+    ids=["new-name", "rewrite-only-entry", "rewrite-current"],
+)
+def test_a_kill_at_any_step_of_a_write_leaves_a_complete_entry_to_resume_from(
+    tmp_path, monkeypatch, keep, existing, name
+):
     steps = _count_calls(tmp_path, monkeypatch, keep, existing, name)
     assert steps >= 10, "the write should pass through every instrumented step"
     before = f"old {existing[-1]}"

@@ -22,7 +22,10 @@ SIZE = 32  # the smallest size the renderer accepts keeps every test here fast
 
 
 def tiny_dataset(
-    identities: tuple[int, ...] = (1_000_007, 1_000_003, 1_000_012), per_identity: int = 3, domain: str = "studio", **kwargs
+    identities: tuple[int, ...] = (1_000_007, 1_000_003, 1_000_012),
+    per_identity: int = 3,
+    domain: str = "studio",
+    **kwargs,
 ) -> SyntheticFaceDataset:
     return SyntheticFaceDataset(list(identities), per_identity, domain=domain, image_size=SIZE, **kwargs)
 

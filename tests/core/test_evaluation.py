@@ -35,7 +35,9 @@ def test_flip_augmentation_makes_embeddings_mirror_invariant():
     torch.manual_seed(0)
     model = MobileFaceNet(width=0.25, input_size=32, embedding_dim=16)
     dataset = _tiny_set()
-    mirrored = InMemoryFaceDataset(np.ascontiguousarray(dataset.images[:, :, ::-1]), dataset.labels, dataset.class_names)
+    mirrored = InMemoryFaceDataset(
+        np.ascontiguousarray(dataset.images[:, :, ::-1]), dataset.labels, dataset.class_names
+    )
     flip = embed_dataset(model, dataset, flip=True)
     np.testing.assert_allclose(flip, embed_dataset(model, mirrored, flip=True), atol=1e-5)
     assert not np.allclose(embed_dataset(model, dataset), embed_dataset(model, mirrored), atol=1e-3)
@@ -57,7 +59,11 @@ def test_perfect_embeddings_verify_and_identify_perfectly():
 def test_evaluate_model_reports_counts_and_flip_flag():
     torch.manual_seed(0)
     dataset = _tiny_set()
-    result = evaluate_model(MobileFaceNet(width=0.25, input_size=32, embedding_dim=16), dataset,
-                            all_genuine_pairs(dataset.labels, seed=0), flip=True)
+    result = evaluate_model(
+        MobileFaceNet(width=0.25, input_size=32, embedding_dim=16),
+        dataset,
+        all_genuine_pairs(dataset.labels, seed=0),
+        flip=True,
+    )
     assert result.n_images == 12 and result.n_identities == 4 and result.flip
     assert 0.0 <= result.verification.accuracy.mean <= 1.0

@@ -134,7 +134,12 @@ def test_subsets_of_a_split_partition_the_items(four_people: LabelOnlyDataset) -
 
 @pytest.mark.parametrize(
     ("classes", "message"),
-    [([], "non-empty"), ([1, 4], r"\[4\] are outside 0..3"), ([-1], "outside"), ([2, 2], r"\[2\] appear more than once")],
+    [
+        ([], "non-empty"),
+        ([1, 4], r"\[4\] are outside 0..3"),
+        ([-1], "outside"),
+        ([2, 2], r"\[2\] appear more than once"),
+    ],
 )
 def test_subset_rejects_bad_class_lists(four_people: LabelOnlyDataset, classes: list[int], message: str) -> None:
     with pytest.raises(ValueError, match=message):

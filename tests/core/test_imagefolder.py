@@ -211,7 +211,9 @@ def test_image_size_must_be_positive_int_or_pair(three_identities: Path, bad_siz
         ImageFolderDataset(three_identities, image_size=bad_size)  # type: ignore[arg-type]
 
 
-@pytest.mark.skipif(not ORL_ROOT.is_dir(), reason=f"ORL faces not present at {ORL_ROOT} (only on the project's machines)")
+@pytest.mark.skipif(
+    not ORL_ROOT.is_dir(), reason=f"ORL faces not present at {ORL_ROOT} (only on the project's machines)"
+)
 def test_real_orl_faces_load_as_40_identities_of_10_images() -> None:
     dataset = ImageFolderDataset(ORL_ROOT)
 

@@ -14,7 +14,9 @@ from nptface.core.lfw_pairs import LFWPairsError, read_lfw_pairs
 PEOPLE = {"Aaron_Peirsol": 3, "Abel_Pacheco": 2, "Zico": 1}
 
 # LFW's View 2 layout in miniature: 2 folds of 1 genuine then 1 impostor pair, tab-separated.
-PAIRS_TXT = "2\t1\nAaron_Peirsol\t1\t2\nAaron_Peirsol\t3\tAbel_Pacheco\t1\nAbel_Pacheco\t1\t2\nAbel_Pacheco\t2\tZico\t1\n"
+PAIRS_TXT = (
+    "2\t1\nAaron_Peirsol\t1\t2\nAaron_Peirsol\t3\tAbel_Pacheco\t1\nAbel_Pacheco\t1\t2\nAbel_Pacheco\t2\tZico\t1\n"
+)
 
 
 def write_lfw_tree(root: Path, extension: str = ".jpg") -> Path:
@@ -98,7 +100,9 @@ def test_a_malformed_line_is_refused(tmp_path: Path, lfw: ImageFolderDataset, li
 def test_a_header_promising_more_pairs_than_the_file_holds_is_refused(tmp_path: Path, lfw: ImageFolderDataset) -> None:
     path = write_pairs(tmp_path, PAIRS_TXT.replace("2\t1\n", "10\t300\n"))
 
-    with pytest.raises(LFWPairsError, match=r"pairs\.txt:1: the header promises 10 fold\(s\) .* 6000 pairs, but the file has 4"):
+    with pytest.raises(
+        LFWPairsError, match=r"pairs\.txt:1: the header promises 10 fold\(s\) .* 6000 pairs, but the file has 4"
+    ):
         read_lfw_pairs(path, lfw)
 
 
@@ -106,7 +110,9 @@ def test_folds_out_of_genuine_then_impostor_order_are_refused(tmp_path: Path, lf
     lines = PAIRS_TXT.splitlines()
     path = write_pairs(tmp_path, "\n".join([lines[0], lines[2], lines[1], *lines[3:]]) + "\n")
 
-    with pytest.raises(LFWPairsError, match=r"pairs\.txt:2: fold 1 should list 1 genuine then 1 impostor .* an impostor pair"):
+    with pytest.raises(
+        LFWPairsError, match=r"pairs\.txt:2: fold 1 should list 1 genuine then 1 impostor .* an impostor pair"
+    ):
         read_lfw_pairs(path, lfw)
 
 

@@ -138,7 +138,7 @@ def test_heads_gradcheck_through_normalisation_to_embeddings_and_proxies():
         emb = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
         labels = torch.tensor([0, 1, 2, 3, 5])
 
-        def f(e, p, head=head):
+        def f(e, p, head=head, labels=labels):
             return torch.func.functional_call(head, {"proxies": p}, (e, labels)).loss
 
         assert torch.autograd.gradcheck(f, (emb, head.proxies.detach().clone().requires_grad_(True)))
@@ -217,7 +217,13 @@ def test_heads_share_one_interface_and_expose_cosines():
     torch.manual_seed(2)
     emb = torch.randn(4, 8)
     labels = torch.tensor([0, 1, 2, 3])
-    for head in (NPTHead(5, 8, k=2), ProxyTripletHead(5, 8), NormSoftmaxHead(5, 8), CosFaceHead(5, 8), ArcFaceHead(5, 8)):
+    for head in (
+        NPTHead(5, 8, k=2),
+        ProxyTripletHead(5, 8),
+        NormSoftmaxHead(5, 8),
+        CosFaceHead(5, 8),
+        ArcFaceHead(5, 8),
+    ):
         out = head(emb, labels)
         assert out.loss.ndim == 0 and torch.isfinite(out.loss)
         assert out.cosines.shape == (4, 5)
@@ -298,8 +304,9 @@ def test_semihard_equals_hardest_once_the_positive_beats_every_negative():
     cos, labels = random_problem(10, 20, seed=3)
     cos = cos * 0.5
     cos.scatter_(1, labels[:, None], 0.9)
-    assert torch.equal(npt_loss(cos, labels, k=6, negatives="semihard", reduction="none"),
-                       npt_loss(cos, labels, k=6, reduction="none"))
+    assert torch.equal(
+        npt_loss(cos, labels, k=6, negatives="semihard", reduction="none"), npt_loss(cos, labels, k=6, reduction="none")
+    )
 
 
 def test_unknown_negatives_setting_is_refused_by_loss_and_head():

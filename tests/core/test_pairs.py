@@ -20,11 +20,7 @@ def pair_set(pairs: Pairs, genuine: bool) -> set[tuple[int, int]]:
 
 
 def every_pair(labels: np.ndarray, genuine: bool) -> set[tuple[int, int]]:
-    return {
-        (i, j)
-        for i, j in combinations(range(len(labels)), 2)
-        if (labels[i] == labels[j]) == genuine
-    }
+    return {(i, j) for i, j in combinations(range(len(labels)), 2) if (labels[i] == labels[j]) == genuine}
 
 
 def assert_consistent(pairs: Pairs, labels: np.ndarray) -> None:
@@ -162,9 +158,7 @@ def test_lfw_style_pairs_refuse_more_genuine_pairs_than_labels_supply() -> None:
         ([[0, 0], [1, 1]], "labels must be 1-D"),
     ],
 )
-def test_pair_generators_refuse_labels_that_cannot_form_both_kinds_of_pair(
-    labels: list[int], message: str
-) -> None:
+def test_pair_generators_refuse_labels_that_cannot_form_both_kinds_of_pair(labels: list[int], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         all_genuine_pairs(labels, seed=0)
     with pytest.raises(ValueError, match=message):

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nptface.core.synthetic import CLIENT_IDS
 from nptface.core.partitions import (
     ClientPartition,
     PartitionError,
@@ -18,6 +17,7 @@ from nptface.core.partitions import (
     image_folder_plan,
     synthetic_plan,
 )
+from nptface.core.synthetic import CLIENT_IDS
 
 ORL_FACES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "orl_faces"
 
@@ -54,7 +54,9 @@ def test_power_law_sizes_sum_exactly_are_skewed_and_respect_the_minimum() -> Non
 
 
 def test_power_law_largest_client_is_not_always_the_first() -> None:
-    largest = {int(np.argmax([len(c.identities) for c in synthetic_plan(8, 200, seed=seed).clients])) for seed in range(6)}
+    largest = {
+        int(np.argmax([len(c.identities) for c in synthetic_plan(8, 200, seed=seed).clients])) for seed in range(6)
+    }
 
     assert len(largest) > 1
 

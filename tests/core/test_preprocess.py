@@ -22,8 +22,9 @@ def test_every_eight_bit_mode_reads_as_pillows_rgb_conversion(mode):
     assert np.array_equal(to_rgb_array(image, 16), np.asarray(image.convert("RGB")))
 
 
-@pytest.mark.parametrize("mode,dtype", [("I;16", "<u2"), ("I;16L", "<u2"), ("I;16B", ">u2"), ("I;16N", "=u2"),
-                                        ("I", "=i4")])
+@pytest.mark.parametrize(
+    "mode,dtype", [("I;16", "<u2"), ("I;16L", "<u2"), ("I;16B", ">u2"), ("I;16N", "=u2"), ("I", "=i4")]
+)
 def test_sixteen_bit_grey_is_scaled_to_eight_bits_not_clipped_to_white(mode, dtype):
     grey = _grey_ramp()
     sixteen = grey.astype(dtype) * 257  # 255 -> 65535: the same picture in 16 bits
@@ -33,7 +34,7 @@ def test_sixteen_bit_grey_is_scaled_to_eight_bits_not_clipped_to_white(mode, dty
 
 
 def test_a_sixteen_bit_png_file_reads_as_its_picture(tmp_path):
-    sixteen = (_grey_ramp().astype(np.uint16) * 257)
+    sixteen = _grey_ramp().astype(np.uint16) * 257
     Image.fromarray(sixteen).save(tmp_path / "face16.png")
     with Image.open(tmp_path / "face16.png") as image:
         rgb = to_rgb_array(image, 16)

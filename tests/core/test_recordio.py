@@ -274,7 +274,9 @@ def test_a_missing_idx_is_refused_naming_it(tmp_path: Path) -> None:
 def test_a_payload_that_is_no_image_is_refused_at_construction(tmp_path: Path, payload: bytes) -> None:
     prefix = plain_pack(tmp_path, [(0.0, png(0)), (1.0, payload)])
 
-    with pytest.raises(RecordImageError, match=r"pack\.rec: record key 1 \(byte offset \d+\) is not a decodable image") as caught:
+    with pytest.raises(
+        RecordImageError, match=r"pack\.rec: record key 1 \(byte offset \d+\) is not a decodable image"
+    ) as caught:
         RecordIODataset(prefix, image_size=SIZE)
     assert isinstance(caught.value, BadImageError) and caught.value.key == 1
 
@@ -303,7 +305,9 @@ def test_skip_bad_decodes_every_image_up_front_and_lists_the_bad_ones(tmp_path: 
 
 def test_an_undecodable_image_in_a_worker_reaches_the_caller_as_a_record_image_error(tmp_path: Path) -> None:
     prefix = plain_pack(tmp_path, [(0.0, png(0)), (1.0, b"\xff\xd8\xff" + b"\0" * 16)])
-    loader = DataLoader(RecordIODataset(prefix, image_size=SIZE), batch_size=2, num_workers=1, multiprocessing_context="fork")
+    loader = DataLoader(
+        RecordIODataset(prefix, image_size=SIZE), batch_size=2, num_workers=1, multiprocessing_context="fork"
+    )
 
     with pytest.raises(RecordImageError, match=r"pack\.rec: record key 1 .*not a decodable image"):
         list(loader)
@@ -317,7 +321,9 @@ def test_a_label_outside_the_propertys_num_classes_is_refused(insightface_pack) 
         RecordIODataset(root, image_size=SIZE)
 
 
-@pytest.mark.parametrize(("label", "problem"), [(-1.0, "outside"), (1.5, "whole number"), (float("nan"), "whole number")])
+@pytest.mark.parametrize(
+    ("label", "problem"), [(-1.0, "outside"), (1.5, "whole number"), (float("nan"), "whole number")]
+)
 def test_a_negative_or_fractional_label_is_refused(tmp_path: Path, label: float, problem: str) -> None:
     prefix = plain_pack(tmp_path, [(0.0, png(0)), (label, png(1))])
 

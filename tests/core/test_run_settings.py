@@ -7,17 +7,20 @@ import pytest
 from nptface.core.run_settings import parse_override, settings_hash
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("a.b=3", ("a.b", 3)),
-    ("lr = 0.05", ("lr", 0.05)),
-    ("dp-delta=1e-5", ("dp-delta", 1e-5)),
-    ("a.b=[1, 2]", ("a.b", [1, 2])),
-    ("a.b={k = 3}", ("a.b", {"k": 3})),
-    ("flag=true", ("flag", True)),
-    ('mode="public"', ("mode", "public")),
-    ("mode=public", ("mode", "public")),
-    ("path=runs/x=1", ("path", "runs/x=1")),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a.b=3", ("a.b", 3)),
+        ("lr = 0.05", ("lr", 0.05)),
+        ("dp-delta=1e-5", ("dp-delta", 1e-5)),
+        ("a.b=[1, 2]", ("a.b", [1, 2])),
+        ("a.b={k = 3}", ("a.b", {"k": 3})),
+        ("flag=true", ("flag", True)),
+        ('mode="public"', ("mode", "public")),
+        ("mode=public", ("mode", "public")),
+        ("path=runs/x=1", ("path", "runs/x=1")),
+    ],
+)
 def test_values_parse_as_toml_literals_with_the_plain_text_as_fallback(text, expected):
     assert parse_override(text) == expected
 

@@ -325,8 +325,9 @@ def test_semihard_scalable_head_trains_like_the_semihard_npt_head_and_still_pred
     embeddings, labels = torch.randn(12, 8, dtype=torch.float32), torch.randint(0, 200, (12,))
     got, want = scalable(embeddings, labels), reference(embeddings, labels)
     assert torch.allclose(got.loss, want.loss, atol=1e-5)
-    grad_got, grad_want = (torch.autograd.grad(out.loss, head.proxies)[0]
-                           for out, head in ((got, scalable), (want, reference)))
+    grad_got, grad_want = (
+        torch.autograd.grad(out.loss, head.proxies)[0] for out, head in ((got, scalable), (want, reference))
+    )
     assert torch.allclose(grad_got, grad_want, atol=1e-5)
     assert torch.equal(got.predictions, want.predictions)
     assert scalable.hparams()["negatives"] == "semihard"

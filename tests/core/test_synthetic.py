@@ -123,10 +123,14 @@ def test_lookalike_families_never_straddle_range_boundaries() -> None:
 
 def family_and_unrelated_distances(share: float, families: int = 40) -> tuple[float, float]:
     """Mean |difference| of the two members of each family, and of members of different families."""
-    family = [mean_abs_diff(identity_vector(2 * k, lookalike_share=share), identity_vector(2 * k + 1, lookalike_share=share))
-              for k in range(families)]
-    unrelated = [mean_abs_diff(identity_vector(2 * k, lookalike_share=share), identity_vector(2 * k + 3, lookalike_share=share))
-                 for k in range(families)]
+    family = [
+        mean_abs_diff(identity_vector(2 * k, lookalike_share=share), identity_vector(2 * k + 1, lookalike_share=share))
+        for k in range(families)
+    ]
+    unrelated = [
+        mean_abs_diff(identity_vector(2 * k, lookalike_share=share), identity_vector(2 * k + 3, lookalike_share=share))
+        for k in range(families)
+    ]
     return float(np.mean(family)), float(np.mean(unrelated))
 
 
@@ -178,12 +182,16 @@ def test_lowlight_phone_images_are_darker_than_studio(renderer: FaceRenderer) ->
 def test_cctv_images_have_less_fine_detail_than_studio() -> None:
     renderer = FaceRenderer(112)
     studio = horizontal_and_vertical_gradient_energy([renderer.render(identity, 0, "studio") for identity in range(20)])
-    cctv = horizontal_and_vertical_gradient_energy([renderer.render(identity, 0, "cctv-lowres") for identity in range(20)])
+    cctv = horizontal_and_vertical_gradient_energy(
+        [renderer.render(identity, 0, "cctv-lowres") for identity in range(20)]
+    )
 
     assert cctv < 0.7 * studio
 
 
-def same_and_other_identity_pixel_distances(domain: str, identities: int = 12, per_identity: int = 4) -> tuple[float, float]:
+def same_and_other_identity_pixel_distances(
+    domain: str, identities: int = 12, per_identity: int = 4
+) -> tuple[float, float]:
     renderer = FaceRenderer(SIZE)
     images = np.stack([renderer.render(100 + i, j, domain) for i in range(identities) for j in range(per_identity)])
     flat = images.reshape(len(images), -1).astype(np.float32)

@@ -350,9 +350,7 @@ def test_summary_lines_name_the_metric_and_explain_refusals() -> None:
     report = evaluate_pairs(emb_a, emb_b, is_same, fars=(1e-1, 1e-3))
     lines = report.summary_lines()
     accuracy = report.accuracy
-    assert lines[0] == (
-        f"10-fold accuracy (cosine): {accuracy.mean * 100:.2f}% ± {accuracy.std * 100:.2f}"
-    )
+    assert lines[0] == (f"10-fold accuracy (cosine): {accuracy.mean * 100:.2f}% ± {accuracy.std * 100:.2f}")
     assert f"TAR@FAR=1e-03: n/a (needs >= 1000 impostor pairs, have {report.n_impostor})" in lines
     supported = next(line for line in lines if line.startswith("TAR@FAR=1e-01"))
     assert "cosine threshold" in supported

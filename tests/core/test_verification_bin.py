@@ -55,7 +55,9 @@ def four_faces() -> np.ndarray:
 # -- reading back what was written ----------------------------------------------------------------
 
 
-def test_round_trip_gives_pixels_one_class_per_image_and_consecutive_pairs(tmp_path: Path, four_faces: np.ndarray) -> None:
+def test_round_trip_gives_pixels_one_class_per_image_and_consecutive_pairs(
+    tmp_path: Path, four_faces: np.ndarray
+) -> None:
     path = write_verification_bin(tmp_path / "lfw.bin", four_faces, [True, False])
 
     dataset, pairs = load_verification_bin(path, image_size=SIZE)
@@ -195,7 +197,9 @@ def test_bytes_that_are_no_pickle_are_refused(tmp_path: Path) -> None:
         (({"bins": []}, [True]), r"bins is a dict"),
     ],
 )
-def test_a_file_of_the_wrong_shape_is_refused_saying_what_was_expected(tmp_path: Path, content: tuple, message: str) -> None:
+def test_a_file_of_the_wrong_shape_is_refused_saying_what_was_expected(
+    tmp_path: Path, content: tuple, message: str
+) -> None:
     path = tmp_path / "agedb_30.bin"
     path.write_bytes(pickle.dumps(content, protocol=4))
 
@@ -207,5 +211,7 @@ def test_an_undecodable_image_is_named_by_index_and_pair(tmp_path: Path, four_fa
     bins = [encode_image(image) for image in four_faces[:3]] + [b"\xff\xd8\xff" + b"\0" * 20]
     path = write_verification_bin(tmp_path / "lfw.bin", bins, [True, False])
 
-    with pytest.raises(VerificationBinError, match=r"lfw\.bin: bins\[3\] \(second image of pair 1\) is not a decodable"):
+    with pytest.raises(
+        VerificationBinError, match=r"lfw\.bin: bins\[3\] \(second image of pair 1\) is not a decodable"
+    ):
         load_verification_bin(path, image_size=SIZE)

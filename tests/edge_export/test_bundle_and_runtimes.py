@@ -27,8 +27,11 @@ def test_preprocessing_is_identical_across_torch_onnx_and_litert(tiny_run, tiny_
     bundle = load_bundle(fp32_bundle)
     nchw = tmp_path / "nchw.tflite"
     export_fp32(fuse_bn(model), nchw, 32, nhwc=False)
-    for name, embedder in (("onnx", bundle.embedder("onnx-fp32")), ("tflite NHWC", bundle.embedder("tflite-fp32")),
-                           ("tflite NCHW", LiteRTEmbedder(nchw, 32))):
+    for name, embedder in (
+        ("onnx", bundle.embedder("onnx-fp32")),
+        ("tflite NHWC", bundle.embedder("tflite-fp32")),
+        ("tflite NCHW", LiteRTEmbedder(nchw, 32)),
+    ):
         got = embedder.embed(image)
         assert float(got[0] @ expected[0]) > 1 - 1e-6, name
         np.testing.assert_allclose(got, expected, atol=1e-5, err_msg=name)
@@ -80,16 +83,18 @@ def test_reference_refuses_other_images(fp32_bundle, tiny_sets):
     changed = evaluation.images.copy()
     changed[0, 0, 0, 0] ^= 1
     with pytest.raises(ReferenceError, match="hash to"):
-        reference.check_matches(InMemoryFaceDataset(changed, evaluation.labels, evaluation.class_names,
-                                                    evaluation.names, "changed"))
+        reference.check_matches(
+            InMemoryFaceDataset(changed, evaluation.labels, evaluation.class_names, evaluation.names, "changed")
+        )
 
 
 def test_existing_bundle_and_too_few_calibration_images_are_refused(tiny_run, tiny_sets, fp32_bundle):
     evaluation, calibration = tiny_sets
     with pytest.raises(ExportError, match="already exists"):
         export_bundle(tiny_run, fp32_bundle, evaluation, calibration, ExportOptions(formats=("onnx",)))
-    few = InMemoryFaceDataset(calibration.images[:50], calibration.labels[:50], calibration.class_names,
-                              calibration.names[:50], "few")
+    few = InMemoryFaceDataset(
+        calibration.images[:50], calibration.labels[:50], calibration.class_names, calibration.names[:50], "few"
+    )
     with pytest.raises(ExportError, match="has 50 images; int8 calibration needs at least 200"):
         export_bundle(tiny_run, fp32_bundle.parent / "new", evaluation, few, ExportOptions(formats=("onnx",)))
     with pytest.raises(ValueError, match="formats: expected a non-empty subset"):
@@ -97,15 +102,30 @@ def test_existing_bundle_and_too_few_calibration_images_are_refused(tiny_run, ti
 
 
 def _report(**overrides):
-    values = dict(mean_cos=0.999, p1_cos=0.99, min_cos=0.98, accuracy=0.95, accuracy_drop=0.1, tar_at_far_1e3=0.5,
-                  tar_drop=0.1, flip_share=0.001, top1_agreement=0.99, threshold=0.3)
+    values = dict(
+        mean_cos=0.999,
+        p1_cos=0.99,
+        min_cos=0.98,
+        accuracy=0.95,
+        accuracy_drop=0.1,
+        tar_at_far_1e3=0.5,
+        tar_drop=0.1,
+        flip_share=0.001,
+        top1_agreement=0.99,
+        threshold=0.3,
+    )
     return ParityReport(**{**values, **overrides})
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("mean_cos", 0.97, "mean cosine"), ("p1_cos", 0.9, "1st-percentile"),
-    ("accuracy_drop", 0.8, "accuracy drop"), ("flip_share", 0.02, "decisions flip"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("mean_cos", 0.97, "mean cosine"),
+        ("p1_cos", 0.9, "1st-percentile"),
+        ("accuracy_drop", 0.8, "accuracy drop"),
+        ("flip_share", 0.02, "decisions flip"),
+    ],
+)
 def test_int8_gate_names_each_limit_it_misses(field, value, message):
     assert verdict(_report(), DEFAULT_LIMITS["int8"]) == []
     failures = verdict(_report(**{field: value}), DEFAULT_LIMITS["int8"])

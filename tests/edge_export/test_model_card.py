@@ -18,25 +18,47 @@ REAL = {"kind": "imagefolder", "path": "/data/faces", "domain": None, "identitie
 
 
 def _variant(fmt: str, file: str) -> dict:
-    return {"file": file, "format": fmt, "precision": "fp32", "recipe": "fp32", "size_bytes": 4096,
-            "latency_ms_1thread_batch1": 1.5, "parity": {"mean_cos": 0.99999, "accuracy_drop": 0.0},
-            "layout": "NCHW", "batch": 1}
+    return {
+        "file": file,
+        "format": fmt,
+        "precision": "fp32",
+        "recipe": "fp32",
+        "size_bytes": 4096,
+        "latency_ms_1thread_batch1": 1.5,
+        "parity": {"mean_cos": 0.99999, "accuracy_drop": 0.0},
+        "layout": "NCHW",
+        "batch": 1,
+    }
 
 
 def _manifest(data: dict, formats: tuple[str, ...] = ("onnx", "tflite", "coreml")) -> dict:
-    files = {"onnx": "models/onnx-fp32.onnx", "tflite": "models/tflite-fp32.tflite",
-             "coreml": "models/coreml-fp16.mlpackage"}
+    files = {
+        "onnx": "models/onnx-fp32.onnx",
+        "tflite": "models/tflite-fp32.tflite",
+        "coreml": "models/coreml-fp16.mlpackage",
+    }
     return {
         "created": "2025-01-01T00:00:00+00:00",
         "model": {"architecture": "MobileFaceNet", "width": 1.0, "parameters": 1_000_000},
-        "source": {"head": "npt", "head_hparams": {"k": 6}, "training_identities": data["identities"],
-                   "checkpoint_sha256": "a" * 64, "training_data": data},
+        "source": {
+            "head": "npt",
+            "head_hparams": {"k": 6},
+            "training_identities": data["identities"],
+            "checkpoint_sha256": "a" * 64,
+            "training_data": data,
+        },
         "input": {"size": [112, 112], "normalization": {"formula": "(x - 127.5) / 127.5"}},
         "embedding": {"size": 256},
         "thresholds": {"cosine": {"1e-03": 0.41, "1e-04": 0.52}, "calibrated_on": "synthetic held-out"},
-        "evaluation": {"source": "synthetic held-out (wild, 200 ids x 10, seed 2024)", "images": 2000,
-                       "identities": 200, "pairs": 6000, "reference_accuracy": 0.97, "reference_tar_at_far_1e-3": 0.8,
-                       "protocol": "10 LFW-style folds"},
+        "evaluation": {
+            "source": "synthetic held-out (wild, 200 ids x 10, seed 2024)",
+            "images": 2000,
+            "identities": 200,
+            "pairs": 6000,
+            "reference_accuracy": 0.97,
+            "reference_tar_at_far_1e-3": 0.8,
+            "protocol": "10 LFW-style folds",
+        },
         "latency": {"cpu": "AMD EPYC 7B13 64-Core Processor", "machine": "x86_64", "repeats": 30},
         "variants": [_variant(fmt, files[fmt]) for fmt in formats],
         "rejected": [],
@@ -75,16 +97,27 @@ def test_a_model_trained_on_real_faces_names_its_data_and_leaves_the_licence_to_
 
 def test_the_card_has_use_limitations_evaluation_protocol_and_bias_sections():
     card = render_model_card(_manifest(REAL))
-    for heading in ("## Intended use", "## Out-of-scope use", "## Training data", "## Limitations",
-                    "## Bias, risks and fairness", "## Evaluation"):
+    for heading in (
+        "## Intended use",
+        "## Out-of-scope use",
+        "## Training data",
+        "## Limitations",
+        "## Bias, risks and fairness",
+        "## Evaluation",
+    ):
         assert f"\n{heading}\n" in card, heading
     assert "Protocol: 10 LFW-style folds" in card and "demographic groups" in card
 
 
-@pytest.mark.parametrize(("formats", "languages"), [
-    (("onnx",), {"python"}), (("tflite",), {"kotlin"}), (("coreml",), {"swift"}),
-    (("onnx", "tflite", "coreml"), {"python", "kotlin", "swift"}),
-])
+@pytest.mark.parametrize(
+    ("formats", "languages"),
+    [
+        (("onnx",), {"python"}),
+        (("tflite",), {"kotlin"}),
+        (("coreml",), {"swift"}),
+        (("onnx", "tflite", "coreml"), {"python", "kotlin", "swift"}),
+    ],
+)
 def test_snippets_are_shown_only_for_formats_the_bundle_contains(formats, languages):
     card = render_model_card(_manifest(SYNTHETIC, formats))
     shown = {language for language in ("python", "kotlin", "swift") if f"```{language}\n" in card}

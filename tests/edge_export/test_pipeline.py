@@ -32,8 +32,18 @@ def full_bundle(tiny_run, tiny_sets, tmp_path_factory):
 
 def test_every_format_and_precision_is_built_and_judged(full_bundle):
     names = {v.name for v in full_bundle.variants}
-    assert names == {"onnx-fp32", "onnx-fp16", "onnx-int8", "tflite-fp32", "tflite-fp16", "tflite-int8",
-                     "tflite-int8-dynamic", "coreml-fp16", "coreml-int8", "coreml-palette6"}
+    assert names == {
+        "onnx-fp32",
+        "onnx-fp16",
+        "onnx-int8",
+        "tflite-fp32",
+        "tflite-fp16",
+        "tflite-int8",
+        "tflite-int8-dynamic",
+        "coreml-fp16",
+        "coreml-int8",
+        "coreml-palette6",
+    }
     for variant in full_bundle.variants:
         if variant.precision in ("fp32", "fp16"):
             assert variant.passed, (variant.name, variant.final.failures)
@@ -61,8 +71,12 @@ def test_shipped_variants_reproduce_the_stored_reference_with_their_own_runtime(
 def test_manifest_is_a_model_card(full_bundle):
     manifest = load_bundle(full_bundle.bundle_dir).manifest
     assert manifest["input"]["size"] == [32, 32] and manifest["input"]["channels"] == "RGB"
-    assert manifest["input"]["normalization"] == {"mean": 127.5, "std": 127.5, "formula": "(x - 127.5) / 127.5",
-                                                  "range": [-1, 1]}
+    assert manifest["input"]["normalization"] == {
+        "mean": 127.5,
+        "std": 127.5,
+        "formula": "(x - 127.5) / 127.5",
+        "range": [-1, 1],
+    }
     assert manifest["embedding"] == {"size": 32, "metric": "cosine", "comparison": manifest["embedding"]["comparison"]}
     thresholds = manifest["thresholds"]["cosine"]
     assert set(thresholds) == {"1e-03", "1e-04"} and thresholds["1e-04"] >= thresholds["1e-03"]
@@ -89,8 +103,11 @@ def test_coreml_variants_are_scored_from_their_stored_weights(full_bundle):
         assert "weight compression only" in coreml[0].scored_by
 
 
-@pytest.mark.skipif(sys.platform != "darwin", reason="Core ML predict exists only on macOS (coremltools has no "
-                                                      "Linux runtime); on Linux the stored weights are scored instead")
+@pytest.mark.skipif(
+    sys.platform != "darwin",
+    reason="Core ML predict exists only on macOS (coremltools has no "
+    "Linux runtime); on Linux the stored weights are scored instead",
+)
 def test_coreml_predict_matches_reference_on_macos(full_bundle, tiny_sets):
     bundle = load_bundle(full_bundle.bundle_dir)
     embeddings = bundle.embedder("coreml-fp16").embed(tiny_sets[0].images)
@@ -120,10 +137,19 @@ def test_model_card_python_snippet_runs_and_matches_the_runtime(full_bundle, tin
 def test_gate_rejects_a_miscalibrated_int8_model(tiny_run, tiny_sets, tmp_path):
     """Calibrating on black frames sets every activation range near zero: real faces saturate."""
     evaluation, calibration = tiny_sets
-    black = InMemoryFaceDataset(np.zeros_like(calibration.images), calibration.labels, calibration.class_names,
-                                calibration.names, "black frames")
-    options = ExportOptions(formats=("onnx",), precisions=("int8",), latency_repeats=1,
-                            onnx_int8_recipes=(Int8Recipe("minmax"), Int8Recipe("percentile", "Percentile")))
+    black = InMemoryFaceDataset(
+        np.zeros_like(calibration.images),
+        calibration.labels,
+        calibration.class_names,
+        calibration.names,
+        "black frames",
+    )
+    options = ExportOptions(
+        formats=("onnx",),
+        precisions=("int8",),
+        latency_repeats=1,
+        onnx_int8_recipes=(Int8Recipe("minmax"), Int8Recipe("percentile", "Percentile")),
+    )
     result = export_bundle(tiny_run, tmp_path / "b", evaluation, black, options)
     [variant] = result.variants
     assert variant.name == "onnx-int8" and not variant.passed and not variant.shipped
@@ -143,8 +169,21 @@ def test_cli_exits_nonzero_when_a_variant_is_rejected_unless_partial_is_allowed(
         (black / person).mkdir(parents=True)
         for i in range(100):
             Image.new("RGB", (32, 32)).save(black / person / f"{i:03d}.png")
-    args = ["export", "--run", str(tiny_run), "--formats", "onnx", "--precisions", "int8", "--latency-repeats", "1",
-            "--calibration", str(black), "--onnx-int8-recipes", "minmax,entropy"]
+    args = [
+        "export",
+        "--run",
+        str(tiny_run),
+        "--formats",
+        "onnx",
+        "--precisions",
+        "int8",
+        "--latency-repeats",
+        "1",
+        "--calibration",
+        str(black),
+        "--onnx-int8-recipes",
+        "minmax,entropy",
+    ]
     assert cli.main([*args, "--out", str(tmp_path / "strict")]) == 1
     assert (tmp_path / "strict" / "rejected" / "onnx-int8" / "report.json").exists()
     assert cli.main([*args, "--out", str(tmp_path / "partial"), "--allow-partial"]) == 0
@@ -154,8 +193,14 @@ def test_cli_exits_nonzero_when_a_variant_is_rejected_unless_partial_is_allowed(
 def test_export_reports_each_variant_as_it_is_built_gated_and_judged(tiny_run, tiny_sets, tmp_path):
     evaluation, calibration = tiny_sets
     lines: list[str] = []
-    export_bundle(tiny_run, tmp_path / "b", evaluation, calibration,
-                  ExportOptions(formats=("onnx",), precisions=("fp32", "fp16"), latency_repeats=1), progress=lines.append)
+    export_bundle(
+        tiny_run,
+        tmp_path / "b",
+        evaluation,
+        calibration,
+        ExportOptions(formats=("onnx",), precisions=("fp32", "fp16"), latency_repeats=1),
+        progress=lines.append,
+    )
     for name in ("onnx-fp32", "onnx-fp16"):
         mine = [line for line in lines if line.startswith(name)]
         assert "building" in mine[0] and "gating on 200 images" in mine[1] and mine[2].split(": ")[1].startswith("pass")

@@ -25,9 +25,11 @@ def faces(tmp_path_factory) -> dict[str, list[Path]]:
     files: dict[str, list[Path]] = {}
     for label, person in enumerate("ab"):
         base = Image.fromarray(dataset[label][0])
-        variants = [base.resize((48, 48), Image.Resampling.LANCZOS),
-                    ImageEnhance.Brightness(base).enhance(1.04).resize((56, 60), Image.Resampling.BICUBIC),
-                    ImageEnhance.Contrast(base).enhance(0.96)]
+        variants = [
+            base.resize((48, 48), Image.Resampling.LANCZOS),
+            ImageEnhance.Brightness(base).enhance(1.04).resize((56, 60), Image.Resampling.BICUBIC),
+            ImageEnhance.Contrast(base).enhance(0.96),
+        ]
         files[person] = []
         for index, image in enumerate(variants):
             image.save(root / f"{person}{index}.png")
@@ -43,9 +45,19 @@ def int8_bundle(tiny_run, tiny_sets, tmp_path_factory) -> Path:
 
     evaluation, calibration = tiny_sets
     out = tmp_path_factory.mktemp("int8") / "bundle"
-    result = export_bundle(tiny_run, out, evaluation, calibration,
-                           ExportOptions(formats=("onnx",), precisions=("fp32", "int8"), latency_repeats=1,
-                                         allow_partial=True, onnx_int8_recipes=INT8_RECIPES[:1]))
+    result = export_bundle(
+        tiny_run,
+        out,
+        evaluation,
+        calibration,
+        ExportOptions(
+            formats=("onnx",),
+            precisions=("fp32", "int8"),
+            latency_repeats=1,
+            allow_partial=True,
+            onnx_int8_recipes=INT8_RECIPES[:1],
+        ),
+    )
     if "onnx-int8" not in {v.name for v in result.shipped}:
         pytest.fail(f"the tiny model's ONNX int8 variant failed the parity gate: {result.table}")
     return out

@@ -19,8 +19,16 @@ import pytest
 from nptface.on_device.server import make_server, missing_vendor_files, serve_in_thread
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TIMEOUT_MS = 60_000
 
 pytestmark = [
@@ -112,8 +120,9 @@ def test_page_enrolls_verifies_and_identifies_like_the_cli(browser, fp32_bundle,
         page.set_input_files("#identify-file", str(faces["b"][2]))
         page.click("#identify-button")
         page.wait_for_selector("#identify-result tbody tr[data-name]")
-        ranking = page.eval_on_selector_all("#identify-result tbody tr",
-                                            "rows => rows.map(r => [r.dataset.name, Number(r.dataset.score)])")
+        ranking = page.eval_on_selector_all(
+            "#identify-result tbody tr", "rows => rows.map(r => [r.dataset.name, Number(r.dataset.score)])"
+        )
 
         # Bad input: a clear message, nothing stored.
         not_image = tmp_path / "holiday.png"

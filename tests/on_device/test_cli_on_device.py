@@ -16,8 +16,9 @@ SCORE_LINE = re.compile(r"cosine = (-?\d\.\d{4})  threshold\(FAR=1e-3\) = (\d\.\
 
 def _expected_score(bundle_dir, variant, enrolled, probe) -> float:
     """The template score recomputed by hand: mean of unit embeddings, renormalised, dot the probe."""
-    from nptface.core.preprocess import to_rgb_array
     from PIL import Image
+
+    from nptface.core.preprocess import to_rgb_array
 
     bundle = load_bundle(bundle_dir)
     faces = np.stack([to_rgb_array(Image.open(p), bundle.input_size) for p in [*enrolled, probe]])
@@ -30,8 +31,22 @@ def _expected_score(bundle_dir, variant, enrolled, probe) -> float:
 def test_enroll_verify_identify_on_each_runtime(runtime, variant, fp32_bundle, faces, tmp_path, capsys):
     gallery = tmp_path / "g.npz"
     device = ["--runtime", runtime]
-    assert main(["enroll", "--bundle", str(fp32_bundle), "--gallery", str(gallery), "--name", "ann",
-                 *map(str, faces["a"][:2]), *device]) == 0
+    assert (
+        main(
+            [
+                "enroll",
+                "--bundle",
+                str(fp32_bundle),
+                "--gallery",
+                str(gallery),
+                "--name",
+                "ann",
+                *map(str, faces["a"][:2]),
+                *device,
+            ]
+        )
+        == 0
+    )
     assert main(["enroll", "--gallery", str(gallery), "--name", "bob", *map(str, faces["b"][:2]), *device]) == 0
     out = capsys.readouterr().out
     assert f"variant {variant} on {runtime}" in out  # the bundle's only variant of that format
@@ -64,8 +79,10 @@ def test_the_demo_images_give_a_match_and_a_no_match(fp32_bundle, faces, capsys)
 def test_litert_and_onnxruntime_agree_on_a_pair(fp32_bundle, faces, capsys):
     scores = []
     for runtime in ("onnxruntime", "litert"):
-        assert main(["verify", "--bundle", str(fp32_bundle), "--runtime", runtime, str(faces["a"][0]),
-                     str(faces["b"][1])]) == 0
+        assert (
+            main(["verify", "--bundle", str(fp32_bundle), "--runtime", runtime, str(faces["a"][0]), str(faces["b"][1])])
+            == 0
+        )
         scores.append(float(SCORE_LINE.search(capsys.readouterr().out.strip()).group(1)))
     assert scores[0] == pytest.approx(scores[1], abs=2e-4)
 

@@ -40,12 +40,15 @@ def test_js_crop_equals_python_crop_exactly(tmp_path):
 
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for w, h, _ in SIZES]
-    cases = [{"w": w, "h": h, "size": s, "pixels": base64.b64encode(img.tobytes()).decode()}
-             for (w, h, s), img in zip(SIZES, images, strict=True)]
+    cases = [
+        {"w": w, "h": h, "size": s, "pixels": base64.b64encode(img.tobytes()).decode()}
+        for (w, h, s), img in zip(SIZES, images, strict=True)
+    ]
     driver = tmp_path / "driver.mjs"
     driver.write_text(DRIVER % json.dumps(PREPROCESS_JS.as_uri()))
-    result = subprocess.run(["node", str(driver)], input=json.dumps(cases), capture_output=True, text=True,
-                            timeout=60, check=True)
+    result = subprocess.run(
+        ["node", str(driver)], input=json.dumps(cases), capture_output=True, text=True, timeout=60, check=True
+    )
     for (w, h, s), image, encoded in zip(SIZES, images, json.loads(result.stdout), strict=True):
         js = np.frombuffer(base64.b64decode(encoded), np.uint8).reshape(s, s, 3)
         python = to_rgb_array(Image.fromarray(image), s)

@@ -43,8 +43,14 @@ def test_serves_listed_bundle_files_only_with_a_strict_csp(fp32_bundle, fake_ven
         config = json.loads(_get(base + "/config.json")[2])
         assert config["default_variant"] == "onnx-fp32" and config["limits"]["min_side"] > 0
         assert _get(base + "/static/vendor/ort-wasm-simd-threaded.wasm")[1]["Content-Type"] == "application/wasm"
-        for path in ("/bundle/../manifest.json", "/bundle/%2e%2e/%2e%2e/etc/passwd", "/static/../server.py",
-                     "/etc/passwd", "/bundle/reference.npz", "/bundle/models/tflite-fp32.tflite"):
+        for path in (
+            "/bundle/../manifest.json",
+            "/bundle/%2e%2e/%2e%2e/etc/passwd",
+            "/static/../server.py",
+            "/etc/passwd",
+            "/bundle/reference.npz",
+            "/bundle/models/tflite-fp32.tflite",
+        ):
             assert _get(base + path)[0] == 404, path
     finally:
         server.shutdown()

@@ -37,10 +37,12 @@ def test_attack_rank1_is_pooled_over_rounds_weighted_by_rows():
 
 
 def test_private_modes_are_held_to_chance_plus_5_and_2_points_of_tar():
-    rows = {"all": summarise(_history(0.60, [(10, 0.9)]), _attacked("all")),
-            "dp": summarise(_history(0.59, [(10, 0.10)]), _attacked("dp")),
-            "none": summarise(_history(0.55, [(0, 0.0)]), _attacked("none")),
-            "public": summarise(_history(0.61, [(0, 0.0)]), _attacked())}
+    rows = {
+        "all": summarise(_history(0.60, [(10, 0.9)]), _attacked("all")),
+        "dp": summarise(_history(0.59, [(10, 0.10)]), _attacked("dp")),
+        "none": summarise(_history(0.55, [(0, 0.0)]), _attacked("none")),
+        "public": summarise(_history(0.61, [(0, 0.0)]), _attacked()),
+    }
     table = privacy_table(rows).splitlines()
     assert "| reference |" in table[2]
     assert table[3].endswith("missed: attack > chance + 5 |")
@@ -53,20 +55,34 @@ def test_the_undefended_run_turns_every_defence_off_and_the_robust_ones_keep_the
     clean, undefended, clean_robust, robust = configs.values()
     assert clean_robust.harness.poison == "" and clean_robust.fed.backbone_aggregation == "median"
     assert clean.harness.poison == "" and undefended.harness.poison == robust.harness.poison == "scale:0,flip:2"
-    assert (undefended.fed.norm_screen, undefended.fed.row_norm_limit, undefended.fed.update_norm_limit,
-            undefended.fed.backbone_aggregation) == (0.0, 0.0, 0.0, "fedavg")
+    assert (
+        undefended.fed.norm_screen,
+        undefended.fed.row_norm_limit,
+        undefended.fed.update_norm_limit,
+        undefended.fed.backbone_aggregation,
+    ) == (0.0, 0.0, 0.0, "fedavg")
     assert robust.fed.norm_screen > 0 and robust.fed.row_norm_limit > 0 and robust.fed.update_norm_limit > 0
     assert robust.fed.backbone_aggregation == "median"
     assert len({c.fed.out_dir for c in configs.values()}) == 4
 
 
 def test_the_robustness_table_shows_each_run_against_the_clean_one():
-    rows = {"clean": {"tar": 0.6, "accuracy": 0.9, "rejected": 0, "rolled_back": 0, "start_tar": 0.3,
-                      "start_accuracy": None},
-            "poisoned": {"tar": None, "accuracy": 0.85, "rejected": 4, "rolled_back": 1}}
+    rows = {
+        "clean": {
+            "tar": 0.6,
+            "accuracy": 0.9,
+            "rejected": 0,
+            "rolled_back": 0,
+            "start_tar": 0.3,
+            "start_accuracy": None,
+        },
+        "poisoned": {"tar": None, "accuracy": 0.85, "rejected": 4, "rolled_back": 1},
+    }
     table = robustness_table(rows).splitlines()
-    assert table[0] == ("| run | TAR@FAR=1e-2 | vs clean (points) | 10-fold acc | vs clean (points) | updates rejected "
-                        "| rounds rolled back |")
+    assert table[0] == (
+        "| run | TAR@FAR=1e-2 | vs clean (points) | 10-fold acc | vs clean (points) | updates rejected "
+        "| rounds rolled back |"
+    )
     assert table[3] == "| poisoned | n/a | — | 85.00% | -5.00 | 4 | 1 |"
     assert table[-1] == "Server model before federation: TAR 30.00%, acc n/a."
 

@@ -8,8 +8,18 @@ from nptface.core.checkpoint import load_backbone, load_meta, load_proxies
 from nptface.server.federation.config import FedConfig
 from nptface.simulation.experiment import centralised_baseline
 
-SMALL = {"central-eval-identities": 20, "central-eval-images": 4, "num-clients": 2, "client-identities": 6,
-         "images-per-identity": 4, "few-shot-share": 0.0, "batch-size": 8, "k": 3, "eval-images": 2, "num-rounds": 1}
+SMALL = {
+    "central-eval-identities": 20,
+    "central-eval-images": 4,
+    "num-clients": 2,
+    "client-identities": 6,
+    "images-per-identity": 4,
+    "few-shot-share": 0.0,
+    "batch-size": 8,
+    "k": 3,
+    "eval-images": 2,
+    "num-rounds": 1,
+}
 
 
 def test_the_centralised_baseline_saves_a_loadable_run(tiny_run, tmp_path):

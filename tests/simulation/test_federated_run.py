@@ -20,9 +20,21 @@ pytestmark = pytest.mark.slow
 
 
 def _config(tiny_run: Path, out: Path, **extra: object) -> SimulationConfig:
-    values = {"server-run": str(tiny_run), "out-dir": str(out), "num-rounds": 2, "num-clients": 3,
-              "client-identities": 9, "images-per-identity": 4, "few-shot-share": 0.0, "batch-size": 8,
-              "central-eval-identities": 20, "central-eval-images": 4, "k": 3, "min-nodes": 2, **extra}
+    values = {
+        "server-run": str(tiny_run),
+        "out-dir": str(out),
+        "num-rounds": 2,
+        "num-clients": 3,
+        "client-identities": 9,
+        "images-per-identity": 4,
+        "few-shot-share": 0.0,
+        "batch-size": 8,
+        "central-eval-identities": 20,
+        "central-eval-images": 4,
+        "k": 3,
+        "min-nodes": 2,
+        **extra,
+    }
     return SimulationConfig.from_run_config(values)
 
 
@@ -55,10 +67,13 @@ def test_crashing_clients_do_not_stop_a_round(tiny_run, tmp_path):
 def test_resume_after_sigkill_loses_no_round(tiny_run, tmp_path):
     out = tmp_path / "fed"
     config = _config(tiny_run, out, **{"num-rounds": 3})
-    script = (f"from nptface.simulation.config import SimulationConfig; from nptface.simulation.run import simulate; "
-              f"simulate(SimulationConfig.from_run_config({config.to_run_config()!r}))")
-    process = subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    script = (
+        f"from nptface.simulation.config import SimulationConfig; from nptface.simulation.run import simulate; "
+        f"simulate(SimulationConfig.from_run_config({config.to_run_config()!r}))"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 240
     try:
         while not (out / "rounds" / "round-0001" / "state.json").exists():
@@ -80,8 +95,11 @@ def test_a_straggler_past_the_round_timeout_is_dropped_and_the_round_completes(t
     # Round 1 warms the engine up (Ray starts, every client imports torch) well inside the timeout; from
     # round 2 partition 0 sleeps longer than the timeout, so its reply cannot arrive before the server
     # closes the round, however loaded the machine is.
-    config = _config(tiny_run, tmp_path / "fed", **{"slow-partition": 0, "slow-seconds": 65.0,
-                                                    "round-timeout-s": 60.0, "client-eval-every": 0})
+    config = _config(
+        tiny_run,
+        tmp_path / "fed",
+        **{"slow-partition": 0, "slow-seconds": 65.0, "round-timeout-s": 60.0, "client-eval-every": 0},
+    )
     simulate(config)
     warm_up, straggled = latest_state(tmp_path / "fed").history[1:]
     assert (warm_up["accepted"], warm_up["timed_out"]) == (3, 0)
@@ -89,9 +107,18 @@ def test_a_straggler_past_the_round_timeout_is_dropped_and_the_round_completes(t
 
 
 def test_dp_sharing_accounts_epsilon_and_the_attacker_sees_only_noised_rows(tiny_run, tmp_path):
-    config = _config(tiny_run, tmp_path / "fed", **{"proxy-sharing": "dp", "dp-epsilon": 6.0, "attack-linkage": True,
-                                                     "negatives-random": 1000, "poison": "flip:2",
-                                                     "backbone-aggregation": "median"})
+    config = _config(
+        tiny_run,
+        tmp_path / "fed",
+        **{
+            "proxy-sharing": "dp",
+            "dp-epsilon": 6.0,
+            "attack-linkage": True,
+            "negatives-random": 1000,
+            "poison": "flip:2",
+            "backbone-aggregation": "median",
+        },
+    )
     simulate(config)
     state = latest_state(tmp_path / "fed")
     rounds = state.history[1:]
@@ -102,5 +129,6 @@ def test_dp_sharing_accounts_epsilon_and_the_attacker_sees_only_noised_rows(tiny
     others = 9 - len(state.registry["partition-0"])
     assert rounds[1]["attack/rows"] == others, "round 2: every other client's row, noised"
     assert all(h["accepted"] == 3 for h in rounds)
-    assert rounds[0]["rows_imprinted"] == 9 and rounds[1]["rows_imprinted"] == 0, \
+    assert rounds[0]["rows_imprinted"] == 9 and rounds[1]["rows_imprinted"] == 0, (
         "round 2: every client trains on the clean rows it kept in context.state, none re-imprinted"
+    )

@@ -38,19 +38,39 @@ def test_a_run_resumes_only_under_the_harness_it_started_with(tmp_path):
 @pytest.mark.slow
 def test_fed_simulate_exits_with_a_clear_error_when_ray_fails_to_start(tiny_run, tmp_path):
     # Flower starts the ServerApp thread before Ray; before the fix that thread kept the process alive.
-    script = ("import sys, ray\n"
-              "def overloaded(*args, **kwargs):\n"
-              "    raise RuntimeError('GCS has become overloaded')\n"
-              "ray.init = overloaded\n"
-              "from nptface.cli import main\n"
-              "sys.exit(main(sys.argv[1:]))\n")
-    settings = {"server-run": str(tiny_run), "out-dir": str(tmp_path / "fed"), "num-clients": 2, "num-rounds": 1,
-                "client-identities": 6, "images-per-identity": 4, "central-eval-identities": 20,
-                "central-eval-images": 4, "wait-nodes-s": 600.0, "round-timeout-s": 600.0}
-    args = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value!r}" if isinstance(value, str)
-                                                                else f"{key}={value}")]
-    result = subprocess.run([sys.executable, "-c", script, "fed", "simulate", "--no-baselines", *args],
-                            capture_output=True, text=True, timeout=300)
+    script = (
+        "import sys, ray\n"
+        "def overloaded(*args, **kwargs):\n"
+        "    raise RuntimeError('GCS has become overloaded')\n"
+        "ray.init = overloaded\n"
+        "from nptface.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    settings = {
+        "server-run": str(tiny_run),
+        "out-dir": str(tmp_path / "fed"),
+        "num-clients": 2,
+        "num-rounds": 1,
+        "client-identities": 6,
+        "images-per-identity": 4,
+        "central-eval-identities": 20,
+        "central-eval-images": 4,
+        "wait-nodes-s": 600.0,
+        "round-timeout-s": 600.0,
+    }
+    args = [
+        arg
+        for key, value in settings.items()
+        for arg in ("--set", f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}")
+    ]
+    result = subprocess.run(
+        [sys.executable, "-c", script, "fed", "simulate", "--no-baselines", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1, result.stderr[-2000:]
-    assert ("nptface: error: Flower's simulation engine (Ray) failed: RuntimeError: GCS has become overloaded"
-            in result.stderr)
+    assert (
+        "nptface: error: Flower's simulation engine (Ray) failed: RuntimeError: GCS has become overloaded"
+        in result.stderr
+    )

@@ -22,8 +22,9 @@ from nptface.server.federation.proxy_bank import ProxyBank
 from nptface.server.federation.screening import Reply
 
 
-def combine_backbones(updates: list[dict[str, torch.Tensor]], samples: list[int], method: str,
-                      trim_fraction: float = 0.2) -> dict[str, torch.Tensor]:
+def combine_backbones(
+    updates: list[dict[str, torch.Tensor]], samples: list[int], method: str, trim_fraction: float = 0.2
+) -> dict[str, torch.Tensor]:
     """One backbone from the clients' ones: sample-weighted FedAvg, median or trimmed mean."""
     names = list(updates[0])
     if method == "fedavg":
@@ -49,24 +50,33 @@ def combine(kept: list[Reply], backbone: dict[str, torch.Tensor], config: FedCon
     """
     if not kept:
         return backbone
-    return combine_backbones([r.weights for r in kept], [r.samples for r in kept], config.backbone_aggregation,
-                             config.trim_fraction)
+    return combine_backbones(
+        [r.weights for r in kept], [r.samples for r in kept], config.backbone_aggregation, config.trim_fraction
+    )
 
 
 def update_bank(kept: list[Reply], bank: ProxyBank, config: FedConfig) -> dict[str, Any]:
     """Take the kept replies' rows into ``bank`` (in place) and spread it out; the round's summary."""
     if not kept:
-        return {"rows_updated": 0, "rows_registered": 0, "spread_min_sq_before": None,
-                "spread_violations_before": None, "spread_violations_after": None,
-                "min_sq_distance": bank.min_sq_distance(), "local_loss_first": None,
-                "local_loss_last": None, "rows_imprinted": 0}
+        return {
+            "rows_updated": 0,
+            "rows_registered": 0,
+            "spread_min_sq_before": None,
+            "spread_violations_before": None,
+            "spread_violations_after": None,
+            "min_sq_distance": bank.min_sq_distance(),
+            "local_loss_first": None,
+            "local_loss_last": None,
+            "rows_imprinted": 0,
+        }
     stats = bank.aggregate([r.row_update() for r in kept])
     spread = None
     if config.proxy_sharing != "local-heads" and config.spread_steps:
         frozen = bank.public_mask() if config.spread_freeze_public else None
         spread = bank.spread_out(min_sq_distance=config.client.delta, steps=config.spread_steps, frozen=frozen)
     return {
-        "rows_updated": stats.updated, "rows_registered": stats.registered,
+        "rows_updated": stats.updated,
+        "rows_registered": stats.registered,
         "spread_min_sq_before": spread.before_min_sq_distance if spread else None,
         "spread_violations_before": spread.violating_pairs_before if spread else None,
         "spread_violations_after": spread.violating_pairs_after if spread else None,

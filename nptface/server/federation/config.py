@@ -71,22 +71,34 @@ class FedConfig:
         if not 0 < self.fraction_train <= 1:
             raise FedConfigError(f"fraction-train must be in (0, 1], got {self.fraction_train}")
         if not 0 < self.client.delta <= 4:
-            raise FedConfigError(f"delta must be in (0, 4] (a squared distance on the unit sphere), got {self.client.delta}")
-        if self.central_eval_images < 2 or self.central_eval_identities * self.central_eval_images * (
-                self.central_eval_images - 1) // 2 < 10:
-            raise FedConfigError("central-eval-identities x central-eval-images must give >= 10 genuine pairs "
-                                 "(and central-eval-images >= 2)")
+            raise FedConfigError(
+                f"delta must be in (0, 4] (a squared distance on the unit sphere), got {self.client.delta}"
+            )
+        if (
+            self.central_eval_images < 2
+            or self.central_eval_identities * self.central_eval_images * (self.central_eval_images - 1) // 2 < 10
+        ):
+            raise FedConfigError(
+                "central-eval-identities x central-eval-images must give >= 10 genuine pairs "
+                "(and central-eval-images >= 2)"
+            )
         if self.backbone_aggregation not in BACKBONE_AGGREGATIONS:
-            raise FedConfigError(f"backbone-aggregation must be one of {', '.join(BACKBONE_AGGREGATIONS)}, "
-                                 f"got {self.backbone_aggregation!r}")
+            raise FedConfigError(
+                f"backbone-aggregation must be one of {', '.join(BACKBONE_AGGREGATIONS)}, "
+                f"got {self.backbone_aggregation!r}"
+            )
         if not 0 <= self.trim_fraction < 0.5:
             raise FedConfigError(f"trim-fraction must be in [0, 0.5), got {self.trim_fraction}")
         if self.dp_epsilon <= 0 or not 0 < self.dp_delta < 1 or self.dp_clip <= 0:
-            raise FedConfigError(f"dp-epsilon and dp-clip must be > 0 and dp-delta in (0, 1), got "
-                                 f"{self.dp_epsilon}, {self.dp_clip}, {self.dp_delta}")
+            raise FedConfigError(
+                f"dp-epsilon and dp-clip must be > 0 and dp-delta in (0, 1), got "
+                f"{self.dp_epsilon}, {self.dp_clip}, {self.dp_delta}"
+            )
         if self.row_norm_limit < 0 or self.norm_screen < 0 or self.update_norm_limit < 0:
-            raise FedConfigError("row-norm-limit, norm-screen and update-norm-limit must be >= 0 (0 turns the screen "
-                                 f"off), got {self.row_norm_limit}, {self.norm_screen} and {self.update_norm_limit}")
+            raise FedConfigError(
+                "row-norm-limit, norm-screen and update-norm-limit must be >= 0 (0 turns the screen "
+                f"off), got {self.row_norm_limit}, {self.norm_screen} and {self.update_norm_limit}"
+            )
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> FedConfig:
@@ -106,6 +118,11 @@ class FedConfig:
 
     def to_run_config(self) -> dict[str, Any]:
         out = {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self) if f.name != "client"}
-        out.update({f.name.replace("_", "-"): getattr(self.client, f.name) for f in fields(ClientSettings)
-                    if f.name not in ("image_size", "model_json")})
+        out.update(
+            {
+                f.name.replace("_", "-"): getattr(self.client, f.name)
+                for f in fields(ClientSettings)
+                if f.name not in ("image_size", "model_json")
+            }
+        )
         return out

@@ -32,7 +32,7 @@ def central_eval_sets(config: FedConfig, image_size: int) -> EvalSets:
     from nptface.core.datasets import SyntheticFaceDataset, materialize
     from nptface.core.synthetic import HELDOUT_IDS
 
-    ids = HELDOUT_IDS[200:200 + config.central_eval_identities]  # never a client's, never the export gate's
+    ids = HELDOUT_IDS[200 : 200 + config.central_eval_identities]  # never a client's, never the export gate's
     domains = [("server-domain", config.central_eval_domain)]
     sets = {}
     if config.client.source == "synthetic":
@@ -40,8 +40,12 @@ def central_eval_sets(config: FedConfig, image_size: int) -> EvalSets:
     else:  # the folder's identities that no client holds
         sets["client-domain"] = _with_pairs(_held_out_folder(config, image_size), "client-domain")
     for name, domain in domains:
-        sets[name] = _with_pairs(materialize(SyntheticFaceDataset(ids, config.central_eval_images, domain, 4242,
-                                                                  image_size), progress=False), name)
+        sets[name] = _with_pairs(
+            materialize(
+                SyntheticFaceDataset(ids, config.central_eval_images, domain, 4242, image_size), progress=False
+            ),
+            name,
+        )
     return dict(sorted(sets.items()))
 
 
@@ -52,8 +56,9 @@ def _held_out_folder(config: FedConfig, image_size: int) -> Any:
 
     plan = replace(config.client, image_size=image_size).plan()
     if len(plan.held_out) < 2:
-        raise FedConfigError(f"{config.client.source}: central evaluation needs >= 2 held-out identities "
-                             "(folder-held-out-identities)")
+        raise FedConfigError(
+            f"{config.client.source}: central evaluation needs >= 2 held-out identities (folder-held-out-identities)"
+        )
     folder = ImageFolderDataset(config.client.source, image_size=image_size)
     labels = [folder.class_names.index(name) for name in plan.held_out]
     return materialize(ClassSubset(folder, labels), progress=False)
@@ -99,5 +104,7 @@ def pool_client_accuracy(reports: list[tuple[float, float]]) -> dict[str, float]
     valid = [(n, accuracy) for n, accuracy in reports if n > 0 and np.isfinite(accuracy) and 0 <= accuracy <= 1]
     examples = sum(n for n, _ in valid)
     weighted = sum(accuracy * n for n, accuracy in valid)
-    return {"clients-local/accuracy": weighted / examples if examples else float("nan"),
-            "clients-local/replies": float(len(valid))}
+    return {
+        "clients-local/accuracy": weighted / examples if examples else float("nan"),
+        "clients-local/replies": float(len(valid)),
+    }

@@ -24,8 +24,9 @@ def own_rows(bank: ProxyBank, held: list[str], in_bank: set[str]) -> tuple[list[
     return known, rows
 
 
-def select_negatives(bank: ProxyBank, rows: np.ndarray, ids: list[str], sharing: str, nearest: int, random: int,
-                     rng: np.random.Generator) -> np.ndarray:
+def select_negatives(
+    bank: ProxyBank, rows: np.ndarray, ids: list[str], sharing: str, nearest: int, random: int, rng: np.random.Generator
+) -> np.ndarray:
     """Sorted bank indices of one client's negatives: ``nearest`` per own row plus ``random`` drawn from the pool."""
     if sharing in NO_NEGATIVES:
         return np.zeros(0, np.int64)

@@ -36,9 +36,14 @@ def epsilon_after(noise_multiplier: float, releases: int, delta: float) -> float
     """Epsilon of ``releases`` Gaussian releases with the given noise multiplier (no sampling amplification)."""
     if releases <= 0:
         return 0.0
-    accountant = RdpAccountant(PrivacyConfig(target_delta=delta, population_size=1,
-                                             neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
-                                             sampling_method=SamplingMethod.NO_AMPLIFICATION))
+    accountant = RdpAccountant(
+        PrivacyConfig(
+            target_delta=delta,
+            population_size=1,
+            neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+            sampling_method=SamplingMethod.NO_AMPLIFICATION,
+        )
+    )
     accountant.compose(GaussianPrivacyEvent(noise_multiplier, 1, 1), count=releases)
     return float(accountant.get_epsilon(delta))
 
@@ -49,7 +54,9 @@ def calibrate(epsilon: float, delta: float, rounds: int, clip: float, tolerance:
     while epsilon_after(high, rounds, delta) > epsilon:
         high *= 2
         if high > 1e4:
-            raise ValueError(f"dp-epsilon = {epsilon} over {rounds} rounds at delta {delta} needs more noise than 1e4 x clip")
+            raise ValueError(
+                f"dp-epsilon = {epsilon} over {rounds} rounds at delta {delta} needs more noise than 1e4 x clip"
+            )
     while high - low > tolerance:
         middle = (low + high) / 2
         low, high = (middle, high) if epsilon_after(middle, rounds, delta) > epsilon else (low, middle)

@@ -95,9 +95,9 @@ def _upper_blocks(rows: np.ndarray, chunk_rows: int) -> Iterator[tuple[slice, sl
     """Cosine blocks covering every pair i < j exactly once; entries with j <= i are -inf."""
     n = len(rows)
     for i0 in range(0, n, chunk_rows):
-        left = rows[i0:i0 + chunk_rows]
+        left = rows[i0 : i0 + chunk_rows]
         for j0 in range(i0, n, chunk_rows):
-            sims = left @ rows[j0:j0 + chunk_rows].T
+            sims = left @ rows[j0 : j0 + chunk_rows].T
             if j0 == i0:
                 sims[np.tril_indices(sims.shape[0], 0, sims.shape[1])] = -np.inf
             yield slice(i0, i0 + sims.shape[0]), slice(j0, j0 + sims.shape[1]), sims
@@ -112,8 +112,9 @@ def _owner_fits(public: bool, owner: Any) -> bool:
     return owner is None if public else (isinstance(owner, int) and not isinstance(owner, bool))
 
 
-def _spread_pass(rows: np.ndarray, movable: np.ndarray, max_cos: float, chunk_rows: int
-                 ) -> tuple[float, int, np.ndarray]:
+def _spread_pass(
+    rows: np.ndarray, movable: np.ndarray, max_cos: float, chunk_rows: int
+) -> tuple[float, int, np.ndarray]:
     """One sweep over all pairs: largest cosine, violating pairs and the gradient of the spread-out hinge."""
     best, violating, grad = -np.inf, 0, np.zeros_like(rows)
     target = max_cos - SPREAD_SLACK
@@ -225,8 +226,9 @@ class ProxyBank:
         public = [i for i, j in known if self._public[j]]
         if public:
             problems.append(f"ids: {_names(public)} are public; a client may only send rows it owns")
-        foreign = [f"{i!r} (node {self._owners[j]})" for i, j in known
-                   if not self._public[j] and self._owners[j] != node]
+        foreign = [
+            f"{i!r} (node {self._owners[j]})" for i, j in known if not self._public[j] and self._owners[j] != node
+        ]
         if foreign:
             problems.append(f"ids: owned by another node, not node {node}: {', '.join(foreign[:_SHOWN])}")
         if norm_limit is not None and not problems:
@@ -252,8 +254,10 @@ class ProxyBank:
                 if identity not in self._index:
                     sender = first_sender.setdefault(identity, int(update.node_id))
                     if sender != update.node_id:
-                        raise ProxyBankError(f"ids: new identity {identity!r} claimed by nodes {sender} and "
-                                             f"{update.node_id}; ownership must be disjoint")
+                        raise ProxyBankError(
+                            f"ids: new identity {identity!r} claimed by nodes {sender} and "
+                            f"{update.node_id}; ownership must be disjoint"
+                        )
         touched = list(sums)
         means = np.stack([sums[i] / totals[i] for i in touched]) if touched else np.zeros((0, self.dim))
         cancelled = [touched[k] for k in np.flatnonzero(np.linalg.norm(means, axis=1) == 0)]
@@ -269,8 +273,15 @@ class ProxyBank:
         self._append([touched[k] for k in new], unit[new], [False] * len(new), [first_sender[touched[k]] for k in new])
         return AggregationStats(updated=len(old), registered=len(new), untouched=before - len(old))
 
-    def spread_out(self, min_sq_distance: float = 1.0, steps: int = 50, lr: float = 0.1,
-                   frozen: np.ndarray | None = None, *, chunk_rows: int = CHUNK_ROWS) -> SpreadStats:
+    def spread_out(
+        self,
+        min_sq_distance: float = 1.0,
+        steps: int = 50,
+        lr: float = 0.1,
+        frozen: np.ndarray | None = None,
+        *,
+        chunk_rows: int = CHUNK_ROWS,
+    ) -> SpreadStats:
         """Projected gradient steps on Σ relu(cos_ij - max_cos)² over violating pairs; frozen rows stay bitwise.
 
         The hinge aims ``SPREAD_SLACK`` below ``max_cos = 1 - min_sq_distance / 2``: at the exact margin
@@ -300,26 +311,34 @@ class ProxyBank:
         """min over i < j of ||w_i - w_j||² (inf for fewer than two rows)."""
         return _sq_distance(max((float(s.max()) for _, _, s in _upper_blocks(self._rows, chunk_rows)), default=-np.inf))
 
-    def nearest(self, queries: np.ndarray, k: int, candidates: np.ndarray | None = None,
-                exclude: np.ndarray | None = None, *, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
+    def nearest(
+        self,
+        queries: np.ndarray,
+        k: int,
+        candidates: np.ndarray | None = None,
+        exclude: np.ndarray | None = None,
+        *,
+        chunk_rows: int = CHUNK_ROWS,
+    ) -> np.ndarray:
         """Indices of the ``min(k, available)`` most cosine-similar rows per query, most similar first."""
         queries = np.asarray(queries)
         if queries.ndim != 2 or queries.shape[1] != self.dim or not np.isfinite(queries).all():
             raise ProxyBankError(f"queries: expected finite [n, {self.dim}], got {queries.shape}")
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ProxyBankError(f"k: expected a positive int, got {k!r}")
-        pool = np.flatnonzero(_mask(candidates, len(self), "candidates", True)
-                              & ~_mask(exclude, len(self), "exclude", False))
+        pool = np.flatnonzero(
+            _mask(candidates, len(self), "candidates", True) & ~_mask(exclude, len(self), "exclude", False)
+        )
         keep = min(k, len(pool))
         out = np.empty((len(queries), keep), dtype=np.int64)
         if keep == 0:
             return out
         queries = queries.astype(np.float32)
         for q0 in range(0, len(queries), chunk_rows):
-            block = queries[q0:q0 + chunk_rows]
+            block = queries[q0 : q0 + chunk_rows]
             top_sims, top_idx = np.empty((len(block), 0), np.float32), np.empty((len(block), 0), np.int64)
             for c0 in range(0, len(pool), chunk_rows):
-                idx = pool[c0:c0 + chunk_rows]
+                idx = pool[c0 : c0 + chunk_rows]
                 sims = np.concatenate([top_sims, block @ self._rows[idx].T], axis=1)
                 cols = np.concatenate([top_idx, np.broadcast_to(idx, (len(block), len(idx)))], axis=1)
                 if sims.shape[1] > keep:
@@ -327,12 +346,18 @@ class ProxyBank:
                     sims, cols = np.take_along_axis(sims, part, 1), np.take_along_axis(cols, part, 1)
                 top_sims, top_idx = sims, cols
             order = np.argsort(-top_sims, axis=1, kind="stable")
-            out[q0:q0 + len(block)] = np.take_along_axis(top_idx, order, 1)
+            out[q0 : q0 + len(block)] = np.take_along_axis(top_idx, order, 1)
         return out
 
     def to_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        meta = {"format": FORMAT, "version": VERSION, "dim": self.dim, "ids": list(self._ids),
-                "public": list(self._public), "owners": list(self._owners)}
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "dim": self.dim,
+            "ids": list(self._ids),
+            "public": list(self._public),
+            "owners": list(self._owners),
+        }
         return {"rows": self._rows.copy()}, meta
 
     @classmethod
@@ -342,17 +367,22 @@ class ProxyBank:
             if field not in meta:
                 raise ProxyBankError(f"meta: missing field {field!r}")
         if meta["format"] != FORMAT or meta["version"] != VERSION:
-            raise ProxyBankError(f"meta: format/version must be {FORMAT!r}/{VERSION}, "
-                                 f"got {meta['format']!r}/{meta['version']!r}")
+            raise ProxyBankError(
+                f"meta: format/version must be {FORMAT!r}/{VERSION}, got {meta['format']!r}/{meta['version']!r}"
+            )
         bank = cls(meta["dim"])
         rows = arrays.get("rows")
         if not isinstance(rows, np.ndarray) or rows.dtype != np.float32 or rows.ndim != 2 or rows.shape[1] != bank.dim:
-            raise ProxyBankError(f"rows: expected float32 [N, {bank.dim}], got "
-                                 f"{getattr(rows, 'dtype', type(rows).__name__)} {getattr(rows, 'shape', '')}")
+            raise ProxyBankError(
+                f"rows: expected float32 [N, {bank.dim}], got "
+                f"{getattr(rows, 'dtype', type(rows).__name__)} {getattr(rows, 'shape', '')}"
+            )
         for field in ("ids", "public", "owners"):
             if not isinstance(meta[field], list) or len(meta[field]) != len(rows):
-                raise ProxyBankError(f"{field}: expected a list of {len(rows)} entries (one per row), "
-                                     f"got {len(meta[field]) if isinstance(meta[field], list) else type(meta[field])}")
+                raise ProxyBankError(
+                    f"{field}: expected a list of {len(rows)} entries (one per row), "
+                    f"got {len(meta[field]) if isinstance(meta[field], list) else type(meta[field])}"
+                )
         ids, public, owners = meta["ids"], meta["public"], meta["owners"]
         problems = _id_problems(ids) or _row_problems(rows, ids, bank.dim)
         if problems:
@@ -363,8 +393,9 @@ class ProxyBank:
             raise ProxyBankError("public: expected booleans")
         inconsistent = [i for i, p, o in zip(ids, public, owners) if not _owner_fits(p, o)]
         if inconsistent:
-            raise ProxyBankError(f"owners: public rows need None and private rows an int node id; "
-                                 f"wrong for {_names(inconsistent)}")
+            raise ProxyBankError(
+                f"owners: public rows need None and private rows an int node id; wrong for {_names(inconsistent)}"
+            )
         bank._append(list(ids), rows.copy(), list(public), list(owners))
         return bank
 

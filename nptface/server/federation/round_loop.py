@@ -73,8 +73,9 @@ class FederationError(RuntimeError):
 
 def config_hash(config: FedConfig) -> str:
     """Settings that change what a round computes, and the starting checkpoint's content."""
-    payload = {k: v for k, v in asdict(config).items() if k not in ("num_rounds", "out_dir", "round_timeout_s",
-                                                                    "wait_nodes_s")}
+    payload = {
+        k: v for k, v in asdict(config).items() if k not in ("num_rounds", "out_dir", "round_timeout_s", "wait_nodes_s")
+    }
     payload["server_checkpoint"] = hashlib.sha256((Path(config.server_run) / MODEL_FILE).read_bytes()).hexdigest()
     return settings_hash(payload)
 
@@ -88,8 +89,13 @@ class Federation:
         self.out_dir = Path(config.out_dir)
         model, meta = load_backbone(config.server_run)
         self.model_config: MobileFaceNetConfig = model.config
-        self.settings = protocol.ClientSettings(**{**asdict(config.client), "image_size": model.config.input_size,
-                                                   "model_json": json.dumps(model.config.to_dict())})
+        self.settings = protocol.ClientSettings(
+            **{
+                **asdict(config.client),
+                "image_size": model.config.input_size,
+                "model_json": json.dumps(model.config.to_dict()),
+            }
+        )
         self.rng = np.random.default_rng(config.seed)
         resumed = latest_state(self.out_dir)
         if resumed is not None:
@@ -104,12 +110,17 @@ class Federation:
         problems = backbone_problems(self.state.backbone)
         if problems:
             source = f"{self.out_dir} (round {self.state.round})" if resumed else config.server_run
-            raise FederationError(f"{source}: the global backbone is not a usable model ({summarise(problems)}); "
-                                  "start from a usable server-run in a fresh out-dir")
+            raise FederationError(
+                f"{source}: the global backbone is not a usable model ({summarise(problems)}); "
+                "start from a usable server-run in a fresh out-dir"
+            )
         self.registry = Registry(self.state.registry)
         self.eval_sets = central_eval_sets(config, model.config.input_size)
-        self.row_privacy = calibrate(config.dp_epsilon, config.dp_delta, config.num_rounds, config.dp_clip) \
-            if config.proxy_sharing == "dp" else None
+        self.row_privacy = (
+            calibrate(config.dp_epsilon, config.dp_delta, config.num_rounds, config.dp_clip)
+            if config.proxy_sharing == "dp"
+            else None
+        )
 
     def model(self, backbone: dict[str, torch.Tensor]) -> MobileFaceNet:
         model = MobileFaceNet(self.model_config)
@@ -135,8 +146,10 @@ class Federation:
             if len(nodes) >= self.config.min_nodes:
                 return nodes
             if time.monotonic() > deadline:
-                raise FederationError(f"only {len(nodes)} node(s) connected after {self.config.wait_nodes_s:.0f} s; "
-                                      f"min-nodes is {self.config.min_nodes} (start more SuperNodes or lower min-nodes)")
+                raise FederationError(
+                    f"only {len(nodes)} node(s) connected after {self.config.wait_nodes_s:.0f} s; "
+                    f"min-nodes is {self.config.min_nodes} (start more SuperNodes or lower min-nodes)"
+                )
             time.sleep(1.0)
 
     def _register(self, grid: Any, nodes: list[int]) -> None:
@@ -145,8 +158,12 @@ class Federation:
         if not unknown:
             return
         config = ConfigRecord(self.settings.to_record())
-        messages = [Message(RecordDict({protocol.CONFIG: config}), dst_node_id=n,
-                            message_type=f"query.{protocol.ACTION_REGISTER}") for n in unknown]
+        messages = [
+            Message(
+                RecordDict({protocol.CONFIG: config}), dst_node_id=n, message_type=f"query.{protocol.ACTION_REGISTER}"
+            )
+            for n in unknown
+        ]
         for reply in grid.send_and_receive(messages, timeout=self.config.round_timeout_s):
             node = reply.metadata.src_node_id
             if reply.has_error():
@@ -164,37 +181,58 @@ class Federation:
     def _sample(self, nodes: list[int], round_number: int) -> list[int]:
         eligible = [n for n in nodes if n in self.registry.nodes]
         if len(eligible) < self.config.min_nodes:
-            raise FederationError(f"round {round_number}: {len(eligible)} registered node(s), min-nodes is "
-                                  f"{self.config.min_nodes}")
+            raise FederationError(
+                f"round {round_number}: {len(eligible)} registered node(s), min-nodes is {self.config.min_nodes}"
+            )
         n_sample = max(self.config.min_nodes, int(round(self.config.fraction_train * len(eligible))))
         picks = self.rng.choice(len(eligible), size=min(n_sample, len(eligible)), replace=False)
         return sorted(eligible[int(i)] for i in picks)  # node ids exceed int64: never via numpy
 
-    def train_content(self, node: int, round_number: int, backbone: ArrayRecord,
-                      bank_ids: list[str], in_bank: set[str]) -> tuple[RecordDict, ClientView]:
+    def train_content(
+        self, node: int, round_number: int, backbone: ArrayRecord, bank_ids: list[str], in_bank: set[str]
+    ) -> tuple[RecordDict, ClientView]:
         """One client's train message — the backbone, its own rows, its negatives, the settings — and its view."""
         bank = self.state.bank
         client = self.registry.nodes[node]
         known, rows = own_rows(bank, self.registry.held_by(client), in_bank)
-        negatives = select_negatives(bank, rows, known, self.config.proxy_sharing, self.config.negatives_nearest,
-                                     self.config.negatives_random, self.rng)
+        negatives = select_negatives(
+            bank,
+            rows,
+            known,
+            self.config.proxy_sharing,
+            self.config.negatives_nearest,
+            self.config.negatives_random,
+            self.rng,
+        )
         negative_rows = bank.rows[negatives].astype(np.float32)
         privacy: dict[str, Any] = {}
         own_ids, own = known, rows
         if self.row_privacy is not None:
             # dp: the bank holds only noised copies of a client's rows; the client trains on the clean
             # rows it kept itself, so none are sent back to it.
-            privacy = {protocol.KEEP_ROWS: True, protocol.DP_NOISE: self.row_privacy.noise_multiplier,
-                       protocol.DP_CLIP: self.config.dp_clip}
+            privacy = {
+                protocol.KEEP_ROWS: True,
+                protocol.DP_NOISE: self.row_privacy.noise_multiplier,
+                protocol.DP_CLIP: self.config.dp_clip,
+            }
             own_ids, own = [], np.zeros((0, bank.dim), np.float32)
-        config = ConfigRecord({**self.settings.to_record(), "round": round_number, "own_ids": own_ids,
-                               "seed": self.config.seed * 100_003 + round_number, **privacy})
-        content = RecordDict({
-            protocol.BACKBONE: backbone,
-            protocol.OWN_ROWS: protocol.numpy_record(rows=own.astype(np.float32)),
-            protocol.NEGATIVES: protocol.numpy_record(rows=negative_rows),
-            protocol.CONFIG: config,
-        })
+        config = ConfigRecord(
+            {
+                **self.settings.to_record(),
+                "round": round_number,
+                "own_ids": own_ids,
+                "seed": self.config.seed * 100_003 + round_number,
+                **privacy,
+            }
+        )
+        content = RecordDict(
+            {
+                protocol.BACKBONE: backbone,
+                protocol.OWN_ROWS: protocol.numpy_record(rows=own.astype(np.float32)),
+                protocol.NEGATIVES: protocol.numpy_record(rows=negative_rows),
+                protocol.CONFIG: config,
+            }
+        )
         return content, ClientView(node, client.partition, [bank_ids[i] for i in negatives], negative_rows)
 
     def _train_messages(self, nodes: list[int], round_number: int) -> tuple[list[Message], RoundView]:
@@ -219,8 +257,12 @@ class Federation:
 
     def client_evaluate(self, grid: Any, nodes: list[int]) -> dict[str, float]:
         """Clients verify their own held-out images with the global backbone (sample-weighted mean)."""
-        content = RecordDict({protocol.BACKBONE: ArrayRecord(self.state.backbone),
-                              protocol.CONFIG: ConfigRecord(self.settings.to_record())})
+        content = RecordDict(
+            {
+                protocol.BACKBONE: ArrayRecord(self.state.backbone),
+                protocol.CONFIG: ConfigRecord(self.settings.to_record()),
+            }
+        )
         messages = [Message(content, dst_node_id=n, message_type="evaluate") for n in nodes]
         reports = []
         for reply in grid.send_and_receive(messages, timeout=self.config.round_timeout_s):
@@ -241,8 +283,14 @@ class Federation:
         bank exactly as they were: the rows of that round's replies are not taken either.
         """
         started = time.perf_counter()
-        kept, rejected = screen(replies, self.state.backbone, self.state.bank, self.config.norm_screen,
-                                self.config.row_norm_limit, self.config.update_norm_limit)
+        kept, rejected = screen(
+            replies,
+            self.state.backbone,
+            self.state.bank,
+            self.config.norm_screen,
+            self.config.row_norm_limit,
+            self.config.update_norm_limit,
+        )
         for node, reason in rejected:
             logger.warning("round update from node %d rejected: %s", node, reason)
         candidate = aggregation.combine(kept, self.state.backbone, self.config)
@@ -251,41 +299,69 @@ class Federation:
         rolled_back = None
         if problems:
             rolled_back = summarise(problems)
-            logger.error("round %d: the aggregate of %d update(s) is not a usable model (%s); rolled back to the "
-                         "global model of round %d", round_number, len(kept), rolled_back, self.state.round)
+            logger.error(
+                "round %d: the aggregate of %d update(s) is not a usable model (%s); rolled back to the "
+                "global model of round %d",
+                round_number,
+                len(kept),
+                rolled_back,
+                self.state.round,
+            )
             kept, candidate = [], self.state.backbone
             metrics = self.evaluate(candidate)
         eval_seconds = time.perf_counter() - evaluated
         summary = aggregation.update_bank(kept, self.state.bank, self.config)
         self.state.backbone = candidate
-        return {"accepted": len(kept), "rejected": len(rejected), "rejected_nodes": [n for n, _ in rejected],
-                "rolled_back": rolled_back, **summary, "eval_seconds": eval_seconds,
-                "aggregate_seconds": time.perf_counter() - started - eval_seconds}, metrics
+        return {
+            "accepted": len(kept),
+            "rejected": len(rejected),
+            "rejected_nodes": [n for n, _ in rejected],
+            "rolled_back": rolled_back,
+            **summary,
+            "eval_seconds": eval_seconds,
+            "aggregate_seconds": time.perf_counter() - started - eval_seconds,
+        }, metrics
 
     def privacy_spent(self, round_number: int) -> dict[str, float]:
         """Epsilon of one identity's row after this round: at most one release per round (no sampling claimed)."""
         if self.row_privacy is None:
             return {}
-        return {"dp/epsilon": epsilon_after(self.row_privacy.noise_multiplier, round_number, self.config.dp_delta),
-                "dp/noise_multiplier": self.row_privacy.noise_multiplier}
+        return {
+            "dp/epsilon": epsilon_after(self.row_privacy.noise_multiplier, round_number, self.config.dp_delta),
+            "dp/noise_multiplier": self.row_privacy.noise_multiplier,
+        }
 
     # ----------------------------------------------------------------- the loop
     def run(self, grid: Any) -> FedState:
         if self.state.round == 0 and not self.state.history:
             metrics, problems = self.judge(self.state.backbone)
             if problems:
-                raise FederationError(f"{self.config.server_run}: the starting model is not usable ({summarise(problems)})")
-            self.state.history.append(_strict({"round": 0, **metrics,
-                                               "min_sq_distance": self.state.bank.min_sq_distance(),
-                                               "bank_rows": len(self.state.bank), "seconds": 0.0}))
+                raise FederationError(
+                    f"{self.config.server_run}: the starting model is not usable ({summarise(problems)})"
+                )
+            self.state.history.append(
+                _strict(
+                    {
+                        "round": 0,
+                        **metrics,
+                        "min_sq_distance": self.state.bank.min_sq_distance(),
+                        "bank_rows": len(self.state.bank),
+                        "seconds": 0.0,
+                    }
+                )
+            )
             save_state(self.out_dir, self.state)
         for round_number in range(self.state.round + 1, self.config.num_rounds + 1):
             record = self._round(grid, round_number)
             self.state.history.append(record)
             save_state(self.out_dir, self.state)
             logger.info("round %d: %s", round_number, {k: v for k, v in record.items() if not isinstance(v, list)})
-        export_run_directory(self.out_dir, self.model(self.state.backbone), self.state.bank,
-                             {"federated_rounds": self.state.round, "proxy_sharing": self.config.proxy_sharing})
+        export_run_directory(
+            self.out_dir,
+            self.model(self.state.backbone),
+            self.state.bank,
+            {"federated_rounds": self.state.round, "proxy_sharing": self.config.proxy_sharing},
+        )
         return self.state
 
     def _round(self, grid: Any, round_number: int) -> dict[str, Any]:
@@ -315,12 +391,22 @@ class Federation:
         summary["eval_seconds"] += time.perf_counter() - evaluated
         observed = {key: value for observer in self.observers for key, value in observer(view).items()}
         self.state.round = round_number
-        record = {"round": round_number, "sampled": len(sampled), "replies": len(replies),
-                  "timed_out": len(sampled) - len(replies), "failed": len(replies) - len(parsed), **summary,
-                  "bank_rows": len(self.state.bank), **metrics, **observed, **self.privacy_spent(round_number),
-                  "train_seconds": received - sent, "client_seconds_max": max(
-                      (r.metrics.get("seconds", 0.0) for r in parsed), default=0.0),
-                  "seconds": time.perf_counter() - started, "ended_unix": time.time()}
+        record = {
+            "round": round_number,
+            "sampled": len(sampled),
+            "replies": len(replies),
+            "timed_out": len(sampled) - len(replies),
+            "failed": len(replies) - len(parsed),
+            **summary,
+            "bank_rows": len(self.state.bank),
+            **metrics,
+            **observed,
+            **self.privacy_spent(round_number),
+            "train_seconds": received - sent,
+            "client_seconds_max": max((r.metrics.get("seconds", 0.0) for r in parsed), default=0.0),
+            "seconds": time.perf_counter() - started,
+            "ended_unix": time.time(),
+        }
         return _strict(record)
 
 

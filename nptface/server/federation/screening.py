@@ -45,8 +45,9 @@ class Reply:
         return RowUpdate(self.partition, self.ids, self.rows, self.counts)
 
 
-def read_reply(node: int, client: Client | None, held: list[str], content: Any,
-               backbone: dict[str, torch.Tensor]) -> Reply | str:
+def read_reply(
+    node: int, client: Client | None, held: list[str], content: Any, backbone: dict[str, torch.Tensor]
+) -> Reply | str:
     """A well-formed update from a registered node holding ``held``, or why it is refused."""
     if client is None:
         return "reply from an unregistered node"
@@ -83,8 +84,14 @@ def backbone_norm(backbone: dict[str, torch.Tensor]) -> float:
     return torch.sqrt(sum((tensor.double() ** 2).sum() for tensor in backbone.values())).item()
 
 
-def screen(replies: list[Reply], backbone: dict[str, torch.Tensor], bank: ProxyBank, norm_screen: float,
-           row_norm_limit: float, update_norm_limit: float) -> tuple[list[Reply], list[tuple[int, str]]]:
+def screen(
+    replies: list[Reply],
+    backbone: dict[str, torch.Tensor],
+    bank: ProxyBank,
+    norm_screen: float,
+    row_norm_limit: float,
+    update_norm_limit: float,
+) -> tuple[list[Reply], list[tuple[int, str]]]:
     """(kept replies, [(node, reason)] rejected); replies are taken in partition order, whatever their arrival."""
     rejected = []
     usable = []
@@ -100,8 +107,13 @@ def screen(replies: list[Reply], backbone: dict[str, torch.Tensor], bank: ProxyB
     kept = []
     for reply, norm in zip(usable, norms, strict=True):
         if update_norm_limit and norm > limit:
-            rejected.append((reply.node_id, f"update norm {norm:.3g} > {update_norm_limit} x the global backbone's "
-                                            f"norm {limit / update_norm_limit:.3g}"))
+            rejected.append(
+                (
+                    reply.node_id,
+                    f"update norm {norm:.3g} > {update_norm_limit} x the global backbone's "
+                    f"norm {limit / update_norm_limit:.3g}",
+                )
+            )
             continue
         if norm_screen and len(usable) >= 3 and median > 0 and norm > norm_screen * median:
             rejected.append((reply.node_id, f"update norm {norm:.3g} > {norm_screen} x median {median:.3g}"))

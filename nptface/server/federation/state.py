@@ -58,8 +58,14 @@ def save_state(out_dir: Path, state: FedState) -> Path:
     with _rounds(out_dir).write(name) as staging:
         save_file({k: v.contiguous() for k, v in state.backbone.items()}, staging / BACKBONE_FILE)
         state.bank.save(staging / "bank")
-        meta = {"format": STATE_FORMAT, "version": STATE_VERSION, "round": state.round, "registry": state.registry,
-                "history": state.history, "config_hash": state.config_hash}
+        meta = {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "round": state.round,
+            "registry": state.registry,
+            "history": state.history,
+            "config_hash": state.config_hash,
+        }
         atomic_write_json(staging / STATE_FILE, meta)
     return out_dir / "rounds" / name
 
@@ -76,7 +82,9 @@ def latest_state(out_dir: Path) -> FedState | None:
         registry = {str(k): list(v) for k, v in meta["registry"].items()}
         history = list(meta["history"])
     except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise FedStateError(f"{state_path}: expected fields round, registry, history and config_hash ({error!r})") from None
+        raise FedStateError(
+            f"{state_path}: expected fields round, registry, history and config_hash ({error!r})"
+        ) from None
     try:
         backbone = load_file(directory / BACKBONE_FILE)
     except (OSError, SafetensorError) as error:
@@ -86,6 +94,7 @@ def latest_state(out_dir: Path) -> FedState | None:
 
 def export_run_directory(out_dir: Path, model: MobileFaceNet, bank: ProxyBank, extra: dict[str, Any]) -> Path:
     """The federated model as a standard nptface run directory (for export, eval, the demo)."""
-    meta = CheckpointMeta(model=model.config.to_dict(), head="npt", head_hparams={}, class_names=list(bank.ids),
-                          extra=extra)
+    meta = CheckpointMeta(
+        model=model.config.to_dict(), head="npt", head_hparams={}, class_names=list(bank.ids), extra=extra
+    )
     return save_checkpoint(out_dir, model, torch.from_numpy(bank.rows.copy()), meta)

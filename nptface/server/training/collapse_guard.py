@@ -22,7 +22,7 @@ import torch.nn.functional as F
 ACTIONS = ("warn", "stop", "off")
 REMEDIES = (
     'train with semi-hard negatives (head.params.negatives = "semihard", the shipped recipe) instead of the '
-    'exact hardest ones; or use more images per identity, a lower optim.lr, or a model fine-tuned from a '
+    "exact hardest ones; or use more images per identity, a lower optim.lr, or a model fine-tuned from a "
     'trained one; guard.action = "off" silences this check'
 )
 
@@ -94,11 +94,14 @@ class CollapseGuard:
         self._streak = self._streak + 1 if spread < self.threshold else 0
         if self._streak != self.patience:
             return None
-        message = (f"EMBEDDING COLLAPSE at step {step} (epoch {epoch:.2f}): the training batches' embeddings span "
-                   f"only {spread:.2f} directions (batch_spread < guard.threshold = {self.threshold} for "
-                   f"{self._streak} log windows), so faces of different people end up close together. "
-                   f"Remedies: {REMEDIES}.")
+        message = (
+            f"EMBEDDING COLLAPSE at step {step} (epoch {epoch:.2f}): the training batches' embeddings span "
+            f"only {spread:.2f} directions (batch_spread < guard.threshold = {self.threshold} for "
+            f"{self._streak} log windows), so faces of different people end up close together. "
+            f"Remedies: {REMEDIES}."
+        )
         if self.action == "stop":
-            raise CollapseError(message + ' Stopped because guard.action = "stop"; the checkpoints written so far '
-                                'are kept.')
+            raise CollapseError(
+                message + ' Stopped because guard.action = "stop"; the checkpoints written so far are kept.'
+            )
         return message

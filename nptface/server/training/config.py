@@ -219,8 +219,9 @@ def _locate(name_or_path: str, relative_to: Path | None) -> Path:
         return candidate
     shipped = _shipped_dir() / f"{name_or_path}.toml"
     if not shipped.is_file():
-        raise ConfigError(f"no shipped config named {name_or_path!r}; expected one of {shipped_configs()} "
-                          f"or a path to a .toml file")
+        raise ConfigError(
+            f"no shipped config named {name_or_path!r}; expected one of {shipped_configs()} or a path to a .toml file"
+        )
     return Path(str(shipped))
 
 
@@ -238,8 +239,12 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 def _names_another_head(head: dict[str, Any], update: dict[str, Any]) -> bool:
     """Whether ``update`` (a head table) switches ``head`` to another head without giving its params."""
-    return "name" in update and update["name"] != head.get("name", HeadSection.name) and "params" in head \
+    return (
+        "name" in update
+        and update["name"] != head.get("name", HeadSection.name)
+        and "params" in head
         and "params" not in update
+    )
 
 
 def _read_raw(name_or_path: str, relative_to: Path | None = None, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -355,6 +360,7 @@ def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) 
 
 def validate(config: TrainConfig, source: str) -> None:
     """Cross-field checks that types alone cannot express."""
+
     def fail(message: str) -> None:
         raise ConfigError(f"{source}: {message}")
 
@@ -363,8 +369,10 @@ def validate(config: TrainConfig, source: str) -> None:
     if config.data.kind != "synthetic" and not config.data.path:
         fail(f"data.path is required for data.kind = {config.data.kind!r}")
     if config.data.heldout_identities < 0 or (config.data.kind == "synthetic" and config.data.heldout_identities):
-        fail("data.heldout_identities is for imagefolder/recordio data (synthetic held-out identities are an "
-             "eval set of their own id range)")
+        fail(
+            "data.heldout_identities is for imagefolder/recordio data (synthetic held-out identities are an "
+            "eval set of their own id range)"
+        )
     if config.optim.schedule not in ("step", "cosine", "poly"):
         fail(f"optim.schedule must be step, cosine or poly, got {config.optim.schedule!r}")
     if config.optim.epochs < 1:
@@ -380,21 +388,28 @@ def validate(config: TrainConfig, source: str) -> None:
     _validate_head(config, fail)
     if config.model.init:
         try:
-            check_init(config.model.init, MobileFaceNetConfig(config.model.embedding_dim, config.model.width,
-                                                              config.model.input_size))
+            check_init(
+                config.model.init,
+                MobileFaceNetConfig(config.model.embedding_dim, config.model.width, config.model.input_size),
+            )
         except ValueError as error:
             fail(f"model.init: {error}")
     shard = config.head.shard_proxies
     if not (shard == "auto" or isinstance(shard, bool)):
         fail(f'head.shard_proxies must be "auto", true or false, got {shard!r}')
-    if shard is True and (config.head.name != "npt" or not isinstance(config.head.params.get("k", 6), int)
-                          or config.head.candidate_rate):
-        fail(f"head.shard_proxies = true needs head.name = \"npt\" with an integer params.k and candidate_rate = 0, "
-             f"got name {config.head.name!r}, params {config.head.params}, candidate_rate {config.head.candidate_rate}")
+    if shard is True and (
+        config.head.name != "npt" or not isinstance(config.head.params.get("k", 6), int) or config.head.candidate_rate
+    ):
+        fail(
+            f'head.shard_proxies = true needs head.name = "npt" with an integer params.k and candidate_rate = 0, '
+            f"got name {config.head.name!r}, params {config.head.params}, candidate_rate {config.head.candidate_rate}"
+        )
     if shard is True and config.head.params.get("negatives", "hardest") != "hardest":
-        fail(f"head.shard_proxies = true needs head.params.negatives = \"hardest\" (the sharded top-k search has no "
-             f"semi-hard selection), got {config.head.params.get('negatives')!r}; set head.shard_proxies = \"auto\" "
-             f"or false to train semi-hard with replicated proxies")
+        fail(
+            f'head.shard_proxies = true needs head.params.negatives = "hardest" (the sharded top-k search has no '
+            f'semi-hard selection), got {config.head.params.get("negatives")!r}; set head.shard_proxies = "auto" '
+            f"or false to train semi-hard with replicated proxies"
+        )
     if config.device.amp not in ("bf16", "none"):
         fail(f"device.amp must be bf16 or none, got {config.device.amp!r}")
     for i, eval_set in enumerate(config.eval.sets):
@@ -405,15 +420,19 @@ def validate(config: TrainConfig, source: str) -> None:
         if eval_set.kind == "lfw" and not eval_set.pairs:
             fail(f"eval.sets[{i}].pairs (LFW's pairs.txt) is required for kind 'lfw'")
         if eval_set.pair_protocol not in ("all", "lfw") or eval_set.per_fold < 1:
-            fail(f"eval.sets[{i}].pair_protocol must be all or lfw and per_fold >= 1, got "
-                 f"{eval_set.pair_protocol!r} and {eval_set.per_fold}")
+            fail(
+                f"eval.sets[{i}].pair_protocol must be all or lfw and per_fold >= 1, got "
+                f"{eval_set.pair_protocol!r} and {eval_set.per_fold}"
+            )
     if config.checkpoint.every_steps < 1 or config.checkpoint.keep < 1:
         fail("checkpoint.every_steps and checkpoint.keep must be >= 1")
     if config.guard.action not in ("warn", "stop", "off"):
         fail(f'guard.action must be "warn", "stop" or "off", got {config.guard.action!r}')
     if config.guard.patience < 1 or config.guard.after_epochs < 0:
-        fail(f"guard.patience must be >= 1 and guard.after_epochs >= 0, got {config.guard.patience} and "
-             f"{config.guard.after_epochs}")
+        fail(
+            f"guard.patience must be >= 1 and guard.after_epochs >= 0, got {config.guard.patience} and "
+            f"{config.guard.after_epochs}"
+        )
 
 
 def _validate_head(config: TrainConfig, fail: typing.Callable[[str], None]) -> None:

@@ -35,7 +35,9 @@ class EvalData:
     pairs: Pairs
 
 
-def build_train_data(data: DataSection, image_size: int, seed: int, progress: bool = False) -> tuple[Dataset, EvalData | None]:
+def build_train_data(
+    data: DataSection, image_size: int, seed: int, progress: bool = False
+) -> tuple[Dataset, EvalData | None]:
     """The training set and, with ``data.heldout_identities``, an eval set of the identities held out of it."""
     dataset = _load_train_dataset(data, image_size, seed, progress)
     if not data.heldout_identities:
@@ -48,8 +50,9 @@ def build_train_data(data: DataSection, image_size: int, seed: int, progress: bo
 
 def _load_train_dataset(data: DataSection, image_size: int, seed: int, progress: bool) -> Dataset:
     if data.kind == "synthetic":
-        dataset = SyntheticFaceDataset(SERVER_IDS[: data.identities], data.images_per_identity, data.domain, seed,
-                                       image_size, data.lookalike_share)
+        dataset = SyntheticFaceDataset(
+            SERVER_IDS[: data.identities], data.images_per_identity, data.domain, seed, image_size, data.lookalike_share
+        )
         return materialize(dataset, "rendering training faces", progress) if data.in_memory else dataset
     if data.kind == "imagefolder":
         dataset = ImageFolderDataset(data.path, image_size=image_size, skip_bad=data.skip_bad)
@@ -68,8 +71,9 @@ def build_eval_set(spec: EvalSet, image_size: int, lookalike_share: float = Data
     name, seed = spec.name or spec.kind, spec.seed
     if spec.kind == "synthetic":
         dataset = materialize(
-            SyntheticFaceDataset(HELDOUT_IDS[: spec.identities], spec.images_per_identity, spec.domain, seed,
-                                 image_size, lookalike_share),
+            SyntheticFaceDataset(
+                HELDOUT_IDS[: spec.identities], spec.images_per_identity, spec.domain, seed, image_size, lookalike_share
+            ),
             progress=False,
         )
         return EvalData(name, dataset, _generated_pairs(spec, dataset.labels, seed))

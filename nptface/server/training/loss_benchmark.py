@@ -52,27 +52,45 @@ SCALE_VARIANTS: dict[str, list[str]] = {
 # The paper's ablations (exact NPT, as the paper trains it): the cosine margin delta / 2r^2 (r = 1),
 # and k. Margins stop at 1.0: with C classes no embedding can beat a margin of C/(C-1)
 # (core.losses.reachable_margin_limit).
-MARGIN_VARIANTS = {f"npt-margin{m}": ['head.name="npt"', f"head.params={{k=6, delta={2 * m}, r=1.0, negatives=\"hardest\"}}"]
-                   for m in (0.2, 0.3, 0.5, 0.75, 1.0)}
-K_VARIANTS = {f"npt-k{k}": ['head.name="npt"', f"head.params={{k={json.dumps(k)}, delta=1.0, r=1.0, negatives=\"hardest\"}}"]
-              for k in (1, 2, 6, 10, "all")}
+MARGIN_VARIANTS = {
+    f"npt-margin{m}": ['head.name="npt"', f'head.params={{k=6, delta={2 * m}, r=1.0, negatives="hardest"}}']
+    for m in (0.2, 0.3, 0.5, 0.75, 1.0)
+}
+K_VARIANTS = {
+    f"npt-k{k}": ['head.name="npt"', f'head.params={{k={json.dumps(k)}, delta=1.0, r=1.0, negatives="hardest"}}']
+    for k in (1, 2, 6, 10, "all")
+}
 
 # Sized for minutes per run on two CPU cores; pass --set to scale up on a GPU.
 SYNTHETIC_BUDGET = [
-    "data.identities=150", "data.images_per_identity=20", "optim.epochs=5", "optim.milestones=[3.0, 4.2]",
+    "data.identities=150",
+    "data.images_per_identity=20",
+    "optim.epochs=5",
+    "optim.milestones=[3.0, 4.2]",
     "optim.warmup_epochs=0.3",
 ]
 # A CASIA-like identity count (10k x 10 images) for the CPU: about 5 minutes a run on one core.
 # 300 held-out identities x 10 images give 13,500 genuine and 13,500 impostor pairs, enough for
 # TAR@FAR=1e-3. The schedule is the collapse study's: warm-up 0.2 epoch, lr / 10 at 2/3 and 0.87.
 SCALE_BUDGET = [
-    "data.identities=10000", "data.images_per_identity=10", "model.width=0.25", "model.input_size=32",
-    "model.embedding_dim=128", "optim.epochs=2", "optim.milestones=[1.33, 1.74]", "optim.warmup_epochs=0.2",
+    "data.identities=10000",
+    "data.images_per_identity=10",
+    "model.width=0.25",
+    "model.input_size=32",
+    "model.embedding_dim=128",
+    "optim.epochs=2",
+    "optim.milestones=[1.33, 1.74]",
+    "optim.warmup_epochs=0.2",
     'eval.sets=[{kind="synthetic", name="synthetic-heldout", identities=300, images_per_identity=10}]',
 ]
 FOLDER_BUDGET = [
-    'data.kind="imagefolder"', "data.heldout_identities=10", "optim.epochs=20", "optim.batch_size=32",
-    "optim.milestones=[12.0, 17.0]", "optim.warmup_epochs=1.0", "eval.sets=[]",
+    'data.kind="imagefolder"',
+    "data.heldout_identities=10",
+    "optim.epochs=20",
+    "optim.batch_size=32",
+    "optim.milestones=[12.0, 17.0]",
+    "optim.warmup_epochs=1.0",
+    "eval.sets=[]",
 ]
 
 
@@ -95,9 +113,18 @@ def _outcome(variant: str, seed: int, metrics: dict[str, Any], seconds: float, r
     verification = evaluation["verification"]
     at_far = {round(entry["far"], 6): entry for entry in verification["tar_at_far"] if entry["supported"]}
     logger.info("%s seed %d on %s: accuracy %.4f", variant, seed, name, verification["accuracy"]["mean"])
-    return RunOutcome(variant, seed, verification["accuracy"]["mean"], at_far.get(0.01, {}).get("tar"),
-                      at_far.get(0.001, {}).get("tar"), verification["eer"], seconds,
-                      at_far.get(0.01, {}).get("threshold"), verification["n_impostor"], _last_spread(run_dir))
+    return RunOutcome(
+        variant,
+        seed,
+        verification["accuracy"]["mean"],
+        at_far.get(0.01, {}).get("tar"),
+        at_far.get(0.001, {}).get("tar"),
+        verification["eer"],
+        seconds,
+        at_far.get(0.01, {}).get("threshold"),
+        verification["n_impostor"],
+        _last_spread(run_dir),
+    )
 
 
 def _last_spread(run_dir: Path) -> float | None:
@@ -130,10 +157,13 @@ def run_variant(config: TrainConfig, run_dir: Path, variant: str) -> RunOutcome:
     return _outcome(variant, config.run.seed, metrics, metrics["benchmark_seconds"], run_dir)
 
 
-def _run_config(variant: str, overrides: Sequence[str], seed: int, base_overrides: Sequence[str],
-                base_config: str) -> TrainConfig:
-    config = load_config(base_config, [*base_overrides, *overrides, f"run.seed={seed}",
-                                       f'run.name="{variant}-seed{seed}"', "log.progress=false"])
+def _run_config(
+    variant: str, overrides: Sequence[str], seed: int, base_overrides: Sequence[str], base_config: str
+) -> TrainConfig:
+    config = load_config(
+        base_config,
+        [*base_overrides, *overrides, f"run.seed={seed}", f'run.name="{variant}-seed{seed}"', "log.progress=false"],
+    )
     config.eval.every_epochs = config.optim.epochs  # evaluate once, at the end
     return config
 
@@ -188,19 +218,39 @@ def summarise(outcomes: list[RunOutcome], title: str, out_dir: Path, stem: str) 
     rows = []
     for variant in variants:
         runs = [o for o in outcomes if o.variant == variant]
-        rows.append([
-            f"`{variant}`", ", ".join(str(o.seed) for o in runs), _mean_std([o.accuracy for o in runs]),
-            _mean_std([o.tar_1e2 for o in runs]), _mean_std([o.tar_1e3 for o in runs]),
-            _mean_std([o.eer for o in runs]), _mean_std([o.threshold_1e2 for o in runs], scale=1.0, digits=3),
-            _mean_std([o.batch_spread for o in runs], scale=1.0, digits=1),
-            f"{statistics.fmean(o.seconds for o in runs):.0f}",
-        ])
-    table = markdown_table(["head", "seeds", "10-fold acc %", "TAR@FAR=1e-2 %", "TAR@FAR=1e-3 %", "EER %",
-                            "thr@FAR=1e-2", "batch spread", "wall s / run"], rows)
+        rows.append(
+            [
+                f"`{variant}`",
+                ", ".join(str(o.seed) for o in runs),
+                _mean_std([o.accuracy for o in runs]),
+                _mean_std([o.tar_1e2 for o in runs]),
+                _mean_std([o.tar_1e3 for o in runs]),
+                _mean_std([o.eer for o in runs]),
+                _mean_std([o.threshold_1e2 for o in runs], scale=1.0, digits=3),
+                _mean_std([o.batch_spread for o in runs], scale=1.0, digits=1),
+                f"{statistics.fmean(o.seconds for o in runs):.0f}",
+            ]
+        )
+    table = markdown_table(
+        [
+            "head",
+            "seeds",
+            "10-fold acc %",
+            "TAR@FAR=1e-2 %",
+            "TAR@FAR=1e-3 %",
+            "EER %",
+            "thr@FAR=1e-2",
+            "batch spread",
+            "wall s / run",
+        ],
+        rows,
+    )
     impostors = sorted({o.impostor_pairs for o in outcomes})
-    text = (f"## {title}\n\nMean ± sample std over seeds; cosine similarity; held-out identities "
-            f"({', '.join(map(str, impostors))} impostor pairs). thr@FAR=1e-2 near 1 and a batch spread "
-            f"(the collapse guard's last reading) near 2 mean collapsed embeddings.\n\n{table}\n")
+    text = (
+        f"## {title}\n\nMean ± sample std over seeds; cosine similarity; held-out identities "
+        f"({', '.join(map(str, impostors))} impostor pairs). thr@FAR=1e-2 near 1 and a batch spread "
+        f"(the collapse guard's last reading) near 2 mean collapsed embeddings.\n\n{table}\n"
+    )
     atomic_write_bytes(out_dir / f"{stem}.md", text.encode())
     atomic_write_json(out_dir / f"{stem}.json", [o.__dict__ for o in outcomes])
     return text

@@ -20,10 +20,12 @@ from nptface.server.training.sharding.proxy_shard import ShardedNPTHead
 
 def build_optimizer(model: MobileFaceNet, head: ProxyHead | ShardedNPTHead, optim: OptimSection) -> torch.optim.SGD:
     """SGD over the recipe's groups; a sharded head's group holds this rank's rows only (decay acts row by row)."""
-    decay = WeightDecay(proxies=optim.weight_decay_proxies, embedding=optim.weight_decay_embedding,
-                        backbone=optim.weight_decay_backbone)
-    return torch.optim.SGD(parameter_groups(model, head.proxies, decay), lr=optim.lr, momentum=optim.momentum,
-                           nesterov=optim.nesterov)
+    decay = WeightDecay(
+        proxies=optim.weight_decay_proxies, embedding=optim.weight_decay_embedding, backbone=optim.weight_decay_backbone
+    )
+    return torch.optim.SGD(
+        parameter_groups(model, head.proxies, decay), lr=optim.lr, momentum=optim.momentum, nesterov=optim.nesterov
+    )
 
 
 def lr_at(step: int, steps_per_epoch: int, optim: OptimSection) -> float:

@@ -148,10 +148,11 @@ def read_train_state(path: Path, expected_hash: str | None) -> StoredTrainState:
     tensors = load_file(path / "state.safetensors")
 
     def section(prefix: str) -> dict[str, torch.Tensor]:
-        return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
     return StoredTrainState(
-        model=section("model."), head=section("head."),
+        model=section("model."),
+        head=section("head."),
         optimizer=_optimizer_from_tensors(tensors, meta["optimizer"]),
         train=TrainState(TrainPosition(**meta["position"]), meta["config"], meta["config_hash"], meta["history"]),
         rng=section("rng."),

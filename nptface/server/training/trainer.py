@@ -49,6 +49,8 @@ from nptface.server.training.collapse_guard import CollapseGuard, SpreadMeter
 from nptface.server.training.config import TrainConfig
 from nptface.server.training.data import EvalData, build_eval_set, build_train_data
 from nptface.server.training.optim import build_optimizer, lr_at
+from nptface.server.training.report import ReportSection, RunReport, plot_roc, plot_training
+from nptface.server.training.sampler import FlipView, GlobalBatchSampler
 from nptface.server.training.sharding.proxy_shard import (
     ShardedNPTHead,
     clip_sharded_grad_norm_,
@@ -56,8 +58,6 @@ from nptface.server.training.sharding.proxy_shard import (
     gather_rows,
     slice_full_state,
 )
-from nptface.server.training.report import ReportSection, RunReport, plot_roc, plot_training
-from nptface.server.training.sampler import FlipView, GlobalBatchSampler
 from nptface.server.training.sharding.sharded_npt import backbone_grad_scale
 from nptface.server.training.train_state import (
     TrainPosition,
@@ -86,8 +86,10 @@ def checkpoint_to_resume(run_dir: Path, resume: str) -> Path | None:
     if found is None and resume == "must":
         raise FileNotFoundError(f"--resume: no checkpoint in {checkpoints_dir}")
     if found is not None and resume == "never":
-        raise RunExistsError(f"{run_dir} already has checkpoints; pass --resume to continue it, "
-                             f"or choose another run name (--set run.name=...)")
+        raise RunExistsError(
+            f"{run_dir} already has checkpoints; pass --resume to continue it, "
+            f"or choose another run name (--set run.name=...)"
+        )
     return found
 
 
@@ -116,8 +118,11 @@ class _Window:
 
     def record(self, world_size: int) -> dict[str, float]:
         elapsed = max(time.perf_counter() - self.start, 1e-9)
-        return {"loss": self.loss_sum / max(1, self.steps), "images_per_second": self.images * world_size / elapsed,
-                "train_accuracy": self.correct / max(1, self.images)}
+        return {
+            "loss": self.loss_sum / max(1, self.steps),
+            "images_per_second": self.images * world_size / elapsed,
+            "train_accuracy": self.correct / max(1, self.images),
+        }
 
 
 class _Meter:
@@ -146,8 +151,9 @@ class _Meter:
         """Move the pending sums into the epoch totals (checkpointed) and the log window."""
         loss, correct = float(self._loss.item()), int(self._correct.item())
         if not math.isfinite(loss):
-            raise FloatingPointError(f"the training loss became {loss} in epoch {epoch + 1} before step "
-                                     f"{position.global_step}")
+            raise FloatingPointError(
+                f"the training loss became {loss} in epoch {epoch + 1} before step {position.global_step}"
+            )
         position.epoch_loss_sum += loss
         position.epoch_correct += correct
         position.epoch_seen += self._images
@@ -206,8 +212,14 @@ class Trainer:
         head_name, head_params = self._head_choice(self.train_set.num_classes)
         head = build_head(head_name, self.train_set.num_classes, config.model.embedding_dim, **head_params)
         if config.model.init and resume_from is None:  # a resumed run continues from its own checkpoint
-            warm_start(config.model.init, self.backbone.to(self.device), head, self.train_set,
-                       config.eval.batch_size, config.data.num_workers)
+            warm_start(
+                config.model.init,
+                self.backbone.to(self.device),
+                head,
+                self.train_set,
+                config.eval.batch_size,
+                config.data.num_workers,
+            )
         self.head = self._shard_choice(head)
         self.optimizer = build_optimizer(self.backbone, self.head, config.optim)
         self.backbone.to(self.device)
@@ -215,16 +227,17 @@ class Trainer:
         if self.device.type == "cuda" and config.device.channels_last:
             self.backbone.to(memory_format=torch.channels_last)
         self.eval_sets: list[EvalData] = (
-            [build_eval_set(s, config.model.input_size, config.data.lookalike_share)
-             for s in config.eval.sets]
-            if self.context.is_main else []
+            [build_eval_set(s, config.model.input_size, config.data.lookalike_share) for s in config.eval.sets]
+            if self.context.is_main
+            else []
         )
         if heldout is not None and self.context.is_main:
             self.eval_sets.insert(0, heldout)
         self.steps_per_epoch = len(self.train_set) // config.optim.batch_size
         if self.steps_per_epoch == 0:
-            raise ValueError(f"{len(self.train_set)} training images are fewer than one batch of "
-                             f"{config.optim.batch_size}")
+            raise ValueError(
+                f"{len(self.train_set)} training images are fewer than one batch of {config.optim.batch_size}"
+            )
         self.state = TrainState(TrainPosition(), config.to_dict(), config.hash())
         self._tensorboard = None
 
@@ -237,8 +250,11 @@ class Trainer:
             except ValueError as error:
                 raise ValueError(f"head.params.delta / head.params.r: {error}") from None
         if head.name == "npt" and head.scalable_above and num_classes > head.scalable_above:
-            logger.info("%d classes > head.scalable_above = %d: using the streamed top-k NPT head",
-                        num_classes, head.scalable_above)
+            logger.info(
+                "%d classes > head.scalable_above = %d: using the streamed top-k NPT head",
+                num_classes,
+                head.scalable_above,
+            )
             return "scalable_npt", {**head.params, "chunk_size": head.chunk_size, "candidate_rate": head.candidate_rate}
         return head.name, dict(head.params)
 
@@ -255,8 +271,13 @@ class Trainer:
             return head
         sharded = ShardedNPTHead(head, self.context.rank, self.context.world_size, self.config.head.chunk_size)
         if self.context.is_main:
-            logger.info("proxies sharded by class over %d ranks: rank 0 holds rows [%d, %d) of %d",
-                        self.context.world_size, sharded.start, sharded.stop, sharded.num_classes)
+            logger.info(
+                "proxies sharded by class over %d ranks: rank 0 holds rows [%d, %d) of %d",
+                self.context.world_size,
+                sharded.start,
+                sharded.stop,
+                sharded.num_classes,
+            )
         return sharded
 
     @property
@@ -290,8 +311,13 @@ class Trainer:
         self.optimizer.load_state_dict(optimizer_state)
         stored.restore_rng()
         self.state = stored.train
-        logger.info("resumed from %s (epoch %d, batch %d, step %d)", found, self.state.position.epoch,
-                    self.state.position.batch_in_epoch, self.state.position.global_step)
+        logger.info(
+            "resumed from %s (epoch %d, batch %d, step %d)",
+            found,
+            self.state.position.epoch,
+            self.state.position.batch_in_epoch,
+            self.state.position.global_step,
+        )
         return self.state.position.global_step
 
     # -- evaluation --------------------------------------------------------------------------
@@ -301,8 +327,14 @@ class Trainer:
         if not self.context.is_main:
             return {}
         return {
-            data.name: evaluate_model(self.backbone, data.dataset, data.pairs, flip=self.config.eval.flip,
-                                      batch_size=self.config.eval.batch_size, n_folds=self.config.eval.n_folds)
+            data.name: evaluate_model(
+                self.backbone,
+                data.dataset,
+                data.pairs,
+                flip=self.config.eval.flip,
+                batch_size=self.config.eval.batch_size,
+                n_folds=self.config.eval.n_folds,
+            )
             for data in self.eval_sets
         }
 
@@ -310,12 +342,23 @@ class Trainer:
 
     def _loader(self, epoch: int, start_batch: int) -> DataLoader:
         sampler = GlobalBatchSampler(
-            len(self.train_set), self.config.optim.batch_size, self.config.run.seed, epoch,
-            self.context.rank, self.context.world_size, start_batch, self.config.data.flip,
+            len(self.train_set),
+            self.config.optim.batch_size,
+            self.config.run.seed,
+            epoch,
+            self.context.rank,
+            self.context.world_size,
+            start_batch,
+            self.config.data.flip,
         )
         workers = self.config.data.num_workers
-        return DataLoader(FlipView(self.train_set), batch_sampler=sampler, num_workers=workers,
-                          pin_memory=self.device.type == "cuda", persistent_workers=False)
+        return DataLoader(
+            FlipView(self.train_set),
+            batch_sampler=sampler,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
 
     def _to_device(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 NHWC on the host -> normalised float NCHW on the device (4x less to copy)."""
@@ -350,8 +393,9 @@ class Trainer:
         if not self.context.is_main:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.run_dir / "config.json", {"config": self.config.to_dict(),
-                                                         "config_hash": self.config.hash()})
+        atomic_write_json(
+            self.run_dir / "config.json", {"config": self.config.to_dict(), "config_hash": self.config.hash()}
+        )
         # Drop log lines written after the checkpoint we resumed from: they will be replayed.
         log = self.run_dir / "metrics.jsonl"
         step = self.state.position.global_step
@@ -363,7 +407,9 @@ class Trainer:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as error:
-                raise ImportError("log.tensorboard = true needs the tensorboard package: pip install tensorboard") from error
+                raise ImportError(
+                    "log.tensorboard = true needs the tensorboard package: pip install tensorboard"
+                ) from error
             self._tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"))
 
     def _checkpoint(self) -> None:
@@ -373,8 +419,14 @@ class Trainer:
             full = self.head.state_dict(), self.optimizer.state_dict()
         if full is not None and self.context.is_main:
             head_state, optimizer_state = full
-            save_train_state(self.checkpoints_dir, self.backbone.state_dict(), head_state, optimizer_state,
-                             self.state, self.config.checkpoint.keep)
+            save_train_state(
+                self.checkpoints_dir,
+                self.backbone.state_dict(),
+                head_state,
+                optimizer_state,
+                self.state,
+                self.config.checkpoint.keep,
+            )
         self.context.barrier()
 
     def _step_module(self) -> nn.Module:
@@ -412,15 +464,24 @@ class Trainer:
         step_module = self._step_module()
         optim = self.config.optim
         position = self.state.position
-        bar = tqdm(total=optim.epochs * self.steps_per_epoch, initial=position.global_step, unit="step",
-                   desc=self.config.run.name, disable=not (self.config.log.progress and self.context.is_main),
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=optim.epochs * self.steps_per_epoch,
+            initial=position.global_step,
+            unit="step",
+            desc=self.config.run.name,
+            disable=not (self.config.log.progress and self.context.is_main),
+            dynamic_ncols=True,
+        )
         meter = _Meter(self.device, loss_scale=self.context.world_size if self.sharded else 1.0)
         spread = SpreadMeter(self.device)
         guard_config = self.config.guard
         # A run shorter than two grace periods is watched over its second half: its model must not end collapsed.
-        guard = CollapseGuard(guard_config.threshold, guard_config.patience,
-                              min(guard_config.after_epochs, optim.epochs / 2), guard_config.action)
+        guard = CollapseGuard(
+            guard_config.threshold,
+            guard_config.patience,
+            min(guard_config.after_epochs, optim.epochs / 2),
+            guard_config.action,
+        )
         lr = lr_at(position.global_step, self.steps_per_epoch, optim)
         kill_at = _test_kill_step()
         final: dict[str, EvaluationResult] | None = None  # the last epoch's evaluation is the final one
@@ -454,16 +515,25 @@ class Trainer:
                     # The only host-device synchronisation: every log window, checkpoint and epoch end.
                     window = meter.flush(position, epoch)
                     if log_now:
-                        record = {"step": position.global_step, "epoch": epoch + position.batch_in_epoch / self.steps_per_epoch,
-                                  "lr": lr, **window.record(self.context.world_size),
-                                  "batch_spread": self.context.all_reduce_mean(spread.read())}
+                        record = {
+                            "step": position.global_step,
+                            "epoch": epoch + position.batch_in_epoch / self.steps_per_epoch,
+                            "lr": lr,
+                            **window.record(self.context.world_size),
+                            "batch_spread": self.context.all_reduce_mean(spread.read()),
+                        }
                         self._log(record)
-                        bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2g}",
-                                        img_s=f"{record['images_per_second']:.0f}",
-                                        spread=f"{record['batch_spread']:.1f}")
-                        self._say(f"step {position.global_step}/{optim.epochs * self.steps_per_epoch} "
-                                  f"epoch {record['epoch']:.2f}: loss {record['loss']:.4f}, lr {lr:.3g}, "
-                                  f"{record['images_per_second']:.0f} img/s, batch spread {record['batch_spread']:.1f}")
+                        bar.set_postfix(
+                            loss=f"{record['loss']:.3f}",
+                            lr=f"{lr:.2g}",
+                            img_s=f"{record['images_per_second']:.0f}",
+                            spread=f"{record['batch_spread']:.1f}",
+                        )
+                        self._say(
+                            f"step {position.global_step}/{optim.epochs * self.steps_per_epoch} "
+                            f"epoch {record['epoch']:.2f}: loss {record['loss']:.4f}, lr {lr:.3g}, "
+                            f"{record['images_per_second']:.0f} img/s, batch spread {record['batch_spread']:.1f}"
+                        )
                         meter.reset_window()
                         self._watch_collapse(guard, record, bar)
                 if checkpoint_now:
@@ -517,10 +587,13 @@ class Trainer:
                     if tar.supported:
                         record[f"{name}/tar@far={far:.0e}"] = tar.tar
         self._log({"kind": "epoch", **record})
-        self._say(f"epoch {epoch + 1}/{self.config.optim.epochs} done: loss {record['loss']:.4f}, train accuracy "
-                  f"{record['train_accuracy']:.3f}, {record['images_per_second']:.0f} img/s"
-                  + "".join(f"; {name}: accuracy {result.verification.accuracy.mean:.4f}"
-                            for name, result in evaluation.items()))
+        self._say(
+            f"epoch {epoch + 1}/{self.config.optim.epochs} done: loss {record['loss']:.4f}, train accuracy "
+            f"{record['train_accuracy']:.3f}, {record['images_per_second']:.0f} img/s"
+            + "".join(
+                f"; {name}: accuracy {result.verification.accuracy.mean:.4f}" for name, result in evaluation.items()
+            )
+        )
         self.state.history.append(record)
         position.epoch = epoch + 1
         position.batch_in_epoch = 0
@@ -533,12 +606,21 @@ class Trainer:
     def _write_outputs(self, final: dict[str, EvaluationResult], seconds: float, proxies: torch.Tensor) -> None:
         """Rank 0: the run's outputs; ``proxies`` is the full matrix (gathered when sharded)."""
         meta = CheckpointMeta(
-            model=self.model_config.to_dict(), head=self.head.name, head_hparams=self.head.hparams(),
+            model=self.model_config.to_dict(),
+            head=self.head.name,
+            head_hparams=self.head.hparams(),
             class_names=list(self.train_set.class_names),
-            extra={"config_hash": self.config.hash(), "run": self.config.run.name,
-                   "global_step": self.state.position.global_step, "training_data": self._training_data(),
-                   **({"init": init_record(self.config.model.init, list(self.train_set.class_names))}
-                      if self.config.model.init else {})},
+            extra={
+                "config_hash": self.config.hash(),
+                "run": self.config.run.name,
+                "global_step": self.state.position.global_step,
+                "training_data": self._training_data(),
+                **(
+                    {"init": init_record(self.config.model.init, list(self.train_set.class_names))}
+                    if self.config.model.init
+                    else {}
+                ),
+            },
         )
         save_checkpoint(self.run_dir, self.backbone, proxies, meta)
         metrics = {
@@ -558,8 +640,13 @@ class Trainer:
     def _training_data(self) -> dict[str, Any]:
         """What the model was trained on, for the model card: the kind (synthetic faces or real images) and size."""
         data = self.config.data
-        return {"kind": data.kind, "path": data.path, "domain": data.domain if data.kind == "synthetic" else None,
-                "identities": self.train_set.num_classes, "images": len(self.train_set)}
+        return {
+            "kind": data.kind,
+            "path": data.path,
+            "domain": data.domain if data.kind == "synthetic" else None,
+            "identities": self.train_set.num_classes,
+            "images": len(self.train_set),
+        }
 
     def _write_report(self, final: dict[str, EvaluationResult]) -> None:
         atomic_write_bytes(self.run_dir / "report.md", self.report(final).markdown().encode())
@@ -575,17 +662,28 @@ class Trainer:
             f"{config.optim.epochs} epochs at global batch {config.optim.batch_size} on "
             f"{self.context.world_size} x {self.device.type}. Config hash `{config.hash()}`."
         )
-        sections = [ReportSection(f"Verification on `{name}` (cosine similarity)",
-                                  ["\n".join(f"- {line}" for line in result.summary_lines())])
-                    for name, result in final.items()]
+        sections = [
+            ReportSection(
+                f"Verification on `{name}` (cosine similarity)",
+                ["\n".join(f"- {line}" for line in result.summary_lines())],
+            )
+            for name, result in final.items()
+        ]
         if final:
             sections.append(ReportSection(None, ["![ROC](roc.png)"]))
         if self.state.history:
             header = ["epoch", "loss", "train acc", "lr", "img/s"] + [f"{n} acc" for n in final]
-            rows = [[r["epoch"], f"{r['loss']:.3f}", f"{r['train_accuracy']:.3f}", f"{r['lr']:.3g}",
-                     f"{r['images_per_second']:.0f}"]
-                    + [f"{100 * r[f'{n}/accuracy']:.2f}%" if f"{n}/accuracy" in r else "" for n in final]
-                    for r in self.state.history]
+            rows = [
+                [
+                    r["epoch"],
+                    f"{r['loss']:.3f}",
+                    f"{r['train_accuracy']:.3f}",
+                    f"{r['lr']:.3g}",
+                    f"{r['images_per_second']:.0f}",
+                ]
+                + [f"{100 * r[f'{n}/accuracy']:.2f}%" if f"{n}/accuracy" in r else "" for n in final]
+                for r in self.state.history
+            ]
             sections.append(ReportSection("Training", [markdown_table(header, rows), "![training](training.png)"]))
         return RunReport(f"nptface training run: {config.run.name}", summary, sections)
 

@@ -49,8 +49,10 @@ def resolve_init(init: str) -> InitSource:
     elif path.is_file() and path.suffix == ".safetensors":
         run_dir, weights = path.parent, path
     else:
-        raise ValueError(f"{init!r} is neither a run directory nor a .safetensors file "
-                         f"(expected a run directory, or a {MODEL_FILE} with checkpoint.json beside it)")
+        raise ValueError(
+            f"{init!r} is neither a run directory nor a .safetensors file "
+            f"(expected a run directory, or a {MODEL_FILE} with checkpoint.json beside it)"
+        )
     if not weights.is_file():
         raise ValueError(f"{weights} not found")
     return InitSource(run_dir, weights, load_meta(run_dir))
@@ -62,10 +64,15 @@ def check_init(init: str, expected: MobileFaceNetConfig) -> InitSource:
     found = source.meta.model
     wanted = expected.to_dict()
     if found != wanted:
-        differences = ", ".join(f"{key} {found.get(key)!r} there, {value!r} here"
-                                for key, value in wanted.items() if found.get(key) != value)
-        raise ValueError(f"{source.run_dir} holds a MobileFaceNet of another architecture ({differences or found}); "
-                         f"set model.width, model.input_size and model.embedding_dim to its values")
+        differences = ", ".join(
+            f"{key} {found.get(key)!r} there, {value!r} here"
+            for key, value in wanted.items()
+            if found.get(key) != value
+        )
+        raise ValueError(
+            f"{source.run_dir} holds a MobileFaceNet of another architecture ({differences or found}); "
+            f"set model.width, model.input_size and model.embedding_dim to its values"
+        )
     return source
 
 
@@ -78,13 +85,17 @@ def init_record(init: str, class_names: list[str]) -> dict[str, Any]:
     """What the run's checkpoint records of its starting point: path, weights' sha256 and proxy origin."""
     source = resolve_init(init)
     digest = hashlib.sha256(source.weights.read_bytes()).hexdigest()
-    return {"path": init, "model_sha256": digest,
-            "proxies": "reused" if reuses_proxies(source, class_names) else "imprinted",
-            "source_run": source.meta.extra.get("run")}
+    return {
+        "path": init,
+        "model_sha256": digest,
+        "proxies": "reused" if reuses_proxies(source, class_names) else "imprinted",
+        "source_run": source.meta.extra.get("run"),
+    }
 
 
-def warm_start(init: str, backbone: MobileFaceNet, head: ProxyHead, dataset: Dataset, batch_size: int = 256,
-               num_workers: int = 0) -> str:
+def warm_start(
+    init: str, backbone: MobileFaceNet, head: ProxyHead, dataset: Dataset, batch_size: int = 256, num_workers: int = 0
+) -> str:
     """Load ``init``'s backbone into ``backbone`` and set ``head``'s proxies from it; returns how the
     proxies were set (``"reused"`` or ``"imprinted"``). Imprinting embeds ``dataset`` on the
     backbone's device."""
@@ -92,16 +103,23 @@ def warm_start(init: str, backbone: MobileFaceNet, head: ProxyHead, dataset: Dat
     try:
         backbone.load_state_dict(load_file(source.weights, device=str(next(backbone.parameters()).device)))
     except (RuntimeError, SafetensorError) as error:
-        raise ValueError(f"model.init: {source.weights} does not hold the weights of the architecture in "
-                         f"{source.run_dir / 'checkpoint.json'}: {error}") from None
+        raise ValueError(
+            f"model.init: {source.weights} does not hold the weights of the architecture in "
+            f"{source.run_dir / 'checkpoint.json'}: {error}"
+        ) from None
     class_names = list(dataset.class_names)
     with torch.no_grad():
         if reuses_proxies(source, class_names):
             head.proxies.copy_(load_proxies(source.run_dir))
             logger.info("model.init %s: backbone and its %d proxies loaded", init, len(class_names))
             return "reused"
-        logger.info("model.init %s: backbone loaded; imprinting %d proxies from %d training images (the source "
-                    "was trained on other identities)", init, len(class_names), len(dataset))
+        logger.info(
+            "model.init %s: backbone loaded; imprinting %d proxies from %d training images (the source "
+            "was trained on other identities)",
+            init,
+            len(class_names),
+            len(dataset),
+        )
         rows = imprint(backbone, dataset, batch_size=batch_size, num_workers=num_workers)
         head.proxies.copy_(torch.from_numpy(rows).to(head.proxies))
     return "imprinted"

@@ -46,7 +46,10 @@ class Straggler:
     seconds: float
 
     def __call__(self, msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-        if (msg.metadata.message_type == MessageType.TRAIN and partition_of(context) == self.partition
-                and int(msg.content[protocol.CONFIG]["round"]) > WARM_UP_ROUNDS):
+        if (
+            msg.metadata.message_type == MessageType.TRAIN
+            and partition_of(context) == self.partition
+            and int(msg.content[protocol.CONFIG]["round"]) > WARM_UP_ROUNDS
+        ):
             time.sleep(self.seconds)
         return call_next(msg, context)

@@ -82,17 +82,22 @@ def linkage_attack(rows: np.ndarray, row_ids: list[str], gallery: Gallery) -> Li
     chance = 1.0 / gallery.num_identities
     if not keep:
         return LinkageResult(0, 0, chance)
-    rank1 = rank1_identification(gallery.embeddings, np.asarray(gallery.identities),
-                                 np.asarray(rows)[keep], np.asarray(row_ids)[keep])
+    rank1 = rank1_identification(
+        gallery.embeddings, np.asarray(gallery.identities), np.asarray(rows)[keep], np.asarray(row_ids)[keep]
+    )
     return LinkageResult(len(keep), round(rank1 * len(keep)), chance)
 
 
 def held_out_sets(settings: ClientSettings) -> list[Any]:
     """Every client's held-out photos (None for a client without any), from the partition plan."""
     plan = settings.plan()
-    return [materialize(held, progress=False) if held is not None else None
-            for held in (client_datasets(plan, c.partition_id, settings.image_size, seed=settings.partition_seed)[1]
-                         for c in plan.clients)]
+    return [
+        materialize(held, progress=False) if held is not None else None
+        for held in (
+            client_datasets(plan, c.partition_id, settings.image_size, seed=settings.partition_seed)[1]
+            for c in plan.clients
+        )
+    ]
 
 
 class LinkageAttack:

@@ -51,16 +51,19 @@ def derangement(n: int, seed: int) -> np.ndarray:
     return mapping
 
 
-def poison_update(kind: str, weights: dict[str, torch.Tensor], global_weights: dict[str, torch.Tensor],
-                  rows: np.ndarray, seed: int) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+def poison_update(
+    kind: str, weights: dict[str, torch.Tensor], global_weights: dict[str, torch.Tensor], rows: np.ndarray, seed: int
+) -> tuple[dict[str, torch.Tensor], np.ndarray]:
     """What a ``scale`` or ``noise`` attacker sends instead of its honest ``weights`` and ``rows``."""
     if kind == "scale":
         boosted = {k: global_weights[k] + SCALE * (w - global_weights[k]) for k, w in weights.items()}
         return boosted, rows * SCALE
     if kind == "noise":
         generator = torch.Generator().manual_seed(seed)
-        noise = {k: torch.randn(w.shape, generator=generator) * global_weights[k].float().std().clamp_min(1e-3)
-                 for k, w in weights.items()}
+        noise = {
+            k: torch.randn(w.shape, generator=generator) * global_weights[k].float().std().clamp_min(1e-3)
+            for k, w in weights.items()
+        }
         rng = np.random.default_rng(seed)
         return noise, unit_rows(rng.normal(size=rows.shape), name="noise rows")
     raise ValueError(f"poison_update handles scale and noise, not {kind!r}")
@@ -84,14 +87,19 @@ class Poisoners:
             return _flip_identities(msg, context, call_next, partition, seed)
         reply = call_next(msg, context)
         rows = reply.content[protocol.ROWS_OUT]
-        weights, sent_rows = poison_update(kind, reply.content[protocol.BACKBONE].to_torch_state_dict(),
-                                           msg.content[protocol.BACKBONE].to_torch_state_dict(),
-                                           rows["rows"].numpy(), seed)
+        weights, sent_rows = poison_update(
+            kind,
+            reply.content[protocol.BACKBONE].to_torch_state_dict(),
+            msg.content[protocol.BACKBONE].to_torch_state_dict(),
+            rows["rows"].numpy(),
+            seed,
+        )
         return _reply(msg, reply, weights, sent_rows, rows["counts"].numpy())
 
 
-def _flip_identities(msg: Message, context: Context, call_next: ClientAppCallable, partition: int,
-                     seed: int) -> Message:
+def _flip_identities(
+    msg: Message, context: Context, call_next: ClientAppCallable, partition: int, seed: int
+) -> Message:
     """Photos of identity ``names[i]`` train the row of ``names[mapping[i]]``, which is sent back under that name."""
     config = msg.content[protocol.CONFIG]
     names = list(protocol.ClientSettings.from_record(config).plan().clients[partition].identities)
@@ -108,8 +116,9 @@ def _flip_identities(msg: Message, context: Context, call_next: ClientAppCallabl
     return _reply(msg, reply, reply.content[protocol.BACKBONE].to_torch_state_dict(), flipped_rows, flipped_counts)
 
 
-def _reply(msg: Message, reply: Message, weights: dict[str, torch.Tensor], rows: np.ndarray,
-           counts: np.ndarray) -> Message:
+def _reply(
+    msg: Message, reply: Message, weights: dict[str, torch.Tensor], rows: np.ndarray, counts: np.ndarray
+) -> Message:
     """``reply`` with its backbone and bank rows replaced."""
     content = RecordDict(dict(reply.content.items()))
     content[protocol.BACKBONE] = ArrayRecord(weights)

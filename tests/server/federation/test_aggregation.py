@@ -40,9 +40,17 @@ def test_an_unknown_aggregator_is_refused_by_name():
 
 def _reply(partition: int, rows: np.ndarray, value: float) -> Reply:
     ids = [f"c{partition}-{k}" for k in range(len(rows))]
-    return Reply(10 + partition, f"partition-{partition}", partition, ids, rows.astype(np.float32),
-                 np.full(len(rows), 3), {"w": torch.tensor([value])}, 3 * len(rows),
-                 {"loss_first": 2.0 + partition, "loss_last": 1.0, "imprinted": float(len(rows))})
+    return Reply(
+        10 + partition,
+        f"partition-{partition}",
+        partition,
+        ids,
+        rows.astype(np.float32),
+        np.full(len(rows), 3),
+        {"w": torch.tensor([value])},
+        3 * len(rows),
+        {"loss_first": 2.0 + partition, "loss_last": 1.0, "imprinted": float(len(rows))},
+    )
 
 
 @pytest.fixture()

@@ -24,13 +24,16 @@ def test_keys_are_routed_to_server_and_client_settings():
     assert config.proxy_sharing == "local-heads"
 
 
-@pytest.mark.parametrize(("values", "message"), [
-    ({"num-round": 3}, "unknown run-config key 'num-round'"),
-    ({"num-rounds": "3"}, "'num-rounds' must be int"),
-    ({"spread-freeze-public": 1}, "'spread-freeze-public' must be bool"),
-    ({"proxy-sharing": "everything"}, "proxy-sharing must be one of"),
-    ({"failure-rate": 0.5}, "unknown run-config key 'failure-rate'"),  # a simulation harness key, never production
-])
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"num-round": 3}, "unknown run-config key 'num-round'"),
+        ({"num-rounds": "3"}, "'num-rounds' must be int"),
+        ({"spread-freeze-public": 1}, "'spread-freeze-public' must be bool"),
+        ({"proxy-sharing": "everything"}, "proxy-sharing must be one of"),
+        ({"failure-rate": 0.5}, "unknown run-config key 'failure-rate'"),  # a simulation harness key, never production
+    ],
+)
 def test_bad_settings_are_refused_by_name(values, message):
     with pytest.raises(FedConfigError, match=message):
         FedConfig.from_run_config(values)

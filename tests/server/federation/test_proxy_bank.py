@@ -46,8 +46,13 @@ def test_each_sent_row_becomes_the_count_weighted_mean_renormalised():
     bank = make_bank()
     rng = np.random.default_rng(1)
     first, second, other = rng.normal(size=(3, 8))
-    bank.aggregate([update(1, ["a0"], [first], [3]), update(1, ["a0", "a1"], [second, other], [1, 5]),
-                    update(2, ["b0"], [other], [2])])
+    bank.aggregate(
+        [
+            update(1, ["a0"], [first], [3]),
+            update(1, ["a0", "a1"], [second, other], [1, 5]),
+            update(2, ["b0"], [other], [2]),
+        ]
+    )
     expected = (3 * first + 1 * second) / 4
     np.testing.assert_allclose(bank.rows[bank.index_of(["a0"])[0]], expected / np.linalg.norm(expected), atol=1e-6)
     np.testing.assert_allclose(bank.rows[bank.index_of(["a1", "b0"])], unit([other, other]), atol=1e-6)
@@ -67,7 +72,7 @@ def test_identities_seen_for_the_first_time_are_registered_to_their_sender():
     stats = bank.aggregate([update(2, ["b0", "new"], np.ones((2, 8)), [1, 7])])
     assert (stats.updated, stats.registered, stats.untouched) == (1, 1, 5)
     assert bank.ids[-1] == "new" and bank.owner_of("new") == 2 and not bank.public_mask()[-1]
-    np.testing.assert_allclose(bank.rows[-1], np.full(8, 8 ** -0.5), atol=1e-6)
+    np.testing.assert_allclose(bank.rows[-1], np.full(8, 8**-0.5), atol=1e-6)
     assert bank.validate(update(1, ["new"], np.ones((1, 8)), [1])) != []
 
 
@@ -78,15 +83,18 @@ def test_two_nodes_claiming_the_same_new_identity_are_refused():
     assert "new" not in bank.ids
 
 
-@pytest.mark.parametrize("bad, named", [
-    (update(1, ["a0"], [[np.nan] + [0.0] * 7], [1]), "non-finite values for 'a0'"),
-    (update(1, ["a0"], np.ones((1, 5)), [1]), r"expected shape \(1, 8\), got \(1, 5\)"),
-    (update(1, ["a0", "b1"], np.ones((2, 8)), [1, 1]), r"another node, not node 1: 'b1' \(node 2\)"),
-    (update(1, ["pub1"], np.ones((1, 8)), [1]), "'pub1' are public"),
-    (update(1, ["a0", "a0"], np.ones((2, 8)), [1, 1]), "duplicated 'a0'"),
-    (update(1, ["a0", "a1"], np.ones((2, 8)), [2, 0]), "counts: non-positive for 'a1'"),
-    (update(1, ["a0"], np.zeros((1, 8)), [1]), "zero-norm row for 'a0'"),
-])
+@pytest.mark.parametrize(
+    "bad, named",
+    [
+        (update(1, ["a0"], [[np.nan] + [0.0] * 7], [1]), "non-finite values for 'a0'"),
+        (update(1, ["a0"], np.ones((1, 5)), [1]), r"expected shape \(1, 8\), got \(1, 5\)"),
+        (update(1, ["a0", "b1"], np.ones((2, 8)), [1, 1]), r"another node, not node 1: 'b1' \(node 2\)"),
+        (update(1, ["pub1"], np.ones((1, 8)), [1]), "'pub1' are public"),
+        (update(1, ["a0", "a0"], np.ones((2, 8)), [1, 1]), "duplicated 'a0'"),
+        (update(1, ["a0", "a1"], np.ones((2, 8)), [2, 0]), "counts: non-positive for 'a1'"),
+        (update(1, ["a0"], np.zeros((1, 8)), [1]), "zero-norm row for 'a0'"),
+    ],
+)
 def test_validate_names_each_problem_of_an_update(bad, named):
     problems = make_bank().validate(bad)
     assert len(problems) == 1, problems
@@ -181,12 +189,15 @@ def test_save_and_load_round_trip_exactly(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bank.json", "bank.safetensors"]
 
 
-@pytest.mark.parametrize("corrupt, field", [
-    (lambda meta: meta["ids"].pop(), "ids"),
-    (lambda meta: meta["owners"].__setitem__(0, 7), "owners"),
-    (lambda meta: meta.update(dim=9), "rows"),
-    (lambda meta: meta.pop("public"), "'public'"),
-])
+@pytest.mark.parametrize(
+    "corrupt, field",
+    [
+        (lambda meta: meta["ids"].pop(), "ids"),
+        (lambda meta: meta["owners"].__setitem__(0, 7), "owners"),
+        (lambda meta: meta.update(dim=9), "rows"),
+        (lambda meta: meta.pop("public"), "'public'"),
+    ],
+)
 def test_a_corrupted_bank_json_is_refused_naming_the_field(tmp_path, corrupt, field):
     make_bank().save(tmp_path)
     meta = json.loads((tmp_path / "bank.json").read_text())

@@ -38,11 +38,14 @@ def test_a_returning_client_must_claim_the_identities_it_registered_before(bank)
     assert "other identities than it registered before" in registry.refusal(0, ["a", "x"], bank)
 
 
-@pytest.mark.parametrize(("ids", "reason"), [
-    (["a", "new"], "held by another client"),
-    (["server-1"], "held by another client or the server"),
-    (["n", "n"], "duplicate identity ids"),
-])
+@pytest.mark.parametrize(
+    ("ids", "reason"),
+    [
+        (["a", "new"], "held by another client"),
+        (["server-1"], "held by another client or the server"),
+        (["n", "n"], "duplicate identity ids"),
+    ],
+)
 def test_identities_of_others_and_duplicates_are_refused(bank, ids, reason):
     registry = Registry({"partition-0": ["a"]})
     assert reason in registry.refusal(7, ids, bank)

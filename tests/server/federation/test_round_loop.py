@@ -26,8 +26,17 @@ from nptface.server.federation.state import BACKBONE_FILE
 from nptface.simulation.attacks.faults import FailingClients
 from nptface.simulation.attacks.poison import Poisoners
 
-SMALL = {"central-eval-identities": 20, "central-eval-images": 4, "num-clients": 3, "client-identities": 9,
-         "images-per-identity": 4, "few-shot-share": 0.0, "batch-size": 8, "k": 3, "eval-images": 2}
+SMALL = {
+    "central-eval-identities": 20,
+    "central-eval-images": 4,
+    "num-clients": 3,
+    "client-identities": 9,
+    "images-per-identity": 4,
+    "few-shot-share": 0.0,
+    "batch-size": 8,
+    "k": 3,
+    "eval-images": 2,
+}
 
 
 class InProcessGrid:
@@ -35,9 +44,16 @@ class InProcessGrid:
 
     def __init__(self, partitions: int) -> None:
         self.app = make_client_app()
-        self.contexts = {100 + p: Context(run_id=1, node_id=100 + p, state=RecordDict(), run_config={},
-                                          node_config={"partition-id": p, "num-partitions": partitions})
-                         for p in range(partitions)}
+        self.contexts = {
+            100 + p: Context(
+                run_id=1,
+                node_id=100 + p,
+                state=RecordDict(),
+                run_config={},
+                node_config={"partition-id": p, "num-partitions": partitions},
+            )
+            for p in range(partitions)
+        }
         self.sent: list[Message] = []
 
     def get_node_ids(self) -> list[int]:
@@ -123,14 +139,24 @@ def federation(tiny_run, tmp_path) -> Federation:
 def _reply(fed: Federation, node: int, scale: float, weights: dict | None = None) -> Reply:
     client = fed.registry.nodes[node]
     rows = np.roll(np.eye(2, fed.state.bank.dim, dtype=np.float32), 2 * client.partition, axis=1)
-    return Reply(node, client.name, client.partition, fed.registry.held_by(client), rows, np.array([4, 6]),
-                 weights or {k: v * scale for k, v in fed.state.backbone.items()}, 10, {})
+    return Reply(
+        node,
+        client.name,
+        client.partition,
+        fed.registry.held_by(client),
+        rows,
+        np.array([4, 6]),
+        weights or {k: v * scale for k, v in fed.state.backbone.items()},
+        10,
+        {},
+    )
 
 
 def test_an_update_scaled_100x_is_screened_out_and_the_rest_aggregated(federation):
     base = {k: v.clone() for k, v in federation.state.backbone.items()}
-    summary, _ = federation.aggregate([_reply(federation, 11, 1.01), _reply(federation, 12, 1.02),
-                                       _reply(federation, 13, 100.0)], 1)
+    summary, _ = federation.aggregate(
+        [_reply(federation, 11, 1.01), _reply(federation, 12, 1.02), _reply(federation, 13, 100.0)], 1
+    )
     assert summary["accepted"] == 2 and summary["rejected_nodes"] == [13]
     key = next(k for k in base if base[k].abs().sum() > 0)
     np.testing.assert_allclose(federation.state.backbone[key].numpy(), base[key].numpy() * 1.015, rtol=1e-5)
@@ -138,8 +164,9 @@ def test_an_update_scaled_100x_is_screened_out_and_the_rest_aggregated(federatio
 
 
 def test_an_aggregate_with_non_finite_embeddings_is_rolled_back_with_its_rows(federation):
-    federation.config = FedConfig.from_run_config({"server-run": federation.config.server_run, **SMALL,
-                                                   "norm-screen": 0.0, "update-norm-limit": 0.0})
+    federation.config = FedConfig.from_run_config(
+        {"server-run": federation.config.server_run, **SMALL, "norm-screen": 0.0, "update-norm-limit": 0.0}
+    )
     before = {k: v.clone() for k, v in federation.state.backbone.items()}
     rows_before = federation.state.bank.rows.copy()
     huge = {k: v * 1e20 if k.endswith("weight") else v for k, v in before.items()}  # finite weights, overflowing
@@ -148,8 +175,9 @@ def test_an_aggregate_with_non_finite_embeddings_is_rolled_back_with_its_rows(fe
     for key, tensor in before.items():
         torch.testing.assert_close(federation.state.backbone[key], tensor, rtol=0, atol=0)
     assert np.array_equal(federation.state.bank.rows, rows_before) and "c0-a" not in federation.state.bank.ids
-    assert "client-domain/non-finite" not in metrics and metrics["client-domain/accuracy"] > 0.5, \
+    assert "client-domain/non-finite" not in metrics and metrics["client-domain/accuracy"] > 0.5, (
         "the round records the global model it kept"
+    )
 
 
 def test_a_candidate_with_negative_batchnorm_variances_is_judged_unusable_before_any_evaluation(federation):
@@ -162,9 +190,19 @@ def test_noise_and_scale_attackers_with_failing_clients_never_reach_the_global_m
     # The reported case: 4 clients, 30 % failures, a x100 and a noise attacker, FedAvg behind the screens.
     grid = InProcessGrid(4)
     grid.app = make_client_app([FailingClients(0.3), Poisoners({0: "scale", 1: "noise"})])
-    config = _config(tiny_run, tmp_path / "fed", **{"num-clients": 4, "num-rounds": 2, "client-identities": 20,
-                                                    "few-shot-share": 0.25, "k": 2, "negatives-random": 4,
-                                                    "spread-steps": 5})
+    config = _config(
+        tiny_run,
+        tmp_path / "fed",
+        **{
+            "num-clients": 4,
+            "num-rounds": 2,
+            "client-identities": 20,
+            "few-shot-share": 0.25,
+            "k": 2,
+            "negatives-random": 4,
+            "spread-steps": 5,
+        },
+    )
     state = Federation(config).run(grid)
     for record in state.history[1:]:
         assert record["rolled_back"] is None and record["accepted"] >= 1
@@ -172,8 +210,9 @@ def test_noise_and_scale_attackers_with_failing_clients_never_reach_the_global_m
         assert record["accepted"] + record["rejected"] + record["failed"] == record["replies"]
         assert not any(key.endswith("non-finite") for key in record), "every round's global model embeds finitely"
     model, _ = load_backbone(tmp_path / "fed")
-    assert all(torch.isfinite(v).all() and (v >= 0).all() for k, v in model.state_dict().items()
-               if k.endswith("running_var"))
+    assert all(
+        torch.isfinite(v).all() and (v >= 0).all() for k, v in model.state_dict().items() if k.endswith("running_var")
+    )
 
 
 def test_a_run_holding_an_unusable_global_model_is_refused_not_resumed(tiny_run, tmp_path):
@@ -193,8 +232,9 @@ def test_too_few_nodes_is_a_clear_error_not_a_silent_wait(federation):
         def get_node_ids(self):
             return [11]
 
-    federation.config = FedConfig.from_run_config({"server-run": federation.config.server_run, "min-nodes": 3,
-                                                   "wait-nodes-s": 0.5})
+    federation.config = FedConfig.from_run_config(
+        {"server-run": federation.config.server_run, "min-nodes": 3, "wait-nodes-s": 0.5}
+    )
     with pytest.raises(FederationError, match="only 1 node\\(s\\) connected after 0 s; min-nodes is 3"):
         federation.wait_for_nodes(OneNode())
 

@@ -11,8 +11,11 @@ from nptface.server.federation.proxy_bank import ProxyBank
 from nptface.server.federation.registration import Client
 from nptface.server.federation.screening import Reply, read_reply, screen
 
-BACKBONE = {"conv.weight": torch.linspace(-1, 1, 12).reshape(3, 4), "bn.bias": torch.tensor([0.5, -0.5]),
-            "bn.running_var": torch.tensor([2.0, 3.0])}
+BACKBONE = {
+    "conv.weight": torch.linspace(-1, 1, 12).reshape(3, 4),
+    "bn.bias": torch.tensor([0.5, -0.5]),
+    "bn.running_var": torch.tensor([2.0, 3.0]),
+}
 CLIENT = Client("partition-0", 0)
 HELD = ["c0-a", "c0-b"]
 
@@ -20,8 +23,10 @@ HELD = ["c0-a", "c0-b"]
 def content(weights=None, ids=None, rows=None, counts=None, drop=None) -> RecordDict:
     records = {
         protocol.BACKBONE: ArrayRecord(weights or {k: v.clone() for k, v in BACKBONE.items()}),
-        protocol.ROWS_OUT: protocol.numpy_record(rows=np.eye(2, 8, dtype=np.float32) if rows is None else rows,
-                                                 counts=np.array([4, 6]) if counts is None else counts),
+        protocol.ROWS_OUT: protocol.numpy_record(
+            rows=np.eye(2, 8, dtype=np.float32) if rows is None else rows,
+            counts=np.array([4, 6]) if counts is None else counts,
+        ),
         protocol.CONFIG: ConfigRecord({"ids": ids or HELD}),
         protocol.METRICS: MetricRecord({"loss_last": 1.0}),
     }

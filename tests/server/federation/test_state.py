@@ -15,8 +15,14 @@ from nptface.server.federation.state import KEEP_ROUNDS, STATE_FILE, FedState, F
 def _state(round_number: int) -> FedState:
     rows = np.eye(3, 4, dtype=np.float32)
     backbone = {"conv.weight": torch.full((2, 2), float(round_number))}
-    return FedState(round_number, backbone, ProxyBank.from_rows(["a", "b", "c"], rows, public=True),
-                    {"client-0": ["a"]}, [{"round": r} for r in range(round_number + 1)], "hash-1")
+    return FedState(
+        round_number,
+        backbone,
+        ProxyBank.from_rows(["a", "b", "c"], rows, public=True),
+        {"client-0": ["a"]},
+        [{"round": r} for r in range(round_number + 1)],
+        "hash-1",
+    )
 
 
 def test_the_newest_round_is_resumed_with_everything_it_saved(tmp_path):

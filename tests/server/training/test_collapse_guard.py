@@ -84,11 +84,23 @@ def test_guard_stops_when_asked_and_is_silent_when_off():
 # quarter-width MobileFaceNet at 32 px, 94 steps an epoch) collapses within half an epoch: the
 # batch spread falls from ~19 to 1.9 by step 60. The guard is told to look from epoch 0.5.
 COLLAPSING = [
-    "data.identities=1000", "data.images_per_identity=6", "model.width=0.25", "model.input_size=32",
-    "model.embedding_dim=128", "optim.epochs=1", "optim.milestones=[]", "optim.warmup_epochs=0.2",
-    'head.params={k=6, delta=1.0, r=1.0, negatives="hardest"}', "device.cpu_threads=1", "log.progress=false",
-    "log.every_steps=10", "checkpoint.every_steps=20", "eval.sets=[]", 'guard.action="stop"',
-    "guard.after_epochs=0.5", "guard.patience=2",
+    "data.identities=1000",
+    "data.images_per_identity=6",
+    "model.width=0.25",
+    "model.input_size=32",
+    "model.embedding_dim=128",
+    "optim.epochs=1",
+    "optim.milestones=[]",
+    "optim.warmup_epochs=0.2",
+    'head.params={k=6, delta=1.0, r=1.0, negatives="hardest"}',
+    "device.cpu_threads=1",
+    "log.progress=false",
+    "log.every_steps=10",
+    "checkpoint.every_steps=20",
+    "eval.sets=[]",
+    'guard.action="stop"',
+    "guard.after_epochs=0.5",
+    "guard.patience=2",
 ]
 
 
@@ -109,12 +121,27 @@ def test_the_trainer_stops_a_collapsing_run_and_keeps_its_checkpoints(tmp_path):
 @pytest.mark.parametrize("epochs", [2, 1], ids=["after-the-first-epoch", "second-half-of-a-one-epoch-run"])
 def test_a_warning_run_logs_the_spread_warns_once_and_trains_on(tmp_path, caplog, epochs):
     """Wiring only: a threshold no batch can reach makes every window "collapsed" on a tiny run."""
-    config = load_config("synthetic-quick", [
-        "data.identities=8", "data.images_per_identity=8", "model.width=0.25", "model.input_size=32",
-        "model.embedding_dim=16", f"optim.epochs={epochs}", "optim.batch_size=16", "optim.milestones=[]",
-        "log.progress=false", "log.every_steps=1", "device.cpu_threads=1", "eval.sets=[]",
-        "guard.threshold=1000.0", "guard.patience=2", "guard.after_epochs=1.0", f'run.output_dir="{tmp_path.as_posix()}"',
-    ])
+    config = load_config(
+        "synthetic-quick",
+        [
+            "data.identities=8",
+            "data.images_per_identity=8",
+            "model.width=0.25",
+            "model.input_size=32",
+            "model.embedding_dim=16",
+            f"optim.epochs={epochs}",
+            "optim.batch_size=16",
+            "optim.milestones=[]",
+            "log.progress=false",
+            "log.every_steps=1",
+            "device.cpu_threads=1",
+            "eval.sets=[]",
+            "guard.threshold=1000.0",
+            "guard.patience=2",
+            "guard.after_epochs=1.0",
+            f'run.output_dir="{tmp_path.as_posix()}"',
+        ],
+    )
     with caplog.at_level("WARNING", logger="nptface.server.training.trainer"):
         result = train_from_config(config, tmp_path / "run")
     assert result.history[-1]["epoch"] == epochs, "warn does not stop the run"

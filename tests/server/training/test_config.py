@@ -12,8 +12,11 @@ def test_shipped_configs_carry_the_paper_recipe():
     casia = load_config("casia-mobilefacenet-npt", ['data.path="/data/casia/train"'])
     assert (casia.optim.epochs, casia.optim.batch_size, casia.optim.milestones) == (65, 64, [30.0, 45.0])
     assert (casia.optim.lr, casia.optim.momentum, casia.optim.nesterov) == (0.1, 0.9, True)
-    assert (casia.optim.weight_decay_proxies, casia.optim.weight_decay_embedding,
-            casia.optim.weight_decay_backbone) == (5e-4, 1e-4, 1e-5)
+    assert (
+        casia.optim.weight_decay_proxies,
+        casia.optim.weight_decay_embedding,
+        casia.optim.weight_decay_backbone,
+    ) == (5e-4, 1e-4, 1e-5)
     assert casia.head.name == "npt"
     assert casia.head.params == {"k": 6, "delta": 1.0, "r": 1.0, "negatives": "semihard"}
     assert (casia.model.width, casia.model.input_size, casia.model.embedding_dim) == (1.0, 112, 256)
@@ -66,8 +69,10 @@ def test_unknown_config_names_list_the_shipped_ones():
 
 
 def test_overrides_set_nested_values_parsed_as_toml():
-    config = load_config("synthetic-quick", ["head.name=arcface", "head.params={s = 32.0}", "log.tensorboard=true",
-                                             "optim.milestones=[1.0]"])
+    config = load_config(
+        "synthetic-quick",
+        ["head.name=arcface", "head.params={s = 32.0}", "log.tensorboard=true", "optim.milestones=[1.0]"],
+    )
     assert config.head.name == "arcface" and config.head.params == {"s": 32.0}
     assert config.log.tensorboard is True and config.optim.milestones == [1.0]
 

@@ -15,7 +15,7 @@ def test_the_lfw_protocol_gives_balanced_contiguous_folds():
     spec = EvalSet(kind="synthetic", name="held", identities=6, images_per_identity=4, pair_protocol="lfw", per_fold=3)
     data = build_eval_set(spec, image_size=32)
     assert data.name == "held" and len(data.dataset) == 24 and len(data.pairs) == 10 * 2 * 3
-    assert all(data.pairs.is_same[k * 6:(k + 1) * 6].sum() == 3 for k in range(10))
+    assert all(data.pairs.is_same[k * 6 : (k + 1) * 6].sum() == 3 for k in range(10))
 
 
 def test_an_image_folder_with_a_bad_file_fails_unless_bad_files_are_skipped(tmp_path):

@@ -7,9 +7,18 @@ import pytest
 from nptface.server.training import loss_benchmark as bench
 
 TINY = [
-    "data.identities=12", "data.images_per_identity=4", "model.width=0.25", "model.input_size=32",
-    "model.embedding_dim=16", "optim.epochs=1", "optim.batch_size=16", "optim.milestones=[]",
-    "optim.warmup_epochs=0.0", "optim.lr=0.01", "device.cpu_threads=1", "log.every_steps=1",
+    "data.identities=12",
+    "data.images_per_identity=4",
+    "model.width=0.25",
+    "model.input_size=32",
+    "model.embedding_dim=16",
+    "optim.epochs=1",
+    "optim.batch_size=16",
+    "optim.milestones=[]",
+    "optim.warmup_epochs=0.0",
+    "optim.lr=0.01",
+    "device.cpu_threads=1",
+    "log.every_steps=1",
     'eval.sets=[{kind="synthetic", name="heldout", identities=6, images_per_identity=3}]',
 ]
 
@@ -35,5 +44,6 @@ def test_a_resumed_benchmark_reuses_finished_runs_and_tabulates_every_one(tmp_pa
     assert all(o.impostor_pairs > 0 and o.batch_spread is not None for o in everything)
     table = bench.summarise(everything, "tiny", tmp_path, "scale")
     assert "`partialfc-arcface`" in table and "thr@FAR=1e-2" in table and (tmp_path / "scale.json").is_file()
-    assert bench.finished_outcomes(bench.SCALE_VARIANTS, tmp_path / "scale", [*TINY, "optim.lr=0.05"]) == [], \
+    assert bench.finished_outcomes(bench.SCALE_VARIANTS, tmp_path / "scale", [*TINY, "optim.lr=0.05"]) == [], (
         "runs of another budget are not mixed into the table"
+    )

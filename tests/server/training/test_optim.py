@@ -13,12 +13,23 @@ from nptface.server.training.optim import build_optimizer, lr_at
 def test_the_optimizer_takes_the_configs_decays_and_the_heads_proxies():
     model = MobileFaceNet(width=0.25, input_size=32, embedding_dim=16)
     head = NPTHead(10, 16)
-    optim = OptimSection(weight_decay_proxies=1e-3, weight_decay_embedding=2e-3, weight_decay_backbone=0.0,
-                         momentum=0.8, nesterov=False, lr=0.5)
+    optim = OptimSection(
+        weight_decay_proxies=1e-3,
+        weight_decay_embedding=2e-3,
+        weight_decay_backbone=0.0,
+        momentum=0.8,
+        nesterov=False,
+        lr=0.5,
+    )
     optimizer = build_optimizer(model, head, optim)
     groups = {g["name"]: g for g in optimizer.param_groups}
     assert groups["proxies"]["params"] == [head.proxies]
-    assert [groups[n]["weight_decay"] for n in ("proxies", "embedding", "backbone", "no_decay")] == [1e-3, 2e-3, 0.0, 0.0]
+    assert [groups[n]["weight_decay"] for n in ("proxies", "embedding", "backbone", "no_decay")] == [
+        1e-3,
+        2e-3,
+        0.0,
+        0.0,
+    ]
     assert all((g["lr"], g["momentum"], g["nesterov"]) == (0.5, 0.8, False) for g in optimizer.param_groups)
     assert OptimSection().weight_decay_proxies == 5e-4, "the config's defaults are the paper's"
 

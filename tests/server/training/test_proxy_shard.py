@@ -63,30 +63,53 @@ def _worker(rank: int, port: int, out: str) -> None:
         backbone_grad, proxy_grad, momentum = _problem()
         backbone = nn.Parameter(torch.zeros(3, D))
         backbone.grad = backbone_grad.clone()
-        head.proxies.grad = proxy_grad[head.start:head.stop].clone()
+        head.proxies.grad = proxy_grad[head.start : head.stop].clone()
         total = clip_sharded_grad_norm_([backbone], head, MAX_NORM)
 
-        optimizer = torch.optim.SGD([{"name": "backbone", "params": [backbone]},
-                                     {"name": "proxies", "params": [head.proxies], "weight_decay": 5e-4}],
-                                    lr=0.1, momentum=OptimSection().momentum)
-        optimizer.state[head.proxies]["momentum_buffer"] = momentum[head.start:head.stop].clone()
+        optimizer = torch.optim.SGD(
+            [
+                {"name": "backbone", "params": [backbone]},
+                {"name": "proxies", "params": [head.proxies], "weight_decay": 5e-4},
+            ],
+            lr=0.1,
+            momentum=OptimSection().momentum,
+        )
+        optimizer.state[head.proxies]["momentum_buffer"] = momentum[head.start : head.stop].clone()
         full = gather_full_state(head, optimizer)
         assert (full is None) == (rank != 0)
         if full is not None:
             head_state, optimizer_state = full
-            save_file({"proxies": head_state["proxies"], "momentum": optimizer_state["state"][1]["momentum_buffer"],
-                       "initial": full_head.proxies.detach()}, os.path.join(out, "full.safetensors"))
+            save_file(
+                {
+                    "proxies": head_state["proxies"],
+                    "momentum": optimizer_state["state"][1]["momentum_buffer"],
+                    "initial": full_head.proxies.detach(),
+                },
+                os.path.join(out, "full.safetensors"),
+            )
         dist.barrier()
         # Slicing the gathered state gives each rank back its own rows, as a resume on any world size does.
         stored = load_file(os.path.join(out, "full.safetensors"))
         sliced_head, sliced_optimizer = slice_full_state(
-            head, {"proxies": stored["proxies"]},
-            {"state": {1: {"momentum_buffer": stored["momentum"]}}, "param_groups": optimizer.state_dict()["param_groups"]})
+            head,
+            {"proxies": stored["proxies"]},
+            {
+                "state": {1: {"momentum_buffer": stored["momentum"]}},
+                "param_groups": optimizer.state_dict()["param_groups"],
+            },
+        )
         head.load_state_dict(sliced_head)
         optimizer.load_state_dict(sliced_optimizer)
-        save_file({"total": total.reshape(1), "backbone_grad": backbone.grad, "shard_grad": head.proxies.grad,
-                   "shard": head.proxies.detach(), "shard_momentum": optimizer.state[head.proxies]["momentum_buffer"]},
-                  os.path.join(out, f"rank{rank}.safetensors"))
+        save_file(
+            {
+                "total": total.reshape(1),
+                "backbone_grad": backbone.grad,
+                "shard_grad": head.proxies.grad,
+                "shard": head.proxies.detach(),
+                "shard_momentum": optimizer.state[head.proxies]["momentum_buffer"],
+            },
+            os.path.join(out, f"rank{rank}.safetensors"),
+        )
     finally:
         dist.destroy_process_group()
 

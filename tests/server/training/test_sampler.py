@@ -25,8 +25,9 @@ def test_resuming_mid_epoch_yields_the_remaining_batches():
 @pytest.mark.parametrize("world_size", [2, 4])
 def test_ranks_split_each_global_batch_so_world_size_does_not_change_the_data(world_size):
     single = list(GlobalBatchSampler(40, 8, seed=0, epoch=0))
-    per_rank = [list(GlobalBatchSampler(40, 8, seed=0, epoch=0, rank=r, world_size=world_size))
-                for r in range(world_size)]
+    per_rank = [
+        list(GlobalBatchSampler(40, 8, seed=0, epoch=0, rank=r, world_size=world_size)) for r in range(world_size)
+    ]
     for step, batch in enumerate(single):
         assert sum((rank[step] for rank in per_rank), []) == batch
 

@@ -37,12 +37,16 @@ def _worker(rank: int, port: int, k: int, out: str) -> None:
     try:
         embeddings, proxies, labels = _problem()
         start, end = _bounds(rank)
-        local = embeddings[rank * B_LOCAL:(rank + 1) * B_LOCAL].float().requires_grad_()
+        local = embeddings[rank * B_LOCAL : (rank + 1) * B_LOCAL].float().requires_grad_()
         shard = proxies[start:end].float().requires_grad_()
-        loss = sharded_npt_loss(local, labels[rank * B_LOCAL:(rank + 1) * B_LOCAL], shard, start, C, k=k, chunk_size=5)
+        loss = sharded_npt_loss(
+            local, labels[rank * B_LOCAL : (rank + 1) * B_LOCAL], shard, start, C, k=k, chunk_size=5
+        )
         loss.backward()
-        save_file({"loss": loss.detach().reshape(1), "emb_grad": local.grad, "shard_grad": shard.grad},
-                  os.path.join(out, f"rank{rank}.safetensors"))
+        save_file(
+            {"loss": loss.detach().reshape(1), "emb_grad": local.grad, "shard_grad": shard.grad},
+            os.path.join(out, f"rank{rank}.safetensors"),
+        )
     finally:
         dist.destroy_process_group()
 
@@ -67,5 +71,6 @@ def test_sharded_loss_and_gradients_equal_the_single_process_ones(k, tmp_path):
     for rank, result in enumerate(results):
         start, end = _bounds(rank)
         torch.testing.assert_close(result["shard_grad"], proxies.grad[start:end], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(result["emb_grad"], embeddings.grad[rank * B_LOCAL:(rank + 1) * B_LOCAL],
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            result["emb_grad"], embeddings.grad[rank * B_LOCAL : (rank + 1) * B_LOCAL], atol=1e-5, rtol=1e-5
+        )

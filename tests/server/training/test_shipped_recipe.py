@@ -23,9 +23,16 @@ from nptface.server.training.config import load_config
 from nptface.server.training.trainer import train_from_config
 
 ONE_THOUSAND_IDENTITIES = [
-    "data.identities=1000", "data.images_per_identity=6", "model.width=0.25", "model.input_size=32",
-    "model.embedding_dim=128", "optim.epochs=2", "optim.milestones=[1.33, 1.74]", "optim.warmup_epochs=0.2",
-    "device.cpu_threads=1", "log.progress=false",
+    "data.identities=1000",
+    "data.images_per_identity=6",
+    "model.width=0.25",
+    "model.input_size=32",
+    "model.embedding_dim=128",
+    "optim.epochs=2",
+    "optim.milestones=[1.33, 1.74]",
+    "optim.warmup_epochs=0.2",
+    "device.cpu_threads=1",
+    "log.progress=false",
 ]
 
 

@@ -22,10 +22,21 @@ from nptface.server.training.trainer import KILL_AT_STEP_VARIABLE, RunExistsErro
 
 # 8 identities x 16 images at 64 px, batch 16: 8 steps an epoch, checkpoints every 5 steps.
 SMALL = [
-    "data.identities=8", "data.images_per_identity=16", "model.width=0.5", "model.input_size=64",
-    "model.embedding_dim=32", "head.params={k=3, delta=1.0, r=1.0}", "optim.epochs=3", "optim.batch_size=16",
-    "optim.milestones=[2.0]", "optim.warmup_epochs=0.5", "log.progress=false", "log.every_steps=1",
-    "checkpoint.every_steps=5", "checkpoint.keep=2", "device.cpu_threads=1",
+    "data.identities=8",
+    "data.images_per_identity=16",
+    "model.width=0.5",
+    "model.input_size=64",
+    "model.embedding_dim=32",
+    "head.params={k=3, delta=1.0, r=1.0}",
+    "optim.epochs=3",
+    "optim.batch_size=16",
+    "optim.milestones=[2.0]",
+    "optim.warmup_epochs=0.5",
+    "log.progress=false",
+    "log.every_steps=1",
+    "checkpoint.every_steps=5",
+    "checkpoint.keep=2",
+    "device.cpu_threads=1",
     'eval.sets=[{kind="synthetic", name="heldout", identities=4, images_per_identity=3}]',
 ]
 
@@ -57,8 +68,13 @@ def test_resume_after_kill_gives_identical_weights(tmp_path):
         command += ["--set", override]
     # Killed right after step 12 (epoch 2, batch 4 of 8): two steps past the mid-epoch checkpoint of
     # step 10, so their log lines are on disk but not in the checkpoint, and are replayed on resume.
-    killed = subprocess.run(command, env={**os.environ, KILL_AT_STEP_VARIABLE: "12"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, timeout=300)
+    killed = subprocess.run(
+        command,
+        env={**os.environ, KILL_AT_STEP_VARIABLE: "12"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        timeout=300,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-3000:]
     killed_at = _latest_step(interrupted)
     assert killed_at == 10, f"the last checkpoint is at step {killed_at}, expected 10"
@@ -82,13 +98,25 @@ def test_resume_after_kill_gives_identical_weights(tmp_path):
 
 
 def test_starting_over_an_existing_run_is_refused_and_a_changed_config_cannot_resume(tmp_path):
-    config = _config(tmp_path, "optim.epochs=1", "data.images_per_identity=4", "optim.milestones=[]",
-                     "optim.warmup_epochs=0.0", "checkpoint.every_steps=1")
+    config = _config(
+        tmp_path,
+        "optim.epochs=1",
+        "data.images_per_identity=4",
+        "optim.milestones=[]",
+        "optim.warmup_epochs=0.0",
+        "checkpoint.every_steps=1",
+    )
     train_from_config(config, tmp_path / "run")
     with pytest.raises(RunExistsError, match="--resume"):
         train_from_config(config, tmp_path / "run")
-    changed = _config(tmp_path, "optim.epochs=1", "data.images_per_identity=4", "optim.milestones=[]",
-                      "optim.warmup_epochs=0.0", "optim.lr=0.05")
+    changed = _config(
+        tmp_path,
+        "optim.epochs=1",
+        "data.images_per_identity=4",
+        "optim.milestones=[]",
+        "optim.warmup_epochs=0.0",
+        "optim.lr=0.05",
+    )
     with pytest.raises(TrainStateError, match="config hash"):
         train_from_config(changed, tmp_path / "run", resume="must")
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
@@ -96,8 +124,7 @@ def test_starting_over_an_existing_run_is_refused_and_a_changed_config_cannot_re
 
 
 def test_checkpoints_are_complete_pruned_and_pointed_to(tmp_path):
-    config = _config(tmp_path, "optim.epochs=1", "optim.milestones=[]", "checkpoint.every_steps=2",
-                     "checkpoint.keep=2")
+    config = _config(tmp_path, "optim.epochs=1", "optim.milestones=[]", "checkpoint.every_steps=2", "checkpoint.keep=2")
     result = train_from_config(config, tmp_path / "run")
     checkpoints = sorted(p.name for p in (result.run_dir / "checkpoints").iterdir())
     assert checkpoints == ["latest", "step-00000006", "step-00000008"]
@@ -125,8 +152,7 @@ def test_each_checkpoint_is_written_once_and_the_last_epoch_evaluated_once(tmp_p
     monkeypatch.setattr(trainer, "save_train_state", record_save)
     monkeypatch.setattr(trainer, "evaluate_model", lambda *a, **k: evaluations.append(1) or evaluate_model(*a, **k))
     # 8 steps an epoch, a checkpoint every 4 steps: epochs end on checkpoint steps 8 and 16.
-    config = _config(tmp_path, "optim.epochs=2", "optim.milestones=[]", "checkpoint.every_steps=4",
-                     "log.every_steps=4")
+    config = _config(tmp_path, "optim.epochs=2", "optim.milestones=[]", "checkpoint.every_steps=4", "log.every_steps=4")
     result = train_from_config(config, tmp_path / "run")
     assert saved_steps == [4, 8, 12, 16]
     assert len(evaluations) == 2, "one evaluation an epoch; the last one is the final evaluation"
@@ -136,11 +162,18 @@ def test_each_checkpoint_is_written_once_and_the_last_epoch_evaluated_once(tmp_p
 def test_npt_above_the_class_threshold_trains_through_the_streamed_head_with_the_same_result(tmp_path):
     # One step: over many steps training is chaotic, and a last-bit difference between the chunked
     # and the full matrix product that flips a near-tie in the top-k grows into different weights.
-    common = ["optim.epochs=1", "data.images_per_identity=2", "optim.milestones=[]", "optim.warmup_epochs=0.0",
-              "eval.sets=[]", "checkpoint.every_steps=1000"]
+    common = [
+        "optim.epochs=1",
+        "data.images_per_identity=2",
+        "optim.milestones=[]",
+        "optim.warmup_epochs=0.0",
+        "eval.sets=[]",
+        "checkpoint.every_steps=1000",
+    ]
     plain = train_from_config(_config(tmp_path, *common, "head.scalable_above=0"), tmp_path / "plain")
-    streamed = train_from_config(_config(tmp_path, *common, "head.scalable_above=4", "head.chunk_size=3"),
-                                 tmp_path / "streamed")
+    streamed = train_from_config(
+        _config(tmp_path, *common, "head.scalable_above=4", "head.chunk_size=3"), tmp_path / "streamed"
+    )
     assert json.loads((streamed.run_dir / "checkpoint.json").read_text())["head"] == "scalable_npt"
     assert json.loads((plain.run_dir / "checkpoint.json").read_text())["head"] == "npt"
     expected, got = _weights(plain.run_dir), _weights(streamed.run_dir)

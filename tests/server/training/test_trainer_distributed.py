@@ -13,10 +13,21 @@ from nptface.server.training.config import load_config
 from nptface.server.training.trainer import train_from_config
 
 SMALL = [
-    "data.identities=8", "data.images_per_identity=8", "model.width=0.25", "model.input_size=32",
-    "model.embedding_dim=16", "head.params={k=3, delta=1.0, r=1.0}", "optim.epochs=2", "optim.batch_size=16",
-    "optim.milestones=[1.0]", "optim.warmup_epochs=0.0", "log.progress=false", "log.every_steps=1",
-    "checkpoint.every_steps=100", "checkpoint.keep=10", "device.cpu_threads=2",
+    "data.identities=8",
+    "data.images_per_identity=8",
+    "model.width=0.25",
+    "model.input_size=32",
+    "model.embedding_dim=16",
+    "head.params={k=3, delta=1.0, r=1.0}",
+    "optim.epochs=2",
+    "optim.batch_size=16",
+    "optim.milestones=[1.0]",
+    "optim.warmup_epochs=0.0",
+    "log.progress=false",
+    "log.every_steps=1",
+    "checkpoint.every_steps=100",
+    "checkpoint.keep=10",
+    "device.cpu_threads=2",
     'eval.sets=[{kind="synthetic", name="heldout", identities=4, images_per_identity=3}]',
 ]
 
@@ -24,8 +35,20 @@ SMALL = [
 @pytest.mark.slow
 def test_two_rank_run_completes_and_its_checkpoint_resumes_on_one_process(tmp_path):
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "nptface.cli", "train", "synthetic-quick", "--run-dir", str(run_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "nptface.cli",
+        "train",
+        "synthetic-quick",
+        "--run-dir",
+        str(run_dir),
+    ]
     for override in SMALL:
         command += ["--set", override]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300)

@@ -13,8 +13,15 @@ from nptface.server.training.config import load_config
 from nptface.server.training.trainer import train_from_config
 
 TINY = [
-    "model.width=0.25", "model.input_size=32", "model.embedding_dim=16", "head.params={k=2, delta=1.0, r=1.0}",
-    "optim.epochs=1", "optim.batch_size=8", "optim.milestones=[]", "optim.warmup_epochs=0.0", "log.progress=false",
+    "model.width=0.25",
+    "model.input_size=32",
+    "model.embedding_dim=16",
+    "head.params={k=2, delta=1.0, r=1.0}",
+    "optim.epochs=1",
+    "optim.batch_size=8",
+    "optim.milestones=[]",
+    "optim.warmup_epochs=0.0",
+    "log.progress=false",
 ]
 
 
@@ -36,12 +43,18 @@ def test_train_on_a_recordio_pack_and_verify_on_bin_lfw_and_held_out_identities(
     lines = ["2 1"] + [f"{names[0]} 1 2", f"{names[0]} 1 {names[1]} 1", f"{names[2]} 2 3", f"{names[2]} 1 {names[3]} 2"]
     (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
 
-    config = load_config("synthetic-quick", [
-        *TINY, 'data.kind="recordio"', f'data.path="{(tmp_path / "pack").as_posix()}"', "data.heldout_identities=2",
-        f'eval.sets=[{{kind="bin", name="tiny-bin", path="{(tmp_path / "tiny.bin").as_posix()}"}}, '
-        f'{{kind="lfw", name="lfw", path="{lfw.as_posix()}", pairs="{(tmp_path / "pairs.txt").as_posix()}"}}]',
-        "eval.n_folds=2",
-    ])
+    config = load_config(
+        "synthetic-quick",
+        [
+            *TINY,
+            'data.kind="recordio"',
+            f'data.path="{(tmp_path / "pack").as_posix()}"',
+            "data.heldout_identities=2",
+            f'eval.sets=[{{kind="bin", name="tiny-bin", path="{(tmp_path / "tiny.bin").as_posix()}"}}, '
+            f'{{kind="lfw", name="lfw", path="{lfw.as_posix()}", pairs="{(tmp_path / "pairs.txt").as_posix()}"}}]',
+            "eval.n_folds=2",
+        ],
+    )
     result = train_from_config(config, tmp_path / "run")
     assert set(result.final_eval) == {"heldout-identities", "tiny-bin", "lfw"}
     assert result.final_eval["tiny-bin"].verification.n_genuine == 3

@@ -31,11 +31,24 @@ WORLD = 2
 # 9 identities split 5 / 4 rows over the ranks (unequal shards, each >= k + 1 = 4); 18 images at
 # global batch 16: one step an epoch. scalable_above=4 picks the streamed head, which "auto" shards.
 SMALL = [
-    "data.identities=9", "data.images_per_identity=2", "model.width=0.25", "model.input_size=32",
-    "model.embedding_dim=16", "head.params={k=3, delta=1.0, r=1.0}", "head.scalable_above=4", "head.chunk_size=3",
-    "optim.epochs=3", "optim.batch_size=16", "optim.milestones=[2.0]", "optim.warmup_epochs=0.0",
-    "log.progress=false", "log.every_steps=1", "checkpoint.every_steps=1", "checkpoint.keep=10",
-    "device.cpu_threads=2", "eval.sets=[]",
+    "data.identities=9",
+    "data.images_per_identity=2",
+    "model.width=0.25",
+    "model.input_size=32",
+    "model.embedding_dim=16",
+    "head.params={k=3, delta=1.0, r=1.0}",
+    "head.scalable_above=4",
+    "head.chunk_size=3",
+    "optim.epochs=3",
+    "optim.batch_size=16",
+    "optim.milestones=[2.0]",
+    "optim.warmup_epochs=0.0",
+    "log.progress=false",
+    "log.every_steps=1",
+    "checkpoint.every_steps=1",
+    "checkpoint.keep=10",
+    "device.cpu_threads=2",
+    "eval.sets=[]",
 ]
 STEPS = 3
 # One step with a clip far below the gradient norm: the norm must be the one over all shards.

@@ -20,16 +20,27 @@ from nptface.server.training.trainer import KILL_AT_STEP_VARIABLE, Trainer, trai
 
 # The tiny run's architecture and data (tests/conftest.py TINY_RUN): the same 40 synthetic identities.
 SAME_DATA = [
-    "data.identities=40", "data.images_per_identity=10", "model.width=0.25", "model.input_size=32",
-    "model.embedding_dim=32", "head.params={k=3, delta=1.0, r=1.0}", "optim.batch_size=32", "optim.epochs=2",
-    "optim.milestones=[1.0]", "log.progress=false", "device.cpu_threads=1", "eval.sets=[]",
+    "data.identities=40",
+    "data.images_per_identity=10",
+    "model.width=0.25",
+    "model.input_size=32",
+    "model.embedding_dim=32",
+    "head.params={k=3, delta=1.0, r=1.0}",
+    "optim.batch_size=32",
+    "optim.epochs=2",
+    "optim.milestones=[1.0]",
+    "log.progress=false",
+    "device.cpu_threads=1",
+    "eval.sets=[]",
 ]
 OTHER_IDENTITIES = [*SAME_DATA, "data.identities=12", "data.images_per_identity=6"]
 
 
 def _config(tmp_path, overrides, init):
-    return load_config("synthetic-quick", [*overrides, f'run.output_dir="{tmp_path.as_posix()}"',
-                                           f"model.init={json.dumps(str(init))}"])
+    return load_config(
+        "synthetic-quick",
+        [*overrides, f'run.output_dir="{tmp_path.as_posix()}"', f"model.init={json.dumps(str(init))}"],
+    )
 
 
 def test_the_same_identities_reuse_the_proxies_bitwise(tiny_run, tmp_path):
@@ -82,17 +93,28 @@ def test_the_init_is_part_of_the_config_hash(tiny_run, tmp_path):
 @pytest.mark.slow
 def test_a_fine_tuning_run_killed_and_resumed_ends_as_an_uninterrupted_one(tiny_run, tmp_path):
     overrides = [*OTHER_IDENTITIES, "checkpoint.every_steps=1", f'run.output_dir="{tmp_path.as_posix()}"']
-    reference = train_from_config(_config(tmp_path, OTHER_IDENTITIES + ["checkpoint.every_steps=1"], tiny_run),
-                                  tmp_path / "uninterrupted")
+    reference = train_from_config(
+        _config(tmp_path, OTHER_IDENTITIES + ["checkpoint.every_steps=1"], tiny_run), tmp_path / "uninterrupted"
+    )
     interrupted = tmp_path / "interrupted"
-    command = [sys.executable, "-m", "nptface.cli", "train", "synthetic-quick", "--run-dir", str(interrupted),
-               "--init-from", str(tiny_run)]
+    command = [
+        sys.executable,
+        "-m",
+        "nptface.cli",
+        "train",
+        "synthetic-quick",
+        "--run-dir",
+        str(interrupted),
+        "--init-from",
+        str(tiny_run),
+    ]
     for override in overrides:
         command += ["--set", override]
     killed = subprocess.run(command, env={**os.environ, KILL_AT_STEP_VARIABLE: "3"}, capture_output=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-3000:]
-    resumed = train_from_config(_config(tmp_path, OTHER_IDENTITIES + ["checkpoint.every_steps=1"], tiny_run),
-                                interrupted, resume="must")
+    resumed = train_from_config(
+        _config(tmp_path, OTHER_IDENTITIES + ["checkpoint.every_steps=1"], tiny_run), interrupted, resume="must"
+    )
     assert resumed.resumed_from == 3
     for name in ("model.safetensors", "proxies.safetensors"):
         a, b = load_file(reference.run_dir / name), load_file(interrupted / name)

@@ -49,8 +49,15 @@ def test_rows_of_identities_outside_the_gallery_are_not_counted():
 @pytest.fixture(scope="module")
 def round_setup(tiny_run):
     model, _ = load_backbone(tiny_run)
-    settings = ClientSettings(num_clients=3, client_identities=9, images_per_identity=4, few_shot_share=0.0,
-                              eval_images=2, image_size=32, model_json=json.dumps(model.config.to_dict()))
+    settings = ClientSettings(
+        num_clients=3,
+        client_identities=9,
+        images_per_identity=4,
+        few_shot_share=0.0,
+        eval_images=2,
+        image_size=32,
+        model_json=json.dumps(model.config.to_dict()),
+    )
     backbone = {k: v.clone() for k, v in model.state_dict().items() if v.is_floating_point()}
     gallery = build_gallery(model.eval(), held_out_sets(settings))
     return settings, backbone, gallery

@@ -47,8 +47,13 @@ def test_noise_update_is_unrelated_to_the_honest_one():
 
 def _request(own_ids: list[str], own_rows: np.ndarray) -> RecordDict:
     config = {**SETTINGS.to_record(), "round": 2, "seed": 200_006, "own_ids": own_ids}
-    return RecordDict({protocol.BACKBONE: ArrayRecord(GLOBAL), protocol.CONFIG: ConfigRecord(config),
-                       protocol.OWN_ROWS: protocol.numpy_record(rows=own_rows.astype(np.float32))})
+    return RecordDict(
+        {
+            protocol.BACKBONE: ArrayRecord(GLOBAL),
+            protocol.CONFIG: ConfigRecord(config),
+            protocol.OWN_ROWS: protocol.numpy_record(rows=own_rows.astype(np.float32)),
+        }
+    )
 
 
 class HonestClient:
@@ -62,12 +67,19 @@ class HonestClient:
         config = msg.content[protocol.CONFIG]
         self.given = dict(zip(config["own_ids"], msg.content[protocol.OWN_ROWS]["rows"].numpy(), strict=True))
         n = len(self.names)
-        return Message(RecordDict({
-            protocol.BACKBONE: ArrayRecord({"w": GLOBAL["w"] + 0.01}),
-            protocol.ROWS_OUT: protocol.numpy_record(rows=np.eye(n, 8, dtype=np.float32), counts=np.arange(1, n + 1)),
-            protocol.CONFIG: ConfigRecord({"ids": self.names, "imprinted": 0}),
-            protocol.METRICS: MetricRecord({"loss_last": 1.0}),
-        }), reply_to=msg)
+        return Message(
+            RecordDict(
+                {
+                    protocol.BACKBONE: ArrayRecord({"w": GLOBAL["w"] + 0.01}),
+                    protocol.ROWS_OUT: protocol.numpy_record(
+                        rows=np.eye(n, 8, dtype=np.float32), counts=np.arange(1, n + 1)
+                    ),
+                    protocol.CONFIG: ConfigRecord({"ids": self.names, "imprinted": 0}),
+                    protocol.METRICS: MetricRecord({"loss_last": 1.0}),
+                }
+            ),
+            reply_to=msg,
+        )
 
 
 def test_honest_partitions_and_other_messages_pass_through_untouched(incoming, node):
@@ -82,8 +94,9 @@ def test_honest_partitions_and_other_messages_pass_through_untouched(incoming, n
 def test_a_scale_attacker_sends_100x_its_update_relative_to_the_weights_it_was_sent(incoming, node):
     message = incoming(_request([], np.zeros((0, 8))))
     reply = Poisoners({0: "scale"})(message, node(0), HonestClient(0))
-    torch.testing.assert_close(reply.content[protocol.BACKBONE].to_torch_state_dict()["w"] - GLOBAL["w"],
-                               torch.full((6,), SCALE * 0.01))
+    torch.testing.assert_close(
+        reply.content[protocol.BACKBONE].to_torch_state_dict()["w"] - GLOBAL["w"], torch.full((6,), SCALE * 0.01)
+    )
     np.testing.assert_allclose(np.linalg.norm(reply.content[protocol.ROWS_OUT]["rows"].numpy(), axis=1), SCALE)
     assert reply.metadata.reply_to_message_id == "m-1"
 

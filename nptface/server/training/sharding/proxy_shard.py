@@ -51,32 +51,41 @@ class ShardedNPTHead(nn.Module):
     def __init__(self, source: ProxyHead, rank: int, world_size: int, chunk_size: int) -> None:
         super().__init__()
         if type(source) not in (NPTHead, ScalableNPTHead) or not isinstance(source.k, int):
-            raise ValueError(f"only the NPT head with an integer k can be sharded (head.shard_proxies), "
-                             f"got the {source.name!r} head with {source.hparams()}")
+            raise ValueError(
+                f"only the NPT head with an integer k can be sharded (head.shard_proxies), "
+                f"got the {source.name!r} head with {source.hparams()}"
+            )
         if getattr(source, "candidate_rate", 0.0):
-            raise ValueError("head.candidate_rate > 0 samples negatives, which the sharded head does not; "
-                             "set head.candidate_rate = 0 or head.shard_proxies = false")
+            raise ValueError(
+                "head.candidate_rate > 0 samples negatives, which the sharded head does not; "
+                "set head.candidate_rate = 0 or head.shard_proxies = false"
+            )
         if getattr(source, "negatives", "hardest") != "hardest":
-            raise ValueError(f"the sharded head searches the hardest negatives only, got negatives = "
-                             f"{source.negatives!r} (head.params); set head.shard_proxies = false")
+            raise ValueError(
+                f"the sharded head searches the hardest negatives only, got negatives = "
+                f"{source.negatives!r} (head.params); set head.shard_proxies = false"
+            )
         self.num_classes, self.embedding_dim = source.num_classes, source.embedding_dim
         self.start, self.stop = shard_bounds(self.num_classes, world_size, rank)
         if self.stop - self.start < source.k + 1:
-            raise ValueError(f"{self.num_classes} classes over {world_size} ranks leave {self.stop - self.start} "
-                             f"proxy rows on rank {rank}, fewer than k + 1 = {source.k + 1} "
-                             f"(head.params.k); use fewer ranks or head.shard_proxies = false")
+            raise ValueError(
+                f"{self.num_classes} classes over {world_size} ranks leave {self.stop - self.start} "
+                f"proxy rows on rank {rank}, fewer than k + 1 = {source.k + 1} "
+                f"(head.params.k); use fewer ranks or head.shard_proxies = false"
+            )
         self.rank, self.world_size = rank, world_size
         self.name = source.name
         self._hparams = source.hparams()
         self.k, self.delta, self.r, self.chunk_size = source.k, source.delta, source.r, chunk_size
-        self.proxies = nn.Parameter(source.proxies.detach()[self.start:self.stop].clone())
+        self.proxies = nn.Parameter(source.proxies.detach()[self.start : self.stop].clone())
 
     def hparams(self) -> dict[str, Any]:
         return dict(self._hparams)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> HeadOutput:
-        cosines, index = sharded_selected_cosines(embeddings, labels, self.proxies, self.start, self.num_classes,
-                                                  self.k, self.chunk_size)
+        cosines, index = sharded_selected_cosines(
+            embeddings, labels, self.proxies, self.start, self.num_classes, self.k, self.chunk_size
+        )
         loss = selected_npt_loss(cosines, self.delta, self.r, "mean") / self.world_size
         # The selected cosines of the whole global batch are on every rank already: the nearest
         # proxy is the positive when it beats the best negative (as ScalableNPTHead; a tie is wrong).
@@ -90,26 +99,31 @@ def gather_rows(head: ShardedNPTHead, rows: torch.Tensor) -> torch.Tensor | None
     """The full ``[C, ...]`` tensor from every rank's ``rows`` on rank 0 (None elsewhere). Collective."""
     largest = math.ceil(head.num_classes / head.world_size)
     padded = rows.new_zeros((largest, *rows.shape[1:]))
-    padded[:len(rows)] = rows.detach()
+    padded[: len(rows)] = rows.detach()
     parts = [torch.empty_like(padded) for _ in range(head.world_size)] if head.rank == 0 else None
     dist.gather(padded, parts, dst=0)
     if parts is None:
         return None
-    sizes = [stop - start for start, stop in (shard_bounds(head.num_classes, head.world_size, r)
-                                               for r in range(head.world_size))]
+    sizes = [
+        stop - start
+        for start, stop in (shard_bounds(head.num_classes, head.world_size, r) for r in range(head.world_size))
+    ]
     return torch.cat([part[:size] for part, size in zip(parts, sizes)])
 
 
 def _proxy_state_id(optimizer_state: dict[str, Any]) -> int:
     groups = [g for g in optimizer_state["param_groups"] if g.get("name") == PROXY_GROUP]
     if len(groups) != 1 or len(groups[0]["params"]) != 1:
-        raise ValueError(f"the optimizer needs exactly one param group named {PROXY_GROUP!r} holding the proxies, "
-                         f"got groups {[g.get('name') for g in optimizer_state['param_groups']]}")
+        raise ValueError(
+            f"the optimizer needs exactly one param group named {PROXY_GROUP!r} holding the proxies, "
+            f"got groups {[g.get('name') for g in optimizer_state['param_groups']]}"
+        )
     return groups[0]["params"][0]
 
 
-def gather_full_state(head: ShardedNPTHead, optimizer: torch.optim.Optimizer
-                      ) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+def gather_full_state(
+    head: ShardedNPTHead, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
     """Head and optimizer state dicts with the full proxies and momentum, on rank 0. Collective.
 
     The result has the layout of an unsharded run's ``head.state_dict()`` and
@@ -119,8 +133,10 @@ def gather_full_state(head: ShardedNPTHead, optimizer: torch.optim.Optimizer
     optimizer_state = optimizer.state_dict()
     proxy_id = _proxy_state_id(optimizer_state)
     per_param = optimizer_state["state"].get(proxy_id, {})
-    full_param_state = {key: gather_rows(head, value) if isinstance(value, torch.Tensor) and value.ndim else value
-                        for key, value in per_param.items()}
+    full_param_state = {
+        key: gather_rows(head, value) if isinstance(value, torch.Tensor) and value.ndim else value
+        for key, value in per_param.items()
+    }
     if head.rank != 0:
         return None
     state = dict(optimizer_state["state"])
@@ -129,19 +145,24 @@ def gather_full_state(head: ShardedNPTHead, optimizer: torch.optim.Optimizer
     return {"proxies": proxies}, {**optimizer_state, "state": state}
 
 
-def slice_full_state(head: ShardedNPTHead, head_state: dict[str, torch.Tensor], optimizer_state: dict[str, Any]
-                     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def slice_full_state(
+    head: ShardedNPTHead, head_state: dict[str, torch.Tensor], optimizer_state: dict[str, Any]
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """This rank's rows of a full (any-world-size) head and optimizer state: the inverse of gathering."""
     full = head_state["proxies"]
     if tuple(full.shape) != (head.num_classes, head.embedding_dim):
-        raise ValueError(f"the checkpoint's proxies have shape {tuple(full.shape)}, expected "
-                         f"{(head.num_classes, head.embedding_dim)}")
+        raise ValueError(
+            f"the checkpoint's proxies have shape {tuple(full.shape)}, expected "
+            f"{(head.num_classes, head.embedding_dim)}"
+        )
     proxy_id = _proxy_state_id(optimizer_state)
     state = dict(optimizer_state["state"])
     if proxy_id in state:
-        state[proxy_id] = {key: value[head.start:head.stop] if isinstance(value, torch.Tensor) and value.ndim else value
-                           for key, value in state[proxy_id].items()}
-    return {"proxies": full[head.start:head.stop]}, {**optimizer_state, "state": state}
+        state[proxy_id] = {
+            key: value[head.start : head.stop] if isinstance(value, torch.Tensor) and value.ndim else value
+            for key, value in state[proxy_id].items()
+        }
+    return {"proxies": full[head.start : head.stop]}, {**optimizer_state, "state": state}
 
 
 def clip_sharded_grad_norm_(backbone: list[nn.Parameter], head: ShardedNPTHead, max_norm: float) -> torch.Tensor:
@@ -151,8 +172,11 @@ def clip_sharded_grad_norm_(backbone: list[nn.Parameter], head: ShardedNPTHead, 
     """
     with_grad = [p for p in [*backbone, head.proxies] if p.grad is not None]
     backbone_norm = nn.utils.get_total_norm([p.grad for p in backbone if p.grad is not None])
-    shard_square = (head.proxies.grad.detach().float().pow(2).sum() if head.proxies.grad is not None
-                    else backbone_norm.new_zeros(()))
+    shard_square = (
+        head.proxies.grad.detach().float().pow(2).sum()
+        if head.proxies.grad is not None
+        else backbone_norm.new_zeros(())
+    )
     dist.all_reduce(shard_square)
     total = (backbone_norm.float().pow(2) + shard_square).sqrt()
     nn.utils.clip_grads_with_norm_(with_grad, max_norm, total)

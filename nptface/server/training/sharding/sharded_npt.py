@@ -41,7 +41,7 @@ class _AllGather(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         grad = grad.contiguous()
         dist.all_reduce(grad)
-        return grad[ctx.rank * ctx.size:(ctx.rank + 1) * ctx.size]
+        return grad[ctx.rank * ctx.size : (ctx.rank + 1) * ctx.size]
 
 
 class _AllReduceSum(torch.autograd.Function):
@@ -97,7 +97,9 @@ def sharded_selected_cosines(
         owned = (local >= 0) & (local < size)
         search_labels = torch.where(owned, local, torch.full_like(local, size))
         padded = torch.cat([shard.detach().float(), shard.new_zeros(1, shard.shape[1]).float()])
-        values, indices, _ = streamed_topk_cosines(queries.detach(), padded, search_labels, min(k + 1, size), chunk_size)
+        values, indices, _ = streamed_topk_cosines(
+            queries.detach(), padded, search_labels, min(k + 1, size), chunk_size
+        )
         values = values.masked_fill(indices == size, float("-inf"))
         gathered_values = [torch.empty_like(values) for _ in range(world)]
         gathered_indices = [torch.empty_like(indices) for _ in range(world)]
