@@ -276,11 +276,25 @@ def _apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]
         _set(raw, keys, value)
 
 
+# Where the trainer's recipe differs from a head's constructor defaults (which stay the paper's
+# exact formulation): NPT trains with semi-hard negatives unless params.negatives says otherwise.
+RECIPE_HEAD_PARAMS: dict[str, dict[str, Any]] = {
+    "npt": {"negatives": "semihard"},
+    "scalable_npt": {"negatives": "semihard"},
+}
+
+
 def _fill_head_params(raw: dict[str, Any]) -> None:
-    """A head table without ``params`` gets its named head's defaults (the dataclass default is NPT's)."""
+    """A head table without ``params`` gets its named head's defaults (the dataclass default is NPT's);
+    either way the recipe's own choices (``RECIPE_HEAD_PARAMS``) fill what the params leave out."""
     head = raw.setdefault("head", {})
-    if isinstance(head, dict) and "params" not in head and head.get("name", HeadSection.name) in HEADS:
-        head["params"] = head_defaults(head.get("name", HeadSection.name))
+    name = head.get("name", HeadSection.name) if isinstance(head, dict) else None
+    if name not in HEADS:
+        return
+    if "params" not in head:
+        head["params"] = head_defaults(name)
+    if isinstance(head["params"], dict):
+        head["params"] = {**RECIPE_HEAD_PARAMS.get(name, {}), **head["params"]}
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:

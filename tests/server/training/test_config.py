@@ -90,7 +90,13 @@ def test_switching_the_head_by_set_gives_the_new_heads_defaults_not_the_old_para
     config = load_config("synthetic-quick", ['head.name="arcface"'])
     assert config.head.name == "arcface" and config.head.params == {"s": 64.0, "m": 0.5}
     assert load_config("synthetic-quick", ['head.name="cosface"', "head.params.m=0.4"]).head.params == {"m": 0.4}
-    assert load_config("synthetic-quick", ['head.name="npt"']).head.params == {"k": 6, "delta": 1.0, "r": 1.0}
+    npt = {"k": 6, "delta": 1.0, "r": 1.0, "negatives": "semihard"}
+    assert load_config("synthetic-quick", ['head.name="npt"']).head.params == npt
+    assert load_config("synthetic-quick", ['head.name="arcface"', 'head.name="npt"']).head.params == npt
+    # params given without negatives still train the shipped recipe; exact NPT is asked for by name
+    assert (
+        load_config("synthetic-quick", ["head.params={k=3, delta=1.0, r=1.0}"]).head.params["negatives"] == "semihard"
+    )
 
 
 def test_a_config_file_that_switches_the_head_does_not_inherit_the_base_heads_params(tmp_path):
