@@ -23,13 +23,13 @@ def write_lfw_tree(root: Path, extension: str = ".jpg") -> Path:
     for person, count in PEOPLE.items():
         (root / person).mkdir(parents=True)
         for number in range(1, count + 1):
-            Image.new("RGB", (8, 8), (10 * number, 50, 90)).save(root / person / f"{person}_{number:04d}{extension}")
+            Image.new("RGB", (16, 16), (10 * number, 50, 90)).save(root / person / f"{person}_{number:04d}{extension}")
     return root
 
 
 @pytest.fixture
 def lfw(tmp_path: Path) -> ImageFolderDataset:
-    return ImageFolderDataset(write_lfw_tree(tmp_path / "lfw"), image_size=8)
+    return ImageFolderDataset(write_lfw_tree(tmp_path / "lfw"), image_size=16)
 
 
 def image_index(dataset: ImageFolderDataset, person: str, number: int, extension: str = ".jpg") -> int:
@@ -67,7 +67,7 @@ def test_a_single_count_header_or_none_at_all_is_accepted(tmp_path: Path, lfw: I
 
 
 def test_extension_selects_aligned_png_copies(tmp_path: Path) -> None:
-    dataset = ImageFolderDataset(write_lfw_tree(tmp_path / "lfw_png", ".png"), image_size=8)
+    dataset = ImageFolderDataset(write_lfw_tree(tmp_path / "lfw_png", ".png"), image_size=16)
 
     pairs = read_lfw_pairs(write_pairs(tmp_path, PAIRS_TXT), dataset, extension=".png")
 
