@@ -34,7 +34,7 @@ def test_a_run_without_progress_bars_prints_each_log_step_and_epoch(tmp_path, ca
         for line in lines
         if re.fullmatch(
             r"\[quiet\] step \d+/8 epoch [\d.]+: loss [\d.]+, lr [\d.e-]+, "
-            r"\d+ img/s",
+            r"\d+ img/s, batch spread [\d.]+",
             line,
         )
     ]
