@@ -60,8 +60,13 @@ for i in $(seq 0 $((N - 1))); do
         --node-config "partition-id=$i num-partitions=$N" > "$FLWR_HOME/supernode-$i.log" 2>&1 &
     pids+=($!)
 done
-flwr run . local-deployment --stream \
-    --run-config "num-rounds=$ROUNDS num-clients=$N min-nodes=$N out-dir='$OUT' server-run='$SERVER_RUN' $EXTRA"
+if ! flwr run . local-deployment --stream \
+    --run-config "num-rounds=$ROUNDS num-clients=$N min-nodes=$N out-dir='$OUT' server-run='$SERVER_RUN' $EXTRA"; then
+    echo "flwr run failed; the SuperLink's log:" >&2
+    tail -n 60 "$FLWR_HOME/superlink.log" >&2
+    for i in $(seq 0 $((N - 1))); do echo "SuperNode $i:" >&2; tail -n 30 "$FLWR_HOME/supernode-$i.log" >&2; done
+    exit 1
+fi
 # `flwr run --stream` returns when the run ends; the federated state says whether it completed.
 "$VENV_BIN/python" - "$OUT" "$ROUNDS" <<'PY'
 import sys
