@@ -49,11 +49,8 @@ from nptface.core.embedding import embed_dataset
 from nptface.core.evaluation import evaluate_embeddings
 from nptface.core.heads import ScalableNPTHead
 from nptface.core.losses import margin_softmax_loss, npt_loss
-from nptface.core.mobilefacenet import (
-    MobileFaceNet,
-    MobileFaceNetConfig,
-    weight_decay_groups,
-)
+from nptface.core.mobilefacenet import MobileFaceNet, MobileFaceNetConfig
+from nptface.core.optim_recipe import WeightDecay, parameter_groups
 from nptface.core.pairs import all_genuine_pairs
 from nptface.core.preprocess import normalize
 from nptface.core.synthetic import HELDOUT_IDS, SERVER_IDS
@@ -245,10 +242,7 @@ def train_once(variant: str, recipe: Recipe, cache: Path) -> Outcome:
     )
     start = time.perf_counter()
     _init_proxies(head, recipe, backbone, train)
-    groups = [
-        *weight_decay_groups(backbone, 1e-5, 1e-4),
-        {"name": "proxies", "params": [head.proxies], "weight_decay": recipe.weight_decay_proxies},
-    ]
+    groups = parameter_groups(backbone, head.proxies, WeightDecay(proxies=recipe.weight_decay_proxies))
     optimizer = torch.optim.SGD(groups, lr=recipe.lr, momentum=0.9, nesterov=True)
     images = torch.from_numpy(train.images)
     labels_all = torch.from_numpy(train.labels)
