@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,23 +140,8 @@ def test_data_synth_without_output_is_refused():
 
 
 def test_eval_on_image_folder_with_a_pairs_file(tmp_path, capsys):
-    import torch
 
-    from nptface.core.checkpoint import CheckpointMeta, save_checkpoint
-    from nptface.core.mobilefacenet import MobileFaceNet
-
-    run = tmp_path / "run"
-    save_checkpoint(
-        run,
-        MobileFaceNet(width=0.25, input_size=32, embedding_dim=16),
-        torch.randn(2, 16),
-        CheckpointMeta(
-            model={"embedding_dim": 16, "width": 0.25, "input_size": 32},
-            head="npt",
-            head_hparams={},
-            class_names=["a", "b"],
-        ),
-    )
+    run = _untrained_run(tmp_path / "run")
     data = tmp_path / "faces"
     main(["data", "synth", "--out", str(data), "--identities", "3", "--images", "3", "--size", "32"])
     pairs = tmp_path / "pairs.txt"
@@ -179,25 +165,11 @@ def test_eval_of_a_folder_that_is_not_a_run_fails_clearly(tmp_path, capsys):
 
 
 def test_eval_on_a_verification_bin(tmp_path, capsys):
-    import torch
 
-    from nptface.core.checkpoint import CheckpointMeta, save_checkpoint
     from nptface.core.datasets import SyntheticFaceDataset, materialize
-    from nptface.core.mobilefacenet import MobileFaceNet
     from nptface.core.verification_bin import write_verification_bin
 
-    run = tmp_path / "run"
-    save_checkpoint(
-        run,
-        MobileFaceNet(width=0.25, input_size=32, embedding_dim=16),
-        torch.randn(2, 16),
-        CheckpointMeta(
-            model={"embedding_dim": 16, "width": 0.25, "input_size": 32},
-            head="npt",
-            head_hparams={},
-            class_names=["a", "b"],
-        ),
-    )
+    run = _untrained_run(tmp_path / "run")
     faces = materialize(SyntheticFaceDataset(range(4), 6, "studio", image_size=32), progress=False)
     images, issame = [], []
     for i in range(12):
@@ -307,3 +279,19 @@ def test_nptface_eval_and_the_trainer_score_a_folder_on_the_same_pairs_whatever_
     for pairs in trainer_pairs:
         for field in ("index_a", "index_b", "is_same"):
             assert np.array_equal(getattr(pairs, field), getattr(scored[0], field))
+
+
+def _untrained_run(run: Path) -> Path:
+    """A run directory holding an untrained quarter-width 32 px model: enough to exercise ``eval``."""
+    import torch
+
+    from nptface.core.checkpoint import CheckpointMeta, save_checkpoint
+    from nptface.core.mobilefacenet import MobileFaceNet
+
+    meta = CheckpointMeta(
+        model={"embedding_dim": 16, "width": 0.25, "input_size": 32},
+        head="npt",
+        head_hparams={},
+        class_names=["a", "b"],
+    )
+    return save_checkpoint(run, MobileFaceNet(width=0.25, input_size=32, embedding_dim=16), torch.randn(2, 16), meta)
