@@ -123,12 +123,18 @@ def _quickstart(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    """Train; a run the collapse guard stopped is one ``nptface: error:`` line and exit 1, not a traceback."""
+    from nptface.server.training.collapse_guard import CollapseError
     from nptface.server.training.config import load_config
     from nptface.server.training.trainer import train_from_config
 
     overrides = [*args.set, *([f"model.init={json.dumps(args.init_from)}"] if args.init_from else [])]
     config = load_config(args.config, overrides)
-    result = train_from_config(config, args.run_dir, resume="must" if args.resume else "never")
+    try:
+        result = train_from_config(config, args.run_dir, resume="must" if args.resume else "never")
+    except CollapseError as error:
+        print(f"nptface: error: {error}", file=sys.stderr)
+        return 1
     if result.final_eval:
         for name, evaluation in result.final_eval.items():
             print(f"{name}:")

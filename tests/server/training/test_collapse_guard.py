@@ -148,3 +148,35 @@ def test_a_warning_run_logs_the_spread_warns_once_and_trains_on(tmp_path, caplog
     assert caplog.text.count("EMBEDDING COLLAPSE") == 1
     readings = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(1.0 <= r["batch_spread"] <= 16 for r in readings if r.get("kind") != "epoch")
+
+
+@pytest.mark.timeout(120)
+def test_nptface_train_reports_a_stopped_run_as_one_error_line_and_exit_1(tmp_path, capsys):
+    """A stop asked for by the guard is a user-facing outcome: one ``nptface: error:`` line, no traceback."""
+    from nptface.cli import main
+
+    settings = [
+        "data.identities=8",
+        "data.images_per_identity=8",
+        "model.width=0.25",
+        "model.input_size=32",
+        "model.embedding_dim=16",
+        "optim.epochs=1",
+        "optim.batch_size=16",
+        "optim.milestones=[]",
+        "log.progress=false",
+        "log.every_steps=1",
+        "device.cpu_threads=1",
+        "eval.sets=[]",
+        "guard.threshold=1000.0",
+        "guard.patience=2",
+        "guard.after_epochs=0.0",
+        'guard.action="stop"',
+    ]
+    argv = ["train", "synthetic-quick", "--run-dir", str(tmp_path / "run")]
+    for setting in settings:
+        argv += ["--set", setting]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("nptface: error: EMBEDDING COLLAPSE"), err
+    assert "Traceback" not in err
