@@ -53,7 +53,7 @@ IDLE_TIMEOUT_S = 30.0
 
 
 class DemoSetupError(FileNotFoundError):
-    """The vendored browser runtime is missing (it is copied from npm by ``./dev setup``)."""
+    """The vendored browser runtime is missing: copied from npm by ``./dev setup``, inside wheels built by ``./dev wheel``."""
 
 
 def missing_vendor_files(vendor: Path = VENDOR) -> list[str]:
@@ -77,8 +77,9 @@ def build_routes(bundle_dir: str | Path, static: Path | None = None) -> Routes:
     missing = missing_vendor_files(static / "vendor")
     if missing:
         raise DemoSetupError(
-            f"{static / 'vendor'}: onnxruntime-web files {missing} are missing; run ./dev setup "
-            "(it runs npm ci and copies them there)"
+            f"{static / 'vendor'}: onnxruntime-web files {missing} are missing. From a clone of nptface, run "
+            "./dev setup (it runs npm ci and copies them there); with pip, install a wheel built by ./dev wheel, "
+            "which contains them"
         )
     bundle = load_bundle(bundle_dir, verify=False)
     try:

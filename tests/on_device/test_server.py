@@ -73,7 +73,10 @@ def test_an_idle_connection_is_closed_by_the_server(fp32_bundle, fake_vendor):
         thread.join(timeout=5)
 
 
-def test_missing_runtime_files_say_run_dev_setup(fp32_bundle, fake_vendor):
+def test_missing_runtime_files_say_how_a_clone_and_a_pip_user_get_them(fp32_bundle, fake_vendor):
     (fake_vendor / "vendor" / "ort-wasm-simd-threaded.wasm").unlink()
-    with pytest.raises(demo_server.DemoSetupError, match=r"ort-wasm-simd-threaded.wasm.*run ./dev setup"):
+    pattern = (
+        r"ort-wasm-simd-threaded.wasm.*From a clone.*run ./dev setup.*with pip, install a wheel built by ./dev wheel"
+    )
+    with pytest.raises(demo_server.DemoSetupError, match=pattern):
         demo_server.make_server(fp32_bundle, "127.0.0.1", 0)
