@@ -3,6 +3,8 @@
 # and `flwr run` of this app for a few rounds — the same processes a real deployment runs on several
 # machines (see README "Federated fine-tuning" for TLS and SuperNode authentication).
 #   SERVER_RUN=runs/quickstart N=2 ROUNDS=2 OUT=runs/federated-deploy scripts/fed_deploy_localhost.sh [extra run-config]
+# DATA_PATHS="/data/phone-0 /data/phone-1" gives each SuperNode its own ImageFolder (node config data-path, one
+# path per node, no spaces in a path) instead of its partition of the synthetic plan.
 # Ports are free ones picked at start (SUPERLINK_PORT=... fixes the SuperLink's); the SuperNodes and `flwr run`
 # start only once the SuperLink answers, within READY_SECONDS (default 120).
 set -euo pipefail
@@ -12,6 +14,11 @@ export PATH="$VENV_BIN:$PATH"
 N=${N:-2}; ROUNDS=${ROUNDS:-2}; READY_SECONDS=${READY_SECONDS:-120}
 OUT=${OUT:-runs/federated-deploy}; SERVER_RUN=${SERVER_RUN:-runs/quickstart}
 EXTRA=${1:-}
+read -r -a data_paths <<< "${DATA_PATHS:-}"
+if [ "${#data_paths[@]}" -ne 0 ] && [ "${#data_paths[@]}" -ne "$N" ]; then
+    echo "DATA_PATHS names ${#data_paths[@]} folder(s); expected one per SuperNode (N=$N)" >&2
+    exit 2
+fi
 export FLWR_HOME; FLWR_HOME=$(mktemp -d)
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1  # else flwr installs deps per run (a CUDA torch)
 pids=()
@@ -56,18 +63,43 @@ until flwr ls local-deployment > /dev/null 2>&1; do
 done
 
 for i in $(seq 0 $((N - 1))); do
+    node_config="partition-id=$i num-partitions=$N"
+    if [ "${#data_paths[@]}" -ne 0 ]; then node_config+=" data-path=\"${data_paths[$i]}\""; fi
     flower-supernode --insecure --superlink "127.0.0.1:$PORT" --port "${free_ports[$((i + 1))]}" \
-        --node-config "partition-id=$i num-partitions=$N" > "$FLWR_HOME/supernode-$i.log" 2>&1 &
+        --node-config "$node_config" > "$FLWR_HOME/supernode-$i.log" 2>&1 &
     pids+=($!)
 done
-if ! flwr run . local-deployment --stream \
-    --run-config "num-rounds=$ROUNDS num-clients=$N min-nodes=$N out-dir='$OUT' server-run='$SERVER_RUN' $EXTRA"; then
-    echo "flwr run failed; the SuperLink's log:" >&2
+show_logs() {
+    echo "the SuperLink's log:" >&2
     tail -n 60 "$FLWR_HOME/superlink.log" >&2
     for i in $(seq 0 $((N - 1))); do echo "SuperNode $i:" >&2; tail -n 30 "$FLWR_HOME/supernode-$i.log" >&2; done
+}
+if ! submitted=$(flwr run . local-deployment --format json \
+    --run-config "num-rounds=$ROUNDS num-clients=$N min-nodes=$N out-dir='$OUT' server-run='$SERVER_RUN' $EXTRA"); then
+    echo "flwr run could not submit the run: $submitted" >&2
+    show_logs
     exit 1
 fi
-# `flwr run --stream` returns when the run ends; the federated state says whether it completed.
+run_id=$("$VENV_BIN/python" -c 'import json, sys; print(json.load(sys.stdin)["run-id"])' <<< "$submitted")
+flwr log "$run_id" local-deployment --stream || true
+# Flower 1.42's `flwr run` (with or without --stream) and `flwr log` exit 0 even when the ServerApp fails
+# (exit code 700 and a traceback in the log): the run's final status in `flwr ls` is what tells.
+status_of_run() {
+    flwr ls local-deployment --run-id "$run_id" --format json | "$VENV_BIN/python" -c '
+import json, sys
+run = json.load(sys.stdin)["runs"][0]
+print(run["status"], run.get("status-details", ""), sep="\t")'
+}
+until status=$(status_of_run) && [[ $status == finished* ]]; do
+    if ! kill -0 "$superlink" 2>/dev/null; then echo "the SuperLink died during run $run_id" >&2; show_logs; exit 1; fi
+    sleep 2
+done
+if [[ $status != finished:completed* ]]; then
+    echo "run $run_id ended ${status%%$'\t'*}: ${status#*$'\t'}" >&2
+    show_logs
+    exit 1
+fi
+# The run completed; the federated state says how many rounds it saved.
 "$VENV_BIN/python" - "$OUT" "$ROUNDS" <<'PY'
 import sys
 from pathlib import Path

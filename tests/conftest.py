@@ -7,9 +7,12 @@ yet small enough that every format converts in seconds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from nptface.core.datasets import InMemoryFaceDataset
 from nptface.edge_export.evalset import synthetic_sets
@@ -65,3 +68,21 @@ def fp32_bundle(
         ExportOptions(formats=("onnx", "tflite"), precisions=("fp32",), latency_repeats=1),
     )
     return out
+
+
+@pytest.fixture
+def face_folder() -> Callable[..., Path]:
+    """Writes tiny random PNGs as an ImageFolder, ``root/<identity>/<nn>.png``, and returns ``root``."""
+
+    def write(root: Path, images_per_identity: dict[str, int], seed: int = 0) -> Path:
+        rng = np.random.default_rng(seed)
+        root.mkdir(parents=True, exist_ok=True)
+        for identity, count in images_per_identity.items():
+            (root / identity).mkdir()
+            for index in range(count):
+                Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+                    root / identity / f"{index:02d}.png"
+                )
+        return root
+
+    return write

@@ -295,3 +295,18 @@ def _untrained_run(run: Path) -> Path:
         class_names=["a", "b"],
     )
     return save_checkpoint(run, MobileFaceNet(width=0.25, input_size=32, embedding_dim=16), torch.randn(2, 16), meta)
+
+
+def test_fed_simulate_refuses_a_too_small_evaluation_before_any_training(tmp_path, capsys, monkeypatch):
+    from nptface.simulation import run
+
+    monkeypatch.setattr(run, "simulate", lambda *args, **kwargs: pytest.fail("trained despite unusable settings"))
+    out = tmp_path / "fed"
+    repro = "num-rounds=1 num-clients=2 client-identities=4 images-per-identity=4 eval-images=1"
+    argv = ["fed", "simulate", "--no-baselines", "--set", f"out-dir={out}"]
+    for setting in repro.split():
+        argv += ["--set", setting]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("nptface: error: eval-images must be 0 (no local evaluation) or >= 2") and "got 1" in error
+    assert not out.exists()

@@ -1,9 +1,10 @@
 """The Flower ClientApp: register, fine-tune locally with NPT, evaluate on local held-out images.
 
 Images never leave the client: it sends back backbone weights, the rows of the bank for its own
-identities (with the number of images behind each) and metrics. Its data is its partition of
-the plan described by the settings in the message (``partition-id`` from the node config picks
-which), so the same ClientApp serves simulation and real SuperNodes. :func:`make_client_app`
+identities (with the number of images behind each) and metrics. Its data is the ImageFolder its
+node config names (``data-path``, :mod:`~nptface.client.node_data`: a real device's own photos),
+or else its partition of the plan described by the settings in the message (``partition-id``
+from the node config picks which), so the same ClientApp serves simulation and real SuperNodes. :func:`make_client_app`
 takes Flower mods because Flower binds an app's mods when its handlers are registered: the
 simulation wraps these same handlers in its fault and attack mods; ``app`` has none.
 """
@@ -29,6 +30,7 @@ from flwr.clientapp.typing import Mod
 
 from nptface.client import protocol
 from nptface.client.local_training import LocalConfig, fine_tune
+from nptface.client.node_data import data_path, node_datasets
 from nptface.client.row_privacy import noised_rows
 from nptface.core.imprinting import imprint
 from nptface.core.mobilefacenet import MobileFaceNet, MobileFaceNetConfig
@@ -47,7 +49,12 @@ def partition_of(context: Context) -> int:
     return int(context.node_config["partition-id"])
 
 
-def _datasets(settings: protocol.ClientSettings, partition: int) -> tuple[Any, Any]:
+def _datasets(settings: protocol.ClientSettings, context: Context) -> tuple[Any, Any]:
+    """(train, held-out) of this node: its own folder when its node config names one, else its partition."""
+    partition = partition_of(context)
+    own_folder = data_path(context.node_config)
+    if own_folder is not None:
+        return node_datasets(own_folder, partition, settings.image_size, settings.eval_images)
     return client_datasets(settings.plan(), partition, settings.image_size, seed=settings.partition_seed)
 
 
@@ -60,7 +67,7 @@ def _model(settings: protocol.ClientSettings, backbone: ArrayRecord) -> MobileFa
 def register(msg: Message, context: Context) -> Message:
     settings = protocol.ClientSettings.from_record(msg.content[protocol.CONFIG])
     partition = partition_of(context)
-    train, _ = _datasets(settings, partition)
+    train, _ = _datasets(settings, context)
     record = ConfigRecord({"partition": partition, "ids": list(train.class_names)})
     return Message(RecordDict({protocol.CONFIG: record}), reply_to=msg)
 
@@ -70,7 +77,7 @@ def train(msg: Message, context: Context) -> Message:
     settings = protocol.ClientSettings.from_record(config)
     partition = partition_of(context)
     model = _model(settings, msg.content[protocol.BACKBONE])
-    train_set, _ = _datasets(settings, partition)
+    train_set, _ = _datasets(settings, context)
     ids = list(train_set.class_names)
     keep_rows = bool(config.get(protocol.KEEP_ROWS, False))
     given = (
@@ -129,9 +136,10 @@ def evaluate(msg: Message, context: Context) -> Message:
 
     settings = protocol.ClientSettings.from_record(msg.content[protocol.CONFIG])
     model = _model(settings, msg.content[protocol.BACKBONE])
-    _, held_out = _datasets(settings, partition_of(context))
+    _, held_out = _datasets(settings, context)
     metrics = {"num-examples": 0.0}
-    if held_out is not None and len(held_out) >= 4:
+    # Verification needs impostors: a one-owner phone cannot verify on its own images.
+    if held_out is not None and len(held_out) >= 4 and len(np.unique(held_out.labels)) >= 2:
         pairs = all_genuine_pairs(held_out.labels, seed=0)
         result = evaluate_model(model, held_out, pairs, n_folds=min(10, len(pairs) // 2))
         metrics = {"num-examples": float(len(held_out)), "accuracy": result.verification.accuracy.mean}

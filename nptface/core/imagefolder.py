@@ -120,6 +120,8 @@ class ImageFolderDataset(Dataset):
     :class:`BadImageError`, or with ``skip_bad=True`` is left out and recorded in ``skipped``.
     A file that passes the check but fails to decode later raises :class:`BadImageError` from
     ``__getitem__`` whatever ``skip_bad`` says, since indices cannot shift at that point.
+    ``min_identities`` is 2 for a data set to verify or train a classifier on; a phone's own
+    folder in federated fine-tuning may hold only its owner (1).
     """
 
     def __init__(
@@ -128,6 +130,7 @@ class ImageFolderDataset(Dataset):
         image_size: int | tuple[int, int] = 112,
         skip_bad: bool = False,
         extensions: Iterable[str] = IMAGE_EXTENSIONS,
+        min_identities: int = 2,
     ) -> None:
         self.root = Path(root)
         self.image_size = checked_image_size(image_size)
@@ -146,9 +149,9 @@ class ImageFolderDataset(Dataset):
             (entry for entry in self.root.iterdir() if entry.is_dir() and not _is_hidden(entry)),
             key=lambda entry: entry.name,
         )
-        if len(identity_dirs) < 2:
+        if len(identity_dirs) < min_identities:
             raise ImageFolderError(
-                f"{self.root} holds {len(identity_dirs)} identity folder(s); expected at least 2 "
+                f"{self.root} holds {len(identity_dirs)} identity folder(s); expected at least {min_identities} "
                 "(one sub-folder of images per identity)"
             )
 

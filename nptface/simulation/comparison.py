@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from nptface.core.atomic import atomic_write_bytes, atomic_write_json
+from nptface.core.atomic import atomic_write_bytes
+from nptface.core.metrics_json import write_metrics_json
 from nptface.core.tables import markdown_table, percent
 from nptface.server.federation.state import latest_state
 from nptface.simulation.config import Harness, SimulationConfig
@@ -83,7 +84,7 @@ def run_comparison(
         rows[label] = summarise(state.history, config)
     table = privacy_table(rows) if kind == "privacy" else robustness_table(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(
+    write_metrics_json(
         out_dir / f"{kind}.json", {"rows": rows, "configs": {k: c.to_run_config() for k, c in configs.items()}}
     )
     atomic_write_bytes(out_dir / f"{kind}.md", (f"# {kind.capitalize()} comparison\n\n{table}\n").encode())

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset
 
-from nptface.core.atomic import atomic_write_bytes, atomic_write_json
+from nptface.core.atomic import atomic_write_bytes
 from nptface.core.checkpoint import CheckpointMeta, load_backbone, load_proxies, save_checkpoint
+from nptface.core.metrics_json import null_non_finite, write_metrics_json
 from nptface.core.tables import markdown_table, percent
 from nptface.server.federation.config import FedConfig
 from nptface.server.federation.state import latest_state
@@ -37,7 +38,7 @@ PRIMARY = "client-domain/tar@far=1e-2"
 @dataclass
 class ExperimentResult:
     out_dir: Path
-    rows: dict[str, dict[str, float]]  # method -> metrics
+    rows: dict[str, dict[str, float | None]]  # method -> metrics (None: not measurable on these sets)
     history: list[dict[str, Any]]
     fedper_history: list[dict[str, Any]]
     recovered_share: float | None
@@ -62,7 +63,7 @@ class _Labelled(ConcatDataset):
         return image, int(label) + int(self._offsets[part])
 
 
-def centralised_baseline(config: FedConfig, out_dir: Path) -> dict[str, float]:
+def centralised_baseline(config: FedConfig, out_dir: Path) -> dict[str, float | None]:
     """Fine-tune the server model on the union of the clients' images, save it as the run directory
     ``out_dir`` (exportable like any run) and return its evaluation."""
     from nptface.client.local_training import LocalConfig, fine_tune
@@ -102,7 +103,7 @@ def centralised_baseline(config: FedConfig, out_dir: Path) -> dict[str, float]:
         },
     )
     save_checkpoint(out_dir, model, torch.from_numpy(result.rows), meta)
-    return evaluate_backbone(model, central_eval_sets(config, model.config.input_size))
+    return null_non_finite(evaluate_backbone(model, central_eval_sets(config, model.config.input_size)))
 
 
 def _training_data(source: str, union: _Labelled) -> dict[str, Any]:
@@ -152,23 +153,26 @@ def _history(out: Path, num_rounds: int) -> list[dict[str, Any]]:
     return state.history
 
 
-def _metrics(record: dict[str, Any]) -> dict[str, float]:
+def _metrics(record: dict[str, Any]) -> dict[str, float | None]:
+    """The held-out metrics of a history record (already strict: an unmeasurable one is None)."""
     return {
-        k: float("nan") if v is None else float(v)
+        k: None if v is None else float(v)
         for k, v in record.items()
         if k.startswith(("client-domain/", "server-domain/")) or k == "clients-local/accuracy"
     }
 
 
-def _recovered(rows: dict[str, dict[str, float]]) -> float | None:
-    server = rows["server model, no fine-tuning"][PRIMARY]
+def _recovered(rows: dict[str, dict[str, float | None]]) -> float | None:
+    """The share of the centralised gain FL recovers; None when a term is unmeasured or there is no gain."""
+    server = rows["server model, no fine-tuning"].get(PRIMARY)
     central = rows.get("centralised fine-tuning (upper bound)", {}).get(PRIMARY)
-    if central is None or not central - server > 1e-9:
+    federated = rows["federated, shared proxy bank"].get(PRIMARY)
+    if server is None or central is None or federated is None or not central - server > 1e-9:
         return None
-    return (rows["federated, shared proxy bank"][PRIMARY] - server) / (central - server)
+    return (federated - server) / (central - server)
 
 
-def _table(rows: dict[str, dict[str, float]], recovered: float | None) -> str:
+def _table(rows: dict[str, dict[str, float | None]], recovered: float | None) -> str:
     header = [
         "method",
         "client-domain TAR@FAR=1e-2",
@@ -182,10 +186,10 @@ def _table(rows: dict[str, dict[str, float]], recovered: float | None) -> str:
         [
             [
                 name,
-                percent(m["client-domain/tar@far=1e-2"]),
-                percent(m["client-domain/accuracy"]),
-                percent(m["server-domain/tar@far=1e-2"]),
-                percent(m["server-domain/accuracy"]),
+                percent(m.get("client-domain/tar@far=1e-2")),
+                percent(m.get("client-domain/accuracy")),
+                percent(m.get("server-domain/tar@far=1e-2")),
+                percent(m.get("server-domain/accuracy")),
                 percent(m.get("clients-local/accuracy")),
             ]
             for name, m in rows.items()
@@ -199,7 +203,7 @@ def _table(rows: dict[str, dict[str, float]], recovered: float | None) -> str:
 def _write_report(
     out: Path,
     config: SimulationConfig,
-    rows: dict[str, dict[str, float]],
+    rows: dict[str, dict[str, float | None]],
     history: list[dict[str, Any]],
     fedper: list[dict[str, Any]],
     recovered: float | None,
@@ -216,13 +220,14 @@ def _write_report(
         if not runs:
             continue
         rounds = [h["round"] for h in runs]
-        axes[0].plot(rounds, [h["client-domain/tar@far=1e-2"] for h in runs], marker="o", label=f"{label}")
-        axes[1].plot(rounds, [h["server-domain/tar@far=1e-2"] for h in runs], marker="o", label=f"{label}")
-        axes[2].plot(rounds, [h["min_sq_distance"] for h in runs], marker="o", label=f"{label}")
+        for ax, key in zip(
+            axes, ("client-domain/tar@far=1e-2", "server-domain/tar@far=1e-2", "min_sq_distance"), strict=True
+        ):
+            ax.plot(rounds, [_plotted(h.get(key)) for h in runs], marker="o", label=label)
     central = rows.get("centralised fine-tuning (upper bound)")
-    if central:
-        axes[0].axhline(central["client-domain/tar@far=1e-2"], ls="--", c="k", label="centralised")
-        axes[1].axhline(central["server-domain/tar@far=1e-2"], ls="--", c="k", label="centralised")
+    for ax, key in zip(axes[:2], ("client-domain/tar@far=1e-2", "server-domain/tar@far=1e-2"), strict=True):
+        if central and central.get(key) is not None:
+            ax.axhline(central[key], ls="--", c="k", label="centralised")
     axes[2].axhline(config.fed.client.delta, ls=":", c="r", label="margin Δ")
     titles = (
         "client-domain held-out TAR@FAR=1e-2",
@@ -238,7 +243,7 @@ def _write_report(
     fig.savefig(png.with_suffix(".tmp.png"), dpi=100)
     plt.close(fig)
     png.with_suffix(".tmp.png").replace(png)
-    atomic_write_json(
+    write_metrics_json(
         out / "results.json",
         {
             "config": config.to_run_config(),
@@ -260,3 +265,8 @@ def _write_report(
         f"Wall time (s): {json.dumps({k: round(v, 1) for k, v in seconds.items()})}",
     ]
     atomic_write_bytes(out / "report.md", ("\n".join(report) + "\n").encode())
+
+
+def _plotted(value: float | None) -> float:
+    """An unmeasured point is a gap in the curve."""
+    return float("nan") if value is None else value

@@ -57,3 +57,18 @@ def test_mods_wrap_every_handler_outermost_first():
 def test_a_node_without_a_partition_is_told_how_to_start():
     with pytest.raises(ValueError, match="--node-config"):
         app(_register_query(), _node({}))
+
+
+def test_a_node_with_its_own_folder_registers_that_folders_identities(tmp_path, face_folder):
+    root = face_folder(tmp_path / "phone-17", {"owner": 4})
+    reply = app(_register_query(), _node({"partition-id": 17, "data-path": str(root)}))
+    record = reply.content[protocol.CONFIG]
+    assert record["partition"] == 17 and list(record["ids"]) == ["partition-17/owner"]
+
+
+def test_a_node_whose_folder_is_missing_fails_naming_the_node_config_key_and_path(tmp_path):
+    import re
+
+    missing = tmp_path / "nowhere"
+    with pytest.raises(ValueError, match=re.escape(f"node config data-path={missing}: ") + ".*does not exist"):
+        app(_register_query(), _node({"partition-id": 0, "data-path": str(missing)}))

@@ -1,7 +1,10 @@
-"""The centralised fine-tuning baseline of fed simulate saves its model as a run directory."""
+"""fed simulate's report: the centralised baseline is a run directory, and unmeasured metrics never lose the report."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 
 from nptface.core.checkpoint import load_backbone, load_meta, load_proxies
@@ -34,3 +37,45 @@ def test_the_centralised_baseline_saves_a_loadable_run(tiny_run, tmp_path):
     assert proxies.shape == (len(meta.class_names), 32) and len(meta.class_names) == 6
     assert torch.allclose(proxies.norm(dim=1), torch.ones(6), atol=1e-5)
     assert load_meta(tmp_path / "baseline-centralised").extra["training_data"]["kind"] == "synthetic"
+
+
+def _unmeasured_history() -> list[dict]:
+    """Rounds 0 and 1 of a run whose evaluation sets could not support TAR@FAR=1e-2 (an older
+    run directory may still hold NaN in its round-0 record)."""
+    metrics = {"client-domain/accuracy": 0.6, "server-domain/accuracy": 0.7, "min_sq_distance": 1.0}
+    return [
+        {"round": 0, **metrics, "client-domain/tar@far=1e-2": float("nan"), "server-domain/tar@far=1e-2": None},
+        {
+            "round": 1,
+            **metrics,
+            "client-domain/tar@far=1e-2": None,
+            "server-domain/tar@far=1e-2": None,
+            "clients-local/accuracy": None,
+        },
+    ]
+
+
+def test_unmeasured_metrics_are_null_in_results_json_and_n_a_in_the_report(tmp_path, monkeypatch):
+    import json
+
+    import numpy as np
+
+    from nptface.server.federation.proxy_bank import ProxyBank
+    from nptface.server.federation.state import FedState, save_state
+    from nptface.simulation import run
+    from nptface.simulation.config import SimulationConfig
+    from nptface.simulation.experiment import run_experiment
+
+    def finished_run(config, cpus_per_client):
+        bank = ProxyBank.from_rows(["a", "b"], np.eye(2, dtype=np.float32), public=True)
+        save_state(Path(config.fed.out_dir), FedState(1, {}, bank, {}, _unmeasured_history(), "hash"))
+        return 0.0
+
+    monkeypatch.setattr(run, "simulate", finished_run)
+    config = SimulationConfig.from_run_config({"out-dir": str(tmp_path), **SMALL})
+    result = run_experiment(config, baselines=False)
+    saved = json.loads((tmp_path / "results.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert saved["methods"]["server model, no fine-tuning"]["client-domain/tar@far=1e-2"] is None
+    assert saved["history"][0]["client-domain/tar@far=1e-2"] is None and saved["recovered_share"] is None
+    assert "n/a" in (tmp_path / "report.md").read_text() and (tmp_path / "federated.png").is_file()
+    assert result.rows["federated, shared proxy bank"]["client-domain/accuracy"] == 0.6

@@ -13,6 +13,9 @@ from typing import Any
 from nptface.client.protocol import ClientSettings
 
 SHARING_MODES = ("all", "public", "none", "dp", "local-heads")
+# Central evaluation draws as many impostor pairs as genuine ones, and TAR@FAR=1e-2 (the headline
+# metric) needs 1 / 1e-2 impostor pairs to be measured at all.
+MIN_CENTRAL_GENUINE_PAIRS = 100
 BACKBONE_AGGREGATIONS = ("fedavg", "median", "trimmed-mean")
 
 
@@ -74,14 +77,7 @@ class FedConfig:
             raise FedConfigError(
                 f"delta must be in (0, 4] (a squared distance on the unit sphere), got {self.client.delta}"
             )
-        if (
-            self.central_eval_images < 2
-            or self.central_eval_identities * self.central_eval_images * (self.central_eval_images - 1) // 2 < 10
-        ):
-            raise FedConfigError(
-                "central-eval-identities x central-eval-images must give >= 10 genuine pairs "
-                "(and central-eval-images >= 2)"
-            )
+        self._check_evaluation_sizes()
         if self.backbone_aggregation not in BACKBONE_AGGREGATIONS:
             raise FedConfigError(
                 f"backbone-aggregation must be one of {', '.join(BACKBONE_AGGREGATIONS)}, "
@@ -98,6 +94,27 @@ class FedConfig:
             raise FedConfigError(
                 "row-norm-limit, norm-screen and update-norm-limit must be >= 0 (0 turns the screen "
                 f"off), got {self.row_norm_limit}, {self.norm_screen} and {self.update_norm_limit}"
+            )
+
+    def _check_evaluation_sizes(self) -> None:
+        """Evaluation sets too small to measure anything are refused here, before any training, not found
+        out as unmeasured (null) metrics at the end of the run."""
+        if self.central_eval_images < 2:
+            raise FedConfigError(
+                f"central-eval-images must be >= 2 (a genuine pair needs two images of one identity), "
+                f"got {self.central_eval_images}"
+            )
+        genuine = self.central_eval_identities * self.central_eval_images * (self.central_eval_images - 1) // 2
+        if genuine < MIN_CENTRAL_GENUINE_PAIRS:
+            raise FedConfigError(
+                f"central-eval-identities={self.central_eval_identities} x central-eval-images="
+                f"{self.central_eval_images} give {genuine} genuine pairs; TAR@FAR=1e-2 needs >= "
+                f"{MIN_CENTRAL_GENUINE_PAIRS} (e.g. central-eval-identities=10 central-eval-images=5)"
+            )
+        if self.client.eval_images < 0 or self.client.eval_images == 1:
+            raise FedConfigError(
+                "eval-images must be 0 (no local evaluation) or >= 2 (a genuine pair needs two held-out "
+                f"images of one identity), got {self.client.eval_images}"
             )
 
     @classmethod

@@ -39,6 +39,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
 from nptface.client import protocol
 from nptface.core.checkpoint import MODEL_FILE, load_backbone, load_proxies
+from nptface.core.metrics_json import null_non_finite
 from nptface.core.mobilefacenet import MobileFaceNet, MobileFaceNetConfig
 from nptface.core.run_settings import settings_hash
 from nptface.server.federation import aggregation
@@ -340,7 +341,7 @@ class Federation:
                     f"{self.config.server_run}: the starting model is not usable ({summarise(problems)})"
                 )
             self.state.history.append(
-                _strict(
+                null_non_finite(
                     {
                         "round": 0,
                         **metrics,
@@ -407,13 +408,7 @@ class Federation:
             "seconds": time.perf_counter() - started,
             "ended_unix": time.time(),
         }
-        return _strict(record)
-
-
-def _strict(record: dict[str, Any]) -> dict[str, Any]:
-    """Strict JSON: a metric that could not be measured (no client answered, a NaN loss, a FAR the set cannot
-    support, an empty bank's infinite distance) is null."""
-    return {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in record.items()}
+        return null_non_finite(record)
 
 
 def run_federation(grid: Any, config: FedConfig, observers: Sequence[RoundObserver] = ()) -> FedState:

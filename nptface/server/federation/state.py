@@ -20,9 +20,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from nptface.core.atomic import atomic_write_json
 from nptface.core.checkpoint import CheckpointMeta, save_checkpoint
 from nptface.core.checkpoint_dirs import CheckpointDirs
+from nptface.core.metrics_json import write_metrics_json
 from nptface.core.mobilefacenet import MobileFaceNet
 from nptface.core.versioned_json import read_versioned_json
 from nptface.server.federation.proxy_bank import ProxyBank
@@ -66,7 +66,7 @@ def save_state(out_dir: Path, state: FedState) -> Path:
             "history": state.history,
             "config_hash": state.config_hash,
         }
-        atomic_write_json(staging / STATE_FILE, meta)
+        write_metrics_json(staging / STATE_FILE, meta)
     return out_dir / "rounds" / name
 
 

@@ -37,3 +37,25 @@ def test_keys_are_routed_to_server_and_client_settings():
 def test_bad_settings_are_refused_by_name(values, message):
     with pytest.raises(FedConfigError, match=message):
         FedConfig.from_run_config(values)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"eval-images": 1}, r"eval-images must be 0 \(no local evaluation\) or >= 2 .* got 1"),
+        ({"eval-images": -1}, "eval-images must be 0"),
+        ({"central-eval-images": 1}, "central-eval-images must be >= 2"),
+        (
+            {"central-eval-identities": 10, "central-eval-images": 2},
+            "central-eval-identities=10 x central-eval-images=2 give 10 genuine pairs; TAR@FAR=1e-2 needs >= 100",
+        ),
+    ],
+)
+def test_evaluation_sets_too_small_to_measure_are_refused_naming_the_setting_and_minimum(values, message):
+    with pytest.raises(FedConfigError, match=message):
+        FedConfig.from_run_config(values)
+
+
+def test_the_smallest_measurable_evaluation_settings_are_accepted():
+    config = FedConfig.from_run_config({"eval-images": 0, "central-eval-identities": 10, "central-eval-images": 5})
+    assert config.client.eval_images == 0

@@ -21,14 +21,14 @@ from nptface.server.federation.evaluation import (
 
 @pytest.fixture(scope="module")
 def eval_sets():
-    return central_eval_sets(FedConfig(central_eval_identities=10, central_eval_images=3), image_size=32)
+    return central_eval_sets(FedConfig(central_eval_identities=10, central_eval_images=5), image_size=32)
 
 
 def test_central_sets_cover_both_domains_with_folds_as_large_as_each_set_allows(eval_sets):
     assert list(eval_sets) == ["client-domain", "server-domain"]
     for data, pairs in eval_sets.values():
-        assert len(data) == 30 and len(set(data.labels.tolist())) == 10
-        genuine = 10 * 3  # 10 identities x C(3, 2)
+        assert len(data) == 50 and len(set(data.labels.tolist())) == 10
+        genuine = 10 * 10  # 10 identities x C(5, 2)
         assert len(pairs.is_same) == 10 * 2 * (genuine // 10) and pairs.is_same.sum() == genuine
 
 
