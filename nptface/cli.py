@@ -11,6 +11,7 @@ import importlib
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -278,14 +279,27 @@ def _run_fed_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+class UsageError(ValueError):
+    """Arguments that do not fit together; exit status 2, as for argparse's own errors."""
+
+
+# Exit statuses of verify and identify, so scripts can branch on the decision (argparse exits 2 too).
+MATCH, NO_MATCH, ERROR = 0, 1, 2
+DECISION_COMMANDS = ("verify", "identify")
+
+
 def _device_model(args: argparse.Namespace, gallery_bundle: str | None = None) -> DeviceModel:
     from nptface.on_device.runtime import open_model
 
     bundle = args.bundle or gallery_bundle
     if bundle is None:
-        raise SystemExit(f"nptface {args.command}: give --bundle BUNDLE_DIR")
+        raise UsageError(f"nptface {args.command}: give --bundle BUNDLE_DIR")
     model = open_model(bundle, args.runtime, args.variant)
-    print(f"model: {model.bundle.root} variant {model.variant} on {model.runtime}")
+    # With --json, stdout holds only the JSON document.
+    print(
+        f"model: {model.bundle.root} variant {model.variant} on {model.runtime}",
+        file=sys.stderr if getattr(args, "json", False) else sys.stdout,
+    )
     return model
 
 
@@ -294,10 +308,35 @@ def _far_label(far: float) -> str:
     return f"{mantissa}e{int(exponent)}"  # 1e-3, as the page writes it
 
 
-def _decision_line(score: float, model: DeviceModel, far: float) -> str:
-    threshold = model.bundle.threshold(far)
-    verdict = "match" if score >= threshold else "no match"
-    return f"cosine = {score:.4f}  threshold(FAR={_far_label(far)}) = {threshold:.4f}  -> {verdict}"
+def _decision_rule(args: argparse.Namespace, model: DeviceModel) -> dict[str, object]:
+    """The threshold to decide with, and where it came from: --threshold, or an operating point at a FAR."""
+    if args.threshold is not None:
+        if args.far is not None or args.operating_point is not None:
+            raise UsageError(
+                f"nptface {args.command}: --threshold replaces --far/--operating-point; give one or the other"
+            )
+        if not -1 <= args.threshold <= 1:
+            raise UsageError(f"nptface {args.command}: --threshold is a cosine in [-1, 1], got {args.threshold}")
+        return {"threshold": args.threshold, "operating_point": None, "far": None, "label": "--threshold"}
+    point = args.operating_point or model.bundle.default_operating_point
+    far = model.bundle.default_far(point) if args.far is None else args.far
+    threshold = model.bundle.threshold(far, point)
+    return {"threshold": threshold, "operating_point": point, "far": far, "label": f"{point}, FAR={_far_label(far)}"}
+
+
+def _report_decision(args: argparse.Namespace, rule: dict[str, object], payload: dict[str, object], line: str) -> int:
+    matched = bool(payload["match"])
+    if args.json:
+        rule = {key: value for key, value in rule.items() if key != "label"}
+        print(json.dumps({**payload, **rule, "decision": "match" if matched else "no match"}, indent=2))
+    else:
+        print(line)
+    return MATCH if matched else NO_MATCH
+
+
+def _verify_line(score: float, rule: dict[str, object]) -> str:
+    verdict = "match" if score >= rule["threshold"] else "no match"
+    return f"cosine = {score:.4f}  threshold({rule['label']}) = {rule['threshold']:.4f}  -> {verdict}"
 
 
 def _enroll(args: argparse.Namespace) -> int:
@@ -323,20 +362,25 @@ def _verify(args: argparse.Namespace) -> int:
 
     if args.gallery is None:
         if len(args.images) != 2 or args.name is not None:
-            raise SystemExit("nptface verify: give two images (IMG_A IMG_B), or --gallery G --name NAME and one image")
+            raise UsageError("nptface verify: give two images (IMG_A IMG_B), or --gallery G --name NAME and one image")
         model = _device_model(args)
+        rule = _decision_rule(args, model)
         embeddings = model.embed_files(args.images)
         score = float(cosine_scores(embeddings[:1], embeddings[1:])[0])
-        print(f"{args.images[0]} vs {args.images[1]}: {_decision_line(score, model, args.far)}")
-        return 0
-    if len(args.images) != 1 or args.name is None:
-        raise SystemExit("nptface verify: with --gallery give --name NAME and exactly one image")
-    gallery = load_gallery(args.gallery)
-    model = _device_model(args, gallery.bundle)
-    gallery.check_model(model.model_sha256, model.variant, args.gallery)
-    score = gallery.score(args.name, model.embed_files(args.images)[0])
-    print(f"{args.images[0]} as {args.name!r}: {_decision_line(score, model, args.far)}")
-    return 0
+        where = f"{args.images[0]} vs {args.images[1]}"
+        payload = {"images": args.images, "name": None}
+    else:
+        if len(args.images) != 1 or args.name is None:
+            raise UsageError("nptface verify: with --gallery give --name NAME and exactly one image")
+        gallery = load_gallery(args.gallery)
+        model = _device_model(args, gallery.bundle)
+        gallery.check_model(model.model_sha256, model.variant, args.gallery)
+        rule = _decision_rule(args, model)
+        score = gallery.score(args.name, model.embed_files(args.images)[0])
+        where = f"{args.images[0]} as {args.name!r}"
+        payload = {"images": args.images, "name": args.name}
+    payload |= {"score": score, "match": score >= rule["threshold"], "variant": model.variant, "runtime": model.runtime}
+    return _report_decision(args, rule, payload, f"{where}: {_verify_line(score, rule)}")
 
 
 def _identify(args: argparse.Namespace) -> int:
@@ -345,30 +389,94 @@ def _identify(args: argparse.Namespace) -> int:
     gallery = load_gallery(args.gallery)
     model = _device_model(args, gallery.bundle)
     gallery.check_model(model.model_sha256, model.variant, args.gallery)
+    rule = _decision_rule(args, model)
     embedding = model.embed_files([args.image])[0]
-    threshold = model.bundle.threshold(args.far)
+    threshold = rule["threshold"]
+    matches = [
+        {"rank": rank, "name": m.name, "score": m.score, "match": m.score >= threshold}
+        for rank, m in enumerate(gallery.top(embedding, args.top), start=1)
+    ]
+    lines = [
+        f"{args.image}: top {len(matches)} of {len(gallery.names)} (cosine; threshold({rule['label']}) = {threshold:.4f})",
+        *(
+            f"  {m['rank']}. {m['name']}  cosine = {m['score']:.4f}" + ("  -> match" if m["match"] else "")
+            for m in matches
+        ),
+    ]
+    payload = {
+        "image": args.image,
+        "matches": matches,
+        "match": bool(matches and matches[0]["match"]),
+        "variant": model.variant,
+        "runtime": model.runtime,
+    }
+    return _report_decision(args, rule, payload, "\n".join(lines))
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from nptface.edge_export.bundle import add_operating_point
+    from nptface.on_device.calibration import calibrate
+
+    name = args.name or Path(args.data).resolve().name
+    fars = None if args.fars is None else [float(f) for f in args.fars.split(",") if f.strip()]
+    model = _device_model(args)
+    point = calibrate(model, args.data, fars)
+    bundle = add_operating_point(model.bundle.root, name, point, overwrite=args.overwrite)
     print(
-        f"{args.image}: top {min(args.top, len(gallery.names))} of {len(gallery.names)} (cosine; "
-        f"threshold(FAR={_far_label(args.far)}) = {threshold:.4f})"
+        f"{args.data}: {point['identities']} identities, {point['images']} images, "
+        f"{point['pairs']['genuine']} genuine + {point['pairs']['impostor']} impostor pairs"
     )
-    for rank, match in enumerate(gallery.top(embedding, args.top), start=1):
-        print(
-            f"  {rank}. {match.name}  cosine = {match.score:.4f}" + ("  -> match" if match.score >= threshold else "")
-        )
+    for key, threshold in sorted(point["cosine"].items(), key=lambda item: -float(item[0])):
+        print(f"  FAR {_far_label(float(key))}: cosine >= {threshold:.4f} (TAR {point['tar'][key]:.3f} on this folder)")
+    default = bundle.default_operating_point
+    print(
+        f"operating point {name!r} written to {bundle.root / 'manifest.json'} (the models are unchanged); "
+        f"verify/identify now use {default!r} unless given --operating-point"
+    )
     return 0
 
 
 def _demo_serve(args: argparse.Namespace) -> int:
     from nptface.on_device.server import make_server
+    from nptface.on_device.tls import (
+        ANY_ADDRESS,
+        default_tls_dir,
+        fingerprint,
+        self_signed_certificate,
+        served_names,
+        server_context,
+    )
 
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise UsageError("nptface demo serve: give --tls-cert and --tls-key together")
+    if args.tls and args.tls_cert:
+        raise UsageError("nptface demo serve: --tls makes a self-signed certificate; --tls-cert/--tls-key bring yours")
+    names = served_names(args.host)
+    cert, key = (args.tls_cert, args.tls_key) if args.tls_cert else (None, None)
+    if args.tls:
+        cert, key = self_signed_certificate(args.tls_dir or default_tls_dir(), names)
+    context = server_context(cert, key) if cert else None
     try:
-        server = make_server(args.bundle, args.host, args.port)
+        server = make_server(args.bundle, args.host, args.port, tls=context)
     except OSError as error:
         if isinstance(error, FileNotFoundError):
             raise
         raise SystemExit(f"nptface demo serve: cannot listen on {args.host}:{args.port}: {error}") from error
     host, port = server.server_address[:2]
-    print(f"on-device demo of {args.bundle}: open http://{host}:{port}/ (inference runs in the browser; Ctrl+C stops)")
+    scheme = "https" if context else "http"
+    shown = [n for n in names if n != "::1"] if args.host in ANY_ADDRESS else [host]
+    urls = ", ".join(f"{scheme}://{'[' + n + ']' if ':' in n else n}:{port}/" for n in shown)
+    print(f"on-device demo of {args.bundle}: open {urls} (inference runs in the browser; Ctrl+C stops)")
+    if context:
+        print(f"TLS certificate {cert}: SHA-256 fingerprint {fingerprint(cert)}")
+        if args.tls:
+            print("  self-signed: the browser will warn; accept it only if the fingerprint it shows is this one")
+    elif args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            "  plain HTTP: other devices get an insecure context, where browsers disable the camera; "
+            "use --tls (or --tls-cert/--tls-key) for phones",
+            file=sys.stderr,
+        )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -391,7 +499,26 @@ def _add_device_options(parser: argparse.ArgumentParser, bundle_required: bool =
         help="onnxruntime (ONNX variants) or litert (the LiteRT interpreter, TFLite variants)",
     )
     parser.add_argument("--variant", help="a shipped variant name (default: the runtime's int8, else fp16, else fp32)")
-    parser.add_argument("--far", type=float, default=1e-3, help="operating point: the manifest's threshold at this FAR")
+
+
+def _add_decision_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--operating-point",
+        metavar="NAME",
+        help="whose thresholds decide: 'export' (the bundle's own) or one added by nptface calibrate "
+        "(default: the newest calibrated one, else export)",
+    )
+    parser.add_argument(
+        "--far",
+        type=float,
+        help="the operating point's threshold at this FAR (default: 1e-3, or the point's strictest FAR without one)",
+    )
+    parser.add_argument("--threshold", type=float, help="decide with this cosine instead of an operating point")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document (the decision, score(s), threshold and where it came from) on stdout",
+    )
 
 
 # The pip extra each command's optional dependencies come from (pyproject's optional-dependencies),
@@ -401,6 +528,8 @@ EXTRA_OF_COMMAND = {
     "enroll": "export",
     "verify": "export",
     "identify": "export",
+    "calibrate": "export",
+    "demo": "export",
     "fed": "fl",
     "quickstart": "all",
 }
@@ -661,25 +790,55 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_options(enroll)
     enroll.set_defaults(func=_enroll)
 
-    verify = commands.add_parser("verify", help="1:1 — two images (--bundle), or one image vs --gallery --name")
+    verify = commands.add_parser(
+        "verify",
+        help="1:1 — two images (--bundle), or one image vs --gallery --name; exit 0 match, 1 no match, 2 error",
+    )
     verify.add_argument("--gallery", help="gallery file (nptface enroll) to verify one image against --name")
     verify.add_argument("--name", help="the claimed person (with --gallery)")
     verify.add_argument("images", nargs="+", help="IMG_A IMG_B, or IMG with --gallery --name")
     _add_device_options(verify)
+    _add_decision_options(verify)
     verify.set_defaults(func=_verify)
 
-    identify = commands.add_parser("identify", help="1:N — the top matches of an image in a gallery")
+    identify = commands.add_parser(
+        "identify", help="1:N — the top matches of an image in a gallery; exit 0 if one matches, 1 if none, 2 error"
+    )
     identify.add_argument("--gallery", required=True, help="gallery file (nptface enroll)")
     identify.add_argument("--top", type=int, default=5, help="how many best matches to list")
     identify.add_argument("image", help="an aligned face image")
     _add_device_options(identify)
+    _add_decision_options(identify)
     identify.set_defaults(func=_identify)
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="thresholds from a labelled folder of your own faces, added to the bundle as an operating point",
+    )
+    calibrate.add_argument("--data", required=True, help="ImageFolder: one sub-folder of face images per person")
+    calibrate.add_argument("--name", help="the operating point's name (default: the --data folder's name)")
+    calibrate.add_argument("--fars", help="comma-separated FARs to calibrate (default: those the bundle carries)")
+    calibrate.add_argument("--overwrite", action="store_true", help="replace an operating point of the same name")
+    _add_device_options(calibrate, bundle_required=True)
+    calibrate.set_defaults(func=_calibrate)
 
     demo = commands.add_parser("demo", help="the on-device web demo").add_subparsers(dest="demo_command", required=True)
     serve = demo.add_parser("serve", help="serve the page and a bundle's files; the browser runs the model")
     serve.add_argument("--bundle", required=True, help="a bundle folder (nptface export)")
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind; the default serves this machine only")
     serve.add_argument("--port", type=int, default=8765, help="port to listen on (0: any free port)")
+    serve.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with a self-signed certificate (made once, then reused; its fingerprint is printed): "
+        "phones need HTTPS for the camera",
+    )
+    serve.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (chain) ...")
+    serve.add_argument("--tls-key", help="... and this PEM private key")
+    serve.add_argument(
+        "--tls-dir",
+        help="folder for the --tls certificate and key (default: $XDG_CACHE_HOME/nptface or ~/.cache/nptface)",
+    )
     serve.set_defaults(func=_demo_serve)
     return _finish(parser)
 
@@ -695,7 +854,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         print(f"nptface: error: {error}", file=sys.stderr)
-        return 2
+        return ERROR
     except ModuleNotFoundError as error:
         if (error.name or "nptface").partition(".")[0] == "nptface":
             raise
@@ -705,7 +864,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f'pip install "nptface[{extra}]" (or "nptface[all]" for every command)',
             file=sys.stderr,
         )
-        return 2
+        return ERROR
+    except Exception:
+        if args.command not in DECISION_COMMANDS:
+            raise
+        # A crash must not read as "no match" (Python exits 1 on an uncaught exception).
+        traceback.print_exc()
+        return ERROR
 
 
 if __name__ == "__main__":

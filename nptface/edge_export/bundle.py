@@ -6,6 +6,11 @@ sha256 and size. Loading a bundle checks every value it reads (:mod:`nptface.edg
 and re-hashes every file, so a truncated download or a swapped
 model is refused by name before a single face is embedded. A bundle is built in a hidden staging
 folder and renamed into place when complete: a crash never leaves a half-written bundle.
+
+Thresholds come in named operating points: ``export`` (the manifest's ``thresholds``, calibrated
+on the export's evaluation set) and any calibrated later on the user's own faces
+(``operating_points``, added by :func:`add_operating_point` without touching a hashed file).
+The newest calibrated point is the default, since it describes the faces the bundle now meets.
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ from typing import Any
 
 from nptface.core.atomic import atomic_write_json
 from nptface.core.versioned_json import read_versioned_json
-from nptface.edge_export.manifest_check import ManifestValueError, check_manifest
+from nptface.edge_export.manifest_check import EXPORT_POINT, ManifestValueError, check_manifest
 from nptface.edge_export.runtimes import Embedder, LiteRTEmbedder, OnnxEmbedder
 
 FORMAT = "nptface-bundle"
 VERSION = 1
 MANIFEST = "manifest.json"
+DEFAULT_FAR = 1e-3
 
 
 class BundleError(ValueError):
@@ -68,12 +74,36 @@ class Bundle:
     def variants(self) -> dict[str, dict[str, Any]]:
         return {v["name"]: v for v in self.manifest["variants"]}
 
-    def threshold(self, far: float = 1e-3) -> float:
+    @property
+    def operating_points(self) -> dict[str, dict[str, float]]:
+        """Operating point name -> {FAR key ('1e-03') -> cosine threshold}, ``export`` first."""
+        points = {EXPORT_POINT: self.manifest["thresholds"]["cosine"]}
+        return points | {name: p["cosine"] for name, p in self.manifest.get("operating_points", {}).items()}
+
+    @property
+    def default_operating_point(self) -> str:
+        """The newest calibrated operating point, else ``export``."""
+        calibrated = self.manifest.get("operating_points", {})
+        return max(calibrated, key=lambda name: calibrated[name]["created"]) if calibrated else EXPORT_POINT
+
+    def default_far(self, operating_point: str | None = None) -> float:
+        """1e-3, the usual verification FAR, if the operating point has it, else its strictest FAR."""
+        fars = [float(key) for key in self.operating_points.get(operating_point or self.default_operating_point, {})]
+        return DEFAULT_FAR if DEFAULT_FAR in fars or not fars else min(fars)
+
+    def threshold(self, far: float = 1e-3, operating_point: str | None = None) -> float:
+        """The cosine threshold at ``far`` of ``operating_point`` (default: :attr:`default_operating_point`)."""
+        name = operating_point or self.default_operating_point
+        if name not in self.operating_points:
+            raise BundleError(
+                f"{self.root / MANIFEST}: no operating point {name!r}; available: {list(self.operating_points)}"
+            )
         key = f"{far:.0e}"
-        thresholds = self.manifest["thresholds"]["cosine"]
+        thresholds = self.operating_points[name]
         if key not in thresholds:
             raise BundleError(
-                f"{self.root / MANIFEST}: no threshold calibrated at FAR={key}; available: {sorted(thresholds)}"
+                f"{self.root / MANIFEST}: operating point {name!r} has no threshold at FAR={key}; "
+                f"available: {sorted(thresholds)}"
             )
         return float(thresholds[key])
 
@@ -118,6 +148,25 @@ def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
     if verify:
         verify_files(root, manifest["files"])
     return Bundle(root, manifest)
+
+
+def add_operating_point(root: str | Path, name: str, point: dict[str, Any], overwrite: bool = False) -> Bundle:
+    """Write ``point`` into the verified bundle's manifest as operating point ``name``; only the manifest changes.
+
+    The new manifest is checked like any other before it replaces the old one atomically, so a
+    reader sees either the old bundle or the new, never a half-written manifest.
+    """
+    bundle = load_bundle(root)
+    points = dict(bundle.manifest.get("operating_points", {}))
+    if name in points and not overwrite:
+        raise BundleError(f"{bundle.root / MANIFEST}: operating point {name!r} exists; pass --overwrite to replace it")
+    manifest = {**bundle.manifest, "operating_points": {**points, name: point}}
+    try:
+        check_manifest(manifest, bundle.root / MANIFEST)
+    except ManifestValueError as error:
+        raise BundleError(str(error)) from None
+    atomic_write_json(bundle.root / MANIFEST, manifest)
+    return Bundle(bundle.root, manifest)
 
 
 def verify_files(root: Path, files: dict[str, dict[str, Any]]) -> None:

@@ -4,7 +4,9 @@ A manifest is data from disk: a threshold of -1 would make everyone match, NaN w
 match, and a string would fail deep inside a comparison. So each field that :func:`load_bundle`
 and the runtimes read is checked here for type and range, and the thresholds for order too: a
 stricter operating point (a smaller FAR) can only ask for a higher cosine. Each error names the
-manifest and the field.
+manifest and the field. Operating points calibrated later on the user's own faces
+(``operating_points``, written by ``nptface calibrate``) are held to the same rules, and must also
+name the checkpoint they were calibrated with and count enough impostor pairs to observe each FAR.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 FORMATS = ("onnx", "tflite", "coreml")
+# The operating point that ``thresholds`` holds (calibrated at export); calibrated ones may not take its name.
+EXPORT_POINT = "export"
+OPERATING_POINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -57,7 +62,10 @@ def check_manifest(manifest: dict[str, Any], path: Path) -> None:
     if embedding.get("metric", "cosine") != "cosine":
         fail("embedding.metric", '"cosine"', embedding.get("metric"))
     _check_thresholds(
-        table("thresholds.cosine", table("thresholds", manifest["thresholds"]).get("cosine")), fail, number
+        "thresholds.cosine",
+        table("thresholds.cosine", table("thresholds", manifest["thresholds"]).get("cosine")),
+        fail,
+        number,
     )
     variants = manifest["variants"]
     if not isinstance(variants, list):
@@ -82,11 +90,46 @@ def check_manifest(manifest: dict[str, Any], path: Path) -> None:
     source = manifest.get("source")
     if source is not None and not isinstance(table("source", source).get("checkpoint_sha256"), str):
         fail("source.checkpoint_sha256", "a string", source.get("checkpoint_sha256"))
+    points = manifest.get("operating_points")
+    if points is not None:
+        checkpoint = (source or {}).get("checkpoint_sha256")
+        for name, point in table("operating_points", points).items():
+            _check_operating_point(name, point, checkpoint, fail, number, positive_int, table)
 
 
-def _check_thresholds(thresholds: dict[str, Any], fail: Any, number: Any) -> None:
+def _check_operating_point(
+    name: str, point: Any, checkpoint: str | None, fail: Any, number: Any, positive_int: Any, table: Any
+) -> None:
+    where = f"operating_points[{name!r}]"
+    if name == EXPORT_POINT or not OPERATING_POINT_NAME.fullmatch(name):
+        fail(where, f"named by 1-64 letters, digits, '.', '_' or '-' (not {EXPORT_POINT!r})", name)
+    table(where, point)
+    thresholds = table(f"{where}.cosine", point.get("cosine"))
+    _check_thresholds(f"{where}.cosine", thresholds, fail, number)
+    positive_int(f"{where}.identities", point.get("identities"))
+    positive_int(f"{where}.images", point.get("images"))
+    pairs = table(f"{where}.pairs", point.get("pairs"))
+    positive_int(f"{where}.pairs.genuine", pairs.get("genuine"))
+    impostor = positive_int(f"{where}.pairs.impostor", pairs.get("impostor"))
+    for key in thresholds:
+        if impostor * float(key) < 1:
+            fail(f"{where}.pairs.impostor", f"at least {math.ceil(1 / float(key))} to calibrate FAR={key}", impostor)
+    data_sha256 = point.get("data_sha256")
+    if not isinstance(data_sha256, str) or not _SHA256.fullmatch(data_sha256):
+        fail(f"{where}.data_sha256", "64 lowercase hex digits", data_sha256)
+    if point.get("checkpoint_sha256") != checkpoint:
+        fail(
+            f"{where}.checkpoint_sha256",
+            f"this bundle's source.checkpoint_sha256 ({checkpoint})",
+            point.get("checkpoint_sha256"),
+        )
+    if not isinstance(point.get("created"), str):
+        fail(f"{where}.created", "an ISO 8601 time", point.get("created"))
+
+
+def _check_thresholds(field: str, thresholds: dict[str, Any], fail: Any, number: Any) -> None:
     if not thresholds:
-        fail("thresholds.cosine", "at least one FAR -> threshold entry", thresholds)
+        fail(field, "at least one FAR -> threshold entry", thresholds)
     by_far = []
     for key, value in thresholds.items():
         try:
@@ -94,16 +137,16 @@ def _check_thresholds(thresholds: dict[str, Any], fail: Any, number: Any) -> Non
         except ValueError:
             far = math.nan
         if not 0 < far < 1:
-            fail(f"thresholds.cosine[{key!r}]", "keyed by a false accept rate in (0, 1), like '1e-03'", key)
-        threshold = number(f"thresholds.cosine[{key!r}]", value)
+            fail(f"{field}[{key!r}]", "keyed by a false accept rate in (0, 1), like '1e-03'", key)
+        threshold = number(f"{field}[{key!r}]", value)
         if not -1 <= threshold <= 1:
-            fail(f"thresholds.cosine[{key!r}]", "a cosine in [-1, 1]", value)
+            fail(f"{field}[{key!r}]", "a cosine in [-1, 1]", value)
         by_far.append((far, key, threshold))
     by_far.sort()
     for (_, stricter, high), (_, looser, low) in zip(by_far, by_far[1:]):
         if high < low:
             fail(
-                f"thresholds.cosine[{stricter!r}]",
+                f"{field}[{stricter!r}]",
                 f"at least the threshold at the looser FAR {looser} ({low}): a stricter FAR needs a higher cosine",
                 high,
             )

@@ -1,8 +1,10 @@
 """Face images from files for the device commands, under the one image policy.
 
 Sizes are checked against :data:`nptface.core.image_policy.LIMITS` (the limits training, evaluation
-and the demo page use too) from the header, before any pixel is decoded; pixels then go through
-:func:`nptface.core.preprocess.to_rgb_array`, the one preprocessing.
+and the demo page use too) from the header, before any pixel is decoded. A photo's EXIF
+orientation is applied (a phone stores a portrait selfie as a landscape frame plus a rotation tag;
+the page applies it too, with ``createImageBitmap``'s ``imageOrientation: "from-image"``); pixels
+then go through :func:`nptface.core.preprocess.to_rgb_array`, the one preprocessing.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from nptface.core.image_policy import LIMITS, ImageInputError, ImageLimits
 from nptface.core.preprocess import UnsupportedImageModeError, to_rgb_array
@@ -27,8 +29,10 @@ def load_face(path: str | Path, size: int, limits: ImageLimits = LIMITS) -> np.n
         with Image.open(path) as image:
             limits.check(*image.size, str(path))  # from the header, before decoding the pixels
             image.load()
-            return to_rgb_array(image, size)
+            return to_rgb_array(ImageOps.exif_transpose(image), size)
     except UnsupportedImageModeError as error:
         raise ImageInputError(f"{path}: {error}") from error
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
-        raise ImageInputError(f"{path}: not a decodable image (PNG, JPEG, WebP, BMP, GIF): {error}") from error
+        raise ImageInputError(
+            f"{path}: not a decodable image (PNG, JPEG, WebP, BMP, GIF, PGM, PPM): {error}"
+        ) from error

@@ -8,6 +8,9 @@ refuse any request to another origin. The page checks every file's sha256 agains
 itself — the device, not the server, decides whether to trust the model — so a tampered bundle
 is still served and then refused, with a message, in the page. A connection that sends nothing
 for ``idle_timeout`` seconds is closed, so idle or stalled clients cannot hold threads forever.
+With a TLS context (:mod:`nptface.on_device.tls`) the same files are served over HTTPS; each
+handshake runs in its connection's thread, under the same timeout, so a slow or plain-HTTP client
+stalls no one else.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import mimetypes
+import ssl
+import sys
 import threading
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -98,6 +103,7 @@ def build_routes(bundle_dir: str | Path, static: Path | None = None) -> Routes:
     config = {
         "limits": LIMITS.to_dict(),
         "default_variant": default_variant(bundle, "onnxruntime"),
+        "default_operating_point": bundle.default_operating_point,
         "bundle_url": "/bundle/",
         "manifest": MANIFEST,
     }
@@ -109,6 +115,11 @@ def _handler(routes: Routes, idle_timeout: float) -> type[BaseHTTPRequestHandler
         server_version = "nptface-demo"
         sys_version = ""
         timeout = idle_timeout  # socket timeout: an idle keep-alive or half-sent request is dropped
+
+        def setup(self) -> None:
+            super().setup()  # sets the timeout, which bounds the handshake too
+            if isinstance(self.connection, ssl.SSLSocket):
+                self.connection.do_handshake()
 
         def do_HEAD(self) -> None:  # noqa: N802 (http.server's naming)
             self._send(body=False)
@@ -145,12 +156,25 @@ def _handler(routes: Routes, idle_timeout: float) -> type[BaseHTTPRequestHandler
     return Handler
 
 
+class DemoServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: tuple[str, int]) -> None:
+        # A failed handshake (say, http:// to the https port) or a dropped connection: one line, no traceback.
+        logger.info("connection from %s ended: %s", client_address[0], sys.exc_info()[1])
+
+
 def make_server(
-    bundle_dir: str | Path, host: str = "127.0.0.1", port: int = 8765, idle_timeout: float = IDLE_TIMEOUT_S
-) -> ThreadingHTTPServer:
-    """A bound (not yet serving) server; port 0 picks a free port (``server.server_address``)."""
-    server = ThreadingHTTPServer((host, port), _handler(build_routes(bundle_dir), idle_timeout))
-    server.daemon_threads = True
+    bundle_dir: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    idle_timeout: float = IDLE_TIMEOUT_S,
+    tls: ssl.SSLContext | None = None,
+) -> DemoServer:
+    """A bound (not yet serving) server, HTTPS with ``tls``; port 0 picks a free port (``server.server_address``)."""
+    server = DemoServer((host, port), _handler(build_routes(bundle_dir), idle_timeout))
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     return server
 
 

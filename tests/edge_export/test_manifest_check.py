@@ -59,3 +59,47 @@ def test_a_valid_manifest_loads_and_gives_its_thresholds(tmp_path):
 def test_untrustworthy_manifest_values_are_refused_naming_the_field(tmp_path, edit, field):
     with pytest.raises(BundleError, match=f"field {__import__('re').escape(repr(field))} must be"):
         load_bundle(_bundle(tmp_path, edit))
+
+
+POINT = {
+    "cosine": {"1e-03": 0.6, "1e-02": 0.5},
+    "identities": 20,
+    "images": 200,
+    "pairs": {"genuine": 900, "impostor": 19_000},
+    "data_sha256": "1" * 64,
+    "checkpoint_sha256": "0" * 64,
+    "created": "2026-01-01T00:00:00+00:00",
+}
+
+
+def _with_point(edit=None):
+    def apply(manifest):
+        manifest["operating_points"] = {"mine": copy.deepcopy(POINT)}
+        if edit is not None:
+            edit(manifest["operating_points"]["mine"], manifest)
+
+    return apply
+
+
+def test_a_calibrated_operating_point_is_the_default_and_export_stays_available(tmp_path):
+    bundle = load_bundle(_bundle(tmp_path, _with_point()))
+    assert list(bundle.operating_points) == ["export", "mine"] and bundle.default_operating_point == "mine"
+    assert bundle.threshold(1e-3) == 0.6 and bundle.threshold(1e-3, "export") == 0.38
+
+
+@pytest.mark.parametrize(
+    "edit,field",
+    [
+        (lambda p, m: p["cosine"].update({"1e-03": 0.4}), "operating_points['mine'].cosine['1e-03']"),  # out of order
+        (lambda p, m: p["cosine"].update({"1e-02": float("inf")}), "operating_points['mine'].cosine['1e-02']"),
+        (lambda p, m: p["pairs"].update({"impostor": 999}), "operating_points['mine'].pairs.impostor"),  # < 1/FAR
+        (lambda p, m: p.update({"data_sha256": "abc"}), "operating_points['mine'].data_sha256"),
+        (lambda p, m: p.update({"checkpoint_sha256": "f" * 64}), "operating_points['mine'].checkpoint_sha256"),
+        (lambda p, m: p.update({"identities": 0}), "operating_points['mine'].identities"),
+        (lambda p, m: m["operating_points"].update({"export": p}), "operating_points['export']"),
+        (lambda p, m: m["operating_points"].update({"../x": p}), "operating_points['../x']"),
+    ],
+)
+def test_untrustworthy_operating_points_are_refused_naming_the_field(tmp_path, edit, field):
+    with pytest.raises(BundleError, match=f"field {__import__('re').escape(repr(field))} must be"):
+        load_bundle(_bundle(tmp_path, _with_point(edit)))

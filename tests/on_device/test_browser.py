@@ -48,19 +48,19 @@ def browser():
         browser.close()
 
 
-def _serve(bundle: Path) -> Iterator[str]:
-    server = make_server(bundle, "127.0.0.1", 0)
+def _serve(bundle: Path, host: str = "127.0.0.1", tls=None) -> Iterator[str]:
+    server = make_server(bundle, host, 0, tls=tls)
     thread = serve_in_thread(server)
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"{'https' if tls else 'http'}://{host}:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
 
 
-def _open(browser, origin: str, requests: list[str]):
-    page = browser.new_context().new_page()
+def _open(browser, origin: str, requests: list[str], **context):
+    page = browser.new_context(**context).new_page()
     page.set_default_timeout(TIMEOUT_MS)
     page.on("request", lambda request: requests.append(request.url))
     page.goto(origin + "/")
@@ -224,4 +224,126 @@ def test_the_int8_qdq_model_runs_in_the_page_like_on_onnxruntime(browser, int8_b
         cli = gallery.score("ann", model.embed_files([faces[person][2]])[0])
         assert score == pytest.approx(cli, abs=1e-3), person
         assert decision == ("match" if cli >= threshold else "no match")
+    _assert_same_origin(requests, origin)
+
+
+def _calibrated_copy(bundle: Path, tmp_path: Path) -> Path:
+    """A copy of ``bundle`` with an operating point 'mine' calibrated on 12 x 3 synthetic faces (FAR 1e-1, 1e-2)."""
+    from nptface.cli import main
+    from nptface.core.datasets import SyntheticFaceDataset, write_image_folder
+    from nptface.core.synthetic import HELDOUT_IDS
+
+    copy = tmp_path / "calibrated"
+    shutil.copytree(bundle, copy)
+    data = write_image_folder(
+        SyntheticFaceDataset(HELDOUT_IDS[:12], 3, "studio", seed=3, image_size=48), tmp_path / "mine", progress=False
+    )
+    assert main(["calibrate", "--bundle", str(copy), "--data", str(data), "--fars", "1e-1,1e-2"]) == 0
+    return copy
+
+
+def _lan_address() -> str:
+    from nptface.on_device.tls import primary_address
+
+    address = primary_address()
+    if address is None or address.startswith("127."):
+        pytest.skip("this machine has no non-loopback address to serve an insecure origin on")
+    return address
+
+
+def test_on_an_insecure_origin_the_page_explains_and_still_works_from_files(browser, fp32_bundle, faces, tmp_path):
+    """Plain HTTP on the machine's network address is what a phone sees: no crypto.subtle, no camera.
+
+    The page says why and what to do, checks the model with its own SHA-256, and enrols and
+    verifies from files; it offers the calibrated operating point and decides with it by default.
+    """
+    from nptface.edge_export.bundle import load_bundle
+
+    bundle = _calibrated_copy(fp32_bundle, tmp_path)
+    requests: list[str] = []
+    serving = _serve(bundle, _lan_address())
+    origin = next(serving)
+    try:
+        page = _open(browser, origin, requests)
+        assert page.evaluate("() => [window.isSecureContext, typeof crypto.subtle]") == [False, "undefined"]
+        assert page.get_attribute("#status", "data-state") == "ready", page.text_content("#status")
+        notice = page.text_content("#notice")
+        assert page.is_visible("#notice") and "insecure origin" in notice
+        assert "nptface demo serve --tls" in notice and "http://localhost:" in notice
+        assert page.is_disabled("#camera-start") and "https://" in page.text_content("#camera-note")
+
+        options = page.eval_on_selector_all("#operating-point option", "os => os.map(o => JSON.parse(o.value))")
+        assert ["mine", "1e-02"] in options and ["export", "1e-03"] in options
+        assert json.loads(page.input_value("#operating-point")) == ["mine", "1e-02"]  # the CLI's default
+
+        page.fill("#enroll-name", "ann")
+        page.set_input_files("#enroll-files", [str(p) for p in faces["a"][:2]])
+        page.click("#enroll-button")
+        page.wait_for_selector("#gallery li[data-name=ann][data-count='2']")
+        _verify(page, "ann", faces["a"][2])
+        threshold = float(page.get_attribute("#verify-result", "data-threshold"))
+        assert threshold == pytest.approx(load_bundle(bundle).threshold(1e-2, "mine"))
+        assert "threshold(mine, FAR=1e-2)" in page.text_content("#verify-result")
+    finally:
+        serving.close()
+    _assert_same_origin(requests, origin)
+
+
+def test_over_tls_on_the_network_address_the_page_is_a_secure_context_with_a_camera(browser, fp32_bundle, tmp_path):
+    from nptface.on_device.tls import self_signed_certificate, server_context
+
+    host = _lan_address()
+    cert, key = self_signed_certificate(tmp_path, ["localhost", host])
+    requests: list[str] = []
+    serving = _serve(fp32_bundle, host, server_context(cert, key))
+    origin = next(serving)
+    try:
+        # The user accepts the self-signed certificate after comparing fingerprints; here: ignore_https_errors.
+        page = _open(browser, origin, requests, ignore_https_errors=True)
+        assert page.evaluate("() => window.isSecureContext") is True
+        assert page.get_attribute("#status", "data-state") == "ready", page.text_content("#status")
+        assert page.is_hidden("#notice") and page.is_enabled("#camera-start")
+    finally:
+        serving.close()
+    _assert_same_origin(requests, origin)
+
+
+def test_pgm_files_and_exif_rotated_photos_reach_the_model_as_in_the_cli(browser, fp32_bundle, faces, tmp_path):
+    from PIL import Image
+
+    from nptface.edge_export.bundle import load_bundle
+    from nptface.on_device.images import load_face
+
+    size = load_bundle(fp32_bundle).input_size
+    grey = tmp_path / "ann.pgm"
+    Image.open(faces["a"][1]).convert("L").save(grey)  # P5, as ORL's faces
+    upright = Image.open(faces["a"][0]).convert("RGB").resize((60, 80))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    portrait = tmp_path / "portrait.jpg"
+    upright.transpose(Image.Transpose.ROTATE_90).save(portrait, quality=100, exif=exif)
+    sideways = tmp_path / "sideways.jpg"
+    upright.transpose(Image.Transpose.ROTATE_90).save(sideways, quality=100)  # the same pixels, no tag
+
+    requests: list[str] = []
+    serving = _serve(fp32_bundle)
+    origin = next(serving)
+    try:
+        page = _open(browser, origin, requests)
+        page.fill("#enroll-name", "ann")
+        page.set_input_files("#enroll-files", [str(grey), str(faces["a"][2])])
+        page.click("#enroll-button")
+        page.wait_for_selector("#gallery li[data-name=ann][data-count='2']")
+        _verify(page, "ann", grey)
+        pgm_crop = _crop(page)
+        _verify(page, "ann", portrait)
+        portrait_crop = _crop(page)
+    finally:
+        serving.close()
+    assert np.array_equal(pgm_crop, load_face(grey, size))  # decoded here in JS, bit for bit Pillow's
+    rotated, unrotated = load_face(portrait, size).astype(int), load_face(sideways, size).astype(int)
+    assert np.abs(portrait_crop.astype(int) - rotated).mean() < 2  # JPEG decoders may differ by a level or so
+    assert (
+        np.abs(portrait_crop.astype(int) - unrotated).mean() > 10 * np.abs(portrait_crop.astype(int) - rotated).mean()
+    )
     _assert_same_origin(requests, origin)

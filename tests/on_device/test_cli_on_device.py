@@ -11,7 +11,7 @@ from nptface.cli import main
 from nptface.edge_export.bundle import load_bundle
 from nptface.on_device.gallery import load_gallery
 
-SCORE_LINE = re.compile(r"cosine = (-?\d\.\d{4})  threshold\(FAR=1e-3\) = (\d\.\d{4})  -> (match|no match)$")
+SCORE_LINE = re.compile(r"cosine = (-?\d\.\d{4})  threshold\(export, FAR=1e-3\) = (\d\.\d{4})  -> (match|no match)$")
 
 
 def _expected_score(bundle_dir, variant, enrolled, probe) -> float:
@@ -54,14 +54,15 @@ def test_enroll_verify_identify_on_each_runtime(runtime, variant, fp32_bundle, f
 
     threshold = load_bundle(fp32_bundle).threshold(1e-3)
     for probe, claimed in ((faces["a"][2], "ann"), (faces["b"][2], "ann")):
-        assert main(["verify", "--gallery", str(gallery), "--name", claimed, str(probe), *device]) == 0
+        code = main(["verify", "--gallery", str(gallery), "--name", claimed, str(probe), *device])
         score, printed_threshold, decision = SCORE_LINE.search(capsys.readouterr().out.strip()).groups()
         expected = _expected_score(fp32_bundle, variant, faces["a"][:2], probe)
         assert float(score) == pytest.approx(expected, abs=1e-4)
         assert float(printed_threshold) == pytest.approx(threshold, abs=1e-4)
         assert decision == ("match" if expected >= threshold else "no match")
+        assert code == (0 if decision == "match" else 1)  # the exit status carries the decision
 
-    assert main(["identify", "--gallery", str(gallery), str(faces["b"][2]), *device]) == 0
+    assert main(["identify", "--gallery", str(gallery), str(faces["b"][2]), *device]) in (0, 1)
     ranking = re.findall(r"\d\. (\w+)  cosine = (-?\d\.\d{4})", capsys.readouterr().out)
     assert [name for name, _ in ranking] == ["bob", "ann"]
     assert float(ranking[0][1]) >= float(ranking[1][1])
@@ -71,7 +72,7 @@ def test_the_demo_images_give_a_match_and_a_no_match(fp32_bundle, faces, capsys)
     """The browser test's premise, checked on the CLI: genuine above the FAR=1e-3 threshold, impostor below."""
     args = ["--bundle", str(fp32_bundle), "--variant", "onnx-fp32"]
     assert main(["verify", *args, str(faces["a"][0]), str(faces["a"][2])]) == 0
-    assert main(["verify", *args, str(faces["a"][0]), str(faces["b"][2])]) == 0
+    assert main(["verify", *args, str(faces["a"][0]), str(faces["b"][2])]) == 1
     decisions = [m.group(3) for m in map(SCORE_LINE.search, capsys.readouterr().out.strip().splitlines()[1::2])]
     assert decisions == ["match", "no match"]
 
@@ -81,7 +82,7 @@ def test_litert_and_onnxruntime_agree_on_a_pair(fp32_bundle, faces, capsys):
     for runtime in ("onnxruntime", "litert"):
         assert (
             main(["verify", "--bundle", str(fp32_bundle), "--runtime", runtime, str(faces["a"][0]), str(faces["b"][1])])
-            == 0
+            == 1
         )
         scores.append(float(SCORE_LINE.search(capsys.readouterr().out.strip()).group(1)))
     assert scores[0] == pytest.approx(scores[1], abs=2e-4)
@@ -114,3 +115,46 @@ def test_a_gallery_of_another_model_is_refused(fp32_bundle, faces, tmp_path, cap
     save_gallery(other, gallery)
     assert main(["identify", "--gallery", str(gallery), str(faces["a"][2])]) == 2
     assert "templates of different models are not comparable" in capsys.readouterr().err
+
+
+def test_identify_json_lists_the_ranking_and_its_exit_status_says_whether_anyone_matched(
+    fp32_bundle, faces, tmp_path, capsys
+):
+    import json
+
+    gallery = tmp_path / "g.npz"
+    for name, person in (("ann", "a"), ("bob", "b")):
+        main(
+            [
+                "enroll",
+                "--bundle",
+                str(fp32_bundle),
+                "--gallery",
+                str(gallery),
+                "--name",
+                name,
+                *map(str, faces[person][:2]),
+            ]
+        )
+    capsys.readouterr()
+    probe = ["identify", "--gallery", str(gallery), str(faces["b"][2]), "--json"]
+    assert main([*probe, "--threshold", "-1"]) == 0
+    result = json.loads(capsys.readouterr().out)  # stdout holds the JSON alone; "model: ..." goes to stderr
+    assert [m["name"] for m in result["matches"]] == ["bob", "ann"] and result["decision"] == "match"
+    assert result["matches"][0]["score"] >= result["matches"][1]["score"] and result["threshold"] == -1.0
+    assert main([*probe, "--threshold", "1"]) == 1
+    assert json.loads(capsys.readouterr().out)["matches"][0]["match"] is False
+
+
+def test_usage_errors_exit_2_not_1_which_means_no_match(fp32_bundle, faces, capsys):
+    assert main(["verify", "--bundle", str(fp32_bundle), str(faces["a"][0])]) == 2
+    assert "give two images" in capsys.readouterr().err
+    assert main(["verify", str(faces["a"][0]), str(faces["a"][1])]) == 2
+    assert "give --bundle" in capsys.readouterr().err
+    assert main(["verify", "--bundle", str(fp32_bundle), "--threshold", "1.5", *map(str, faces["a"][:2])]) == 2
+    assert "--threshold is a cosine in [-1, 1]" in capsys.readouterr().err
+    assert main(["verify", "--bundle", str(fp32_bundle), "--operating-point", "nope", *map(str, faces["a"][:2])]) == 2
+    assert "no operating point 'nope'; available: ['export']" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own errors use 2 as well
+        main(["verify", "--far", "often", "x", "y"])
+    assert exit_info.value.code == 2

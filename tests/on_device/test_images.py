@@ -20,3 +20,23 @@ def test_a_float_image_is_refused_naming_the_file(tmp_path):
     Image.new("F", (32, 32), 0.5).save(tmp_path / "float.tiff")
     with pytest.raises(ImageInputError, match="float.tiff.*mode F"):
         load_face(tmp_path / "float.tiff", 32)
+
+
+def _upright_face() -> Image.Image:
+    """An asymmetric test image (a ramp and one bright corner), so any rotation or mirror shows."""
+    pixels = np.zeros((40, 30, 3), np.uint8)
+    pixels[..., 0] = np.arange(30, dtype=np.uint8)[None, :] * 8
+    pixels[..., 1] = np.arange(40, dtype=np.uint8)[:, None] * 6
+    pixels[:8, :6] = 255
+    return Image.fromarray(pixels)
+
+
+def test_exif_orientation_is_applied_like_a_photo_viewer_does(tmp_path):
+    """A phone stores a portrait shot sideways with Orientation=6 (rotate 90 degrees clockwise to view)."""
+    upright = _upright_face()
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what the sensor wrote: the face lies on its side
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "portrait.png", exif=exif)
+    upright.save(tmp_path / "upright.png")
+    assert np.array_equal(load_face(tmp_path / "portrait.png", 32), load_face(tmp_path / "upright.png", 32))

@@ -1,9 +1,16 @@
 // The demo page: loads a bundle, checks every file it uses against the manifest's sha256, and
 // enrols, verifies and identifies faces with onnxruntime-web's WebAssembly backend. Nothing is
 // sent anywhere: the only requests are for this app's own files (the server's CSP enforces it).
+//
+// On an insecure origin (plain HTTP from another device) browsers withhold the camera and
+// crypto.subtle: the page says so and how to fix it, hashes with its own SHA-256, and keeps
+// working from image files. Images are read as the CLI reads them: EXIF orientation applied,
+// PGM/PPM decoded here (browsers cannot), the same size limits.
 
 import * as ort from "./vendor/ort.wasm.min.mjs";
+import { decodeNetpbm, isNetpbm } from "./netpbm.js";
 import { toInputTensor, toRgbCrop } from "./preprocess.js";
+import { sha256 } from "./sha256.js";
 import { extended, openStore } from "./store.js";
 
 // Single-threaded: no SharedArrayBuffer, so no cross-origin isolation headers are needed.
@@ -28,7 +35,7 @@ function showMessage(text) {
 }
 
 function setReady(ready) {
-  for (const id of ["variant", "far", "enroll-button", "verify-button", "identify-button", "export-button", "import-file"]) {
+  for (const id of ["variant", "operating-point", "enroll-button", "verify-button", "identify-button", "export-button", "import-file"]) {
     $(id).disabled = !ready;
   }
 }
@@ -57,7 +64,7 @@ async function fetchVerified(name) {
   if (bytes.byteLength !== entry.size) {
     throw new Error(`bundle refused: ${name} is ${bytes.byteLength} bytes, manifest.json says ${entry.size}`);
   }
-  const digest = hex(await crypto.subtle.digest("SHA-256", bytes));
+  const digest = hex(globalThis.crypto?.subtle ? await crypto.subtle.digest("SHA-256", bytes) : sha256(bytes));
   if (digest !== entry.sha256) {
     throw new Error(`bundle refused: ${name} has sha256 ${digest.slice(0, 16)}…, manifest.json says ` +
       `${entry.sha256.slice(0, 16)}… — the file was modified or corrupted`);
@@ -78,22 +85,42 @@ async function loadVariant(name) {
   setReady(true);
 }
 
+function checkSize(name, width, height) {
+  const limits = state.config.limits;
+  if (Math.min(width, height) < limits.min_side) {
+    throw new BadInput(`${name}: ${width}x${height} px is too small for a face; expected at least ${limits.min_side} px on each side`);
+  }
+  if (Math.max(width, height) > limits.max_side || width * height > limits.max_pixels) {
+    throw new BadInput(`${name}: ${width}x${height} px is too large; expected at most ${limits.max_side} px on a side ` +
+      `and ${Math.round(limits.max_pixels / 1e6)} megapixels`);
+  }
+}
+
 async function decode(file) {
   const limits = state.config.limits;
   if (file.size > limits.max_bytes) throw new BadInput(`${file.name}: ${file.size} bytes; expected at most ${limits.max_bytes} bytes`);
+  const head = new Uint8Array(await file.slice(0, 2).arrayBuffer());
+  if (isNetpbm(head)) {
+    try {
+      return decodeNetpbm(new Uint8Array(await file.arrayBuffer()), (w, h) => checkSize(file.name, w, h));
+    } catch (error) {
+      if (error instanceof BadInput) throw error;
+      throw new BadInput(`${file.name}: not a decodable PGM/PPM image: ${error.message}`);
+    }
+  }
   let bitmap;
   try {
-    bitmap = await createImageBitmap(file, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+    // "from-image": EXIF orientation applied, as nptface.on_device.images does with exif_transpose.
+    bitmap = await createImageBitmap(file, { imageOrientation: "from-image", colorSpaceConversion: "none", premultiplyAlpha: "none" });
   } catch {
-    throw new BadInput(`${file.name}: not a decodable image (PNG, JPEG, WebP, BMP, GIF)`);
+    throw new BadInput(`${file.name}: not a decodable image (PNG, JPEG, WebP, BMP, GIF, PGM, PPM)`);
   }
   const { width, height } = bitmap;
-  if (Math.min(width, height) < limits.min_side) {
-    throw new BadInput(`${file.name}: ${width}x${height} px is too small for a face; expected at least ${limits.min_side} px on each side`);
-  }
-  if (Math.max(width, height) > limits.max_side || width * height > limits.max_pixels) {
-    throw new BadInput(`${file.name}: ${width}x${height} px is too large; expected at most ${limits.max_side} px on a side ` +
-      `and ${Math.round(limits.max_pixels / 1e6)} megapixels`);
+  try {
+    checkSize(file.name, width, height);
+  } catch (error) {
+    bitmap.close();
+    throw error;
   }
   const canvas = new OffscreenCanvas(width, height);
   const context = canvas.getContext("2d", { willReadFrequently: true });
@@ -143,9 +170,37 @@ function cosine(template, embedding) {
   return dot / Math.sqrt(norm); // the embedding is unit length
 }
 
+// Operating point name -> { FAR key -> cosine threshold }: the export's, then those of nptface calibrate.
+function operatingPoints() {
+  const calibrated = Object.entries(state.manifest.operating_points || {}).map(([name, p]) => [name, p.cosine]);
+  return Object.fromEntries([["export", state.manifest.thresholds.cosine], ...calibrated]);
+}
+
 function threshold() {
-  const key = $("far").value;
-  return { key, value: state.manifest.thresholds.cosine[key] };
+  const [point, key] = JSON.parse($("operating-point").value);
+  return { point, key, value: operatingPoints()[point][key] };
+}
+
+// One option per (operating point, FAR); the default is the CLI's: the server's default point at
+// FAR 1e-3, or at its strictest FAR when it has no 1e-3.
+function fillOperatingPoints() {
+  const select = $("operating-point");
+  const points = operatingPoints();
+  for (const [point, thresholds] of Object.entries(points)) {
+    const group = document.createElement("optgroup");
+    const calibration = state.manifest.operating_points?.[point];
+    group.label = calibration ? `${point} (calibrated on ${calibration.identities} people, ${calibration.images} images)`
+      : `${point} (the bundle's own)`;
+    for (const [key, value] of Object.entries(thresholds).sort(([a], [b]) => Number(b) - Number(a))) {
+      if (!(Number.isFinite(value) && value >= -1 && value <= 1)) continue; // load_bundle refuses these too
+      group.append(new Option(`${point}: FAR ${farLabel(key)} (cosine >= ${value.toFixed(4)})`, JSON.stringify([point, key])));
+    }
+    select.append(group);
+  }
+  const point = state.config.default_operating_point in points ? state.config.default_operating_point : "export";
+  const keys = Object.keys(points[point]);
+  const key = keys.includes("1e-03") ? "1e-03" : keys.sort((a, b) => Number(a) - Number(b))[0];
+  select.value = JSON.stringify([point, key]);
 }
 
 function model() {
@@ -209,12 +264,13 @@ async function verify() {
   const embedding = await embed(file);
   const record = await state.store.get(model(), name);
   const score = cosine(record.template, embedding);
-  const { key, value } = threshold();
+  const { point, key, value } = threshold();
   const result = $("verify-result");
   result.dataset.score = String(score);
+  result.dataset.threshold = String(value);
   result.dataset.decision = score >= value ? "match" : "no match";
-  result.textContent = `${name}: cosine = ${score.toFixed(4)}  threshold(FAR=${farLabel(key)}) = ${value.toFixed(4)}  ` +
-    `-> ${result.dataset.decision}`;
+  result.textContent = `${name}: cosine = ${score.toFixed(4)}  threshold(${point}, FAR=${farLabel(key)}) = ` +
+    `${value.toFixed(4)}  -> ${result.dataset.decision}`;
 }
 
 async function identify() {
@@ -280,9 +336,23 @@ async function importGallery() {
   setStatus("ready", `Imported ${payload.people.length} people from ${file.name}`);
 }
 
+// Why this page is not a secure context, and what to do: browsers allow the camera and
+// crypto.subtle only on https:// or on localhost.
+function insecureOriginAdvice() {
+  return `This page was opened at ${location.origin}, plain HTTP from another device, which browsers treat as ` +
+    "an insecure origin: they switch off the camera here. Enrolling and verifying from image files still works. " +
+    `For the camera, restart the server with "nptface demo serve --tls" (or --tls-cert/--tls-key) and open ` +
+    `https://${location.host}/, or open http://localhost:${location.port || 80}/ on the machine that runs the server.`;
+}
+
 function setUpCamera() {
-  if (!navigator.mediaDevices?.getUserMedia) return;
   $("camera").hidden = false;
+  if (!window.isSecureContext || !navigator.mediaDevices?.getUserMedia) {
+    $("camera-start").disabled = true;
+    $("camera-note").textContent = window.isSecureContext ? "This browser gives pages no camera access." :
+      "Camera off: browsers allow it only over https:// or on localhost (see the note above).";
+    return;
+  }
   const video = $("camera-video");
   $("camera-start").addEventListener("click", () => run(async () => {
     video.srcObject = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "user" }, audio: false });
@@ -299,6 +369,10 @@ function setUpCamera() {
 }
 
 async function start() {
+  if (!window.isSecureContext) {
+    $("notice").hidden = false;
+    $("notice").textContent = insecureOriginAdvice();
+  }
   state.config = await fetchJson("/config.json");
   state.manifest = await fetchJson(state.config.bundle_url + state.config.manifest);
   state.size = state.manifest.input.size[0];
@@ -306,10 +380,7 @@ async function start() {
   const onnx = state.manifest.variants.filter((v) => v.format === "onnx");
   for (const v of onnx) $("variant").append(new Option(`${v.name} (${(v.size_bytes / 1e6).toFixed(2)} MB)`, v.name));
   $("variant").value = state.config.default_variant;
-  for (const [key, value] of Object.entries(state.manifest.thresholds.cosine)) {
-    $("far").append(new Option(`FAR ${farLabel(key)} (cosine >= ${value.toFixed(4)})`, key));
-  }
-  if ("1e-03" in state.manifest.thresholds.cosine) $("far").value = "1e-03";
+  fillOperatingPoints();
   if (state.manifest.files["README.md"]) $("card").textContent = new TextDecoder().decode(await fetchVerified("README.md"));
   $("variant").addEventListener("change", () => run(() => loadVariant($("variant").value)).then(() => {
     if (state.variant !== $("variant").value) {
