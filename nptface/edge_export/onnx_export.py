@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from nptface.core.preprocess import normalize
+from nptface.edge_export.numerics import Numerics
 from nptface.edge_export.quiet import quiet
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,13 @@ class Int8Recipe:
     reduce_range: bool = True
     keep_float: tuple[str, ...] = ()  # "first", "last": layers left in float (a classic remedy)
     activation_bits: int = 8
+
+    @property
+    def numerics(self) -> Numerics:
+        activations = f"int{self.activation_bits}"
+        if self.keep_float:
+            activations += f", {'/'.join(self.keep_float)} conv fp32"
+        return Numerics("int8", activations)
 
     def describe(self) -> str:
         parts = [f"static QDQ, {self.calibration} calibration", "per-channel" if self.per_channel else "per-tensor"]
