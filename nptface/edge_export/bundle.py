@@ -25,6 +25,7 @@ from typing import Any
 from nptface.core.atomic import atomic_write_json
 from nptface.core.versioned_json import read_versioned_json
 from nptface.edge_export.manifest_check import EXPORT_POINT, ManifestValueError, check_manifest
+from nptface.edge_export.numerics import upgrade_variant
 from nptface.edge_export.runtimes import Embedder, LiteRTEmbedder, OnnxEmbedder
 
 FORMAT = "nptface-bundle"
@@ -145,6 +146,7 @@ def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
         check_manifest(manifest, path)
     except ManifestValueError as error:
         raise BundleError(str(error)) from None
+    manifest["variants"] = [upgrade_variant(v) for v in manifest["variants"]]
     if verify:
         verify_files(root, manifest["files"])
     return Bundle(root, manifest)

@@ -19,6 +19,7 @@ from torch import nn
 
 from nptface.core.preprocess import normalize
 from nptface.core.verification import unit_rows
+from nptface.edge_export.numerics import Numerics
 from nptface.edge_export.quiet import quiet
 from nptface.edge_export.runtimes import checked_images
 
@@ -31,6 +32,11 @@ class CoreMLRecipe:
     label: str
     precision: str  # fp16 | int8 (the gate class; palettisation is judged as int8)
     compression: str  # none | linear8 | palette6
+
+    @property
+    def numerics(self) -> Numerics:
+        weights = {"none": "fp16", "linear8": "int8", "palette6": "palette6"}[self.compression]
+        return Numerics(weights, "fp16")
 
     def describe(self) -> str:
         return {

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from nptface.edge_export.numerics import upgrade_variant
 from nptface.edge_export.provenance import ever_synthetic, only_synthetic
 
 FORMAT_TAGS = {"onnx": "onnx", "tflite": "tflite", "coreml": "coreml"}
@@ -21,14 +22,15 @@ FORMAT_TAGS = {"onnx": "onnx", "tflite": "tflite", "coreml": "coreml"}
 
 def _variant_rows(manifest: dict[str, Any]) -> list[str]:
     rows = [
-        "| file | format | precision | size | ms (1 thread, batch 1) | mean cos to fp32 | acc drop (pt) | input |",
-        "|---|---|---|---|---|---|---|---|",
+        "| file | format | weights | activations | recipe | size | ms (1 thread, batch 1) | mean cos to fp32 "
+        "| acc drop (pt) | input |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for v in manifest["variants"]:
+    for v in map(upgrade_variant, manifest["variants"]):
         ms = "n/a" if v["latency_ms_1thread_batch1"] is None else f"{v['latency_ms_1thread_batch1']:.2f}"
         dtype = v.get("input_dtype", "float32")
         rows.append(
-            f"| `{v['file']}` | {v['format']} | {v['precision']} ({v['recipe']}) | "
+            f"| `{v['file']}` | {v['format']} | {v['weights']} | {v['activations']} | {v['recipe']} | "
             f"{v['size_bytes'] / 1024:.0f} KiB | {ms} | {v['parity']['mean_cos']:.5f} | "
             f"{v['parity']['accuracy_drop']:+.2f} | {v['layout']} {dtype}, batch {v['batch']} |"
         )
@@ -199,6 +201,10 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         "",
         "## Files",
         *_variant_rows(manifest),
+        "",
+        "Weights and activations say what each file computes in. Phone NPUs and DSPs (NNAPI, Edge TPU, "
+        "Hexagon) need int8 activations: only files whose activations are int8 can run there whole. "
+        "int16 activations (`w8a16` files) and float activations (`int8-dynamic`) run on CPUs and GPUs.",
         "",
         f"Latency: median of {latency.get('repeats', 'several')} single-thread, batch-1 runs on the export machine's "
         f"CPU, {latency['cpu']}" + (f" ({latency['machine']})" if latency.get("machine") else "") + ". "

@@ -6,6 +6,10 @@ converter with float32 inputs and outputs kept, so callers feed the same tensors
 int8 is static QDQ with per-channel weights; ``reduce_range`` (7-bit weights) is on by default
 because on AVX2 CPUs without VNNI — this machine — onnxruntime's int8 kernels saturate with full
 8-bit ranges and the embeddings drift (cosine 0.965 instead of 0.993 in our toolchain notes).
+Activation ranges are calibrated here, not inside ``quantize_static``: its Entropy calibrator
+keeps a 128-bin histogram with 128 quantised bins, so it has a single candidate threshold — the
+full range, MinMax's answer — and ``quantize_static`` does not pass the histogram size through.
+The ranges go to ``quantize_static`` as a calibration cache.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 from torch import nn
 
 from nptface.core.preprocess import normalize
+from nptface.edge_export.numerics import Numerics
 from nptface.edge_export.quiet import quiet
 
 logger = logging.getLogger(__name__)
@@ -30,6 +35,14 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "embedding"
 OPSET = 18
 CALIBRATION_METHODS = ("MinMax", "Entropy", "Percentile")
+# Histogram settings per method (onnxruntime's create_calibrator options): Entropy searches
+# thresholds between 128 quantised bins and the whole 1024-bin histogram; Percentile clips the
+# top 0.01 % (onnxruntime's default, 99.999 %, is MinMax on a few hundred images).
+CALIBRATOR_OPTIONS: dict[str, dict[str, object]] = {
+    "MinMax": {},
+    "Entropy": {"num_bins": 1024, "num_quantized_bins": 128},
+    "Percentile": {"num_bins": 2048, "percentile": 99.99, "symmetric": True},
+}
 
 
 def export_fp32(fused_model: nn.Module, path: Path, input_size: int, metadata: dict[str, str]) -> None:
@@ -88,6 +101,13 @@ class Int8Recipe:
     keep_float: tuple[str, ...] = ()  # "first", "last": layers left in float (a classic remedy)
     activation_bits: int = 8
 
+    @property
+    def numerics(self) -> Numerics:
+        activations = f"int{self.activation_bits}"
+        if self.keep_float:
+            activations += f", {'/'.join(self.keep_float)} conv fp32"
+        return Numerics("int8", activations)
+
     def describe(self) -> str:
         parts = [f"static QDQ, {self.calibration} calibration", "per-channel" if self.per_channel else "per-tensor"]
         if self.reduce_range:
@@ -123,16 +143,13 @@ def _conv_nodes(model_path: Path) -> list[str]:
     return [node.name for node in onnx.load(str(model_path)).graph.node if node.op_type == "Conv"]
 
 
-def quantize_int8(source: Path, path: Path, calibration_images: np.ndarray, recipe: Int8Recipe) -> None:
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+def calibrate(model_path: Path, calibration_images: np.ndarray, method: str, cache: Path) -> None:
+    """Activation ranges of every float tensor of ``model_path`` by ``method``, saved as an onnxruntime calibration cache."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    if method not in CALIBRATOR_OPTIONS:
+        raise ValueError(f"calibration method {method!r}: expected one of {CALIBRATION_METHODS}")
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -140,6 +157,22 @@ def quantize_int8(source: Path, path: Path, calibration_images: np.ndarray, reci
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.feeds, None)
+
+    with tempfile.TemporaryDirectory() as tmp, quiet():
+        calibrator = create_calibrator(
+            model_path,
+            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+            calibrate_method=getattr(CalibrationMethod, method),
+            extra_options=CALIBRATOR_OPTIONS[method],
+        )
+        calibrator.collect_data(Reader())
+        save_tensors_data(calibrator.compute_data(), cache)
+
+
+def quantize_int8(source: Path, path: Path, calibration_images: np.ndarray, recipe: Int8Recipe) -> None:
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
@@ -150,11 +183,13 @@ def quantize_int8(source: Path, path: Path, calibration_images: np.ndarray, reci
             [convs[-1]] if "last" in recipe.keep_float else []
         )
         sixteen = recipe.activation_bits == 16
+        cache = Path(tmp) / "ranges.json"
+        calibrate(prepared, calibration_images, recipe.calibration, cache)
         with quiet():
             quantize_static(
                 str(prepared),
                 str(path),
-                Reader(),
+                None,
                 quant_format=QuantFormat.QDQ,
                 per_channel=recipe.per_channel,
                 reduce_range=recipe.reduce_range,
@@ -163,6 +198,7 @@ def quantize_int8(source: Path, path: Path, calibration_images: np.ndarray, reci
                 calibrate_method=getattr(CalibrationMethod, recipe.calibration),
                 nodes_to_exclude=exclude,
                 extra_options={"UseQDQContribOps": True} if sixteen else None,
+                calibration_cache_path=cache,
             )
     model = onnx.load(str(path))
     metadata = {prop.key: prop.value for prop in onnx.load(str(source)).metadata_props}

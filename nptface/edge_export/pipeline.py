@@ -4,8 +4,10 @@ The order is fixed so that each step can trust the previous one: the fp32 refere
 from the unmodified trained model; each variant is built into a staging folder, embedded on the
 evaluation images with its own runtime and compared with the reference; int8 variants that miss
 the gate are retried with the known remedies (other calibration methods, first/last layers in
-float, int16 activations) and the attempt that passed is named in the report. Variants that
-still fail go to ``rejected/`` with their parity report, never to ``models/``. The manifest is
+float) and the attempt that passed is named in the report. A true int8 variant (8-bit
+activations, what phone NPUs run) that still fails is followed by a ``w8a16`` fallback with int16
+activations, under its own name. Variants that still fail go to ``rejected/`` with their parity
+report, never to ``models/``. The manifest is
 written last and the staging folder renamed into place, so a bundle either exists complete or
 not at all.
 """
@@ -39,6 +41,7 @@ from nptface.edge_export import coreml_export, onnx_export, tflite_export
 from nptface.edge_export.evalset import REFERENCE_FILE, compute_reference, save_reference
 from nptface.edge_export.latency import cpu_name, median_latency_ms
 from nptface.edge_export.model_card import render_model_card
+from nptface.edge_export.numerics import FP16, FP32, Numerics
 from nptface.edge_export.parity import (
     DEFAULT_LIMITS,
     EvalScores,
@@ -88,11 +91,13 @@ class Attempt:
     recipe: str
     report: ParityReport
     failures: list[str]
+    numerics: Numerics = FP32
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "label": self.label,
             "recipe": self.recipe,
+            **self.numerics.to_dict(),
             "parity": self.report.to_dict(),
             "failures": self.failures,
             "passed": not self.failures,
@@ -129,6 +134,7 @@ class VariantResult:
             "name": self.name,
             "format": self.format,
             "precision": self.precision,
+            **self.final.numerics.to_dict(),
             "file": self.file,
             "recipe": self.recipe,
             "size_bytes": self.size_bytes,
@@ -239,7 +245,7 @@ class _Exporter:
         precision: str,
         path: Path,
         scored_by: str,
-        attempts: list[tuple[str, str, Callable[[Path], None], Callable[[Path], Embedder]]],
+        attempts: list[tuple[str, str, Callable[[Path], None], Callable[[Path], Embedder], Numerics]],
         try_all: int = 1,
     ) -> VariantResult:
         """Build and judge attempts in order; the first ``try_all`` are all tried, then stop at a pass.
@@ -250,14 +256,14 @@ class _Exporter:
         done: list[Attempt] = []
         best: tuple[float, Path, str, str] | None = None
         last: tuple[Path, str, str] | None = None
-        for index, (label, recipe, build, runtime) in enumerate(attempts):
+        for index, (label, recipe, build, runtime, numerics) in enumerate(attempts):
             candidate = self.work / f"{name}.{label}{path.suffix}"
             started = time.perf_counter()
             self.say(f"{name} [{label}]: building ({recipe})")
             build(candidate)
             self.say(f"{name} [{label}]: gating on {len(self.eval_set)} images")
             report, failures = self.judge(runtime(candidate), precision)
-            done.append(Attempt(label, recipe, report, failures))
+            done.append(Attempt(label, recipe, report, failures, numerics))
             self.say(
                 f"{name} [{label}]: {'pass' if not failures else 'fail: ' + '; '.join(failures)} (mean cos "
                 f"{report.mean_cos:.5f}, p1 {report.p1_cos:.5f}, acc drop {report.accuracy_drop:+.2f} pt, "
@@ -309,6 +315,7 @@ def _onnx_variants(ex: _Exporter, card: dict[str, str]) -> list[VariantResult]:
                 "BN folded, dynamic batch, opset 18",
                 lambda p: onnx_export.export_fp32(ex.fused, p, size, card),
                 onnx_runtime,
+                FP32,
             )
         ],
     )
@@ -333,29 +340,43 @@ def _onnx_variants(ex: _Exporter, card: dict[str, str]) -> list[VariantResult]:
                     "fp16 weights and compute, float32 inputs/outputs (onnxruntime converter)",
                     lambda p: onnx_export.convert_fp16(base, p),
                     onnx_runtime,
+                    FP16,
                 )
             ],
         )
         v.io = dict(fp32.io)
         out.append(v)
     if "int8" in precisions:
-        calibration = ex.calibration
-        attempts = [
-            (r.label, r.describe(), lambda p, r=r: onnx_export.quantize_int8(base, p, calibration, r), onnx_runtime)
-            for r in ex.options.onnx_int8_recipes
-        ]
-        n_methods = sum(1 for r in ex.options.onnx_int8_recipes if not r.keep_float and r.activation_bits == 8)
-        v = ex.variant(
-            "onnx-int8",
-            "onnx",
-            "int8",
-            ex.models_dir / "onnx-int8.onnx",
-            "onnxruntime (CPU)",
-            attempts,
-            try_all=n_methods,
-        )
-        v.io = dict(fp32.io)
-        out.append(v)
+
+        def build(name: str, precision: str, recipes: list[onnx_export.Int8Recipe]) -> VariantResult:
+            attempts = [
+                (
+                    r.label,
+                    r.describe(),
+                    lambda p, r=r: onnx_export.quantize_int8(base, p, ex.calibration, r),
+                    onnx_runtime,
+                    r.numerics,
+                )
+                for r in recipes
+            ]
+            methods = sum(1 for r in recipes if not r.keep_float)
+            v = ex.variant(
+                name, "onnx", precision, ex.models_dir / f"{name}.onnx", "onnxruntime (CPU)", attempts, methods
+            )
+            v.io = dict(fp32.io)
+            return v
+
+        out += _int8_then_fallback(ex.options.onnx_int8_recipes, "onnx", build)
+    return out
+
+
+def _int8_then_fallback(recipes: tuple[Any, ...], fmt: str, build: Callable[..., VariantResult]) -> list[VariantResult]:
+    """``<fmt>-int8`` from the 8-bit-activation recipes; ``<fmt>-w8a16`` (int16 activations) only if that fails."""
+    eight = [r for r in recipes if r.activation_bits == 8]
+    sixteen = [r for r in recipes if r.activation_bits == 16]
+    out = [build(f"{fmt}-int8", "int8", eight)] if eight else []
+    if sixteen and not (out and out[0].passed):
+        out.append(build(f"{fmt}-w8a16", "w8a16", sixteen))
     return out
 
 
@@ -376,21 +397,23 @@ def _tflite_variants(ex: _Exporter) -> list[VariantResult]:
                 f"litert-torch, BN folded, batch 1, {layout}",
                 lambda p: tflite_export.export_fp32(ex.fused, p, size, ex.options.tflite_nhwc),
                 runtime,
+                FP32,
             )
         ],
     )
     io = {"layout": layout, "batch": 1, "input_dtype": "float32"}
     fp32.io = io
     out.append(fp32)
-    specs: list[tuple[str, str, tuple[tflite_export.TFLiteRecipe, ...]]] = []
-    if "fp16" in precisions:
-        specs.append(("tflite-fp16", "fp16", (tflite_export.FP16,)))
-    if "int8" in precisions:
-        specs.append(("tflite-int8", "int8", ex.options.tflite_int8_recipes))
-        specs.append(("tflite-int8-dynamic", "int8", (tflite_export.INT8_DYNAMIC,)))
-    for name, precision, recipes in specs:
+
+    def build(name: str, precision: str, recipes: list[tflite_export.TFLiteRecipe]) -> VariantResult:
         attempts = [
-            (r.label, r.describe(), lambda p, r=r: tflite_export.quantize(base, p, r, ex.calibration), runtime)
+            (
+                r.label,
+                r.describe(),
+                lambda p, r=r: tflite_export.quantize(base, p, r, ex.calibration),
+                runtime,
+                r.numerics,
+            )
             for r in recipes
         ]
         v = ex.variant(
@@ -404,7 +427,13 @@ def _tflite_variants(ex: _Exporter) -> list[VariantResult]:
             "output_dtype": np.dtype(details.output["dtype"]).name,
             "output_quantization": [float(x) for x in details.output["quantization"]],
         }
-        out.append(v)
+        return v
+
+    if "fp16" in precisions:
+        out.append(build("tflite-fp16", "fp16", [tflite_export.FP16]))
+    if "int8" in precisions:
+        out += _int8_then_fallback(ex.options.tflite_int8_recipes, "tflite", build)
+        out.append(build("tflite-int8-dynamic", "int8", [tflite_export.INT8_DYNAMIC]))
     return out
 
 
@@ -438,6 +467,7 @@ def _coreml_variants(ex: _Exporter, card: dict[str, str]) -> list[VariantResult]
                     recipe.describe(),
                     lambda p, r=recipe: coreml_export.export(ex.fused, p, ex.size, r, card),
                     runtime,
+                    recipe.numerics,
                 )
             ],
         )

@@ -19,6 +19,8 @@ import torch
 from torch import nn
 
 from nptface.core.preprocess import normalize
+from nptface.edge_export.numerics import FP16 as FP16_NUMERICS
+from nptface.edge_export.numerics import W8_DYNAMIC, Numerics
 from nptface.edge_export.quiet import quiet
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,14 @@ class TFLiteRecipe:
     kind: str  # float-cast | dynamic | static
     activation_bits: int = 8
     float_ends: bool = False  # first conv and the GDC/embedding convs left in float
+
+    @property
+    def numerics(self) -> Numerics:
+        if self.kind == "float-cast":
+            return FP16_NUMERICS
+        if self.kind == "dynamic":
+            return W8_DYNAMIC
+        return Numerics("int8", f"int{self.activation_bits}" + (", first/last conv fp32" if self.float_ends else ""))
 
     def describe(self) -> str:
         suffix = ", first and last convs in float" if self.float_ends else ""

@@ -1,7 +1,7 @@
 """The bundle's model on a device runtime: which shipped variant to run, and embedding files.
 
 "Precision from the bundle": for a runtime (onnxruntime or the LiteRT interpreter) the smallest
-shipped variant of its format wins — int8, then fp16, then fp32 — since every shipped variant
+shipped variant of its format wins — int8, then w8a16, then fp16, then fp32 — since every shipped variant
 passed the bundle's parity gate; ``variant`` overrides the choice. The page uses the same rule
 for its default (``default_variants`` is served to it).
 """
@@ -19,11 +19,11 @@ from nptface.edge_export.runtimes import Embedder
 from nptface.on_device.images import load_face
 
 RUNTIME_FORMATS = {"onnxruntime": "onnx", "litert": "tflite"}
-PRECISION_PREFERENCE = ("int8", "fp16", "fp32")
+PRECISION_PREFERENCE = ("int8", "w8a16", "fp16", "fp32")
 
 
 def default_variant(bundle: Bundle, runtime: str) -> str:
-    """The shipped variant ``runtime`` runs by default (int8 -> fp16 -> fp32, manifest order within)."""
+    """The shipped variant ``runtime`` runs by default (int8 -> w8a16 -> fp16 -> fp32, manifest order within)."""
     if runtime not in RUNTIME_FORMATS:
         raise ValueError(f"runtime {runtime!r}: expected one of {sorted(RUNTIME_FORMATS)}")
     fmt = RUNTIME_FORMATS[runtime]

@@ -31,8 +31,9 @@ def full_bundle(tiny_run, tiny_sets, tmp_path_factory):
 
 
 def test_every_format_and_precision_is_built_and_judged(full_bundle):
-    names = {v.name for v in full_bundle.variants}
-    assert names == {
+    by_name = {v.name: v for v in full_bundle.variants}
+    fallbacks = {f"{fmt}-w8a16" for fmt in ("onnx", "tflite") if not by_name[f"{fmt}-int8"].passed}
+    assert set(by_name) == {
         "onnx-fp32",
         "onnx-fp16",
         "onnx-int8",
@@ -43,7 +44,8 @@ def test_every_format_and_precision_is_built_and_judged(full_bundle):
         "coreml-fp16",
         "coreml-int8",
         "coreml-palette6",
-    }
+        *fallbacks,
+    }, "a w8a16 fallback is built exactly when the true int8 variant of its format fails"
     for variant in full_bundle.variants:
         if variant.precision in ("fp32", "fp16"):
             assert variant.passed, (variant.name, variant.final.failures)
@@ -92,6 +94,20 @@ def test_manifest_is_a_model_card(full_bundle):
     assert tflite["tflite-fp32"]["layout"] == "NHWC" and tflite["tflite-fp32"]["batch"] == 1
     report = (full_bundle.bundle_dir / "report.md").read_text()
     assert "onnx-int8" in report and "attempts" in report
+
+
+def test_every_variant_names_its_weight_and_activation_precision_and_int8_means_8_bit_activations(full_bundle):
+    manifest = load_bundle(full_bundle.bundle_dir).manifest
+    for variant in manifest["variants"] + manifest["rejected"]:
+        assert variant["weights"] and variant["activations"], variant["name"]
+        if variant["name"].endswith("-int8"):
+            assert variant["weights"] == "int8" and variant["activations"].startswith("int8"), variant
+        if variant["name"].endswith("-w8a16"):
+            assert (variant["weights"], variant["activations"]) == ("int8", "int16"), variant
+    dynamic = next(v for v in manifest["variants"] + manifest["rejected"] if v["name"] == "tflite-int8-dynamic")
+    assert dynamic["activations"].startswith("fp32")
+    card = (full_bundle.bundle_dir / "README.md").read_text()
+    assert "| weights | activations |" in card
 
 
 def test_coreml_variants_are_scored_from_their_stored_weights(full_bundle):
