@@ -14,6 +14,7 @@ import inspect
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -242,9 +243,16 @@ class ScalableNPTHead(ProxyHead):
     among a random ``candidate_rate`` share of the classes plus each batch class's previous top-k.
     ``negatives="semihard"`` selects semi-hard negatives as :class:`NPTHead` does; the nearest
     proxy for ``predictions`` then takes a second (gradient-free) search for the single hardest.
+    ``sparse_grad = True`` (an attribute, like ``nn.Embedding``'s ``sparse``: how the gradient is
+    stored, not what is learnt) makes ``proxies.grad`` a sparse COO tensor of the touched rows,
+    for an optimiser that updates only those (the trainer's ``optim.sparse_proxies``);
+    ``before_gather``, when set, is called with the selected ``[B, 1 + k]`` row indices before
+    they are read with autograd (such an optimiser catches those rows up there).
     """
 
     name = "scalable_npt"
+    sparse_grad = False
+    before_gather: Callable[[torch.Tensor], None] | None = None
 
     def __init__(
         self,
@@ -281,7 +289,15 @@ class ScalableNPTHead(ProxyHead):
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> HeadOutput:
         candidates = self._candidates(labels) if self.training and self.candidate_rate else None
         cosines, index = nearest_proxy_cosines(
-            embeddings, self.proxies, labels, self.k, self.chunk_size, candidates, self.negatives
+            embeddings,
+            self.proxies,
+            labels,
+            self.k,
+            self.chunk_size,
+            candidates,
+            self.negatives,
+            self.sparse_grad,
+            self.before_gather,
         )
         if candidates is not None:
             self.neighbours[labels] = index[:, 1:].detach()

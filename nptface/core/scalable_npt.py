@@ -20,14 +20,18 @@ chance); and the chunked and the full matrix products may round a cosine differe
 bit, so two negatives closer than that can swap places, changing the loss by at most that
 rounding error.
 
-The proxy gradient is dense: gathering ``proxies[index]`` under autograd backpropagates as an
-``index_put_`` with accumulation into a zero ``[C, d]`` tensor, which lands in ``proxies.grad``
-like any other parameter's, so SGD with momentum and weight decay needs no change. A sparse
-gradient is not worth it: a custom autograd.Function returning a sparse COO gradient saved about
-2 ms of a 45 ms step (C = 20k, B = d = 256, one CPU thread), and SGD with weight decay rejects it.
+The proxy gradient is dense by default: gathering ``proxies[index]`` under autograd
+backpropagates as an ``index_put_`` with accumulation into a zero ``[C, d]`` tensor, which lands
+in ``proxies.grad`` like any other parameter's, so plain SGD works. With ``sparse_grad=True`` the
+rows are gathered by ``F.embedding(..., sparse=True)`` instead, and ``proxies.grad`` is a sparse
+COO tensor of the B·(k+1) touched rows, the same values without the ``[C, d]`` zeros; the
+optimiser must then accept it (:class:`~nptface.server.training.lazy_sgd.LazyRowSGD` updates
+those rows only, with momentum and weight decay of the others applied lazily and exactly).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -162,6 +166,8 @@ def nearest_proxy_cosines(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     candidates: torch.Tensor | None = None,
     negatives: Negatives = "hardest",
+    sparse_grad: bool = False,
+    before_gather: Callable[[torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``[B, 1 + k]`` cosines NPT reads, with autograd, and the proxy rows they came from.
 
@@ -170,6 +176,9 @@ def nearest_proxy_cosines(
     ``embeddings`` and into the gathered rows of ``proxies`` only. With ``candidates`` (class
     ids) the negatives are searched among those only: see :func:`candidate_topk_indices`.
     ``negatives="semihard"`` selects semi-hard negatives (see :func:`streamed_topk_cosines`).
+    ``sparse_grad`` makes the proxies' gradient a sparse COO tensor of the gathered rows;
+    ``before_gather(index)``, when given, runs on the selected ``[B, 1 + k]`` rows before they are
+    read with autograd (a lazy optimiser brings them up to date there).
     """
     n_neg = _check_problem(embeddings, proxies, labels, k, chunk_size)
     dtype = _compute_dtype(torch.promote_types(embeddings.dtype, proxies.dtype))
@@ -181,7 +190,10 @@ def nearest_proxy_cosines(
             queries.detach(), proxies, labels, n_neg, candidates, chunk_size, negatives
         )
     index = torch.cat([labels[:, None].long(), neg_indices], dim=1)
-    gathered = F.normalize(proxies[index].to(dtype), dim=2)
+    if before_gather is not None:
+        before_gather(index)
+    rows = F.embedding(index, proxies, sparse=True) if sparse_grad else proxies[index]
+    gathered = F.normalize(rows.to(dtype), dim=2)
     cosines = torch.bmm(gathered, queries[:, :, None]).squeeze(2)
     return cosines, index
 

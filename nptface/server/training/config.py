@@ -106,6 +106,12 @@ class OptimSection:
     weight_decay_embedding: float = WeightDecay.embedding
     weight_decay_backbone: float = WeightDecay.backbone
     grad_clip: float = 0.0  # max global grad norm; 0 disables
+    # The streamed NPT head's proxies: true = a sparse gradient of the B*(k+1) touched rows and
+    # LazyRowSGD (nptface.server.training.lazy_sgd: only those rows written, momentum and weight
+    # decay of the others caught up exactly when next read; the top-k search sees rows as last
+    # written); false = dense gradient and SGD over all rows. "auto" is false until the accuracy
+    # check against dense SGD is in. In the config hash only when true.
+    sparse_proxies: bool | str = "auto"
 
 
 @dataclass
@@ -194,6 +200,8 @@ class TrainConfig:
         payload["run"].pop("output_dir")
         payload["data"].pop("num_workers")
         payload["head"].pop("shard_proxies")
+        if payload["optim"]["sparse_proxies"] is not True:
+            payload["optim"].pop("sparse_proxies")  # off: the hashes runs had before the option existed
         if not payload["model"]["init"]:
             payload["model"].pop("init")  # so runs from scratch keep the hashes they had before init existed
         for volatile in ("log", "checkpoint", "eval", "guard"):
@@ -423,6 +431,16 @@ def validate(config: TrainConfig, source: str) -> None:
             f'head.shard_proxies = true needs head.params.negatives = "hardest" (the sharded top-k search has no '
             f'semi-hard selection), got {config.head.params.get("negatives")!r}; set head.shard_proxies = "auto" '
             f"or false to train semi-hard with replicated proxies"
+        )
+    sparse = config.optim.sparse_proxies
+    if not (sparse == "auto" or isinstance(sparse, bool)):
+        fail(f'optim.sparse_proxies must be "auto", true or false, got {sparse!r}')
+    if sparse is True and config.head.name != "npt":
+        fail(f'optim.sparse_proxies = true needs head.name = "npt" (the streamed head), got {config.head.name!r}')
+    if sparse is True and config.optim.grad_clip > 0:
+        fail(
+            f"optim.sparse_proxies = true cannot clip the sparse proxy gradient; set optim.grad_clip = 0 "
+            f"(got {config.optim.grad_clip}) or optim.sparse_proxies = false"
         )
     if config.device.amp not in ("bf16", "none"):
         fail(f"device.amp must be bf16 or none, got {config.device.amp!r}")

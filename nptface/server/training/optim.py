@@ -15,15 +15,22 @@ from nptface.core.heads import ProxyHead
 from nptface.core.mobilefacenet import MobileFaceNet
 from nptface.core.optim_recipe import WeightDecay, parameter_groups
 from nptface.server.training.config import OptimSection
+from nptface.server.training.lazy_sgd import LazyRowSGD
 from nptface.server.training.sharding.proxy_shard import ShardedNPTHead
 
 
-def build_optimizer(model: MobileFaceNet, head: ProxyHead | ShardedNPTHead, optim: OptimSection) -> torch.optim.SGD:
-    """SGD over the recipe's groups; a sharded head's group holds this rank's rows only (decay acts row by row)."""
+def build_optimizer(
+    model: MobileFaceNet, head: ProxyHead | ShardedNPTHead, optim: OptimSection, sparse_proxies: bool = False
+) -> torch.optim.SGD:
+    """SGD over the recipe's groups; a sharded head's group holds this rank's rows only (decay acts row by row).
+
+    ``sparse_proxies``: :class:`~nptface.server.training.lazy_sgd.LazyRowSGD`, which takes a sparse
+    proxy gradient (the head must produce one) and is torch's SGD on every dense gradient.
+    """
     decay = WeightDecay(
         proxies=optim.weight_decay_proxies, embedding=optim.weight_decay_embedding, backbone=optim.weight_decay_backbone
     )
-    return torch.optim.SGD(
+    return (LazyRowSGD if sparse_proxies else torch.optim.SGD)(
         parameter_groups(model, head.proxies, decay), lr=optim.lr, momentum=optim.momentum, nesterov=optim.nesterov
     )
 

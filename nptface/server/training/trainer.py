@@ -20,6 +20,7 @@ from the shards), so that holds with sharding too. Only rank 0 logs, evaluates a
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -48,6 +49,7 @@ from nptface.server.training import distributed
 from nptface.server.training.collapse_guard import CollapseGuard, SpreadMeter
 from nptface.server.training.config import TrainConfig
 from nptface.server.training.data import EvalData, build_eval_set, build_train_data
+from nptface.server.training.lazy_sgd import LazyRowSGD
 from nptface.server.training.optim import build_optimizer, lr_at
 from nptface.server.training.report import ReportSection, RunReport, plot_roc, plot_training
 from nptface.server.training.sampler import FlipView, GlobalBatchSampler
@@ -221,7 +223,11 @@ class Trainer:
                 config.data.num_workers,
             )
         self.head = self._shard_choice(head)
-        self.optimizer = build_optimizer(self.backbone, self.head, config.optim)
+        sparse = self._sparse_choice()
+        self.optimizer = build_optimizer(self.backbone, self.head, config.optim, sparse)
+        if isinstance(self.optimizer, LazyRowSGD):
+            self.head.sparse_grad = True
+            self.head.before_gather = functools.partial(self.optimizer.catch_up_rows, self.head.proxies)
         self.backbone.to(self.device)
         self.head.to(self.device)
         if self.device.type == "cuda" and config.device.channels_last:
@@ -279,6 +285,29 @@ class Trainer:
                 sharded.num_classes,
             )
         return sharded
+
+    def _sparse_choice(self) -> bool:
+        """``optim.sparse_proxies``: true needs the streamed (or sharded) head; "auto" is off for now."""
+        if self.config.optim.sparse_proxies is not True:
+            return False
+        streamed = isinstance(self.head, (ScalableNPTHead, ShardedNPTHead))
+        if not streamed:
+            raise ValueError(
+                f"optim.sparse_proxies = true needs the streamed NPT head, but {self.train_set.num_classes} classes "
+                f"<= head.scalable_above = {self.config.head.scalable_above} chose {self.head.name!r}; "
+                f"lower head.scalable_above or set optim.sparse_proxies = false"
+            )
+        if self.context.distributed and not self.sharded:
+            raise ValueError(
+                "optim.sparse_proxies = true with replicated proxies would make DDP all-reduce a sparse gradient; "
+                'use head.shard_proxies = "auto" or true (exact hardest negatives), or optim.sparse_proxies = false'
+            )
+        return True
+
+    def _catch_up_proxies(self) -> None:
+        """Every proxy row as dense SGD has it: before checkpoints, evaluation and the final export."""
+        if isinstance(self.optimizer, LazyRowSGD):
+            self.optimizer.catch_up()
 
     @property
     def sharded(self) -> bool:
@@ -413,6 +442,7 @@ class Trainer:
             self._tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"))
 
     def _checkpoint(self) -> None:
+        self._catch_up_proxies()
         if isinstance(self.head, ShardedNPTHead):
             full = gather_full_state(self.head, self.optimizer)  # collective: every rank sends its rows
         else:
@@ -544,6 +574,7 @@ class Trainer:
         bar.close()
         if final is None:  # resumed after the last epoch had ended
             final = self.evaluate()
+        self._catch_up_proxies()
         proxies = self.head.proxies
         if isinstance(self.head, ShardedNPTHead):
             proxies = gather_rows(self.head, proxies)  # collective: rank 0 writes the full matrix
@@ -580,6 +611,7 @@ class Trainer:
         }
         evaluation: dict[str, EvaluationResult] = {}
         if (epoch + 1) % self.config.eval.every_epochs == 0 or epoch + 1 == self.config.optim.epochs:
+            self._catch_up_proxies()
             evaluation = self.evaluate()
             for name, result in evaluation.items():
                 record[f"{name}/accuracy"] = result.verification.accuracy.mean

@@ -84,6 +84,8 @@ def test_config_hash_ignores_names_and_logging_but_not_the_recipe():
     assert load_config("synthetic-quick", ["run.seed=1"]).hash() != base.hash()
     # Like the number of processes: a checkpoint resumes sharded or not.
     assert load_config("synthetic-quick", ["head.shard_proxies=false"]).hash() == base.hash()
+    assert load_config("synthetic-quick", ["optim.sparse_proxies=false"]).hash() == base.hash()
+    assert load_config("synthetic-quick", ["optim.sparse_proxies=true"]).hash() != base.hash()
 
 
 def test_switching_the_head_by_set_gives_the_new_heads_defaults_not_the_old_params():
@@ -115,6 +117,8 @@ def test_a_config_file_that_switches_the_head_does_not_inherit_the_base_heads_pa
         (['head.name="sphereface"'], "head.name must be one of"),
         (["optim.lr=nan"], "optim.lr must be a finite number, got nan"),
         (["optim.momentum=inf"], "optim.momentum must be a finite number"),
+        (["optim.sparse_proxies=true", "optim.grad_clip=1.0"], "optim.sparse_proxies = true cannot clip"),
+        (['optim.sparse_proxies="yes"'], 'optim.sparse_proxies must be "auto", true or false'),
     ],
 )
 def test_head_params_and_non_finite_numbers_are_refused_at_load_naming_the_key(overrides, message):

@@ -11,8 +11,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from nptface.core.scalable_npt import scalable_npt_loss
-from nptface.server.training.sharding.sharded_npt import sharded_npt_loss
+from nptface.core.scalable_npt import scalable_npt_loss, selected_npt_loss
+from nptface.server.training.sharding.sharded_npt import sharded_npt_loss, sharded_selected_cosines
 
 C, D, B_LOCAL, WORLD = 23, 8, 5, 2  # 23 rows split 12 / 11: shards of unequal size
 
@@ -30,7 +30,7 @@ def _bounds(rank: int) -> tuple[int, int]:
     return edges[rank], edges[rank + 1]
 
 
-def _worker(rank: int, port: int, k: int, out: str) -> None:
+def _worker(rank: int, port: int, k: int, out: str, sparse: bool) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
@@ -39,12 +39,16 @@ def _worker(rank: int, port: int, k: int, out: str) -> None:
         start, end = _bounds(rank)
         local = embeddings[rank * B_LOCAL : (rank + 1) * B_LOCAL].float().requires_grad_()
         shard = proxies[start:end].float().requires_grad_()
-        loss = sharded_npt_loss(
-            local, labels[rank * B_LOCAL : (rank + 1) * B_LOCAL], shard, start, C, k=k, chunk_size=5
-        )
+        local_labels = labels[rank * B_LOCAL : (rank + 1) * B_LOCAL]
+        if sparse:
+            cosines, _ = sharded_selected_cosines(local, local_labels, shard, start, C, k, 5, sparse_grad=True)
+            loss = selected_npt_loss(cosines, 1.0, 1.0, "mean") / WORLD
+        else:
+            loss = sharded_npt_loss(local, local_labels, shard, start, C, k=k, chunk_size=5)
         loss.backward()
+        assert shard.grad.is_sparse == sparse
         save_file(
-            {"loss": loss.detach().reshape(1), "emb_grad": local.grad, "shard_grad": shard.grad},
+            {"loss": loss.detach().reshape(1), "emb_grad": local.grad, "shard_grad": shard.grad.to_dense()},
             os.path.join(out, f"rank{rank}.safetensors"),
         )
     finally:
@@ -57,9 +61,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("k", [1, 6, 10])
-def test_sharded_loss_and_gradients_equal_the_single_process_ones(k, tmp_path):
-    mp.spawn(_worker, args=(_free_port(), k, str(tmp_path)), nprocs=WORLD, join=True)
+@pytest.mark.parametrize("k,sparse", [(1, False), (6, False), (10, False), (6, True)])
+def test_sharded_loss_and_gradients_equal_the_single_process_ones(k, sparse, tmp_path):
+    """``sparse``: the shard's gradient as sparse COO rows (optim.sparse_proxies) holds the same values."""
+    mp.spawn(_worker, args=(_free_port(), k, str(tmp_path), sparse), nprocs=WORLD, join=True)
     embeddings, proxies, labels = _problem()
     embeddings = embeddings.float().requires_grad_()
     proxies = proxies.float().requires_grad_()

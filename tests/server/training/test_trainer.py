@@ -57,14 +57,19 @@ def _latest_step(run_dir: Path) -> int | None:
         return None
 
 
+# The streamed head with row-sparse proxy updates: its lazy state is caught up at every checkpoint.
+SPARSE = ["head.scalable_above=4", "head.chunk_size=3", "optim.sparse_proxies=true"]
+
+
 @pytest.mark.slow
-def test_resume_after_kill_gives_identical_weights(tmp_path):
-    config = _config(tmp_path)
+@pytest.mark.parametrize("extra", [[], SPARSE], ids=["dense", "sparse_proxies"])
+def test_resume_after_kill_gives_identical_weights(tmp_path, extra):
+    config = _config(tmp_path, *extra)
     reference = train_from_config(config, tmp_path / "uninterrupted")
 
     interrupted = tmp_path / "interrupted"
     command = [sys.executable, "-m", "nptface.cli", "train", "synthetic-quick", "--run-dir", str(interrupted)]
-    for override in [*SMALL, f'run.output_dir="{tmp_path.as_posix()}"']:
+    for override in [*SMALL, f'run.output_dir="{tmp_path.as_posix()}"', *extra]:
         command += ["--set", override]
     # Killed right after step 12 (epoch 2, batch 4 of 8): two steps past the mid-epoch checkpoint of
     # step 10, so their log lines are on disk but not in the checkpoint, and are replayed on resume.
@@ -181,6 +186,30 @@ def test_npt_above_the_class_threshold_trains_through_the_streamed_head_with_the
         torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=1e-5)
     assert streamed.history[0]["train_accuracy"] == plain.history[0]["train_accuracy"]
     assert streamed.history[0]["loss"] == pytest.approx(plain.history[0]["loss"], abs=1e-5)
+
+
+def test_sparse_proxies_take_the_dense_sgd_step(tmp_path):
+    # One step (see above): LazyRowSGD writes the touched rows, catches the rest up at the end.
+    common = [
+        "optim.epochs=1",
+        "data.images_per_identity=2",
+        "optim.milestones=[]",
+        "optim.warmup_epochs=0.0",
+        "eval.sets=[]",
+        "checkpoint.every_steps=1000",
+        "head.scalable_above=4",
+        "head.chunk_size=3",
+    ]
+    dense = train_from_config(_config(tmp_path, *common), tmp_path / "dense")
+    sparse = train_from_config(_config(tmp_path, *common, "optim.sparse_proxies=true"), tmp_path / "sparse")
+    expected, got = _weights(dense.run_dir), _weights(sparse.run_dir)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=1e-6)
+
+
+def test_sparse_proxies_refuse_a_run_that_does_not_stream_the_head(tmp_path):
+    with pytest.raises(ValueError, match="head.scalable_above"):
+        Trainer(_config(tmp_path, "optim.sparse_proxies=true"), tmp_path / "run")
 
 
 @pytest.mark.parametrize("negatives,sharded", [("hardest", True), ("semihard", False)])

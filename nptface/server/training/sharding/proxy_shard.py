@@ -16,6 +16,7 @@ federation read.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -45,8 +46,13 @@ class ShardedNPTHead(nn.Module):
     :meth:`hparams` are that head's: checkpoints describe the model, not how it was trained.
     ``forward`` returns this rank's share of the loss (the global loss divided by the world
     size, see :mod:`nptface.server.training.sharding.sharded_npt`: backbone gradients must then be multiplied by
-    the world size) and the predictions of this rank's own samples.
+    the world size) and the predictions of this rank's own samples. ``sparse_grad`` and
+    ``before_gather`` are :class:`~nptface.core.heads.ScalableNPTHead`'s (the trainer's
+    ``optim.sparse_proxies``).
     """
+
+    sparse_grad = False
+    before_gather: Callable[[torch.Tensor], None] | None = None
 
     def __init__(self, source: ProxyHead, rank: int, world_size: int, chunk_size: int) -> None:
         super().__init__()
@@ -84,7 +90,15 @@ class ShardedNPTHead(nn.Module):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> HeadOutput:
         cosines, index = sharded_selected_cosines(
-            embeddings, labels, self.proxies, self.start, self.num_classes, self.k, self.chunk_size
+            embeddings,
+            labels,
+            self.proxies,
+            self.start,
+            self.num_classes,
+            self.k,
+            self.chunk_size,
+            self.sparse_grad,
+            self.before_gather,
         )
         loss = selected_npt_loss(cosines, self.delta, self.r, "mean") / self.world_size
         # The selected cosines of the whole global batch are on every rank already: the nearest

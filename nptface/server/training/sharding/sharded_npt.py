@@ -18,6 +18,8 @@ single-process loss on the full matrix.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -71,6 +73,8 @@ def sharded_selected_cosines(
     num_classes: int,
     k: int = 6,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    sparse_grad: bool = False,
+    before_gather: Callable[[torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``[W * B, 1 + k]`` cosines NPT reads for the whole global batch, and their proxy rows.
 
@@ -79,7 +83,9 @@ def sharded_selected_cosines(
     cosines carry autograd into ``embeddings`` and ``shard`` (see the module doc for the scale).
     ``embeddings``/``labels`` are this rank's local batch (labels are global class ids);
     ``shard`` holds proxy rows ``shard_start .. shard_start + len(shard)`` of ``num_classes``.
-    Every rank must pass the same local batch size.
+    Every rank must pass the same local batch size. ``sparse_grad`` and ``before_gather`` (called
+    with the shard-local rows about to be read) are as in
+    :func:`~nptface.core.scalable_npt.nearest_proxy_cosines`.
     """
     world = dist.get_world_size()
     if not 0 < k < num_classes:
@@ -109,7 +115,12 @@ def sharded_selected_cosines(
         negatives = torch.cat(gathered_indices, dim=1).gather(1, merged.indices)
     index = torch.cat([all_labels[:, None], negatives], dim=1)
     mine = (index >= shard_start) & (index < shard_start + size)
-    rows = F.normalize(shard[torch.where(mine, index - shard_start, torch.zeros_like(index))].float(), dim=2)
+    # Cells whose row lives on another rank read local row 0 and are masked: a zero gradient there.
+    local_index = torch.where(mine, index - shard_start, torch.zeros_like(index))
+    if before_gather is not None:
+        before_gather(local_index)
+    gathered = F.embedding(local_index, shard, sparse=True) if sparse_grad else shard[local_index]
+    rows = F.normalize(gathered.float(), dim=2)
     partial = torch.bmm(rows, queries[:, :, None]).squeeze(2) * mine
     return _AllReduceSum.apply(partial), index
 
