@@ -8,7 +8,9 @@ Two parts, on the real sets in ``../shared/data`` (never shipped; see its README
    detection rate and the landmark error against the known paste transform. The reference
    landmarks are the detector's own on the original crop padded to three times its size, so the
    error measures how well detection + alignment undo the paste, in pixels of the 112x112 crop
-   (the template's eyes are 35.2 px apart there).
+   (the template's eyes are 35.2 px apart there);
+3. ``glint_aligned``: where the detector's points fall on crops already aligned to the template,
+   a systematic offset between BlazeFace's landmark definitions and the template's.
 
     .venv/bin/python benchmarks/bench_alignment.py [--runtime onnxruntime] [--celeba 1000] [--out runs/bench_alignment]
 """
@@ -28,7 +30,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import describe  # noqa: E402
 
-from nptface.core.alignment import ARCFACE_TEMPLATE_112, apply_transform, warp_face  # noqa: E402
+from nptface.core.alignment import ARCFACE_TEMPLATE_112, apply_transform, template_points, warp_face  # noqa: E402
 from nptface.on_device.face_crops import FaceCropper  # noqa: E402
 from nptface.on_device.face_detection import FaceDetector  # noqa: E402
 from nptface.on_device.images import load_photo  # noqa: E402
@@ -162,10 +164,29 @@ def orl_part(detector: FaceDetector, seed: int, two_faces: int, no_faces: int) -
     print(f"two faces pasted, both found: {both}/{two_faces}; no face pasted, none found: {empty}/{no_faces}")
 
 
+def glint_part(detector: FaceDetector, count: int) -> None:
+    """Where BlazeFace's points fall on crops already aligned to the template, against the template."""
+    crops = images_under(DATA / "glint_aligned")[:: max(len(images_under(DATA / "glint_aligned")) // count, 1)][:count]
+    offsets = []
+    for path in crops:
+        faces = detector.detect(load_photo(path))
+        if faces:
+            offsets.append(faces[0].alignment_points - template_points(112, mouth="centre"))
+    mean = np.mean(offsets, axis=0)
+    names = ("right eye", "left eye", "nose tip", "mouth centre")
+    print(f"\n## glint_aligned: BlazeFace points on {len(offsets)} of {len(crops)} template-aligned crops")
+    print(
+        "mean offset from the template (x, y px): "
+        + "; ".join(f"{n} ({x:+.1f}, {y:+.1f})" for n, (x, y) in zip(names, mean))
+    )
+    print(f"spread (std, px): {np.std(offsets, axis=0).mean():.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runtime", choices=("onnxruntime", "litert"), default="onnxruntime")
     parser.add_argument("--celeba", default="1000", help="photos to sample from celeba_wild, or 'all'")
+    parser.add_argument("--glint", type=int, default=200, help="template-aligned crops to locate BlazeFace's points on")
     parser.add_argument("--two-faces", type=int, default=20)
     parser.add_argument("--no-faces", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
@@ -177,6 +198,7 @@ def main() -> None:
     detector = FaceDetector(args.runtime)
     print(f"detector: {detector.path.name} on {args.runtime}")
     args.out.mkdir(parents=True, exist_ok=True)
+    glint_part(detector, args.glint)
     orl_part(detector, args.seed, args.two_faces, args.no_faces)
     celeba_part(FaceCropper(detector), args.celeba, args.out)
 

@@ -26,7 +26,7 @@ from PIL import Image
 
 from nptface.core.preprocess import normalize
 
-MIN_SCORE = 0.6  # min_score_thresh of MediaPipe's full-range graph
+MIN_SCORE = 0.5  # MediaPipe's graph says 0.6; 0.5 found 98.5 % of pasted ORL faces (0.6: 95.8 %), no false ones
 NMS_IOU = 0.3  # MediaPipe's min_suppression_threshold
 RAW_SCORE_CLIP = 80.0  # MediaPipe clips at 100; 80 keeps the float32 sigmoid finite
 
@@ -173,6 +173,25 @@ class FaceDetector:
         return boxes.reshape(-1, 16), logits.reshape(-1)
 
     def detect(self, image: Image.Image) -> list[Face]:
+        """Faces in ``image``, largest first; a face filling the whole image is found on a wider canvas.
+
+        The full-range model misses about a third of faces that fill the frame (ready-made
+        112x112 crops); when nothing is found, the image is searched again centred on a canvas
+        twice its size, filled with its mean colour.
+        """
+        faces = self._detect(image)
+        if faces:
+            return faces
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        mean = tuple(int(v) for v in np.asarray(rgb).reshape(-1, 3).mean(axis=0))
+        canvas = Image.new("RGB", (2 * rgb.width, 2 * rgb.height), mean)
+        offset = np.array([rgb.width // 2, rgb.height // 2])
+        canvas.paste(rgb, tuple(int(v) for v in offset))
+        return [
+            Face(face.box - np.tile(offset, 2), face.score, face.keypoints - offset) for face in self._detect(canvas)
+        ]
+
+    def _detect(self, image: Image.Image) -> list[Face]:
         square, box = letterbox(image, INPUT_SIZE)
         scores, points = decode(*self.raw_outputs(square))
         faces = []

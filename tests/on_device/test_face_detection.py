@@ -92,3 +92,11 @@ def test_onnxruntime_and_litert_find_the_same_landmarks(synthetic_portraits):
     onnx, litert = FaceDetector("onnxruntime").detect(photo), FaceDetector("litert").detect(photo)
     assert len(onnx) == len(litert) == 1
     assert np.abs(onnx[0].keypoints - litert[0].keypoints).max() < 0.05
+
+
+def test_a_face_filling_the_whole_image_is_found_in_place(detector, synthetic_portraits):
+    face = synthetic_portraits[0]
+    in_photo = detector.detect(_photo(face, (320, 240), (100, 60)))
+    alone = detector.detect(face)
+    assert len(alone) == 1
+    assert np.abs(alone[0].alignment_points - (in_photo[0].alignment_points - [100, 60])).max() < 5.0
