@@ -49,6 +49,16 @@ def _data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_align(args: argparse.Namespace) -> int:
+    from nptface.on_device.face_crops import FaceCropper, crop_folder
+    from nptface.on_device.face_detection import FaceDetector
+
+    report = crop_folder(args.src, args.dst, FaceCropper(FaceDetector(args.runtime), args.size))
+    print(report.summary())
+    print(f"aligned crops ({args.size}x{args.size}, ArcFace five-point template) written to {args.dst}")
+    return 0
+
+
 def _model_info(args: argparse.Namespace) -> int:
     from nptface.core.complexity import measure
     from nptface.core.mobilefacenet import MobileFaceNet, MobileFaceNetConfig
@@ -524,6 +534,7 @@ def _add_decision_options(parser: argparse.ArgumentParser) -> None:
 # The pip extra each command's optional dependencies come from (pyproject's optional-dependencies),
 # and the packages imported before the command starts, so that a missing one stops it at once.
 EXTRA_OF_COMMAND = {
+    "data": "export",  # align runs the face detector on onnxruntime or LiteRT
     "export": "export",
     "enroll": "export",
     "verify": "export",
@@ -584,7 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    data = commands.add_parser("data", help="synthetic face data").add_subparsers(dest="data_command", required=True)
+    data = commands.add_parser("data", help="face data: synthetic sets, aligned crops of photos").add_subparsers(
+        dest="data_command", required=True
+    )
     synth = data.add_parser("synth", help="render synthetic identities to an ImageFolder and/or a preview grid")
     synth.add_argument("--out", help="ImageFolder to write (one sub-folder per identity)")
     synth.add_argument("--preview", help="PNG grid to write (rows = identities)")
@@ -608,6 +621,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synth.add_argument("--format", choices=["png", "jpeg"], default="png", help="image file format")
     synth.set_defaults(func=_data_synth)
+    align = data.add_parser(
+        "align", help="detect the largest face in every photo of an ImageFolder and write its aligned crop"
+    )
+    align.add_argument("src", help="ImageFolder of photos (one sub-folder per person)")
+    align.add_argument("dst", help="folder for the aligned crops (same tree, PNG); outside SRC")
+    align.add_argument("--size", type=int, default=112, help="crop side in pixels (the template scales with it)")
+    align.add_argument(
+        "--runtime",
+        choices=("onnxruntime", "litert"),
+        default="onnxruntime",
+        help="runs the detector's .onnx on onnxruntime or its .tflite on LiteRT",
+    )
+    align.set_defaults(func=_data_align)
 
     model = commands.add_parser("model", help="model inspection").add_subparsers(dest="model_command", required=True)
     info = model.add_parser("info", help="count parameters and MACs of a MobileFaceNet")

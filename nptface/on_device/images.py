@@ -1,4 +1,4 @@
-"""Face images from files for the device commands, under the one image policy.
+"""Face images and photos from files for the device commands, under the one image policy.
 
 Sizes are checked against :data:`nptface.core.image_policy.LIMITS` (the limits training, evaluation
 and the demo page use too) from the header, before any pixel is decoded. A photo's EXIF
@@ -18,9 +18,8 @@ from nptface.core.image_policy import LIMITS, ImageInputError, ImageLimits
 from nptface.core.preprocess import UnsupportedImageModeError, to_rgb_array
 
 
-def load_face(path: str | Path, size: int, limits: ImageLimits = LIMITS) -> np.ndarray:
-    """The uint8 RGB ``(size, size, 3)`` crop a model sees for the aligned face image at ``path``."""
-    path = Path(path)
+def _upright(path: Path, limits: ImageLimits) -> Image.Image:
+    """The decoded image at ``path``, turned upright by its EXIF orientation, in its own mode."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such image file")
     if path.stat().st_size > limits.max_bytes:
@@ -29,10 +28,27 @@ def load_face(path: str | Path, size: int, limits: ImageLimits = LIMITS) -> np.n
         with Image.open(path) as image:
             limits.check(*image.size, str(path))  # from the header, before decoding the pixels
             image.load()
-            return to_rgb_array(ImageOps.exif_transpose(image), size)
-    except UnsupportedImageModeError as error:
-        raise ImageInputError(f"{path}: {error}") from error
+            return ImageOps.exif_transpose(image)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
         raise ImageInputError(
             f"{path}: not a decodable image (PNG, JPEG, WebP, BMP, GIF, PGM, PPM): {error}"
         ) from error
+
+
+def load_face(path: str | Path, size: int, limits: ImageLimits = LIMITS) -> np.ndarray:
+    """The uint8 RGB ``(size, size, 3)`` crop a model sees for the aligned face image at ``path``."""
+    path = Path(path)
+    try:
+        return to_rgb_array(_upright(path, limits), size)
+    except UnsupportedImageModeError as error:
+        raise ImageInputError(f"{path}: {error}") from error
+
+
+def load_photo(path: str | Path, limits: ImageLimits = LIMITS) -> Image.Image:
+    """The RGB photo at ``path``, upright by its EXIF orientation, at its own size."""
+    path = Path(path)
+    image = _upright(path, limits)
+    try:
+        return Image.fromarray(to_rgb_array(image, (image.height, image.width)))
+    except UnsupportedImageModeError as error:
+        raise ImageInputError(f"{path}: {error}") from error

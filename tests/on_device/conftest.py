@@ -61,3 +61,22 @@ def int8_bundle(tiny_run, tiny_sets, tmp_path_factory) -> Path:
     if "onnx-int8" not in {v.name for v in result.shipped}:
         pytest.fail(f"the tiny model's ONNX int8 variant failed the parity gate: {result.table}")
     return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_portraits():
+    """Two synthetic 112 px faces (renders BlazeFace finds), for photos built around them."""
+    from PIL import Image
+
+    from nptface.core.datasets import SyntheticFaceDataset
+    from nptface.core.synthetic import HELDOUT_IDS
+
+    dataset = SyntheticFaceDataset(HELDOUT_IDS[:4:3], 1, "studio", seed=5, image_size=112)
+    return [Image.fromarray(dataset[index][0]) for index in range(2)]
+
+
+@pytest.fixture(scope="session")
+def detector():
+    from nptface.on_device.face_detection import FaceDetector
+
+    return FaceDetector()

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from nptface.core.image_policy import ImageInputError
-from nptface.on_device.images import load_face
+from nptface.on_device.images import load_face, load_photo
 
 
 def test_a_sixteen_bit_face_is_not_read_as_a_white_square(tmp_path):
@@ -40,3 +40,20 @@ def test_exif_orientation_is_applied_like_a_photo_viewer_does(tmp_path):
     stored.save(tmp_path / "portrait.png", exif=exif)
     upright.save(tmp_path / "upright.png")
     assert np.array_equal(load_face(tmp_path / "portrait.png", 32), load_face(tmp_path / "upright.png", 32))
+
+
+def test_a_photo_is_turned_upright_by_its_exif_orientation(tmp_path):
+    upright = Image.new("RGB", (40, 24), (200, 0, 0))
+    upright.paste((0, 0, 255), (0, 0, 10, 24))  # blue on the left when upright
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display": the camera stored it turned left
+    upright.rotate(90, expand=True).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    photo = load_photo(tmp_path / "phone.jpg")
+    assert photo.size == (40, 24) and photo.mode == "RGB"
+    assert np.asarray(photo)[12, 3, 2] > 200 and np.asarray(photo)[12, 36, 0] > 150
+
+
+def test_an_unreadable_photo_is_refused_naming_the_file(tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ImageInputError, match="broken.jpg.*not a decodable image"):
+        load_photo(tmp_path / "broken.jpg")
