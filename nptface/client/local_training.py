@@ -5,7 +5,11 @@ trainable) and a set of negative proxies chosen by the server (fixed). NPT compa
 with its own proxy and the k nearest other proxies among own rows + negatives, so a client's
 identities are pushed away both from each other and from the identities elsewhere in the
 federation that the server let it see. Rows for identities the bank has never seen are imprinted
-(:func:`nptface.core.imprinting.imprint`) before this round starts.
+(:func:`nptface.core.imprinting.imprint`) before this round starts. A client with one identity and
+no negatives (a phone that holds only its owner, under ``none`` or ``local-heads``) has no proxy to
+push away from; its samples are hinged against an orthogonal virtual negative (cosine 0), which
+makes NPT the positive-only loss ``max(0, margin - cos(x, own row))`` of FedAwS (Yu et al., 2020):
+the server's spread-out of the rows is then the only source of separation.
 
 Optionally a FedProx term ``mu/2 * ||w - w_global||^2`` keeps the backbone near the global one
 when clients' data differ a lot (Li et al., 2020). BatchNorm running statistics are updated
@@ -79,7 +83,8 @@ def fine_tune(
         parameter_groups(model, proxies, config.weight_decay), lr=config.lr, momentum=config.momentum
     )
     n_classes = proxies.shape[0] + fixed.shape[0]
-    k = max(1, min(config.k, n_classes - 1))
+    virtual_negative = n_classes == 1
+    k = max(1, min(config.k, n_classes - 1 + virtual_negative))
     generator = torch.Generator().manual_seed(config.seed)
     loader = DataLoader(
         dataset,
@@ -96,7 +101,10 @@ def fine_tune(
                 continue  # BatchNorm cannot train on a single image
             embeddings = F.normalize(model(normalize(images)), dim=1)
             bank = torch.cat([F.normalize(proxies, dim=1), fixed])
-            loss = npt_loss(embeddings @ bank.T, labels, k=k, delta=config.delta, r=config.r)
+            cos = embeddings @ bank.T
+            if virtual_negative:
+                cos = torch.cat([cos, cos.new_zeros(len(labels), 1)], dim=1)
+            loss = npt_loss(cos, labels, k=k, delta=config.delta, r=config.r)
             if config.fedprox_mu:
                 loss = loss + config.fedprox_mu / 2 * sum(
                     (p - global_weights[name]).pow(2).sum() for name, p in model.named_parameters()

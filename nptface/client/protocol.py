@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from nptface.core.partitions import PartitionPlan, image_folder_plan, synthetic_plan
+from nptface.core.partitions import PartitionPlan, image_folder_plan, one_owner_plan, synthetic_plan
 
 # Record names inside a Message's RecordDict.
 BACKBONE = "backbone"  # ArrayRecord: float state_dict tensors
@@ -26,6 +26,8 @@ DP_NOISE = "dp-noise-multiplier"  # > 0: add N(0, (z * clip)^2) to every row bef
 DP_CLIP = "dp-clip"
 KEEP_ROWS = "keep-own-rows"  # the client keeps its clean rows in its own state (the server holds only noised ones)
 
+PARTITIONS = ("identities", "one-owner")  # how the plan shares people out (the ``partition`` setting)
+
 ACTION_REGISTER = "register"  # query action: which identities does this client hold?
 
 
@@ -35,6 +37,9 @@ class ClientSettings:
 
     # partition plan (recomputed identically on every client)
     source: str = "synthetic"  # "synthetic" or an ImageFolder root
+    # "identities": clients hold client-identities people; "one-owner" (synthetic): every client is a phone
+    # holding its owner alone, with min-images..max-images selfies (power law, exponent images-power)
+    partition: str = "identities"
     num_clients: int = 8
     client_identities: int = 80
     images_per_identity: int = 10
@@ -44,6 +49,9 @@ class ClientSettings:
     eval_images: int = 2
     folder_held_out_identities: int = 10  # ImageFolder source: identities kept from every client for central eval
     partition_seed: int = 0
+    min_images: int = 3
+    max_images: int = 20
+    images_power: float = 1.5
     # model
     image_size: int = 64
     model_json: str = "{}"  # MobileFaceNetConfig as JSON
@@ -69,6 +77,21 @@ class ClientSettings:
 
     def plan(self) -> PartitionPlan:
         """The partition plan these settings describe: every client (and the server) computes the same one."""
+        domains = tuple(d.strip() for d in self.domains.split(",") if d.strip())
+        if self.partition not in PARTITIONS:
+            raise ValueError(f"partition must be one of {', '.join(PARTITIONS)}, got {self.partition!r}")
+        if self.partition == "one-owner":
+            if self.source != "synthetic":
+                raise ValueError(f"partition 'one-owner' needs source 'synthetic', got {self.source!r}")
+            return one_owner_plan(
+                self.num_clients,
+                seed=self.partition_seed,
+                min_images=self.min_images,
+                max_images=self.max_images,
+                power=self.images_power,
+                eval_images=self.eval_images,
+                domains=domains,
+            )
         if self.source == "synthetic":
             return synthetic_plan(
                 self.num_clients,
@@ -78,7 +101,7 @@ class ClientSettings:
                 images_per_identity=self.images_per_identity,
                 few_shot_share=self.few_shot_share,
                 eval_images=self.eval_images,
-                domains=tuple(d.strip() for d in self.domains.split(",") if d.strip()),
+                domains=domains,
             )
         return image_folder_plan(
             self.source,

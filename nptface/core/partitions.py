@@ -6,8 +6,9 @@ another imaging domain and sometimes only a handful of images per person. A :cla
 fixes that split once, as plain data (JSON round trip), so every simulation worker and every
 rerun builds the same clients: :func:`synthetic_plan` draws clients from
 :data:`nptface.core.synthetic.CLIENT_IDS` with power-law (Zipf, ``rank ** -alpha``) or equal sizes,
-a share of few-shot clients and round-robin domains; :func:`image_folder_plan` splits the identity
-folders of an ImageFolder. :func:`client_datasets` turns one client's entry into its train and
+a share of few-shot clients and round-robin domains; :func:`one_owner_plan` gives every client
+(a phone) a single identity, its owner, with a power-law number of selfies (the FedFace setting,
+Aggarwal et al. 2021); :func:`image_folder_plan` splits the identity folders of an ImageFolder. :func:`client_datasets` turns one client's entry into its train and
 held-out evaluation datasets under the ``nptface.core`` dataset contract.
 """
 
@@ -32,7 +33,7 @@ IMAGE_FOLDER_DOMAIN = "imagefolder"
 EVAL_FIRST_INDEX = 1000
 _SYNTH_PREFIX = "synth-"
 # Independent random streams: changing, say, few_shot_share must not reshuffle identities.
-_STREAM_IDENTITIES, _STREAM_SIZES, _STREAM_FEW_SHOT, _STREAM_DOMAINS = range(4)
+_STREAM_IDENTITIES, _STREAM_SIZES, _STREAM_FEW_SHOT, _STREAM_DOMAINS, _STREAM_OWNER_IMAGES = range(5)
 
 
 class PartitionError(ValueError):
@@ -229,6 +230,54 @@ def synthetic_plan(
     return PartitionPlan(SYNTHETIC, seed, tuple(clients))
 
 
+def one_owner_plan(
+    num_devices: int,
+    seed: int = 0,
+    min_images: int = 3,
+    max_images: int = 20,
+    power: float = 1.5,
+    eval_images: int = 2,
+    domains: Sequence[str] = ("phone-lowlight", "cctv-lowres"),
+    first_identity: int = 0,
+) -> PartitionPlan:
+    """One identity per device (its owner), with ``n`` training images drawn from the truncated
+    discrete power law ``P(n) ~ n ** -power`` on ``[min_images, max_images]`` (most phones hold a few
+    selfies, a few hold many); ``eval_images`` more per owner are held out (the probes of 1:N
+    identification); ``domains`` go round-robin over a seeded device order.
+    """
+    if isinstance(num_devices, bool) or not isinstance(num_devices, int) or num_devices < 2:
+        raise PartitionError(f"num_devices must be an int >= 2, got {num_devices!r}")
+    if not 1 <= min_images <= max_images <= EVAL_FIRST_INDEX:
+        raise PartitionError(
+            f"min_images and max_images must satisfy 1 <= min_images <= max_images <= {EVAL_FIRST_INDEX}, "
+            f"got {min_images} and {max_images}"
+        )
+    if power < 0 or eval_images < 0:
+        raise PartitionError(f"power and eval_images must be >= 0, got {power} and {eval_images}")
+    if first_identity < 0 or first_identity + num_devices > len(CLIENT_IDS):
+        raise PartitionError(
+            f"first_identity={first_identity} + num_devices={num_devices} must lie within the "
+            f"{len(CLIENT_IDS)} client identities"
+        )
+    unknown = [name for name in domains if name not in DOMAINS]
+    if not domains or unknown:
+        raise PartitionError(
+            f"domains {list(domains)!r}: unknown {unknown}; expected a non-empty list from {sorted(DOMAINS)}"
+        )
+    ids = CLIENT_IDS[first_identity : first_identity + num_devices]
+    owners = [f"{_SYNTH_PREFIX}{ids[i]:07d}" for i in _rng(seed, _STREAM_IDENTITIES).permutation(num_devices)]
+    support = np.arange(min_images, max_images + 1)
+    weights = support.astype(float) ** -float(power)
+    images = _rng(seed, _STREAM_OWNER_IMAGES).choice(support, size=num_devices, p=weights / weights.sum())
+    domain_order = _rng(seed, _STREAM_DOMAINS).permutation(num_devices)
+    domain_of = {int(device): domains[rank % len(domains)] for rank, device in enumerate(domain_order)}
+    clients = tuple(
+        ClientPartition(device, (owner,), domain_of[device], (int(images[device]),), eval_images)
+        for device, owner in enumerate(owners)
+    )
+    return PartitionPlan(SYNTHETIC, seed, clients)
+
+
 def image_folder_plan(
     root: str | Path,
     num_clients: int,
@@ -268,14 +317,15 @@ def image_folder_plan(
 
 
 class _Selection(Dataset):
-    """Chosen items of a contract-following dataset, keeping its labels and class names."""
+    """Chosen items of a contract-following dataset, keeping its labels and its first ``num_classes``
+    class names (all by default; fewer when the chosen items only use the first ones)."""
 
-    def __init__(self, dataset: LabelledDataset, indices: Sequence[int]) -> None:
+    def __init__(self, dataset: LabelledDataset, indices: Sequence[int], num_classes: int | None = None) -> None:
         self.dataset = dataset
         self.indices = np.asarray(indices, dtype=np.int64)
         self.labels: np.ndarray = np.asarray(dataset.labels, dtype=np.int64)[self.indices]
-        self.class_names: list[str] = list(dataset.class_names)
-        self.num_classes: int = dataset.num_classes
+        self.num_classes: int = dataset.num_classes if num_classes is None else num_classes
+        self.class_names: list[str] = list(dataset.class_names)[: self.num_classes]
 
     def __len__(self) -> int:
         return int(self.indices.size)
@@ -303,14 +353,18 @@ def client_datasets(
     counts = client.train_images
     if plan.source == SYNTHETIC:
         ids = [_synthetic_id(name) for name in client.identities]
+        # A synthetic dataset has >= 2 identities; a one-owner device's second one is never rendered.
+        rendered = ids if len(ids) > 1 else [*ids, CLIENT_IDS[0] if ids[0] != CLIENT_IDS[0] else CLIENT_IDS[1]]
         most = max(counts)
-        renders = SyntheticFaceDataset(ids, most, client.domain, seed, image_size)
-        train = _Selection(renders, [label * most + k for label, count in enumerate(counts) for k in range(count)])
+        renders = SyntheticFaceDataset(rendered, most, client.domain, seed, image_size)
+        train_indices = [label * most + k for label, count in enumerate(counts) for k in range(count)]
+        train = _Selection(renders, train_indices, len(ids))
         if client.eval_images == 0:
             return train, None
-        return train, SyntheticFaceDataset(
-            ids, client.eval_images, client.domain, seed, image_size, first_index=EVAL_FIRST_INDEX
+        held_out = SyntheticFaceDataset(
+            rendered, client.eval_images, client.domain, seed, image_size, first_index=EVAL_FIRST_INDEX
         )
+        return train, held_out if len(ids) > 1 else _Selection(held_out, range(client.eval_images), 1)
 
     # The whole folder is checked once here; a partition of a huge folder pays that per client.
     folder = ImageFolderDataset(plan.source, image_size)

@@ -20,6 +20,7 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -97,8 +98,15 @@ def pin_harness(out_dir: Path, harness: Harness) -> None:
     atomic_write_json(path, wanted)
 
 
-def simulate(config: SimulationConfig, cpus_per_client: float = 1.0, verbose: bool = False) -> float:
-    """Run (or resume) the federation in ``config.fed.out_dir``; returns the wall time in seconds."""
+def simulate(
+    config: SimulationConfig,
+    cpus_per_client: float = 1.0,
+    verbose: bool = False,
+    observers: Sequence[RoundObserver] = (),
+) -> float:
+    """Run (or resume) the federation in ``config.fed.out_dir``; returns the wall time in seconds.
+
+    ``observers`` watch every round besides the harness's own (a benchmark's per-round evaluation)."""
     os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")  # never pull a CUDA torch
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_worker_niceness", "0")  # Ray's default, 15, starves the clients on a busy machine
@@ -118,7 +126,7 @@ def simulate(config: SimulationConfig, cpus_per_client: float = 1.0, verbose: bo
     stopped, server_errors = threading.Event(), []
     try:
         run_simulation(
-            server_app=server_app(fed, round_observers(config.harness), stopped, server_errors),
+            server_app=server_app(fed, [*round_observers(config.harness), *observers], stopped, server_errors),
             client_app=make_client_app(client_mods(config.harness)),
             num_supernodes=fed.client.num_clients,
             backend_config={

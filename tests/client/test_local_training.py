@@ -80,3 +80,17 @@ def test_training_is_reproducible_with_a_seed(tiny_run, client_data):
             )
         )
     assert all(torch.equal(outs[0].weights[k], outs[1].weights[k]) for k in outs[0].weights)
+
+
+def test_a_lone_owner_without_negatives_is_pulled_towards_its_row(tiny_run, client_data):
+    from nptface.core.identities import subset_by_classes
+
+    owner = subset_by_classes(client_data, [4])
+    row = np.eye(1, 32, dtype=np.float32)  # far from the owner's embeddings: the positive-only hinge is active
+    before = embed_dataset(load_backbone(tiny_run)[0], owner) @ row[0]
+    model, _ = load_backbone(tiny_run)
+    result = fine_tune(model, row, np.zeros((0, 32), np.float32), owner, LocalConfig(epochs=8, lr=0.05, batch_size=8))
+
+    after = embed_dataset(model, owner) @ result.rows[0]
+    assert result.metrics["loss_first"] > 0.1 and result.metrics["loss_last"] < result.metrics["loss_first"]
+    assert after.mean() > before.mean() + 0.1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from nptface.core.partitions import (
     PartitionPlan,
     client_datasets,
     image_folder_plan,
+    one_owner_plan,
     synthetic_plan,
 )
 from nptface.core.synthetic import CLIENT_IDS
@@ -221,3 +223,42 @@ def test_held_out_identities_go_to_no_client_and_survive_json() -> None:
     assert PartitionPlan.from_dict(plan.to_dict()) == plan
     with pytest.raises(PartitionError, match="leaves no identity"):
         image_folder_plan(ORL_FACES, num_clients=4, held_out_identities=40)
+
+
+def test_one_owner_plan_gives_each_device_one_distinct_owner_and_a_power_law_image_count() -> None:
+    plan = one_owner_plan(400, seed=3, min_images=3, max_images=20, power=1.5)
+
+    assert all(len(device.identities) == 1 for device in plan.clients)
+    assert len(set(all_identities(plan))) == 400
+    counts = np.array([device.train_images[0] for device in plan.clients])
+    assert counts.min() >= 3 and counts.max() <= 20
+    # P(n) ~ n^-1.5 on [3, 20]: three images is the commonest count, and many devices hold more than ten.
+    assert np.bincount(counts).argmax() == 3 and 10 < np.count_nonzero(counts > 10) < 200
+    assert {device.domain for device in plan.clients} == {"phone-lowlight", "cctv-lowres"}
+    assert PartitionPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
+    assert one_owner_plan(400, seed=3) == plan and one_owner_plan(400, seed=4) != plan
+
+
+def test_a_one_owner_device_trains_on_its_owner_alone_and_holds_out_other_renders() -> None:
+    plan = one_owner_plan(3, seed=0, min_images=4, max_images=4, eval_images=2, domains=("phone-lowlight",))
+
+    train, evaluation = client_datasets(plan, 1, image_size=32)
+
+    owner = list(plan.clients[1].identities)
+    assert train.class_names == evaluation.class_names == owner and train.num_classes == evaluation.num_classes == 1
+    assert train.labels.tolist() == [0] * 4 and evaluation.labels.tolist() == [0, 0]
+    train_pixels = [train[i][0] for i in range(len(train))]
+    assert not any(np.array_equal(evaluation[i][0], seen) for i in range(2) for seen in train_pixels)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_devices": 1}, "num_devices must be an int >= 2"),
+        ({"num_devices": 4, "min_images": 5, "max_images": 4}, "min_images and max_images"),
+        ({"num_devices": 4, "domains": ("moon",)}, "unknown ['moon']"),
+    ],
+)
+def test_impossible_one_owner_requests_raise_a_named_partition_error(kwargs: dict, message: str) -> None:
+    with pytest.raises(PartitionError, match=re.escape(message)):
+        one_owner_plan(**kwargs)

@@ -1,0 +1,65 @@
+"""The one-owner benchmark: each method's settings, and the command end to end on a tiny federation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nptface.simulation import one_owner
+from nptface.simulation.one_owner import METRICS, Bench
+
+
+def test_each_method_is_the_one_owner_setting_with_its_own_sharing_and_the_harness_drops_devices():
+    bench = Bench(server_run="runs/quickstart", out_dir="out", devices=40, settings={"local-epochs": 3})
+
+    shared, backbone_only = bench.config("shared-bank", 2), bench.config("backbone-only", 2)
+
+    assert shared.fed.client.partition == "one-owner" and shared.fed.client.num_clients == 40
+    assert shared.fed.proxy_sharing == "public" and shared.fed.client.lr > 0
+    assert (shared.fed.seed, shared.fed.client.partition_seed, shared.fed.client.local_epochs) == (2, 2, 3)
+    assert shared.fed.fraction_train == 0.15 and shared.harness.failure_rate == 0.1
+    assert backbone_only.fed.proxy_sharing == "local-heads" and backbone_only.fed.client.lr == 0.0
+    assert [bench.config(m, 0).fed.proxy_sharing for m in ("none", "dp", "local-heads")] == [
+        "none",
+        "dp",
+        "local-heads",
+    ]
+    assert (
+        shared.fed.client.plan().clients[5].identities
+        != bench.config("shared-bank", 3).fed.client.plan().clients[5].identities
+    )
+    with pytest.raises(ValueError, match="expected some of shared-bank"):
+        Bench(server_run="r", out_dir="o", methods=("fedsgd",))
+
+
+@pytest.mark.slow
+def test_the_command_runs_two_methods_and_writes_the_table_curves_and_memory(tiny_run, tmp_path, monkeypatch):
+    args = [
+        *("--server-run", str(tiny_run), "--out", str(tmp_path)),
+        *("--devices", "6", "--rounds", "2", "--seeds", "1", "--methods", "shared-bank,none"),
+        *("--unseen-identities", "30", "--set", "batch-size=8", "--set", "k=3"),
+    ]
+    summary = one_owner.main(args)
+
+    table = (tmp_path / "one-owner.md").read_text()
+    for row in ("server model (no fine-tuning)", "shared bank, public negatives", "own row only + spread-out"):
+        assert f"| {row} |" in table
+    written = json.loads((tmp_path / "one-owner.json").read_text())
+    assert (tmp_path / "one-owner.png").stat().st_size > 0
+    for method in ("shared-bank", "none"):
+        final = written["final"][method]
+        assert set(final) == set(METRICS)
+        assert all(0.0 <= final[k]["mean"] <= 1.0 and final[k]["std"] == 0.0 for k in METRICS)
+        assert list(written["curves"][method]) == ["0", "1", "2"]
+        assert written["peak_pss_gib"][method] > 0.1
+        result = json.loads((tmp_path / "seed-0" / method / "result.json").read_text())
+        assert result["final"]["one-owner/counts/owners"] == 6.0
+        assert result["final"]["one-owner/counts/impostor-pairs"] >= 1000  # FAR = 1e-3 is observable
+        assert result["final"]["one-owner/counts/non-mated-searches"] >= 100  # FPIR = 1e-2 is observable
+
+    def no_training(*_args, **_kwargs):
+        raise AssertionError("a finished (method, seed) must be read back, not trained again")
+
+    monkeypatch.setattr("nptface.simulation.run.simulate", no_training)
+    assert one_owner.main(args)["table"] == summary["table"]
