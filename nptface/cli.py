@@ -428,7 +428,14 @@ def _calibrate(args: argparse.Namespace) -> int:
     from nptface.on_device.calibration import calibrate
 
     name = args.name or Path(args.data).resolve().name
-    fars = None if args.fars is None else [float(f) for f in args.fars.split(",") if f.strip()]
+    try:
+        fars = None if args.fars is None else [float(f) for f in args.fars.split(",") if f.strip()]
+    except ValueError:
+        fars = []
+    if fars is not None and not (fars and all(0 < far < 1 for far in fars)):
+        raise UsageError(
+            f"nptface calibrate: --fars takes false accept rates in (0, 1), like 1e-3,1e-4; got {args.fars!r}"
+        )
     model = _device_model(args)
     point = calibrate(model, args.data, fars)
     bundle = add_operating_point(model.bundle.root, name, point, overwrite=args.overwrite)

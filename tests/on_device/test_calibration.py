@@ -155,3 +155,9 @@ def test_orl_thresholds_calibrated_on_20_people_hold_their_far_on_the_other_20(b
     for code, result in results:
         assert (result["operating_point"], result["far"]) == ("orl-calibration", 0.1)
         assert result["threshold"] == model.bundle.threshold(1e-1) and code == (0 if result["match"] else 1)
+
+
+@pytest.mark.parametrize("fars", ["1e-3,often", "2", ","])
+def test_fars_that_are_not_rates_are_refused_before_anything_is_read(fars, tmp_path, capsys):
+    assert main(["calibrate", "--bundle", str(tmp_path / "none"), "--data", str(tmp_path), "--fars", fars]) == 2
+    assert "--fars takes false accept rates in (0, 1)" in capsys.readouterr().err
