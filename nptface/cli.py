@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nptface import __version__
+from nptface.core.cpu_threads import prefer_passive_waiting
 
 if TYPE_CHECKING:
     from nptface.on_device.runtime import DeviceModel
@@ -877,6 +878,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    prefer_passive_waiting()  # before any command imports torch, which starts OpenMP
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"

@@ -14,8 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nptface.core.datasets import InMemoryFaceDataset
-from nptface.edge_export.evalset import synthetic_sets
+from nptface.core.cpu_threads import prefer_passive_waiting
+
+prefer_passive_waiting()  # as the command line does, before torch starts OpenMP: tests share busy machines
+
+from nptface.core.datasets import InMemoryFaceDataset  # noqa: E402
+from nptface.edge_export.evalset import synthetic_sets  # noqa: E402
 
 TINY_RUN = [
     "data.identities=40",

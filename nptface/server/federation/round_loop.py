@@ -19,7 +19,9 @@ and take the replies' bank rows; otherwise the round is rolled back to the previ
 and logged. Then the clients evaluate, observers see what the clients were sent
 (:mod:`~nptface.server.federation.observer`) and the round is checkpointed atomically. The round
 goes on with the replies it has. The server never starts from, resumes or exports an unusable
-backbone: that is a :class:`FederationError`.
+backbone: that is a :class:`FederationError`. Clients are taken in partition order everywhere (never
+by node id, which Flower draws at random, nor by arrival), so a seeded run is bit for bit the same
+when rerun, as long as the same clients answer in time.
 """
 
 from __future__ import annotations
@@ -165,6 +167,7 @@ class Federation:
             )
             for n in unknown
         ]
+        announced = []
         for reply in grid.send_and_receive(messages, timeout=self.config.round_timeout_s):
             node = reply.metadata.src_node_id
             if reply.has_error():
@@ -175,19 +178,30 @@ class Federation:
             except (KeyError, TypeError, ValueError) as error:
                 logger.warning("node %d: malformed registration (%s); ignored", node, error)
                 continue
+            announced.append((partition, node, ids))
+        for partition, node, ids in sorted(announced, key=lambda a: a[:2]):  # arrival order must not matter
             problem = self.registry.admit(node, partition, ids, self.state.bank)
             if problem:
                 logger.warning("node %d: registration refused: %s", node, problem)
 
+    def by_partition(self, nodes: list[int]) -> list[int]:
+        """Registered ``nodes`` in partition order.
+
+        Flower draws node ids at random each run, so a seeded run orders by the partition a node
+        serves: the sample, the order in which clients draw their random negatives from the round's
+        generator, and every sum over clients are then the same in a rerun.
+        """
+        return sorted((n for n in nodes if n in self.registry.nodes), key=lambda n: self.registry.nodes[n].partition)
+
     def _sample(self, nodes: list[int], round_number: int) -> list[int]:
-        eligible = [n for n in nodes if n in self.registry.nodes]
+        eligible = self.by_partition(nodes)
         if len(eligible) < self.config.min_nodes:
             raise FederationError(
                 f"round {round_number}: {len(eligible)} registered node(s), min-nodes is {self.config.min_nodes}"
             )
         n_sample = max(self.config.min_nodes, int(round(self.config.fraction_train * len(eligible))))
         picks = self.rng.choice(len(eligible), size=min(n_sample, len(eligible)), replace=False)
-        return sorted(eligible[int(i)] for i in picks)  # node ids exceed int64: never via numpy
+        return [eligible[int(i)] for i in sorted(picks)]  # node ids exceed int64: never via numpy
 
     def train_content(
         self, node: int, round_number: int, backbone: ArrayRecord, bank_ids: list[str], in_bank: set[str]
@@ -266,7 +280,9 @@ class Federation:
         )
         messages = [Message(content, dst_node_id=n, message_type="evaluate") for n in nodes]
         reports = []
-        for reply in grid.send_and_receive(messages, timeout=self.config.round_timeout_s):
+        replies = grid.send_and_receive(messages, timeout=self.config.round_timeout_s)
+        order = {node: rank for rank, node in enumerate(self.by_partition(nodes))}
+        for reply in sorted(replies, key=lambda r: order.get(r.metadata.src_node_id, len(order))):
             if reply.has_error():
                 logger.warning("node %d: local evaluation failed: %s", reply.metadata.src_node_id, reply.error.reason)
                 continue

@@ -147,7 +147,9 @@ class DeviceSection:
     amp: str = "bf16"  # bf16 | none (CUDA only; CPU runs in fp32)
     channels_last: bool = True  # CUDA only
     compile: bool = False
-    cpu_threads: int = 0  # 0 = all cores this process may use
+    # 0 = the cores this process may use that the load average leaves idle, at least one
+    # (nptface.core.cpu_threads); on a shared machine set it to what you can count on (often 1)
+    cpu_threads: int = 0
 
 
 @dataclass
@@ -444,6 +446,8 @@ def validate(config: TrainConfig, source: str) -> None:
         )
     if config.device.amp not in ("bf16", "none"):
         fail(f"device.amp must be bf16 or none, got {config.device.amp!r}")
+    if config.device.cpu_threads < 0:
+        fail(f"device.cpu_threads must be >= 0 (0 = the idle cores), got {config.device.cpu_threads}")
     for i, eval_set in enumerate(config.eval.sets):
         if eval_set.kind not in ("synthetic", "imagefolder", "bin", "lfw"):
             fail(f"eval.sets[{i}].kind must be synthetic, imagefolder, bin or lfw, got {eval_set.kind!r}")

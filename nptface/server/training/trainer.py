@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from nptface.core.atomic import atomic_write_bytes, atomic_write_json
 from nptface.core.checkpoint import CheckpointMeta, save_checkpoint
+from nptface.core.cpu_threads import auto_cpu_threads
 from nptface.core.evaluation import EvaluationResult, evaluate_model
 from nptface.core.heads import ProxyHead, ScalableNPTHead, build_head, head_defaults
 from nptface.core.losses import check_npt_margin
@@ -315,8 +316,10 @@ class Trainer:
 
     def _configure_backend(self) -> None:
         if self.device.type == "cpu":
-            threads = self.config.device.cpu_threads or len(os.sched_getaffinity(0))
-            torch.set_num_threads(max(1, threads // self.context.world_size))
+            threads, why = auto_cpu_threads(self.config.device.cpu_threads, self.context.world_size)
+            torch.set_num_threads(threads)
+            if self.context.is_main:
+                logger.info("%d CPU thread(s) per rank (%s)", threads, why)
             if self.config.run.deterministic:
                 torch.use_deterministic_algorithms(True, warn_only=True)
         else:

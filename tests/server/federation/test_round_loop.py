@@ -40,20 +40,25 @@ SMALL = {
 
 
 class InProcessGrid:
-    """Flower's Grid contract served in this process: node ``100 + p`` runs partition ``p``."""
+    """Flower's Grid contract served in this process: node ``nodes[p]`` (default ``100 + p``) runs partition ``p``.
 
-    def __init__(self, partitions: int) -> None:
+    ``reverse_replies`` hands the replies back last first, as a round whose clients finish in another order.
+    """
+
+    def __init__(self, partitions: int, nodes: list[int] | None = None, reverse_replies: bool = False) -> None:
         self.app = make_client_app()
+        nodes = nodes or [100 + p for p in range(partitions)]
         self.contexts = {
-            100 + p: Context(
+            nodes[p]: Context(
                 run_id=1,
-                node_id=100 + p,
+                node_id=nodes[p],
                 state=RecordDict(),
                 run_config={},
                 node_config={"partition-id": p, "num-partitions": partitions},
             )
             for p in range(partitions)
         }
+        self.reverse_replies = reverse_replies
         self.sent: list[Message] = []
 
     def get_node_ids(self) -> list[int]:
@@ -67,7 +72,7 @@ class InProcessGrid:
                 replies.append(self.app(message, self.contexts[message.metadata.dst_node_id]))
             except Exception as error:  # what Flower turns a crashed ClientApp into
                 replies.append(Message(Error(code=0, reason=str(error)), reply_to=message))
-        return replies
+        return replies[::-1] if self.reverse_replies else replies
 
 
 @pytest.fixture(autouse=True)
@@ -105,6 +110,24 @@ def test_two_rounds_register_train_aggregate_evaluate_and_show_observers_what_wa
         np.testing.assert_array_equal(client.negative_rows, message.content[protocol.NEGATIVES]["rows"].numpy())
         assert set(client.negative_ids) <= set(server_ids), "public sharing: only the server's identities"
     assert views[0].settings.image_size == 32
+
+
+def test_a_seeded_run_is_bit_identical_whatever_the_node_ids_and_the_order_replies_arrive_in(tiny_run, tmp_path):
+    # Flower draws node ids at random each run; the server must key everything on the partition.
+    runs = []
+    for name, grid in (
+        ("a", InProcessGrid(3, nodes=[101, 102, 103])),
+        ("b", InProcessGrid(3, nodes=[903, 502, 7], reverse_replies=True)),
+    ):
+        config = _config(tiny_run, tmp_path / name, **{"num-rounds": 2, "negatives-random": 4})
+        runs.append(Federation(config).run(grid))
+    first, second = runs
+    assert first.backbone.keys() == second.backbone.keys()
+    for key in first.backbone:
+        assert torch.equal(first.backbone[key], second.backbone[key]), key
+    assert first.bank.ids == second.bank.ids
+    np.testing.assert_array_equal(first.bank.rows, second.bank.rows)
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
 
 
 def test_a_failing_client_is_counted_and_the_round_goes_on(tiny_run, tmp_path):

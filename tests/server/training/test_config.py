@@ -56,6 +56,7 @@ def test_inheritance_loops_are_reported(tmp_path):
         (['head.name="arcface"', "head.params={}", "head.shard_proxies=true"], "shard_proxies = true needs"),
         (["head.candidate_rate=0.1", "head.shard_proxies=true"], "shard_proxies = true needs"),
         (["head.shard_proxies=true"], r'head.shard_proxies = true needs head.params.negatives = "hardest"'),
+        (["device.cpu_threads=-1"], r"device.cpu_threads must be >= 0 \(0 = the idle cores\), got -1"),
     ],
 )
 def test_bad_values_name_the_key(overrides, message):
