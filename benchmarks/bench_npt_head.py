@@ -155,8 +155,7 @@ def build_step(variant: str, classes: int, dim: int, chunk_size: int) -> Callabl
     sparse = variant in (SPARSE_NPT, CANDIDATES)
     optimizer = sgd(head, sparse=sparse)
     if sparse:
-        head.sparse_grad = True
-        head.before_gather = functools.partial(optimizer.catch_up_rows, head.proxies)
+        head.lazy_rows = optimizer.lazy_rows(head.proxies)
 
     def step(embeddings: torch.Tensor, labels: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)

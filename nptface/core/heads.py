@@ -14,7 +14,6 @@ import inspect
 import math
 import types
 import typing
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +31,7 @@ from nptface.core.losses import (
 )
 from nptface.core.scalable_npt import (
     DEFAULT_CHUNK_SIZE,
+    LazyRows,
     nearest_proxy_cosines,
     selected_npt_loss,
 )
@@ -243,16 +243,14 @@ class ScalableNPTHead(ProxyHead):
     among a random ``candidate_rate`` share of the classes plus each batch class's previous top-k.
     ``negatives="semihard"`` selects semi-hard negatives as :class:`NPTHead` does; the nearest
     proxy for ``predictions`` then takes a second (gradient-free) search for the single hardest.
-    ``sparse_grad = True`` (an attribute, like ``nn.Embedding``'s ``sparse``: how the gradient is
-    stored, not what is learnt) makes ``proxies.grad`` a sparse COO tensor of the touched rows,
-    for an optimiser that updates only those (the trainer's ``optim.sparse_proxies``);
-    ``before_gather``, when set, is called with the selected ``[B, 1 + k]`` row indices before
-    they are read with autograd (such an optimiser catches those rows up there).
+    ``lazy_rows`` (an attribute, set by the trainer's ``optim.sparse_proxies``: how the proxies
+    are stored and updated, not what is learnt) is the optimiser's
+    :class:`~nptface.core.scalable_npt.LazyRows` view: the head then reads every row through it
+    and ``proxies.grad`` is a sparse COO tensor of the touched rows.
     """
 
     name = "scalable_npt"
-    sparse_grad = False
-    before_gather: Callable[[torch.Tensor], None] | None = None
+    lazy_rows: LazyRows | None = None
 
     def __init__(
         self,
@@ -296,8 +294,7 @@ class ScalableNPTHead(ProxyHead):
             self.chunk_size,
             candidates,
             self.negatives,
-            self.sparse_grad,
-            self.before_gather,
+            self.lazy_rows,
         )
         if candidates is not None:
             self.neighbours[labels] = index[:, 1:].detach()
@@ -307,7 +304,7 @@ class ScalableNPTHead(ProxyHead):
         if self.negatives != "hardest":
             with torch.no_grad():
                 selected, nearest = nearest_proxy_cosines(
-                    embeddings, self.proxies, labels, 1, self.chunk_size, candidates
+                    embeddings, self.proxies, labels, 1, self.chunk_size, candidates, lazy_rows=self.lazy_rows
                 )
         predictions = torch.where(selected[:, 0] > selected[:, 1], labels, nearest[:, 1])
         return HeadOutput(loss=loss, cosines=cosines, predictions=predictions)

@@ -22,16 +22,18 @@ rounding error.
 
 The proxy gradient is dense by default: gathering ``proxies[index]`` under autograd
 backpropagates as an ``index_put_`` with accumulation into a zero ``[C, d]`` tensor, which lands
-in ``proxies.grad`` like any other parameter's, so plain SGD works. With ``sparse_grad=True`` the
-rows are gathered by ``F.embedding(..., sparse=True)`` instead, and ``proxies.grad`` is a sparse
-COO tensor of the B·(k+1) touched rows, the same values without the ``[C, d]`` zeros; the
-optimiser must then accept it (:class:`~nptface.server.training.lazy_sgd.LazyRowSGD` updates
-those rows only, with momentum and weight decay of the others applied lazily and exactly).
+in ``proxies.grad`` like any other parameter's, so plain SGD works. With ``lazy_rows`` (a
+:class:`LazyRows`, kept by an optimiser that writes only the rows a step touched, such as the
+trainer's ``LazyRowSGD``) the search reads every row through it as it is *now* (the optimiser
+catches untouched rows up on the fly, chunk by chunk, without writing them), the selected rows
+are brought up to date in place, and they are gathered by ``F.embedding(..., sparse=True)``:
+``proxies.grad`` is then a sparse COO tensor of the B·(k+1) touched rows, the same values without
+the ``[C, d]`` zeros.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +50,18 @@ from nptface.core.losses import (
 )
 
 DEFAULT_CHUNK_SIZE = 65536
+
+
+class LazyRows(Protocol):
+    """Proxy rows an optimiser updates lazily: read them as they are now, or bring some up to date."""
+
+    def read(self, rows: slice | torch.Tensor) -> torch.Tensor:
+        """The current values of ``proxies[rows]``, not to be written to (nothing is written back)."""
+        ...
+
+    def refresh(self, rows: torch.Tensor) -> None:
+        """Write the current values of ``proxies[rows]`` into the parameter (before autograd reads them)."""
+        ...
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -94,6 +108,7 @@ def streamed_topk_cosines(
     k: int,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     negatives: Negatives = "hardest",
+    lazy_rows: LazyRows | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The k largest non-target cosines of each sample, without materialising ``[B, C]``.
 
@@ -102,12 +117,14 @@ def streamed_topk_cosines(
     with the negatives in descending order, no gradient, in at least float32.
     ``negatives="semihard"`` returns the k semi-hard negatives instead (a running top-k of
     :func:`~nptface.core.losses.semihard_key`, exact for the same reason), semi-hard ones first.
+    With ``lazy_rows`` every row is read through it (see the module docstring).
     """
     n_neg = _check_problem(embeddings_normalised, proxies, labels, k, chunk_size)
     check_negatives(negatives)
     dtype = _compute_dtype(torch.promote_types(embeddings_normalised.dtype, proxies.dtype))
     queries = embeddings_normalised.to(dtype)
-    positive = F.normalize(proxies[labels].to(dtype), dim=1)
+    read = proxies.__getitem__ if lazy_rows is None else lazy_rows.read
+    positive = F.normalize(read(labels).to(dtype), dim=1)
     pos_values = (queries * positive).sum(dim=1)
     batch = queries.shape[0]
     rows = torch.arange(batch, device=queries.device)
@@ -115,7 +132,7 @@ def streamed_topk_cosines(
     # Placeholders never survive: there are at least k finite negatives, all above -inf.
     best_indices = torch.full((batch, n_neg), -1, dtype=torch.long, device=queries.device)
     for start in range(0, proxies.shape[0], chunk_size):
-        chunk = F.normalize(proxies[start : start + chunk_size].to(dtype), dim=1)
+        chunk = F.normalize(read(slice(start, start + chunk_size)).to(dtype), dim=1)
         cosines = queries @ chunk.t()
         local = labels - start
         own = (local >= 0) & (local < chunk.shape[0])
@@ -140,6 +157,7 @@ def candidate_topk_indices(
     candidates: torch.Tensor,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     negatives: Negatives = "hardest",
+    lazy_rows: LazyRows | None = None,
 ) -> torch.Tensor:
     """Indices ``[B, k]`` of the k nearest negatives found among ``candidates`` (an approximation).
 
@@ -153,7 +171,12 @@ def candidate_topk_indices(
         raise ValueError(f"the candidate pool holds {pool.numel()} classes; k={k} negatives need at least {k + 1}")
     local_labels = torch.searchsorted(pool, labels.long())
     _, local_negatives, _ = streamed_topk_cosines(
-        embeddings_normalised, proxies[pool], local_labels, k, chunk_size, negatives
+        embeddings_normalised,
+        proxies[pool] if lazy_rows is None else lazy_rows.read(pool),
+        local_labels,
+        k,
+        chunk_size,
+        negatives,
     )
     return pool[local_negatives]
 
@@ -166,8 +189,7 @@ def nearest_proxy_cosines(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     candidates: torch.Tensor | None = None,
     negatives: Negatives = "hardest",
-    sparse_grad: bool = False,
-    before_gather: Callable[[torch.Tensor], None] | None = None,
+    lazy_rows: LazyRows | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``[B, 1 + k]`` cosines NPT reads, with autograd, and the proxy rows they came from.
 
@@ -176,23 +198,26 @@ def nearest_proxy_cosines(
     ``embeddings`` and into the gathered rows of ``proxies`` only. With ``candidates`` (class
     ids) the negatives are searched among those only: see :func:`candidate_topk_indices`.
     ``negatives="semihard"`` selects semi-hard negatives (see :func:`streamed_topk_cosines`).
-    ``sparse_grad`` makes the proxies' gradient a sparse COO tensor of the gathered rows;
-    ``before_gather(index)``, when given, runs on the selected ``[B, 1 + k]`` rows before they are
-    read with autograd (a lazy optimiser brings them up to date there).
+    With ``lazy_rows`` the search reads rows through it, the selected rows are brought up to date
+    before autograd reads them, and the proxies' gradient is a sparse COO tensor of those rows.
     """
     n_neg = _check_problem(embeddings, proxies, labels, k, chunk_size)
     dtype = _compute_dtype(torch.promote_types(embeddings.dtype, proxies.dtype))
     queries = F.normalize(embeddings.to(dtype), dim=1)
     if candidates is None:
-        _, neg_indices, _ = streamed_topk_cosines(queries.detach(), proxies, labels, n_neg, chunk_size, negatives)
+        _, neg_indices, _ = streamed_topk_cosines(
+            queries.detach(), proxies, labels, n_neg, chunk_size, negatives, lazy_rows
+        )
     else:
         neg_indices = candidate_topk_indices(
-            queries.detach(), proxies, labels, n_neg, candidates, chunk_size, negatives
+            queries.detach(), proxies, labels, n_neg, candidates, chunk_size, negatives, lazy_rows
         )
     index = torch.cat([labels[:, None].long(), neg_indices], dim=1)
-    if before_gather is not None:
-        before_gather(index)
-    rows = F.embedding(index, proxies, sparse=True) if sparse_grad else proxies[index]
+    if lazy_rows is None:
+        rows = proxies[index]
+    else:
+        lazy_rows.refresh(index)
+        rows = F.embedding(index, proxies, sparse=True)
     gathered = F.normalize(rows.to(dtype), dim=2)
     cosines = torch.bmm(gathered, queries[:, :, None]).squeeze(2)
     return cosines, index

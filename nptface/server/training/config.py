@@ -107,10 +107,10 @@ class OptimSection:
     weight_decay_backbone: float = WeightDecay.backbone
     grad_clip: float = 0.0  # max global grad norm; 0 disables
     # The streamed NPT head's proxies: true = a sparse gradient of the B*(k+1) touched rows and
-    # LazyRowSGD (nptface.server.training.lazy_sgd: only those rows written, momentum and weight
-    # decay of the others caught up exactly when next read; the top-k search sees rows as last
-    # written); false = dense gradient and SGD over all rows. "auto" is false until the accuracy
-    # check against dense SGD is in. In the config hash only when true.
+    # LazyRowSGD (nptface.server.training.lazy_sgd: only those rows written, the others' momentum
+    # and weight decay applied lazily, exactly: the run is dense SGD's up to rounding); false =
+    # dense gradient and SGD over all rows. "auto" is false until the accuracy check against dense
+    # SGD is in. In the config hash only when true.
     sparse_proxies: bool | str = "auto"
 
 

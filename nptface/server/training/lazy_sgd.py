@@ -15,18 +15,17 @@ weight decay and by the still-running momentum); with a schedule the rate change
 so no single power serves, and :class:`LazyRowSGD` instead keeps, per parameter, the product of
 the matrices since every step (``[steps + 1, 2, 2]`` in float64, one matrix multiply per step).
 A row is caught up with its product when it is next touched, then takes the ordinary SGD step on
-its gradient; the head calls :meth:`~LazyRowSGD.catch_up_rows` on its selected rows before it
-reads them with autograd, so their cosines and gradients are computed at dense SGD's values.
+its gradient. The head never sees a stale row: its top-k search reads every row through
+:meth:`~LazyRowSGD.lazy_rows` (:meth:`~LazyRowSGD.current_rows` applies the products to each
+chunk on the fly, writing nothing: one extra read of the momentum and a multiply-add per element),
+and the selected rows are caught up in place (:meth:`~LazyRowSGD.catch_up_rows`) before autograd
+reads them, so cosines, selection and gradients are dense SGD's.
 
-What is exact and what is not. A row's weight and momentum, whenever caught up, are dense SGD's
-for the gradients it received (up to rounding: the product is applied in one go instead of n
-rounded steps; with momentum 0 and weight decay 0 the touched rows are bit-for-bit dense SGD's).
-The one approximation is in the top-k *search*, which streams all C rows as last written: weight
-decay only rescales a row, which no cosine sees, so without momentum the search, and hence the
-whole run, is dense SGD's (up to rounding and ties); with momentum a row keeps drifting for a
-few 1/(1 − μ) steps after its last gradient, by ``−η·μ²·b`` per step (Nesterov) and geometrically
-less each step, and the search ranks it without that drift until it is selected. Partial FC's
-sparse update is coarser: it freezes the weight *and* the momentum of rows outside the sample.
+What is exact. Nothing is approximated: the run is dense SGD's up to floating-point rounding (the
+product is applied in one go instead of n rounded steps, about 1e-7 relative) and what rounding
+does to near-ties in the top-k; with momentum 0 and weight decay 0 the written rows are
+bit-for-bit dense SGD's. Partial FC's sparse update, by contrast, is an approximation: it freezes
+the weight and the momentum of every row outside the sample.
 
 :meth:`LazyRowSGD.catch_up` brings every row up to date (one dense pass) and forgets the products;
 the trainer calls it before checkpoints, evaluation and the final export, and
@@ -150,6 +149,25 @@ class LazyRowSGD(torch.optim.SGD):
         p[rows] = weights.add_(update, alpha=-lr)
         clock.advance(untouched_step_matrix(lr, decay, momentum, nesterov), rows)
 
+    def lazy_rows(self, p: torch.Tensor) -> _CurrentRows:
+        """``p`` as the streamed head reads it (:class:`~nptface.core.scalable_npt.LazyRows`): rows as they are now."""
+        return _CurrentRows(self, p)
+
+    @torch.no_grad()
+    def current_rows(self, p: torch.Tensor, rows: slice | torch.Tensor) -> torch.Tensor:
+        """``p[rows]`` as dense SGD has it now, computed on the fly (nothing written; may be a view of ``p``)."""
+        weights = p.detach()[rows]
+        clock = self._clocks.get(p)
+        if clock is None:
+            return weights
+        owed = clock.products[clock.row_step[rows]].to(p.dtype)
+        shape = (*owed.shape[:-2],) + (1,) * (weights.ndim - owed.ndim + 2)
+        current = owed[..., 0, 0].reshape(shape) * weights
+        buffer = self.state[p].get("momentum_buffer")
+        if buffer is not None:
+            current += owed[..., 0, 1].reshape(shape) * buffer[rows]
+        return current
+
     @torch.no_grad()
     def catch_up_rows(self, p: torch.Tensor, rows: torch.Tensor) -> None:
         """Bring rows ``rows`` of ``p`` up to date before a forward reads them (cosines, gradients at dense values)."""
@@ -194,6 +212,19 @@ class LazyRowSGD(torch.optim.SGD):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._clocks.clear()
         super().load_state_dict(state_dict)
+
+
+class _CurrentRows:
+    """A lazily updated parameter, read as it is now: what :class:`LazyRowSGD.lazy_rows` hands the head."""
+
+    def __init__(self, optimizer: LazyRowSGD, p: torch.Tensor) -> None:
+        self.optimizer, self.p = optimizer, p
+
+    def read(self, rows: slice | torch.Tensor) -> torch.Tensor:
+        return self.optimizer.current_rows(self.p, rows)
+
+    def refresh(self, rows: torch.Tensor) -> None:
+        self.optimizer.catch_up_rows(self.p, rows)
 
 
 def _apply(owed: torch.Tensor, weights: torch.Tensor, velocity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

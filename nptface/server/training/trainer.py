@@ -20,7 +20,6 @@ from the shards), so that holds with sharding too. Only rank 0 logs, evaluates a
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import math
@@ -227,8 +226,7 @@ class Trainer:
         sparse = self._sparse_choice()
         self.optimizer = build_optimizer(self.backbone, self.head, config.optim, sparse)
         if isinstance(self.optimizer, LazyRowSGD):
-            self.head.sparse_grad = True
-            self.head.before_gather = functools.partial(self.optimizer.catch_up_rows, self.head.proxies)
+            self.head.lazy_rows = self.optimizer.lazy_rows(self.head.proxies)
         self.backbone.to(self.device)
         self.head.to(self.device)
         if self.device.type == "cuda" and config.device.channels_last:

@@ -12,6 +12,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 from nptface.core.scalable_npt import scalable_npt_loss, selected_npt_loss
+from nptface.server.training.lazy_sgd import LazyRowSGD
 from nptface.server.training.sharding.sharded_npt import sharded_npt_loss, sharded_selected_cosines
 
 C, D, B_LOCAL, WORLD = 23, 8, 5, 2  # 23 rows split 12 / 11: shards of unequal size
@@ -41,7 +42,8 @@ def _worker(rank: int, port: int, k: int, out: str, sparse: bool) -> None:
         shard = proxies[start:end].float().requires_grad_()
         local_labels = labels[rank * B_LOCAL : (rank + 1) * B_LOCAL]
         if sparse:
-            cosines, _ = sharded_selected_cosines(local, local_labels, shard, start, C, k, 5, sparse_grad=True)
+            rows = LazyRowSGD([shard], lr=0.1).lazy_rows(shard)
+            cosines, _ = sharded_selected_cosines(local, local_labels, shard, start, C, k, 5, rows)
             loss = selected_npt_loss(cosines, 1.0, 1.0, "mean") / WORLD
         else:
             loss = sharded_npt_loss(local, local_labels, shard, start, C, k=k, chunk_size=5)

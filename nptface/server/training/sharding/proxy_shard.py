@@ -16,7 +16,6 @@ federation read.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,7 +24,7 @@ from torch import nn
 
 from nptface.core.heads import HeadOutput, NPTHead, ProxyHead, ScalableNPTHead
 from nptface.core.optim_recipe import PROXY_GROUP
-from nptface.core.scalable_npt import selected_npt_loss
+from nptface.core.scalable_npt import LazyRows, selected_npt_loss
 from nptface.server.training.sharding.sharded_npt import sharded_selected_cosines
 
 
@@ -46,13 +45,11 @@ class ShardedNPTHead(nn.Module):
     :meth:`hparams` are that head's: checkpoints describe the model, not how it was trained.
     ``forward`` returns this rank's share of the loss (the global loss divided by the world
     size, see :mod:`nptface.server.training.sharding.sharded_npt`: backbone gradients must then be multiplied by
-    the world size) and the predictions of this rank's own samples. ``sparse_grad`` and
-    ``before_gather`` are :class:`~nptface.core.heads.ScalableNPTHead`'s (the trainer's
-    ``optim.sparse_proxies``).
+    the world size) and the predictions of this rank's own samples. ``lazy_rows`` is
+    :class:`~nptface.core.heads.ScalableNPTHead`'s (the trainer's ``optim.sparse_proxies``).
     """
 
-    sparse_grad = False
-    before_gather: Callable[[torch.Tensor], None] | None = None
+    lazy_rows: LazyRows | None = None
 
     def __init__(self, source: ProxyHead, rank: int, world_size: int, chunk_size: int) -> None:
         super().__init__()
@@ -97,8 +94,7 @@ class ShardedNPTHead(nn.Module):
             self.num_classes,
             self.k,
             self.chunk_size,
-            self.sparse_grad,
-            self.before_gather,
+            self.lazy_rows,
         )
         loss = selected_npt_loss(cosines, self.delta, self.r, "mean") / self.world_size
         # The selected cosines of the whole global batch are on every rank already: the nearest

@@ -18,14 +18,12 @@ single-process loss on the full matrix.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
 from nptface.core.losses import Reduction
-from nptface.core.scalable_npt import DEFAULT_CHUNK_SIZE, selected_npt_loss, streamed_topk_cosines
+from nptface.core.scalable_npt import DEFAULT_CHUNK_SIZE, LazyRows, selected_npt_loss, streamed_topk_cosines
 
 
 class _AllGather(torch.autograd.Function):
@@ -73,8 +71,7 @@ def sharded_selected_cosines(
     num_classes: int,
     k: int = 6,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-    sparse_grad: bool = False,
-    before_gather: Callable[[torch.Tensor], None] | None = None,
+    lazy_rows: LazyRows | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``[W * B, 1 + k]`` cosines NPT reads for the whole global batch, and their proxy rows.
 
@@ -83,9 +80,8 @@ def sharded_selected_cosines(
     cosines carry autograd into ``embeddings`` and ``shard`` (see the module doc for the scale).
     ``embeddings``/``labels`` are this rank's local batch (labels are global class ids);
     ``shard`` holds proxy rows ``shard_start .. shard_start + len(shard)`` of ``num_classes``.
-    Every rank must pass the same local batch size. ``sparse_grad`` and ``before_gather`` (called
-    with the shard-local rows about to be read) are as in
-    :func:`~nptface.core.scalable_npt.nearest_proxy_cosines`.
+    Every rank must pass the same local batch size. ``lazy_rows`` (the shard's rows, by local
+    index) is as in :func:`~nptface.core.scalable_npt.nearest_proxy_cosines`.
     """
     world = dist.get_world_size()
     if not 0 < k < num_classes:
@@ -102,7 +98,8 @@ def sharded_selected_cosines(
         local = all_labels - shard_start
         owned = (local >= 0) & (local < size)
         search_labels = torch.where(owned, local, torch.full_like(local, size))
-        padded = torch.cat([shard.detach().float(), shard.new_zeros(1, shard.shape[1]).float()])
+        current = shard.detach() if lazy_rows is None else lazy_rows.read(slice(None))
+        padded = torch.cat([current.float(), shard.new_zeros(1, shard.shape[1]).float()])
         values, indices, _ = streamed_topk_cosines(
             queries.detach(), padded, search_labels, min(k + 1, size), chunk_size
         )
@@ -117,9 +114,11 @@ def sharded_selected_cosines(
     mine = (index >= shard_start) & (index < shard_start + size)
     # Cells whose row lives on another rank read local row 0 and are masked: a zero gradient there.
     local_index = torch.where(mine, index - shard_start, torch.zeros_like(index))
-    if before_gather is not None:
-        before_gather(local_index)
-    gathered = F.embedding(local_index, shard, sparse=True) if sparse_grad else shard[local_index]
+    if lazy_rows is None:
+        gathered = shard[local_index]
+    else:
+        lazy_rows.refresh(local_index)
+        gathered = F.embedding(local_index, shard, sparse=True)
     rows = F.normalize(gathered.float(), dim=2)
     partial = torch.bmm(rows, queries[:, :, None]).squeeze(2) * mine
     return _AllReduceSum.apply(partial), index
