@@ -746,7 +746,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--onnx-int8-recipes",
         help="ONNX int8 attempts in order (default: all of minmax, entropy, "
         "percentile, minmax-float-ends, minmax-int16-activations): the calibration methods are all "
-        "tried, then remedies until one passes the gate",
+        "tried, then remedies until one passes the gate; int16-activation recipes build the onnx-w8a16 "
+        "fallback, only when onnx-int8 (8-bit activations) is rejected",
     )
     export.add_argument("--allow-partial", action="store_true", help="exit 0 even when a variant is rejected")
     export.add_argument("--overwrite", action="store_true", help="replace an existing bundle")

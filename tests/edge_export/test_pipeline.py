@@ -100,12 +100,14 @@ def test_every_variant_names_its_weight_and_activation_precision_and_int8_means_
     manifest = load_bundle(full_bundle.bundle_dir).manifest
     for variant in manifest["variants"] + manifest["rejected"]:
         assert variant["weights"] and variant["activations"], variant["name"]
-        if variant["name"].endswith("-int8"):
+        if variant["format"] in ("onnx", "tflite") and variant["name"].endswith("-int8"):
             assert variant["weights"] == "int8" and variant["activations"].startswith("int8"), variant
         if variant["name"].endswith("-w8a16"):
             assert (variant["weights"], variant["activations"]) == ("int8", "int16"), variant
     dynamic = next(v for v in manifest["variants"] + manifest["rejected"] if v["name"] == "tflite-int8-dynamic")
     assert dynamic["activations"].startswith("fp32")
+    coreml = next(v for v in manifest["variants"] + manifest["rejected"] if v["name"] == "coreml-int8")
+    assert (coreml["weights"], coreml["activations"]) == ("int8", "fp16"), "Core ML int8 compresses weights only"
     card = (full_bundle.bundle_dir / "README.md").read_text()
     assert "| weights | activations |" in card
 
