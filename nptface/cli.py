@@ -281,7 +281,9 @@ def _run_fed_simulate(args: argparse.Namespace) -> int:
         print(result.table)
         print(f"table: {result.out_dir / 'privacy.md'}; runs under {result.out_dir}/sharing-<mode>/")
         return 0
-    experiment = run_experiment(config, baselines=not args.no_baselines, cpus_per_client=args.cpus_per_client)
+    experiment = run_experiment(
+        config, baselines=not args.no_baselines, cpus_per_client=args.cpus_per_client, progress=not args.no_progress
+    )
     print(experiment.table)
     print(
         f"report: {experiment.out_dir / 'report.md'} (curves {experiment.out_dir / 'federated.png'}, results.json); "
@@ -771,6 +773,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--proxy-sharing",
         metavar="MODES",
         help="all|public|none|dp|local-heads; several, comma-separated, give the privacy table",
+    )
+    simulate.add_argument(
+        "--no-progress", action="store_true", help="one plain line per round phase instead of a progress bar"
     )
     simulate.add_argument("--attack", choices=["linkage"], help="measure the proxy-linkage attack every round")
     simulate.add_argument(

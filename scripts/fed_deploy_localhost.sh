@@ -95,8 +95,8 @@ until status=$(status_of_run) && [[ $status == finished* ]]; do
     sleep 2
 done
 if [[ $status != finished:completed* ]]; then
-    echo "run $run_id ended ${status%%$'\t'*}: ${status#*$'\t'}" >&2
     show_logs
+    echo "run $run_id ended ${status%%$'\t'*}: ${status#*$'\t'}" >&2
     exit 1
 fi
 # The run completed; the federated state says how many rounds it saved.

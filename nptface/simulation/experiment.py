@@ -118,12 +118,14 @@ def _training_data(source: str, union: _Labelled) -> dict[str, Any]:
     }
 
 
-def run_experiment(config: SimulationConfig, baselines: bool = True, cpus_per_client: float = 1.0) -> ExperimentResult:
+def run_experiment(
+    config: SimulationConfig, baselines: bool = True, cpus_per_client: float = 1.0, progress: bool = True
+) -> ExperimentResult:
     from nptface.simulation.run import simulate
 
     out = Path(config.fed.out_dir)
     seconds: dict[str, float] = {}
-    seconds["federated"] = simulate(config, cpus_per_client)
+    seconds["federated"] = simulate(config, cpus_per_client, progress=progress)
     history = _history(out, config.fed.num_rounds)
     final = history[-1]
     rows = {"server model, no fine-tuning": _metrics(history[0]), "federated, shared proxy bank": _metrics(final)}
@@ -132,7 +134,7 @@ def run_experiment(config: SimulationConfig, baselines: bool = True, cpus_per_cl
         fedper = replace(
             config, fed=replace(config.fed, proxy_sharing="local-heads", out_dir=str(out / "baseline-fedper"))
         )
-        seconds["fedper"] = simulate(fedper, cpus_per_client)
+        seconds["fedper"] = simulate(fedper, cpus_per_client, progress=progress)
         fedper_history = _history(Path(fedper.fed.out_dir), config.fed.num_rounds)
         rows["FedAvg + local heads (FedPer-like)"] = _metrics(fedper_history[-1])
         started = time.perf_counter()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 import time
 import warnings
@@ -31,6 +32,7 @@ from flwr.serverapp import Grid, ServerApp
 from nptface.core.atomic import atomic_write_json
 from nptface.server.federation.config import FedConfig
 from nptface.server.federation.observer import RoundObserver
+from nptface.server.federation.progress import RoundProgress
 from nptface.server.federation.round_loop import run_federation
 from nptface.server.federation.state import latest_state
 from nptface.simulation.attacks.faults import FailingClients, Straggler
@@ -65,7 +67,11 @@ class SimulationError(RuntimeError):
 
 
 def server_app(
-    config: FedConfig, observers: list[RoundObserver], stopped: threading.Event, errors: list[BaseException]
+    config: FedConfig,
+    observers: list[RoundObserver],
+    stopped: threading.Event,
+    errors: list[BaseException],
+    progress: RoundProgress | None = None,
 ) -> ServerApp:
     """A ServerApp bound to ``config`` (Flower's Python simulation entry point has no run config).
 
@@ -77,7 +83,7 @@ def server_app(
     @bound.main()
     def _main(grid: Grid, context: Context) -> None:
         try:
-            run_federation(StoppableGrid(grid, stopped), config, observers)
+            run_federation(StoppableGrid(grid, stopped), config, observers, progress)
         except BaseException as error:
             errors.append(error)
             raise
@@ -103,10 +109,14 @@ def simulate(
     cpus_per_client: float = 1.0,
     verbose: bool = False,
     observers: Sequence[RoundObserver] = (),
+    progress: bool = True,
 ) -> float:
     """Run (or resume) the federation in ``config.fed.out_dir``; returns the wall time in seconds.
 
-    ``observers`` watch every round besides the harness's own (a benchmark's per-round evaluation)."""
+    ``observers`` watch every round besides the harness's own (a benchmark's per-round evaluation).
+    Each round's phases show as a progress bar when ``progress`` is on and stdout is a terminal,
+    else as plain lines on stdout.
+    """
     os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")  # never pull a CUDA torch
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_worker_niceness", "0")  # Ray's default, 15, starves the clients on a busy machine
@@ -126,7 +136,13 @@ def simulate(
     stopped, server_errors = threading.Event(), []
     try:
         run_simulation(
-            server_app=server_app(fed, [*round_observers(config.harness), *observers], stopped, server_errors),
+            server_app=server_app(
+                fed,
+                [*round_observers(config.harness), *observers],
+                stopped,
+                server_errors,
+                RoundProgress(fed.num_rounds, Path(fed.out_dir).name, bar=progress and sys.stdout.isatty()),
+            ),
             client_app=make_client_app(client_mods(config.harness)),
             num_supernodes=fed.client.num_clients,
             backend_config={

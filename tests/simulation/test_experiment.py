@@ -66,7 +66,7 @@ def test_unmeasured_metrics_are_null_in_results_json_and_n_a_in_the_report(tmp_p
     from nptface.simulation.config import SimulationConfig
     from nptface.simulation.experiment import run_experiment
 
-    def finished_run(config, cpus_per_client):
+    def finished_run(config, cpus_per_client, **options):
         bank = ProxyBank.from_rows(["a", "b"], np.eye(2, dtype=np.float32), public=True)
         save_state(Path(config.fed.out_dir), FedState(1, {}, bank, {}, _unmeasured_history(), "hash"))
         return 0.0

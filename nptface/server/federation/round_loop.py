@@ -17,7 +17,8 @@ evaluate it centrally (:mod:`~nptface.server.federation.evaluation`), and only i
 model (:mod:`~nptface.server.federation.validity`, finite embeddings) make it the global backbone
 and take the replies' bank rows; otherwise the round is rolled back to the previous global model
 and logged. Then the clients evaluate, observers see what the clients were sent
-(:mod:`~nptface.server.federation.observer`) and the round is checkpointed atomically. The round
+(:mod:`~nptface.server.federation.observer`) and the round is checkpointed atomically. Each phase
+is reported as it starts and ends (:mod:`~nptface.server.federation.progress`). The round
 goes on with the replies it has. The server never starts from, resumes or exports an unusable
 backbone: that is a :class:`FederationError`. Clients are taken in partition order everywhere (never
 by node id, which Flower draws at random, nor by arrival), so a seeded run is bit for bit the same
@@ -56,6 +57,7 @@ from nptface.server.federation.evaluation import (
 from nptface.server.federation.negatives import own_rows, select_negatives
 from nptface.server.federation.observer import ClientView, RoundObserver, RoundView
 from nptface.server.federation.privacy import calibrate, epsilon_after
+from nptface.server.federation.progress import RoundProgress
 from nptface.server.federation.proxy_bank import ProxyBank
 from nptface.server.federation.registration import Registry, read_registration
 from nptface.server.federation.screening import Reply, read_reply, screen
@@ -86,9 +88,12 @@ def config_hash(config: FedConfig) -> str:
 class Federation:
     """Server-side state of one federated run; ``run(grid)`` drives the rounds."""
 
-    def __init__(self, config: FedConfig, observers: Sequence[RoundObserver] = ()) -> None:
+    def __init__(
+        self, config: FedConfig, observers: Sequence[RoundObserver] = (), progress: RoundProgress | None = None
+    ) -> None:
         self.config = config
         self.observers = list(observers)
+        self.progress = progress or RoundProgress(config.num_rounds)
         self.out_dir = Path(config.out_dir)
         model, meta = load_backbone(config.server_run)
         self.model_config: MobileFaceNetConfig = model.config
@@ -155,7 +160,7 @@ class Federation:
                 )
             time.sleep(1.0)
 
-    def _register(self, grid: Any, nodes: list[int]) -> None:
+    def _register(self, grid: Any, nodes: list[int], round_number: int) -> None:
         """Ask nodes we have not heard from which client they are and which identities they hold."""
         unknown = self.registry.unknown(nodes)
         if not unknown:
@@ -168,7 +173,7 @@ class Federation:
             for n in unknown
         ]
         announced = []
-        for reply in grid.send_and_receive(messages, timeout=self.config.round_timeout_s):
+        for reply in self._exchange(grid, messages, round_number, "register"):
             node = reply.metadata.src_node_id
             if reply.has_error():
                 logger.warning("node %d: registration failed: %s", node, reply.error.reason)
@@ -270,7 +275,14 @@ class Federation:
         held = self.registry.held_by(client) if client else []
         return read_reply(node, client, held, message.content, self.state.backbone)
 
-    def client_evaluate(self, grid: Any, nodes: list[int]) -> dict[str, float]:
+    def _exchange(self, grid: Any, messages: list[Message], round_number: int, phase: str) -> list[Message]:
+        """Send ``messages`` and collect the replies until the round timeout, reporting the phase before and after."""
+        self.progress.phase(round_number, phase, 0, len(messages))
+        replies = list(grid.send_and_receive(messages, timeout=self.config.round_timeout_s))
+        self.progress.phase(round_number, phase, len(replies), len(messages))
+        return replies
+
+    def client_evaluate(self, grid: Any, nodes: list[int], round_number: int) -> dict[str, float]:
         """Clients verify their own held-out images with the global backbone (sample-weighted mean)."""
         content = RecordDict(
             {
@@ -280,7 +292,7 @@ class Federation:
         )
         messages = [Message(content, dst_node_id=n, message_type="evaluate") for n in nodes]
         reports = []
-        replies = grid.send_and_receive(messages, timeout=self.config.round_timeout_s)
+        replies = self._exchange(grid, messages, round_number, "client-evaluate")
         order = {node: rank for rank, node in enumerate(self.by_partition(nodes))}
         for reply in sorted(replies, key=lambda r: order.get(r.metadata.src_node_id, len(order))):
             if reply.has_error():
@@ -312,6 +324,7 @@ class Federation:
             logger.warning("round update from node %d rejected: %s", node, reason)
         candidate = aggregation.combine(kept, self.state.backbone, self.config)
         evaluated = time.perf_counter()
+        self.progress.phase(round_number, "evaluate")
         metrics, problems = self.judge(candidate)
         rolled_back = None
         if problems:
@@ -327,6 +340,7 @@ class Federation:
             kept, candidate = [], self.state.backbone
             metrics = self.evaluate(candidate)
         eval_seconds = time.perf_counter() - evaluated
+        self.progress.phase(round_number, "spread")
         summary = aggregation.update_bank(kept, self.state.bank, self.config)
         self.state.backbone = candidate
         return {
@@ -351,6 +365,7 @@ class Federation:
     # ----------------------------------------------------------------- the loop
     def run(self, grid: Any) -> FedState:
         if self.state.round == 0 and not self.state.history:
+            self.progress.phase(0, "evaluate")
             metrics, problems = self.judge(self.state.backbone)
             if problems:
                 raise FederationError(
@@ -372,7 +387,9 @@ class Federation:
             record = self._round(grid, round_number)
             self.state.history.append(record)
             save_state(self.out_dir, self.state)
+            self.progress.round_done(round_number, record)
             logger.info("round %d: %s", round_number, {k: v for k, v in record.items() if not isinstance(v, list)})
+        self.progress.close()
         export_run_directory(
             self.out_dir,
             self.model(self.state.backbone),
@@ -387,11 +404,11 @@ class Federation:
         # Seeded per round, so a resumed run samples exactly as an uninterrupted one would.
         self.rng = np.random.default_rng([self.config.seed, round_number])
         nodes = self.wait_for_nodes(grid)
-        self._register(grid, nodes)
+        self._register(grid, nodes, round_number)
         sampled = self._sample(nodes, round_number)
         sent = time.perf_counter()
         messages, view = self._train_messages(sampled, round_number)
-        replies = list(grid.send_and_receive(messages, timeout=self.config.round_timeout_s))
+        replies = self._exchange(grid, messages, round_number, "fit")
         received = time.perf_counter()
         parsed: list[Reply] = []
         for message in replies:
@@ -404,7 +421,7 @@ class Federation:
         evaluated = time.perf_counter()
         every = self.config.client_eval_every
         if every and (round_number % every == 0 or round_number == self.config.num_rounds):
-            metrics.update(self.client_evaluate(grid, sampled))
+            metrics.update(self.client_evaluate(grid, sampled, round_number))
         summary["eval_seconds"] += time.perf_counter() - evaluated
         observed = {key: value for observer in self.observers for key, value in observer(view).items()}
         self.state.round = round_number
@@ -427,5 +444,8 @@ class Federation:
         return null_non_finite(record)
 
 
-def run_federation(grid: Any, config: FedConfig, observers: Sequence[RoundObserver] = ()) -> FedState:
-    return Federation(config, observers).run(grid)
+def run_federation(
+    grid: Any, config: FedConfig, observers: Sequence[RoundObserver] = (), progress: RoundProgress | None = None
+) -> FedState:
+    """Run (or resume) the federation on ``grid``; progress as plain lines on stdout unless ``progress`` says otherwise."""
+    return Federation(config, observers, progress).run(grid)

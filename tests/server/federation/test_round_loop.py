@@ -6,6 +6,7 @@ is addressed to, so two whole rounds run in seconds.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -20,6 +21,7 @@ from nptface.client.client_app import make_client_app
 from nptface.core.checkpoint import load_backbone, load_meta
 from nptface.server.federation.config import FedConfig
 from nptface.server.federation.observer import RoundView
+from nptface.server.federation.progress import RoundProgress
 from nptface.server.federation.round_loop import Federation, FederationError
 from nptface.server.federation.screening import Reply
 from nptface.server.federation.state import BACKBONE_FILE
@@ -143,6 +145,25 @@ def test_a_failing_client_is_counted_and_the_round_goes_on(tiny_run, tmp_path):
     record = state.history[1]
     assert (record["failed"], record["accepted"]) == (1, 2)
     assert not set(state.registry["partition-1"]) & set(state.bank.ids), "no row of the failed client was taken"
+
+
+def test_each_round_reports_its_phases_with_clients_replied_over_expected(tiny_run, tmp_path):
+    lines: list[str] = []
+    progress = RoundProgress(1, "fed", write=lines.append)
+    Federation(_config(tiny_run, tmp_path / "fed", **{"num-rounds": 1}), progress=progress).run(InProcessGrid(3))
+    phases = [re.sub(r", \d+\.\d s$", "", line) for line in lines[:-1]]
+    assert phases == [
+        "[fed] round 0/1 evaluate",
+        "[fed] round 1/1 register: 0/3 clients replied",
+        "[fed] round 1/1 register: 3/3 clients replied",
+        "[fed] round 1/1 fit: 0/3 clients replied",
+        "[fed] round 1/1 fit: 3/3 clients replied",
+        "[fed] round 1/1 evaluate",
+        "[fed] round 1/1 spread",
+        "[fed] round 1/1 client-evaluate: 0/3 clients replied",
+        "[fed] round 1/1 client-evaluate: 3/3 clients replied",
+    ]
+    assert re.match(r"\[fed\] round 1/1 done in \d+\.\d s: 3/3 updates accepted", lines[-1])
 
 
 def test_a_run_with_other_settings_in_the_same_out_dir_is_refused(tiny_run, tmp_path):
