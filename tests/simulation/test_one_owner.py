@@ -63,3 +63,13 @@ def test_the_command_runs_two_methods_and_writes_the_table_curves_and_memory(tin
 
     monkeypatch.setattr("nptface.simulation.run.simulate", no_training)
     assert one_owner.main(args)["table"] == summary["table"]
+
+
+def test_the_partition_setting_is_checked_when_the_plan_is_built():
+    from nptface.client.protocol import ClientSettings
+
+    assert len(ClientSettings(partition="one-owner", num_clients=5).plan().clients) == 5
+    with pytest.raises(ValueError, match="partition must be one of identities, one-owner"):
+        ClientSettings(partition="two-owners").plan()
+    with pytest.raises(ValueError, match="needs source 'synthetic'"):
+        ClientSettings(partition="one-owner", source="/data/faces").plan()
