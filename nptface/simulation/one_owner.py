@@ -43,7 +43,7 @@ from nptface.core.synthetic import HELDOUT_IDS
 from nptface.core.tables import markdown_table
 from nptface.server.federation.observer import RoundView
 from nptface.server.federation.state import latest_state
-from nptface.simulation.config import Harness, SimulationConfig
+from nptface.simulation.config import SimulationConfig
 
 PREFIX = "one-owner/"
 TAR_1E3 = PREFIX + "client-domain/tar@far=1e-3"
@@ -55,6 +55,7 @@ SERVER_TAR_1E3 = PREFIX + "server-domain/tar@far=1e-3"
 METRICS = (TAR_1E3, TAR_1E2, RANK1, DIR, SERVER_TAR, SERVER_TAR_1E3)
 # Unseen identities for verification and non-mated searches: far from the central evaluation's and the export gate's.
 UNSEEN_FIRST = 500_000
+UNSEEN_RENDER_SEED = 4243
 CURVE_FILE = "one-owner-curve.json"
 RESULT_FILE = "result.json"
 SERVER_MODEL = "server model (no fine-tuning)"
@@ -158,16 +159,10 @@ class Bench:
             **({"proxy-sharing": chosen.sharing} if chosen.sharing else {}),
             **chosen.settings,
         }
-        harness = {k: values.pop(k) for k in list(values) if k.replace("-", "_") in Harness.__dataclass_fields__}
-        fed = SimulationConfig.from_run_config(values).fed
-        return SimulationConfig(fed, Harness(**{"failure_rate": self.failure_rate, **_snake(harness)}))
+        return SimulationConfig.from_run_config({"failure-rate": self.failure_rate, **values})
 
     def run_dir(self, method: str, seed: int) -> Path:
         return Path(self.out_dir) / f"seed-{seed}" / method
-
-
-def _snake(values: dict[str, Any]) -> dict[str, Any]:
-    return {k.replace("-", "_"): v for k, v in values.items()}
 
 
 class OwnerEvaluation:
@@ -190,17 +185,21 @@ class OwnerEvaluation:
         unseen, first_label = [], 0
         for i, domain in enumerate(domains):  # identities round-robin over the client domains
             part = materialize(
-                SyntheticFaceDataset(ids[i :: len(domains)], unseen_images, domain, 4243, image_size), progress=False
+                SyntheticFaceDataset(ids[i :: len(domains)], unseen_images, domain, UNSEEN_RENDER_SEED, image_size),
+                progress=False,
             )
             unseen.append((part.images, part.labels + first_label))
             first_label += part.num_classes
         self.unseen = _stack(unseen)
         self.server = materialize(
-            SyntheticFaceDataset(ids, unseen_images, config.fed.central_eval_domain, 4243, image_size), progress=False
+            SyntheticFaceDataset(ids, unseen_images, config.fed.central_eval_domain, UNSEEN_RENDER_SEED, image_size),
+            progress=False,
         )
 
     def __call__(self, model: MobileFaceNet) -> dict[str, float | None]:
-        embed = lambda data: embed_dataset(model.eval(), data)  # noqa: E731
+        def embed(data: InMemoryFaceDataset) -> np.ndarray:
+            return embed_dataset(model.eval(), data)
+
         unseen = embed(self.unseen)
         verification = all_pairs_verification(unseen, self.unseen.labels)
         server = all_pairs_verification(embed(self.server), self.server.labels)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from nptface.simulation import one_owner
-from nptface.simulation.one_owner import METRICS, Bench
+from nptface.simulation.one_owner import METHODS, METRICS, Bench
 
 
 def test_each_method_is_the_one_owner_setting_with_its_own_sharing_and_the_harness_drops_devices():
@@ -34,6 +34,7 @@ def test_each_method_is_the_one_owner_setting_with_its_own_sharing_and_the_harne
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # two federations (Ray starts twice); about 4 minutes on a 2-core machine at load 20
 def test_the_command_runs_two_methods_and_writes_the_table_curves_and_memory(tiny_run, tmp_path, monkeypatch):
     args = [
         *("--server-run", str(tiny_run), "--out", str(tmp_path)),
@@ -43,7 +44,7 @@ def test_the_command_runs_two_methods_and_writes_the_table_curves_and_memory(tin
     summary = one_owner.main(args)
 
     table = (tmp_path / "one-owner.md").read_text()
-    for row in ("server model (no fine-tuning)", "shared bank, public negatives", "own row only + spread-out"):
+    for row in (one_owner.SERVER_MODEL, METHODS["shared-bank"].label, METHODS["none"].label):
         assert f"| {row} |" in table
     written = json.loads((tmp_path / "one-owner.json").read_text())
     assert (tmp_path / "one-owner.png").stat().st_size > 0
@@ -63,3 +64,13 @@ def test_the_command_runs_two_methods_and_writes_the_table_curves_and_memory(tin
 
     monkeypatch.setattr("nptface.simulation.run.simulate", no_training)
     assert one_owner.main(args)["table"] == summary["table"]
+
+
+def test_the_partition_setting_is_checked_when_the_plan_is_built():
+    from nptface.client.protocol import ClientSettings
+
+    assert len(ClientSettings(partition="one-owner", num_clients=5).plan().clients) == 5
+    with pytest.raises(ValueError, match="partition must be one of identities, one-owner"):
+        ClientSettings(partition="two-owners").plan()
+    with pytest.raises(ValueError, match="needs source 'synthetic'"):
+        ClientSettings(partition="one-owner", source="/data/faces").plan()
