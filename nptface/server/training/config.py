@@ -139,7 +139,7 @@ class EvalSection:
 class DeviceSection:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "bf16"  # bf16 | none (CUDA only; CPU runs in fp32)
-    channels_last: bool = True  # CUDA only
+    channels_last: bool = True  # NHWC activations and weights (CUDA and CPU alike)
     compile: bool = False
     cpu_threads: int = 0  # 0 = all cores this process may use
 
