@@ -291,9 +291,9 @@ class Trainer:
             torch.set_num_threads(max(1, threads // self.context.world_size))
             if self.config.run.deterministic:
                 torch.use_deterministic_algorithms(True, warn_only=True)
-                # Deterministic kernels cost nothing measurable on a CPU; filling every new tensor
-                # with NaN (torch's default under the flag, to expose reads of uninitialised
-                # memory) costs up to a tenth of a step and changes no result.
+                # Under the flag torch also fills every new tensor with NaN, to expose reads of
+                # uninitialised memory: one more write of every activation and gradient per step
+                # that changes no result (bench_cpu_fast_paths.py measures it).
                 torch.utils.deterministic.fill_uninitialized_memory = False
         else:
             torch.backends.cudnn.benchmark = not self.config.run.deterministic
