@@ -103,6 +103,10 @@ class AuthorsMobileFaceNet(nn.Module):
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(module.weight)
 
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        """The final linear embedding layer, for the trainer's optimiser recipe."""
+        return [*self.linear.parameters(), *self.norm.parameters()]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.linear(self.features(x).view(x.shape[0], -1)))
 
