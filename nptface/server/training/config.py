@@ -145,7 +145,7 @@ class EvalSection:
 class DeviceSection:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "bf16"  # bf16 | none (CUDA only; CPU runs in fp32)
-    channels_last: bool = True  # CUDA only
+    channels_last: bool = True  # NHWC activations and weights (CUDA and CPU alike)
     compile: bool = False
     # 0 = the cores this process may use that the load average leaves idle, at least one
     # (nptface.core.cpu_threads); on a shared machine set it to what you can count on (often 1)

@@ -1,7 +1,8 @@
 """The trainer: a backbone and its proxy head from a config, on a GPU server or a CPU.
 
 GPU first (bf16 autocast, channels_last, optional ``torch.compile``, pinned memory and
-non-blocking copies of uint8 batches, normalised on the device), CPU otherwise. Multi-GPU and
+non-blocking copies of uint8 batches, normalised on the device), CPU otherwise (channels_last
+too: oneDNN's depthwise and 1x1 convolutions are faster in NHWC). Multi-GPU and
 multi-node through ``torchrun`` + DistributedDataParallel; a plain single process never touches
 ``torch.distributed``. The proxy matrix is either replicated on every rank (DDP wraps backbone
 and head and all-reduces the ``[C, d]`` proxy gradient) or, with ``head.shard_proxies``, sharded
@@ -229,7 +230,7 @@ class Trainer:
             self.head.lazy_rows = self.optimizer.lazy_rows(self.head.proxies)
         self.backbone.to(self.device)
         self.head.to(self.device)
-        if self.device.type == "cuda" and config.device.channels_last:
+        if config.device.channels_last:
             self.backbone.to(memory_format=torch.channels_last)
         self.eval_sets: list[EvalData] = (
             [build_eval_set(s, config.model.input_size, config.data.lookalike_share) for s in config.eval.sets]
@@ -320,6 +321,10 @@ class Trainer:
                 logger.info("%d CPU thread(s) per rank (%s)", threads, why)
             if self.config.run.deterministic:
                 torch.use_deterministic_algorithms(True, warn_only=True)
+                # Under the flag torch also fills every new tensor with NaN, to expose reads of
+                # uninitialised memory: one more write of every activation and gradient per step
+                # that changes no result (bench_cpu_fast_paths.py measures it).
+                torch.utils.deterministic.fill_uninitialized_memory = False
         else:
             torch.backends.cudnn.benchmark = not self.config.run.deterministic
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -394,7 +399,7 @@ class Trainer:
         """uint8 NHWC on the host -> normalised float NCHW on the device (4x less to copy)."""
         non_blocking = self.device.type == "cuda"
         images = normalize(images.to(self.device, non_blocking=non_blocking))
-        if self.device.type == "cuda" and self.config.device.channels_last:
+        if self.config.device.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images, labels.to(self.device, non_blocking=non_blocking)
 
