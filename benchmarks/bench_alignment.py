@@ -64,13 +64,14 @@ def celeba_part(cropper: FaceCropper, sample: str, out: Path) -> None:
     found = several = 0
     crops = []
     start = time.perf_counter()
-    for path in photos:
+    every = max(len(photos) // 32, 1)  # the sheet samples the whole set, not its first few people
+    for index, path in enumerate(photos):
         crop = cropper.crop(load_photo(path))
         if crop is None:
             continue
         found += 1
         several += crop.faces_found > 1
-        if len(crops) < 32:
+        if index % every == 0 and len(crops) < 32:
             crops.append(crop.image)
     seconds = (time.perf_counter() - start) / len(photos)
     glint = [Image.open(p) for p in images_under(DATA / "glint_aligned")[::83][:32]]

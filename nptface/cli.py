@@ -307,10 +307,11 @@ def _device_model(args: argparse.Namespace, gallery_bundle: str | None = None) -
     bundle = args.bundle or gallery_bundle
     if bundle is None:
         raise UsageError(f"nptface {args.command}: give --bundle BUNDLE_DIR")
-    model = open_model(bundle, args.runtime, args.variant)
+    model = open_model(bundle, args.runtime, args.variant, align=args.align)
+    faces = "faces detected and aligned" if args.align else "images taken as aligned crops (--no-align)"
     # With --json, stdout holds only the JSON document.
     print(
-        f"model: {model.bundle.root} variant {model.variant} on {model.runtime}",
+        f"model: {model.bundle.root} variant {model.variant} on {model.runtime}; {faces}",
         file=sys.stderr if getattr(args, "json", False) else sys.stdout,
     )
     return model
@@ -506,7 +507,9 @@ def _demo_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_device_options(parser: argparse.ArgumentParser, bundle_required: bool = False) -> None:
+def _add_device_options(
+    parser: argparse.ArgumentParser, bundle_required: bool = False, align_default: bool = True
+) -> None:
     parser.add_argument(
         "--bundle",
         required=bundle_required,
@@ -519,6 +522,12 @@ def _add_device_options(parser: argparse.ArgumentParser, bundle_required: bool =
         help="onnxruntime (ONNX variants) or litert (the LiteRT interpreter, TFLite variants)",
     )
     parser.add_argument("--variant", help="a shipped variant name (default: the runtime's int8, else fp16, else fp32)")
+    parser.add_argument(
+        "--align",
+        action=argparse.BooleanOptionalAction,
+        default=align_default,
+        help="detect the largest face in each image and align it (photos); --no-align takes images as ready crops",
+    )
 
 
 def _add_decision_options(parser: argparse.ArgumentParser) -> None:
@@ -859,7 +868,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--name", help="the operating point's name (default: the --data folder's name)")
     calibrate.add_argument("--fars", help="comma-separated FARs to calibrate (default: those the bundle carries)")
     calibrate.add_argument("--overwrite", action="store_true", help="replace an operating point of the same name")
-    _add_device_options(calibrate, bundle_required=True)
+    _add_device_options(calibrate, bundle_required=True, align_default=False)  # a folder of ready crops
     calibrate.set_defaults(func=_calibrate)
 
     demo = commands.add_parser("demo", help="the on-device web demo").add_subparsers(dest="demo_command", required=True)

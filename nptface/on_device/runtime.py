@@ -4,6 +4,10 @@
 shipped variant of its format wins — int8, then w8a16, then fp16, then fp32 — since every shipped variant
 passed the bundle's parity gate; ``variant`` overrides the choice. The page uses the same rule
 for its default (``default_variants`` is served to it).
+
+With ``align`` the files are photos: each goes through the face detector and is aligned to the
+template at the bundle's input size (:mod:`nptface.on_device.face_crops`), on the same runtime as
+the embedder; without it they are taken as ready-aligned crops and only resized.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import numpy as np
 
 from nptface.edge_export.bundle import Bundle, BundleError, load_bundle
 from nptface.edge_export.runtimes import Embedder
+from nptface.on_device.face_crops import FaceCropper
+from nptface.on_device.face_detection import FaceDetector
 from nptface.on_device.images import load_face
 
 RUNTIME_FORMATS = {"onnxruntime": "onnx", "litert": "tflite"}
@@ -41,6 +47,7 @@ class DeviceModel:
     runtime: str
     variant: str
     embedder: Embedder
+    cropper: FaceCropper | None = None
 
     @property
     def model_sha256(self) -> str:
@@ -48,12 +55,20 @@ class DeviceModel:
         return str(self.bundle.manifest["source"]["checkpoint_sha256"])
 
     def embed_files(self, paths: Sequence[str | Path]) -> np.ndarray:
-        faces = np.stack([load_face(p, self.bundle.input_size) for p in paths])
+        if self.cropper is None:
+            faces = np.stack([load_face(p, self.bundle.input_size) for p in paths])
+        else:
+            faces = np.stack([np.asarray(self.cropper.crop_file(p).image) for p in paths])
         return self.embedder.embed(faces)
 
 
-def open_model(bundle_dir: str | Path, runtime: str = "onnxruntime", variant: str | None = None) -> DeviceModel:
-    """Load and verify the bundle, then start ``variant`` (default: the runtime's preferred one)."""
+def open_model(
+    bundle_dir: str | Path, runtime: str = "onnxruntime", variant: str | None = None, align: bool = False
+) -> DeviceModel:
+    """Load and verify the bundle, then start ``variant`` (default: the runtime's preferred one).
+
+    ``align``: detect and align the face in each file (photos) instead of reading it as a crop.
+    """
     bundle = load_bundle(bundle_dir)
     name = variant or default_variant(bundle, runtime)
     if name not in bundle.variants:
@@ -63,4 +78,5 @@ def open_model(bundle_dir: str | Path, runtime: str = "onnxruntime", variant: st
         raise BundleError(
             f"{bundle.root}: variant {name!r} is {fmt}; --runtime {runtime} runs {RUNTIME_FORMATS[runtime]} variants"
         )
-    return DeviceModel(bundle, runtime, name, bundle.embedder(name, threads=1))
+    cropper = FaceCropper(FaceDetector(runtime), bundle.input_size) if align else None
+    return DeviceModel(bundle, runtime, name, bundle.embedder(name, threads=1), cropper)

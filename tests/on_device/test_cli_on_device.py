@@ -30,7 +30,7 @@ def _expected_score(bundle_dir, variant, enrolled, probe) -> float:
 @pytest.mark.parametrize(("runtime", "variant"), [("onnxruntime", "onnx-fp32"), ("litert", "tflite-fp32")])
 def test_enroll_verify_identify_on_each_runtime(runtime, variant, fp32_bundle, faces, tmp_path, capsys):
     gallery = tmp_path / "g.npz"
-    device = ["--runtime", runtime]
+    device = ["--runtime", runtime, "--no-align"]  # the files are ready crops
     assert (
         main(
             [
@@ -70,7 +70,7 @@ def test_enroll_verify_identify_on_each_runtime(runtime, variant, fp32_bundle, f
 
 def test_the_demo_images_give_a_match_and_a_no_match(fp32_bundle, faces, capsys):
     """The browser test's premise, checked on the CLI: genuine above the FAR=1e-3 threshold, impostor below."""
-    args = ["--bundle", str(fp32_bundle), "--variant", "onnx-fp32"]
+    args = ["--bundle", str(fp32_bundle), "--variant", "onnx-fp32", "--no-align"]
     assert main(["verify", *args, str(faces["a"][0]), str(faces["a"][2])]) == 0
     assert main(["verify", *args, str(faces["a"][0]), str(faces["b"][2])]) == 1
     decisions = [m.group(3) for m in map(SCORE_LINE.search, capsys.readouterr().out.strip().splitlines()[1::2])]
@@ -81,7 +81,18 @@ def test_litert_and_onnxruntime_agree_on_a_pair(fp32_bundle, faces, capsys):
     scores = []
     for runtime in ("onnxruntime", "litert"):
         assert (
-            main(["verify", "--bundle", str(fp32_bundle), "--runtime", runtime, str(faces["a"][0]), str(faces["b"][1])])
+            main(
+                [
+                    "verify",
+                    "--bundle",
+                    str(fp32_bundle),
+                    "--runtime",
+                    runtime,
+                    "--no-align",
+                    str(faces["a"][0]),
+                    str(faces["b"][1]),
+                ]
+            )
             == 1
         )
         scores.append(float(SCORE_LINE.search(capsys.readouterr().out.strip()).group(1)))
@@ -96,7 +107,7 @@ def test_bad_images_and_wrong_variants_fail_clearly_and_store_nothing(fp32_bundl
     text.write_text("not an image")
     tiny = tmp_path / "tiny.png"
     Image.new("RGB", (8, 8)).save(tiny)
-    base = ["enroll", "--bundle", str(fp32_bundle), "--gallery", str(gallery), "--name", "ann"]
+    base = ["enroll", "--bundle", str(fp32_bundle), "--gallery", str(gallery), "--name", "ann", "--no-align"]
     assert main([*base, str(faces["a"][0]), str(text)]) == 2
     assert "notes.png: not a decodable image" in capsys.readouterr().err
     assert main([*base, str(tiny)]) == 2
@@ -133,11 +144,12 @@ def test_identify_json_lists_the_ranking_and_its_exit_status_says_whether_anyone
                 str(gallery),
                 "--name",
                 name,
+                "--no-align",
                 *map(str, faces[person][:2]),
             ]
         )
     capsys.readouterr()
-    probe = ["identify", "--gallery", str(gallery), str(faces["b"][2]), "--json"]
+    probe = ["identify", "--gallery", str(gallery), str(faces["b"][2]), "--json", "--no-align"]
     assert main([*probe, "--threshold", "-1"]) == 0
     result = json.loads(capsys.readouterr().out)  # stdout holds the JSON alone; "model: ..." goes to stderr
     assert [m["name"] for m in result["matches"]] == ["bob", "ann"] and result["decision"] == "match"
@@ -151,10 +163,41 @@ def test_usage_errors_exit_2_not_1_which_means_no_match(fp32_bundle, faces, caps
     assert "give two images" in capsys.readouterr().err
     assert main(["verify", str(faces["a"][0]), str(faces["a"][1])]) == 2
     assert "give --bundle" in capsys.readouterr().err
-    assert main(["verify", "--bundle", str(fp32_bundle), "--threshold", "1.5", *map(str, faces["a"][:2])]) == 2
+    assert (
+        main(["verify", "--bundle", str(fp32_bundle), "--no-align", "--threshold", "1.5", *map(str, faces["a"][:2])])
+        == 2
+    )
     assert "--threshold is a cosine in [-1, 1]" in capsys.readouterr().err
-    assert main(["verify", "--bundle", str(fp32_bundle), "--operating-point", "nope", *map(str, faces["a"][:2])]) == 2
+    ready = ["--no-align", *map(str, faces["a"][:2])]
+    assert main(["verify", "--bundle", str(fp32_bundle), "--operating-point", "nope", *ready]) == 2
     assert "no operating point 'nope'; available: ['export']" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:  # argparse's own errors use 2 as well
         main(["verify", "--far", "often", "x", "y"])
     assert exit_info.value.code == 2
+
+
+def test_with_align_a_face_moved_within_a_photo_still_matches_itself(
+    fp32_bundle, synthetic_portraits, tmp_path, capsys
+):
+    from PIL import Image
+
+    for name, at in (("left.png", (20, 30)), ("right.png", (170, 110))):
+        photo = Image.new("RGB", (300, 240), (60, 80, 90))
+        photo.paste(synthetic_portraits[0], at)
+        photo.save(tmp_path / name)
+    scores = {}
+    for align in ("--align", "--no-align"):
+        pair = [str(tmp_path / "left.png"), str(tmp_path / "right.png")]
+        assert main(["verify", "--bundle", str(fp32_bundle), align, *pair]) in (0, 1)  # match, no match
+        scores[align] = float(SCORE_LINE.search(capsys.readouterr().out.strip()).group(1))
+    assert scores["--align"] > 0.9 > scores["--no-align"]
+
+
+def test_with_align_a_photo_without_a_face_is_an_error_naming_it(fp32_bundle, synthetic_portraits, tmp_path, capsys):
+    from PIL import Image
+
+    synthetic_portraits[0].save(tmp_path / "face.png")
+    Image.new("RGB", (200, 160), (120, 120, 120)).save(tmp_path / "wall.png")
+    pair = [str(tmp_path / "face.png"), str(tmp_path / "wall.png")]
+    assert main(["verify", "--bundle", str(fp32_bundle), *pair]) == 2
+    assert "wall.png: no face found" in capsys.readouterr().err
