@@ -835,7 +835,7 @@ def build_parser() -> argparse.ArgumentParser:
     enroll = commands.add_parser("enroll", help="add a person's template (mean embedding) to a gallery .npz")
     enroll.add_argument("--gallery", required=True, help="gallery file (created with --bundle if missing)")
     enroll.add_argument("--name", required=True, help="the person's name in the gallery")
-    enroll.add_argument("images", nargs="+", help="aligned face images of this person")
+    enroll.add_argument("images", nargs="+", help="photos of this person (aligned crops with --no-align)")
     _add_device_options(enroll)
     enroll.set_defaults(func=_enroll)
 
@@ -855,7 +855,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     identify.add_argument("--gallery", required=True, help="gallery file (nptface enroll)")
     identify.add_argument("--top", type=int, default=5, help="how many best matches to list")
-    identify.add_argument("image", help="an aligned face image")
+    identify.add_argument("image", help="a photo of the face to identify (an aligned crop with --no-align)")
     _add_device_options(identify)
     _add_decision_options(identify)
     identify.set_defaults(func=_identify)
