@@ -75,8 +75,8 @@ class OnnxEmbedder:
 
     The graph is loaded with its PReLUs decomposed (:mod:`nptface.edge_export.onnx_prelu`) and
     optimised at ``ORT_ENABLE_ALL`` (onnxruntime's default, stated so nobody lowers it for a faster
-    session start): together they keep the network in the NCHWc layout on x86, about 2.5x faster
-    than the file as shipped.
+    session start): together they keep the network in onnxruntime's NCHWc layout on x86, several
+    times faster than the file as shipped.
     """
 
     def __init__(self, path: Path, input_size: int, threads: int | None = None, batch_size: int = 64) -> None:
