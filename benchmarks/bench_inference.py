@@ -1,0 +1,220 @@
+"""Claim: single-thread, batch-1 fp32 latency of the full-size MobileFaceNet per runtime, against PyTorch and the compute limit.
+
+The full-size model (112 px, width 1.0, 256-d, untrained: latency only) runs as PyTorch eager
+(NCHW and channels_last, with and without BatchNorm folded), as onnxruntime sessions over the
+exported file (the exporter's PReLU graph) and over the graph ``OnnxEmbedder`` loads (PReLU
+decomposed, see ``onnx_prelu``) at each graph optimisation level, as ``OnnxEmbedder``'s own
+session, and as LiteRT fp32 (XNNPACK). All variants live in one process and are timed
+round-robin, one call each per round, the starting variant rotating, so that load from other jobs
+hits them alike; medians over rounds of wall time and of the thread's CPU time (which leaves out
+the time other jobs held the core) are reported. The compute limit is the model's FLOPs
+(2 x MACs) at the peak of one core: the widest FMA vector's fp32 lanes x 2 (multiply and add) x
+FMA instructions per cycle x clock, the clock as /proc/cpuinfo reports it (a virtual machine
+shows the nominal clock, not boost). The optimised graphs' node counts show what onnxruntime made
+of each graph. There is no fp32 NHWC variant: onnxruntime's NhwcTransformer rewrites only
+quantised (and, on ARM, fp16) convolutions; x86's fp32 layout pass is NCHWc, on at ``all``.
+
+    .venv/bin/python benchmarks/bench_inference.py [--rounds 50] [--no-litert] [--fma-per-cycle 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import copy
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from machine import describe  # noqa: E402
+
+from nptface.core.complexity import count_macs  # noqa: E402
+from nptface.core.mobilefacenet import MobileFaceNet, fuse_bn  # noqa: E402
+from nptface.core.preprocess import normalize  # noqa: E402
+from nptface.edge_export import onnx_export, tflite_export  # noqa: E402
+from nptface.edge_export.onnx_prelu import decompose_prelu  # noqa: E402
+from nptface.edge_export.runtimes import OnnxEmbedder  # noqa: E402
+
+SIZE = 112
+BASE = "pytorch eager NCHW"
+LEVELS = ("ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL")
+NO_NCHWC = {"optimization.disable_specified_optimizers": "NchwcTransformer"}
+DEPTHWISE_SLIDING = {"mlas.nchwc_depthwise_sliding": "1"}
+
+
+def cpu_peak(fma_per_cycle: int) -> tuple[float, str]:
+    """Peak fp32 FLOP/s of one core and how it was derived, from /proc/cpuinfo."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    lanes, isa = (16, "AVX-512") if "avx512f" in flags else (8, "AVX2 FMA") if "fma" in flags else (4, "SSE")
+    ghz = float(fields.get("cpu MHz", "nan")) / 1000
+    peak = lanes * 2 * fma_per_cycle * ghz * 1e9
+    how = (
+        f"{fields.get('model name', 'unknown CPU')}: {isa} {lanes} fp32 lanes x 2 FLOP/FMA x {fma_per_cycle} FMA/cycle "
+        f"x {ghz:.3f} GHz (cpuinfo) = {peak / 1e9:.1f} GFLOP/s per core"
+    )
+    return peak, how
+
+
+def ort_session(path: Path, level: str, config: dict[str, str] | None = None, dump: Path | None = None) -> object:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # dumping an NCHWc graph warns that it is machine-specific
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
+    if dump is not None:
+        options.optimized_model_filepath = str(dump)
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def node_counts(path: Path) -> str:
+    counts = collections.Counter()
+    for node in onnx.load(str(path)).graph.node:
+        fused = [a.s.decode() for a in node.attribute if a.name == "activation"]
+        domain = "nchwc:" if node.domain == "com.microsoft.nchwc" else "" if node.domain in ("", "ai.onnx") else "ms:"
+        counts[domain + node.op_type + (f"+{fused[0]}" if fused else "")] += 1
+    return ", ".join(f"{name} {n}" for name, n in counts.most_common())
+
+
+def litert_call(path: Path, image: np.ndarray) -> Callable[[], object]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    interpreter.allocate_tensors()
+    index, out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+    nhwc = np.ascontiguousarray(image.transpose(0, 2, 3, 1))
+
+    def call() -> object:
+        interpreter.set_tensor(index, nhwc)
+        interpreter.invoke()
+        return interpreter.get_tensor(out)
+
+    return call
+
+
+def round_robin(
+    variants: dict[str, Callable[[], object]], rounds: int, warmup: int = 5
+) -> dict[str, tuple[list[float], list[float]]]:
+    """Wall and thread CPU seconds of each call, per variant.
+
+    Every runtime here computes on the calling thread (one thread, no pool), so the thread's CPU
+    time leaves out the time other jobs held the core: on a loaded machine it is the better
+    estimate of an idle machine's latency, though shared caches still slow it.
+    """
+    names = list(variants)
+    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in names}
+    with torch.no_grad():
+        for name in names:
+            for _ in range(warmup):
+                variants[name]()
+        for r in range(rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                wall, cpu = time.perf_counter(), time.thread_time()
+                variants[name]()
+                times[name][1].append(time.thread_time() - cpu)
+                times[name][0].append(time.perf_counter() - wall)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=50, help="timed calls per variant (one per round)")
+    parser.add_argument("--no-litert", action="store_true", help="skip the LiteRT export (about a minute)")
+    parser.add_argument(
+        "--fma-per-cycle", type=int, default=1, help="FMA instructions of the widest width one core issues per cycle"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(describe())
+    peak, how = cpu_peak(args.fma_per_cycle)
+    torch.manual_seed(0)
+    model = MobileFaceNet().eval()
+    flops = 2 * count_macs(model, (3, SIZE, SIZE))
+    limit_ms = flops / peak * 1000
+    print(f"peak: {how}\nmodel: {flops / 1e9:.3f} GFLOP per face -> compute limit {limit_ms:.2f} ms")
+
+    fused = fuse_bn(model)
+    pixels = np.random.default_rng(0).integers(0, 256, (1, SIZE, SIZE, 3), dtype=np.uint8)
+    x = normalize(pixels)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    model_cl = fuse_bn(model).to(memory_format=torch.channels_last)
+    unfused_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    feed = {onnx_export.INPUT_NAME: x.numpy()}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prelu, decomposed = Path(tmp) / "prelu.onnx", Path(tmp) / "decomposed.onnx"
+        onnx_export.export_fp32(fused, prelu, SIZE, {})
+        onnx.save(decompose_prelu(onnx.load(str(prelu))), str(decomposed))
+        variants: dict[str, Callable[[], object]] = {
+            BASE: lambda: model(x),
+            "pytorch eager NCHW, BN folded": lambda: fused(x),
+            "pytorch eager channels_last": lambda: unfused_cl(x_cl),
+            "pytorch eager channels_last, BN folded": lambda: model_cl(x_cl),
+        }
+        graphs = []
+        for label, path in (("PReLU graph (file)", prelu), ("PReLU decomposed", decomposed)):
+            settings = [(level.removeprefix("ORT_ENABLE_").lower(), level, None) for level in LEVELS]
+            settings += [("all without NCHWc", "ORT_ENABLE_ALL", NO_NCHWC)]
+            if path == decomposed:
+                settings += [("all, depthwise sliding", "ORT_ENABLE_ALL", DEPTHWISE_SLIDING)]
+            for name, level, config in settings:
+                dump = Path(tmp) / f"{path.stem}-{name.replace(' ', '_').replace(',', '')}.onnx"
+                session = ort_session(path, level, config, dump)
+                variants[f"onnxruntime {label}, {name}"] = lambda s=session: s.run(None, feed)
+                graphs.append((f"{label}, {name}", node_counts(dump)))
+        embedder = OnnxEmbedder(prelu, SIZE, threads=1)
+        variants["onnxruntime, OnnxEmbedder's session"] = lambda: embedder.session.run(None, feed)
+        if not args.no_litert:
+            tflite = Path(tmp) / "model.tflite"
+            tflite_export.export_fp32(fused, tflite, SIZE)
+            variants["LiteRT fp32 (XNNPACK), NHWC input"] = litert_call(tflite, x.numpy())
+
+        print(f"\nonnxruntime graphs after optimisation (exported: {node_counts(prelu)})")
+        for label, counts in graphs:
+            print(f"- {label}: {counts}")
+
+        load_before = os.getloadavg()
+        times = round_robin(variants, args.rounds)
+        load_after = os.getloadavg()
+
+    wall = {name: statistics.median(t[0]) * 1000 for name, t in times.items()}
+    cpu = {name: statistics.median(t[1]) * 1000 for name, t in times.items()}
+    print(
+        f"\nfull-size MobileFaceNet ({SIZE} px, width 1.0, 256-d), fp32, batch 1, 1 thread, {args.rounds} rounds "
+        f"round-robin; load average {' '.join(f'{v:.2f}' for v in load_before)} before, "
+        f"{' '.join(f'{v:.2f}' for v in load_after)} after"
+    )
+    print(
+        "| variant | median ms (wall) | median ms (CPU) | x PyTorch eager NCHW (wall) | x PyTorch (CPU) "
+        "| x compute limit (CPU) | GFLOP/s (CPU) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name in times:
+        print(
+            f"| {name} | {wall[name]:.2f} | {cpu[name]:.2f} | {wall[name] / wall[BASE]:.2f} | {cpu[name] / cpu[BASE]:.2f} "
+            f"| {cpu[name] / limit_ms:.2f} | {flops / cpu[name] / 1e6:.1f} |"
+        )
+    best = min(cpu, key=cpu.get)
+    print(
+        f"\nbest: {best}, {cpu[best] / limit_ms:.2f}x the compute limit ({limit_ms:.2f} ms) in CPU time, "
+        f"{wall[best] / limit_ms:.2f}x in wall time"
+    )
+
+
+if __name__ == "__main__":
+    main()
