@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from nptface.core.preprocess import normalize
+from nptface.edge_export.bias_correction import add_missing_biases, correct_biases
 from nptface.edge_export.numerics import Numerics
 from nptface.edge_export.quiet import quiet
 
@@ -100,6 +101,7 @@ class Int8Recipe:
     reduce_range: bool = True
     keep_float: tuple[str, ...] = ()  # "first", "last": layers left in float (a classic remedy)
     activation_bits: int = 8
+    bias_correction: bool = False  # move each int32 conv bias by its measured mean shift (bias_correction.py)
 
     @property
     def numerics(self) -> Numerics:
@@ -116,6 +118,8 @@ class Int8Recipe:
             parts.append(f"{'/'.join(self.keep_float)} layer(s) in float")
         if self.activation_bits != 8:
             parts.append(f"int{self.activation_bits} activations")
+        if self.bias_correction:
+            parts.append("bias correction")
         return ", ".join(parts)
 
 
@@ -123,6 +127,7 @@ INT8_RECIPES = (
     Int8Recipe("minmax", "MinMax"),
     Int8Recipe("entropy", "Entropy"),
     Int8Recipe("percentile", "Percentile"),
+    Int8Recipe("percentile-bias-corrected", "Percentile", bias_correction=True),
     Int8Recipe("minmax-float-ends", "MinMax", keep_float=("first", "last")),
     Int8Recipe("minmax-int16-activations", "MinMax", activation_bits=16),
 )
@@ -131,8 +136,8 @@ INT8_RECIPES = (
 def _calibration_batches(images: np.ndarray, batch_size: int = 1) -> list[dict[str, np.ndarray]]:
     """Calibration feeds, preprocessed exactly like training's inputs.
 
-    One image per feed: onnxruntime's histogram calibrators (Entropy, Percentile) stack the
-    collected activations and fail on a shorter last batch.
+    One image per feed for calibration: onnxruntime's histogram calibrators (Entropy, Percentile)
+    stack the collected activations and fail on a shorter last batch.
     """
     return [{INPUT_NAME: normalize(images[i : i + batch_size]).numpy()} for i in range(0, len(images), batch_size)]
 
@@ -183,6 +188,8 @@ def quantize_int8(source: Path, path: Path, calibration_images: np.ndarray, reci
             [convs[-1]] if "last" in recipe.keep_float else []
         )
         sixteen = recipe.activation_bits == 16
+        if recipe.bias_correction:
+            add_missing_biases(prepared)
         cache = Path(tmp) / "ranges.json"
         calibrate(prepared, calibration_images, recipe.calibration, cache)
         with quiet():
@@ -200,6 +207,8 @@ def quantize_int8(source: Path, path: Path, calibration_images: np.ndarray, reci
                 extra_options={"UseQDQContribOps": True} if sixteen else None,
                 calibration_cache_path=cache,
             )
+        if recipe.bias_correction:
+            correct_biases(prepared, path, _calibration_batches(calibration_images, batch_size=32))
     model = onnx.load(str(path))
     metadata = {prop.key: prop.value for prop in onnx.load(str(source)).metadata_props}
     metadata["nptface_quantization"] = json.dumps({"label": recipe.label, "recipe": recipe.describe()})

@@ -359,7 +359,7 @@ def _onnx_variants(ex: _Exporter, card: dict[str, str]) -> list[VariantResult]:
                 )
                 for r in recipes
             ]
-            methods = sum(1 for r in recipes if not r.keep_float)
+            methods = sum(1 for r in recipes if not (r.keep_float or r.bias_correction))  # remedies only on a miss
             v = ex.variant(
                 name, "onnx", precision, ex.models_dir / f"{name}.onnx", "onnxruntime (CPU)", attempts, methods
             )

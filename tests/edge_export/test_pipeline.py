@@ -52,6 +52,8 @@ def test_every_format_and_precision_is_built_and_judged(full_bundle):
     onnx_int8 = next(v for v in full_bundle.variants if v.name == "onnx-int8")
     tried = [a.label for a in onnx_int8.attempts]
     assert tried[:3] == ["minmax", "entropy", "percentile"], "all three calibration methods are tried"
+    methods_missed = all(a.failures for a in onnx_int8.attempts[:3])
+    assert ("percentile-bias-corrected" in tried) == methods_missed, "bias correction is a remedy for a miss only"
 
 
 def test_shipped_variants_reproduce_the_stored_reference_with_their_own_runtime(full_bundle, tiny_sets):
@@ -166,12 +168,16 @@ def test_gate_rejects_a_miscalibrated_int8_model(tiny_run, tiny_sets, tmp_path):
         formats=("onnx",),
         precisions=("int8",),
         latency_repeats=1,
-        onnx_int8_recipes=(Int8Recipe("minmax"), Int8Recipe("percentile", "Percentile")),
+        onnx_int8_recipes=(
+            Int8Recipe("minmax"),
+            Int8Recipe("percentile", "Percentile"),
+            Int8Recipe("percentile-bias-corrected", "Percentile", bias_correction=True),
+        ),
     )
     result = export_bundle(tiny_run, tmp_path / "b", evaluation, black, options)
     [variant] = result.variants
     assert variant.name == "onnx-int8" and not variant.passed and not variant.shipped
-    assert [a.label for a in variant.attempts] == ["minmax", "percentile"]
+    assert [a.label for a in variant.attempts] == ["minmax", "percentile", "percentile-bias-corrected"]
     assert all(a.failures for a in variant.attempts)
     assert not (tmp_path / "b" / "models" / "onnx-int8.onnx").exists()
     assert (tmp_path / "b" / "rejected" / "onnx-int8" / "onnx-int8.onnx").exists()
