@@ -27,12 +27,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from machine import describe  # noqa: E402
 
-from nptface.client.local_training import LocalConfig, fine_tune, imprint  # noqa: E402
+from nptface.client.local_training import LocalConfig, fine_tune  # noqa: E402
 from nptface.core.checkpoint import load_backbone, load_proxies  # noqa: E402
+from nptface.core.imprinting import imprint  # noqa: E402
 from nptface.core.partitions import client_datasets  # noqa: E402
 from nptface.server.federation.config import FedConfig  # noqa: E402
 from nptface.server.federation.state import latest_state  # noqa: E402
 from nptface.simulation.config import SimulationConfig  # noqa: E402
+from nptface.simulation.one_owner import tree_pss_bytes  # noqa: E402
 
 
 def local_only_seconds(config: FedConfig) -> float:
@@ -66,28 +68,6 @@ def local_only_seconds(config: FedConfig) -> float:
             ),
         )
         total += time.perf_counter() - started
-    return total
-
-
-def tree_pss_bytes(root: int) -> int:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    total, stack = 0, [root]
-    while stack:
-        pid = stack.pop()
-        stack.extend(children.get(pid, []))
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            pass
     return total
 
 
