@@ -39,8 +39,14 @@ def faces(tmp_path_factory) -> dict[str, list[Path]]:
 
 @pytest.fixture(scope="session")
 def int8_bundle(tiny_run, tiny_sets, tmp_path_factory) -> Path:
-    """ONNX fp32 + static QDQ int8 (one calibration recipe, to stay quick) of the tiny model."""
+    """ONNX fp32 + static QDQ int8 (8-bit activations, one calibration recipe, to stay quick) of the tiny model.
+
+    What the browser test checks is that a QDQ graph runs in the page as in onnxruntime, not the gate
+    (tested in tests/edge_export): the int8 limits are wide here, so the tiny model's int8 file ships
+    even when it sits at the edge of the real gate (it measured 0.50 points of accuracy drop).
+    """
     from nptface.edge_export.onnx_export import INT8_RECIPES
+    from nptface.edge_export.parity import DEFAULT_LIMITS, GateLimits
     from nptface.edge_export.pipeline import ExportOptions, export_bundle
 
     evaluation, calibration = tiny_sets
@@ -56,6 +62,10 @@ def int8_bundle(tiny_run, tiny_sets, tmp_path_factory) -> Path:
             latency_repeats=1,
             allow_partial=True,
             onnx_int8_recipes=INT8_RECIPES[:1],
+            limits={
+                **DEFAULT_LIMITS,
+                "int8": GateLimits(min_mean_cos=0.9, min_p1_cos=0.8, max_accuracy_drop=5.0, max_flip_share=0.05),
+            },
         ),
     )
     if "onnx-int8" not in {v.name for v in result.shipped}:
