@@ -120,6 +120,24 @@ def test_the_trainer_stops_a_collapsing_run_and_keeps_its_checkpoints(tmp_path):
     assert latest_checkpoint(tmp_path / "run" / "checkpoints") is not None, "the checkpoints written are kept"
 
 
+# Wiring only: a tiny run whose guard threshold no batch can reach, so every window reads "collapsed".
+ALWAYS_COLLAPSED = [
+    "data.identities=8",
+    "data.images_per_identity=8",
+    "model.width=0.25",
+    "model.input_size=32",
+    "model.embedding_dim=16",
+    "optim.batch_size=16",
+    "optim.milestones=[]",
+    "log.progress=false",
+    "log.every_steps=1",
+    "device.cpu_threads=1",
+    "eval.sets=[]",
+    "guard.threshold=1000.0",
+    "guard.patience=2",
+]
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("epochs", [2, 1], ids=["after-the-first-epoch", "second-half-of-a-one-epoch-run"])
 def test_a_warning_run_logs_the_spread_warns_once_and_trains_on(tmp_path, caplog, epochs):
@@ -127,20 +145,8 @@ def test_a_warning_run_logs_the_spread_warns_once_and_trains_on(tmp_path, caplog
     config = load_config(
         "synthetic-quick",
         [
-            "data.identities=8",
-            "data.images_per_identity=8",
-            "model.width=0.25",
-            "model.input_size=32",
-            "model.embedding_dim=16",
+            *ALWAYS_COLLAPSED,
             f"optim.epochs={epochs}",
-            "optim.batch_size=16",
-            "optim.milestones=[]",
-            "log.progress=false",
-            "log.every_steps=1",
-            "device.cpu_threads=1",
-            "eval.sets=[]",
-            "guard.threshold=1000.0",
-            "guard.patience=2",
             "guard.after_epochs=1.0",
             f'run.output_dir="{tmp_path.as_posix()}"',
         ],
@@ -158,24 +164,7 @@ def test_nptface_train_reports_a_stopped_run_as_one_error_line_and_exit_1(tmp_pa
     """A stop asked for by the guard is a user-facing outcome: one ``nptface: error:`` line, no traceback."""
     from nptface.cli import main
 
-    settings = [
-        "data.identities=8",
-        "data.images_per_identity=8",
-        "model.width=0.25",
-        "model.input_size=32",
-        "model.embedding_dim=16",
-        "optim.epochs=1",
-        "optim.batch_size=16",
-        "optim.milestones=[]",
-        "log.progress=false",
-        "log.every_steps=1",
-        "device.cpu_threads=1",
-        "eval.sets=[]",
-        "guard.threshold=1000.0",
-        "guard.patience=2",
-        "guard.after_epochs=0.0",
-        'guard.action="stop"',
-    ]
+    settings = [*ALWAYS_COLLAPSED, "optim.epochs=1", "guard.after_epochs=0.0", 'guard.action="stop"']
     argv = ["train", "synthetic-quick", "--run-dir", str(tmp_path / "run")]
     for setting in settings:
         argv += ["--set", setting]
