@@ -14,32 +14,6 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 
-def _tiny_model(path) -> None:
-    """Conv -> PRelu -> Conv -> global mean, 8x8 RGB input, no biases (as the exporter writes all-zero ones)."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    weights = {
-        "w1": rng.normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32),
-        "slope": np.full((4, 1, 1), 0.25, np.float32),
-        "w2": rng.normal(0, 0.5, (4, 4, 3, 3)).astype(np.float32),
-    }
-    nodes = [
-        helper.make_node("Conv", ["input", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
-        helper.make_node("PRelu", ["c1", "slope"], ["p1"], name="prelu"),
-        helper.make_node("Conv", ["p1", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
-        helper.make_node("ReduceMean", ["c2"], [onnx_export.OUTPUT_NAME], name="pool", axes=[2, 3], keepdims=0),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "tiny",
-        [helper.make_tensor_value_info(onnx_export.INPUT_NAME, TensorProto.FLOAT, ["batch", 3, 8, 8])],
-        [helper.make_tensor_value_info(onnx_export.OUTPUT_NAME, TensorProto.FLOAT, ["batch", 4])],
-        [numpy_helper.from_array(v, k) for k, v in weights.items()],
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-
-
 def _mean_shift(float_path, quantised_path, images) -> float:
     """Largest |per-channel mean difference| of the last conv's output, quantised vs float."""
     feeds = onnx_export._calibration_batches(images, batch_size=16)
@@ -47,11 +21,11 @@ def _mean_shift(float_path, quantised_path, images) -> float:
     return float(np.abs(output_means(onnx.load(str(quantised_path)), ["c2"], feeds)["c2"] - reference).max())
 
 
-def test_the_bias_corrected_onnx_int8_recipe_corrects_biases_and_says_so(tmp_path):
+def test_the_bias_corrected_onnx_int8_recipe_corrects_biases_and_says_so(write_conv_prelu_onnx, tmp_path):
     recipe = {r.label: r for r in onnx_export.INT8_RECIPES}["percentile-bias-corrected"]
     assert recipe.bias_correction and recipe.activation_bits == 8
     source = tmp_path / "tiny.onnx"
-    _tiny_model(source)
+    write_conv_prelu_onnx(source)
     images = np.random.default_rng(1).integers(0, 256, (64, 8, 8, 3), dtype=np.uint8)
     plain, corrected = tmp_path / "plain.onnx", tmp_path / "corrected.onnx"
     onnx_export.quantize_int8(source, plain, images, onnx_export.Int8Recipe("percentile", "Percentile"))

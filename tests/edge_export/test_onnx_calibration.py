@@ -11,32 +11,6 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 
-def _tiny_model(path) -> None:
-    """Conv -> PRelu -> Conv -> global mean, 8x8 RGB input: small enough to build by hand."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    weights = {
-        "w1": rng.normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32),
-        "slope": np.full((4, 1, 1), 0.25, np.float32),
-        "w2": rng.normal(0, 0.5, (4, 4, 3, 3)).astype(np.float32),
-    }
-    nodes = [
-        helper.make_node("Conv", ["input", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
-        helper.make_node("PRelu", ["c1", "slope"], ["p1"], name="prelu"),
-        helper.make_node("Conv", ["p1", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
-        helper.make_node("ReduceMean", ["c2"], [onnx_export.OUTPUT_NAME], name="pool", axes=[2, 3], keepdims=0),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "tiny",
-        [helper.make_tensor_value_info(onnx_export.INPUT_NAME, TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info(onnx_export.OUTPUT_NAME, TensorProto.FLOAT, [1, 4])],
-        [numpy_helper.from_array(v, k) for k, v in weights.items()],
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-
-
 def _activation_scales(path) -> dict[str, float]:
     from onnx import numpy_helper
 
@@ -48,9 +22,9 @@ def _activation_scales(path) -> dict[str, float]:
     }
 
 
-def test_entropy_and_percentile_calibration_give_other_activation_scales_than_minmax(tmp_path):
+def test_entropy_and_percentile_calibration_give_other_activation_scales_than_minmax(write_conv_prelu_onnx, tmp_path):
     source = tmp_path / "tiny.onnx"
-    _tiny_model(source)
+    write_conv_prelu_onnx(source, batch=1)
     images = np.random.default_rng(1).integers(0, 256, (64, 8, 8, 3), dtype=np.uint8)
     scales = {}
     for method in onnx_export.CALIBRATION_METHODS:
@@ -65,8 +39,8 @@ def test_entropy_and_percentile_calibration_give_other_activation_scales_than_mi
     assert clipped, "Entropy clips some tensor's outliers, so some scale is smaller than MinMax's"
 
 
-def test_an_unknown_calibration_method_is_refused_by_name(tmp_path):
+def test_an_unknown_calibration_method_is_refused_by_name(write_conv_prelu_onnx, tmp_path):
     source = tmp_path / "tiny.onnx"
-    _tiny_model(source)
+    write_conv_prelu_onnx(source, batch=1)
     with pytest.raises(ValueError, match="'Median'"):
         onnx_export.calibrate(source, np.zeros((2, 8, 8, 3), np.uint8), "Median", tmp_path / "ranges.json")
