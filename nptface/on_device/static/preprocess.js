@@ -80,25 +80,36 @@ function resamplePass(src, width, height, outSize, horizontal) {
   return out;
 }
 
-// RGBA pixels (as from getImageData) -> RGB uint8 (size x size x 3), as to_rgb_array does.
-export function toRgbCrop(rgba, width, height, size) {
-  let rgb = new Uint8ClampedArray(width * height * 3);
+// RGBA pixels (as from getImageData) -> RGB uint8, alpha dropped, as Pillow's convert("RGB").
+export function rgbaToRgb(rgba, width, height) {
+  const rgb = new Uint8ClampedArray(width * height * 3);
   for (let p = 0; p < width * height; p++) {
     rgb[3 * p] = rgba[4 * p];
     rgb[3 * p + 1] = rgba[4 * p + 1];
     rgb[3 * p + 2] = rgba[4 * p + 2];
   }
+  return rgb;
+}
+
+// RGB uint8 (width x height) -> RGB uint8 (outWidth x outHeight), as Pillow's resize(BILINEAR).
+export function resizeRgb(rgb, width, height, outWidth, outHeight) {
   // Pillow 13 runs the vertical pass first when the height shrinks by more than twice as many
   // pixels as the width; the order changes the intermediate rounding, so it is followed here.
-  const verticalFirst = height - size > 0 && height - size > (width - size) * 2;
+  const verticalFirst = height - outHeight > 0 && height - outHeight > (width - outWidth) * 2;
+  let out = rgb;
   if (verticalFirst) {
-    if (height !== size) rgb = resamplePass(rgb, width, height, size, false);
-    if (width !== size) rgb = resamplePass(rgb, width, size, size, true);
+    if (height !== outHeight) out = resamplePass(out, width, height, outHeight, false);
+    if (width !== outWidth) out = resamplePass(out, width, outHeight, outWidth, true);
   } else {
-    if (width !== size) rgb = resamplePass(rgb, width, height, size, true);
-    if (height !== size) rgb = resamplePass(rgb, size, height, size, false);
+    if (width !== outWidth) out = resamplePass(out, width, height, outWidth, true);
+    if (height !== outHeight) out = resamplePass(out, outWidth, height, outHeight, false);
   }
-  return rgb;
+  return out;
+}
+
+// RGBA pixels (as from getImageData) -> RGB uint8 (size x size x 3), as to_rgb_array does.
+export function toRgbCrop(rgba, width, height, size) {
+  return resizeRgb(rgbaToRgb(rgba, width, height), width, height, size, size);
 }
 
 // RGB uint8 (size x size x 3) -> float32 NCHW (1, 3, size, size) scaled with the manifest's mean/std.
