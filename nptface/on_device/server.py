@@ -93,8 +93,11 @@ def build_routes(bundle_dir: str | Path, static: Path | None = None) -> Routes:
         logger.warning("serving a bundle that does not verify (the page will refuse it): %s", error)
     files = {"/": static / "index.html", f"/bundle/{MANIFEST}": bundle.root / MANIFEST}
     files |= {f"/static/{p.relative_to(static).as_posix()}": p for p in static.rglob("*") if p.is_file()}
-    # Only what the page reads: the model card and the ONNX variants (not the reference, Core ML, ...).
+    # Only what the page reads: the model card, the ONNX variants and the face detector's ONNX (not the
+    # reference, Core ML, ...).
     wanted = {"README.md"} | {v["file"] for v in bundle.manifest["variants"] if v["format"] == "onnx"}
+    if "detector" in bundle.manifest:
+        wanted.add(bundle.manifest["detector"]["files"]["onnx"])
     files |= {
         f"/bundle/{name}": bundle.root / name
         for name in bundle.manifest["files"]

