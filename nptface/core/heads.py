@@ -217,11 +217,14 @@ class PartialFCArcFaceHead(ArcFaceHead):
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> HeadOutput:
         if not self.training:
             return super().forward(embeddings, labels)
-        positives = labels.unique()
         with torch.no_grad():
             priority = torch.rand(self.num_classes, device=labels.device)
-            priority[positives] = 2.0  # above every random draw, so the batch's classes are always kept
-            count = max(int(self.sample_rate * self.num_classes), len(positives))
+            priority[labels] = 2.0  # above every random draw, so the batch's classes are always kept
+            count = int(self.sample_rate * self.num_classes)
+            if count < labels.numel():
+                # Only then can the batch's distinct classes outnumber the share. Counting them
+                # (unique) has a data-dependent shape that breaks torch.compile, so only here.
+                count = max(count, len(labels.unique()))
             sampled = priority.topk(count).indices.sort().values
         cosines = F.normalize(embeddings.to(self.proxies.dtype), dim=1) @ F.normalize(self.proxies[sampled], dim=1).t()
         loss = self.loss(cosines, torch.searchsorted(sampled, labels))
@@ -326,8 +329,11 @@ class ScalableNPTHead(ProxyHead):
         sampled = torch.randint(
             0, self.num_classes, (max(1, int(self.candidate_rate * self.num_classes)),), device=labels.device
         )
-        previous = self.neighbours[labels].flatten()
-        return torch.cat([sampled, previous[previous >= 0]])
+        previous = self.neighbours[labels]
+        # A class never seen yet has no top-k (-1): stand its own label in, which the search pool
+        # holds anyway, rather than drop the -1s (a data-dependent shape that breaks torch.compile).
+        previous = torch.where(previous >= 0, previous, labels[:, None].to(previous.dtype))
+        return torch.cat([sampled, previous.flatten()])
 
 
 HEADS: dict[str, type[ProxyHead]] = {

@@ -38,12 +38,7 @@ NEGATIVES: tuple[str, ...] = ("hardest", "semihard")
 
 
 def _check_inputs(cos: torch.Tensor, labels: torch.Tensor) -> None:
-    """Shape and dtype checks always; the label range only in eager mode.
-
-    Reading ``labels.min()`` back to Python would break a ``torch.compile`` graph (and sync a GPU)
-    on every step, so a compiled train step skips it: its labels come from a dataset whose
-    ``num_classes`` sized the head, and an out-of-range label still fails in ``gather``.
-    """
+    """Shape and dtype checks always; the label range only in eager mode (see :func:`check_label_range`)."""
     if cos.ndim != 2:
         raise ValueError(f"cos must be a 2-D [batch, classes] matrix, got shape {tuple(cos.shape)}")
     if labels.ndim != 1 or labels.shape[0] != cos.shape[0]:
@@ -53,11 +48,22 @@ def _check_inputs(cos: torch.Tensor, labels: torch.Tensor) -> None:
         )
     if labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
+    check_label_range(labels, cos.shape[1], "the number of classes of cos")
+
+
+def check_label_range(labels: torch.Tensor, num_classes: int, what: str) -> None:
+    """Raise ``ValueError`` unless every label lies in ``[0, num_classes)``; eager mode only.
+
+    Reading ``labels.min()`` back to Python would break a ``torch.compile`` graph (and sync a GPU)
+    on every step, so a compiled train step skips it: its labels come from a dataset whose
+    ``num_classes`` sized the head, and an out-of-range label still fails in the gather or
+    indexing that reads it. ``what`` names where ``num_classes`` comes from, for the message.
+    """
     if torch.compiler.is_compiling() or not labels.numel():
         return
-    if int(labels.min()) < 0 or int(labels.max()) >= cos.shape[1]:
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
         raise ValueError(
-            f"labels must lie in [0, {cos.shape[1] - 1}] (the number of classes of cos), "
+            f"labels must lie in [0, {num_classes - 1}] ({what}), "
             f"got values in [{int(labels.min())}, {int(labels.max())}]"
         )
 

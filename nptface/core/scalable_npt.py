@@ -42,6 +42,7 @@ from nptface.core.losses import (
     Negatives,
     Reduction,
     TopK,
+    check_label_range,
     check_negatives,
     cosine_from_semihard_key,
     npt_loss,
@@ -85,11 +86,7 @@ def _check_problem(
         )
     if labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(
-            f"labels must lie in [0, {num_classes - 1}] (the number of proxies), "
-            f"got values in [{int(labels.min())}, {int(labels.max())}]"
-        )
+    check_label_range(labels, num_classes, "the number of proxies")
     if k == "all":
         raise ValueError(
             "k='all' touches every proxy, so streaming saves nothing; use npt_loss on the "
@@ -127,16 +124,16 @@ def streamed_topk_cosines(
     positive = F.normalize(read(labels).to(dtype), dim=1)
     pos_values = (queries * positive).sum(dim=1)
     batch = queries.shape[0]
-    rows = torch.arange(batch, device=queries.device)
     best_values = queries.new_full((batch, n_neg), float("-inf"))
     # Placeholders never survive: there are at least k finite negatives, all above -inf.
     best_indices = torch.full((batch, n_neg), -1, dtype=torch.long, device=queries.device)
     for start in range(0, proxies.shape[0], chunk_size):
         chunk = F.normalize(read(slice(start, start + chunk_size)).to(dtype), dim=1)
         cosines = queries @ chunk.t()
-        local = labels - start
-        own = (local >= 0) & (local < chunk.shape[0])
-        cosines[rows[own], local[own]] = float("-inf")
+        # A mask, not ``cosines[rows[own], local[own]]``: boolean indexing has a data-dependent
+        # shape, which would break a torch.compile graph in every chunk.
+        columns = torch.arange(start, start + chunk.shape[0], device=labels.device)
+        cosines.masked_fill_(labels[:, None] == columns, float("-inf"))
         if negatives == "semihard":
             cosines = semihard_key(cosines, pos_values[:, None])
         chunk_best = cosines.topk(min(n_neg, chunk.shape[0]), dim=1)
@@ -165,6 +162,8 @@ def candidate_topk_indices(
     excluded by position). Negatives outside the pool are missed, so the selected cosines are at
     most the true top-k and the loss can only be underestimated; keeping each class's previous
     top-k in the pool (see :class:`~nptface.core.heads.ScalableNPTHead`) keeps the hard ones in.
+    Under ``torch.compile`` this is where the graph breaks (the exact search traces whole): the
+    deduplicated pool's size is known only once ``unique`` has run.
     """
     pool = torch.cat([candidates.to(labels.device).long(), labels.long()]).unique()
     if pool.numel() - 1 < k:

@@ -345,3 +345,13 @@ def test_partialfc_arcface_keeps_the_batch_classes_and_trains_only_sampled_rows(
     assert set(touched.tolist()) == set(labels.tolist())
     head.eval()
     assert head(torch.randn(6, 8), labels).cosines.shape == (6, 100), "evaluation sees every class"
+
+
+def test_partialfc_arcface_samples_every_batch_class_even_beyond_its_share():
+    torch.manual_seed(0)
+    head = PartialFCArcFaceHead(100, 8, sample_rate=0.03)
+    labels = torch.tensor([5, 5, 17, 42, 60, 99])
+    out = head(torch.randn(6, 8), labels)
+    assert out.cosines.shape == (6, 5), "3 of 100 classes are fewer than the batch's 5 distinct ones"
+    out.loss.backward()
+    assert set((head.proxies.grad.abs().sum(dim=1) > 0).nonzero().flatten().tolist()) == set(labels.tolist())

@@ -124,6 +124,13 @@ def test_snippets_are_shown_only_for_formats_the_bundle_contains(formats, langua
     assert shown == languages
 
 
+def test_an_onnx_card_says_its_prelus_are_rewritten_exactly_at_load_time_not_in_the_file():
+    card = render_model_card(_manifest(SYNTHETIC, ("onnx",)))
+    assert "PReLU rewritten at load, not in the file" in card and "decompose_prelu" in card
+    assert "slow generic kernel" in card and "exact algebra" in card and "shipped file keeps" in card
+    assert "decompose_prelu" not in render_model_card(_manifest(SYNTHETIC, ("tflite",)))
+
+
 def test_latency_names_the_cpu_by_its_model_name_not_a_guess_at_its_class():
     card = render_model_card(_manifest(SYNTHETIC))
     assert "AMD EPYC 7B13 64-Core Processor (x86_64)" in card and "desktop" not in card

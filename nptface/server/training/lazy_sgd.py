@@ -174,7 +174,9 @@ class LazyRowSGD(torch.optim.SGD):
         clock = self._clocks.get(p)
         if clock is None:
             return
-        rows = rows.flatten().unique()
+        # Repeated rows are computed from the same values, so every write of a row writes the same
+        # bits: no unique(), whose data-dependent shape would break a compiled train step.
+        rows = rows.flatten()
         buffer = self.state[p].get("momentum_buffer")
         velocity = buffer[rows] if buffer is not None else torch.zeros_like(p[rows])
         weights, velocity = _apply(clock.products[clock.row_step[rows]].to(p.dtype), p[rows], velocity)
