@@ -508,8 +508,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
     parser.add_argument(
         "--methods",
-        default=",".join(DEFAULT_METHODS),
-        help=f"comma-separated, from {', '.join(METHODS)} (fedprox needs --set local-epochs=N, N >= 2)",
+        help=f"comma-separated, from {', '.join(METHODS)} (default: all but fedprox, which needs "
+        "--set local-epochs=N with N >= 2 to act)",
     )
     parser.add_argument("--fraction", type=float, default=Bench.fraction, help="share of devices sampled per round")
     parser.add_argument(
@@ -542,7 +542,9 @@ def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
         devices=args.devices,
         rounds=args.rounds,
         seeds=tuple(range(args.seeds)),
-        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        methods=DEFAULT_METHODS
+        if args.methods is None
+        else tuple(m.strip() for m in args.methods.split(",") if m.strip()),
         fraction=args.fraction,
         failure_rate=args.failure_rate,
         unseen_identities=args.unseen_identities,
@@ -557,6 +559,6 @@ def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser()
     configure_parser(parser)
     return run_from_args(parser.parse_args(argv))
