@@ -157,12 +157,13 @@ class Bench:
             )
         configs = {method: self.config(method, 0) for method in self.methods}  # a bad --set fails here, first
         if "fedprox" in configs:
-            client = configs["fedprox"].fed.client
-            if client.local_epochs * max(1, client.max_images // client.batch_size) < 2:
+            client = configs["fedprox"].fed.client  # a device takes max(1, images // batch-size) steps per epoch
+            if client.local_epochs * max(1, client.min_images // client.batch_size) < 2:
                 raise ValueError(
-                    f"method fedprox: with local-epochs={client.local_epochs}, max-images={client.max_images} and "
-                    f"batch-size={client.batch_size} every device takes one local step per round, where FedProx's "
-                    "term is zero (w = w_global); give --set local-epochs=N with N >= 2 (it applies to every method)"
+                    f"method fedprox: with local-epochs={client.local_epochs}, min-images={client.min_images} and "
+                    f"batch-size={client.batch_size} the smallest devices take one local step per round, where "
+                    "FedProx's term is zero (w = w_global); give --set local-epochs=N with N >= 2 (it applies to "
+                    "every method)"
                 )
 
     def config(self, method: str, seed: int) -> SimulationConfig:

@@ -42,9 +42,9 @@ def test_fedprox_is_the_shared_bank_with_a_proximal_term_and_only_runs_when_it_c
     assert fedprox.to_run_config() | {"fedprox-mu": 0.0, "out-dir": ""} == shared.to_run_config() | {"out-dir": ""}
     assert bench.label("fedprox") == "shared bank + FedProx (mu=1)"
     assert "fedprox" not in Bench(server_run="r", out_dir="o").methods, "opt-in: a default run has one local step"
-    with pytest.raises(ValueError, match="method fedprox: with local-epochs=1.* one local step per round"):
-        Bench(server_run="r", out_dir="o", methods=("fedprox",))
-    assert Bench(server_run="r", out_dir="o", methods=("fedprox",), settings={"batch-size": 8}).methods
+    with pytest.raises(ValueError, match="method fedprox: with local-epochs=1.* take one local step per round"):
+        Bench(server_run="r", out_dir="o", methods=("fedprox",), settings={"batch-size": 8})
+    assert Bench(server_run="r", out_dir="o", methods=("fedprox",), settings={"batch-size": 1}).methods
     with pytest.raises(ValueError, match="fedprox-mu must be a finite number >= 0"):
         Bench(server_run="r", out_dir="o", methods=("fedprox",), fedprox_mu=-1.0, settings={"local-epochs": 2})
 
