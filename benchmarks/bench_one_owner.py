@@ -1,8 +1,9 @@
 """Claim: with one owner per phone the shared proxy bank beats local heads and backbone-only FedAvg.
 
 Runs every method of ``nptface.simulation.one_owner`` (shared bank, none, dp, local heads, backbone
-only, centralised) for each seed from the same server model, resumable per (method, seed), and
-writes ``one-owner.md`` / ``.json`` / ``.png`` under ``--out``:
+only, centralised; opt-in: fedprox, with --set local-epochs=N) for each seed from the same server
+model, resumable per (method, seed), and writes ``one-owner.md`` / ``.json`` / ``.png`` under ``--out``
+(also ``nptface fed bench one-owner``, the same options):
 
     .venv/bin/python benchmarks/bench_one_owner.py --server-run runs/quickstart --devices 100 --seeds 3 \\
         --out runs/bench-one-owner

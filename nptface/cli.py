@@ -12,9 +12,9 @@ import json
 import logging
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nptface import __version__
 from nptface.core.cpu_threads import prefer_passive_waiting
@@ -232,19 +232,32 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _federation_command(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``run``, with a failed engine or an unusable global model as one ``nptface: error:`` line and exit 1."""
+
+    def guarded(args: argparse.Namespace) -> int:
+        from nptface.server.federation.round_loop import FederationError
+        from nptface.simulation.run import SimulationError
+
+        try:
+            return run(args)
+        except (FederationError, SimulationError) as error:
+            print(f"nptface: error: {error}", file=sys.stderr)
+            return 1
+
+    return guarded
+
+
+def _fed_bench_one_owner(args: argparse.Namespace) -> int:
+    from nptface.simulation.one_owner import run_from_args
+
+    run_from_args(args)
+    out = Path(args.out)
+    print(f"table: {out / 'one-owner.md'} (curves {out / 'one-owner.png'}, one-owner.json); runs under {out}/seed-N/")
+    return 0
+
+
 def _fed_simulate(args: argparse.Namespace) -> int:
-    """Run the simulation; a failed engine or an unusable global model is one ``nptface: error:`` line, exit 1."""
-    from nptface.server.federation.round_loop import FederationError
-    from nptface.simulation.run import SimulationError
-
-    try:
-        return _run_fed_simulate(args)
-    except (FederationError, SimulationError) as error:
-        print(f"nptface: error: {error}", file=sys.stderr)
-        return 1
-
-
-def _run_fed_simulate(args: argparse.Namespace) -> int:
     from nptface.core.run_settings import parse_override
     from nptface.server.federation.config import SHARING_MODES
     from nptface.simulation.comparison import (
@@ -581,6 +594,52 @@ class _DefaultsHelpFormatter(argparse.HelpFormatter):
         return f"{help_text} (default: %(default)s)"
 
 
+class _DeferredParser(argparse.ArgumentParser):
+    """A subcommand whose options another module's ``configure(parser)`` adds, on first use (parse or help).
+
+    One parser serves both that module's own script and ``nptface``, with no copy of its options, and
+    ``nptface`` parses its other commands without importing that module (the one-owner benchmark pulls
+    in torch and Flower: seconds). A missing optional package names its extra, as for any command.
+    """
+
+    def __init__(self, *args: Any, configure: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._configure = configure
+
+    def _configured(self) -> None:
+        if not self._configure:
+            return
+        module, _, name = self._configure.partition(":")
+        self._configure = ""
+        try:
+            configure = getattr(importlib.import_module(module), name)
+        except ModuleNotFoundError as error:
+            if (error.name or "nptface").partition(".")[0] == "nptface":
+                raise
+            self.exit(ERROR, f"nptface: error: {_needs_extra(self.prog.split()[1], error.name)}\n")
+        configure(self)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        self._configured()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._configured()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._configured()
+        return super().format_help()
+
+
+def _needs_extra(command: str, package: str | None) -> str:
+    extra = EXTRA_OF_COMMAND.get(command, "all")
+    return (
+        f"nptface {command} needs the optional package {package!r}: "
+        f'pip install "nptface[{extra}]" (or "nptface[all]" for every command)'
+    )
+
+
 def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
     """Every parser below ``parser``, nested ones too."""
     found = []
@@ -803,7 +862,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="CPUs Ray reserves per client (lower runs more clients at once)",
     )
-    simulate.set_defaults(func=_fed_simulate)
+    simulate.set_defaults(func=_federation_command(_fed_simulate))
+
+    fed_bench = fed.add_parser("bench", help="federated benchmarks").add_subparsers(
+        dest="fed_bench_command", required=True, parser_class=_DeferredParser
+    )
+    one_owner = fed_bench.add_parser(
+        "one-owner",
+        help="one owner per phone: shared bank vs none, dp, local heads, backbone-only, centralised (and fedprox)",
+        configure="nptface.simulation.one_owner:configure_parser",
+    )
+    one_owner.set_defaults(func=_federation_command(_fed_bench_one_owner))
 
     bench = commands.add_parser("bench", help="benchmarks that train").add_subparsers(
         dest="bench_command", required=True
@@ -908,12 +977,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModuleNotFoundError as error:
         if (error.name or "nptface").partition(".")[0] == "nptface":
             raise
-        extra = EXTRA_OF_COMMAND.get(args.command, "all")
-        print(
-            f"nptface: error: nptface {args.command} needs the optional package {error.name!r}: "
-            f'pip install "nptface[{extra}]" (or "nptface[all]" for every command)',
-            file=sys.stderr,
-        )
+        print(f"nptface: error: {_needs_extra(args.command, error.name)}", file=sys.stderr)
         return ERROR
     except Exception:
         if args.command not in DECISION_COMMANDS:

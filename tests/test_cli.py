@@ -29,7 +29,9 @@ COMMANDS = {
 
 
 def test_the_walk_reaches_nested_subcommands():
-    assert {"", "export", "fed simulate", "demo serve", "data synth", "bench losses", "train"} <= COMMANDS.keys()
+    assert {"", "export", "fed simulate", "fed bench one-owner", "demo serve", "data synth", "bench losses"} <= set(
+        COMMANDS
+    )
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -87,6 +89,7 @@ def test_version_from_the_command_and_from_python_dash_m(capsys):
     [
         ("onnx", ["export", "--run", "r"], "export"),
         ("flwr", ["fed", "simulate"], "fl"),
+        ("flwr", ["fed", "bench", "one-owner", "--out", "o"], "fl"),
     ],
 )
 def test_a_command_without_its_extra_names_the_extra_to_install(module, argv, extra):
@@ -310,3 +313,54 @@ def test_fed_simulate_refuses_a_too_small_evaluation_before_any_training(tmp_pat
     error = capsys.readouterr().err
     assert error.startswith("nptface: error: eval-images must be 0 (no local evaluation) or >= 2") and "got 1" in error
     assert not out.exists()
+
+
+def test_fed_bench_one_owner_is_the_benchmarks_own_parser(capsys):
+    from nptface.simulation.one_owner import configure_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fed", "bench", "one-owner", "--help"])
+    assert exit_info.value.code == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("usage: nptface fed bench one-owner") and "--fedprox-mu" in shown
+
+    own = argparse.ArgumentParser()
+    configure_parser(own)
+    cli = COMMANDS["fed bench one-owner"][0]
+    cli.format_help()  # its options are added on first use
+    assert {o for a in cli._actions for o in a.option_strings} - {"-v", "--verbose"} == {
+        o for a in own._actions for o in a.option_strings
+    }
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--devices", "many"], "nptface fed bench one-owner: error: argument --devices: invalid int value: 'many'"),
+        (["--methods", "fedsgd"], "nptface: error: methods ['fedsgd']: expected some of shared-bank"),
+        (["--methods", "fedprox"], "nptface: error: method fedprox: with local-epochs=1"),
+        (["--fedprox-mu", "-1", "--methods", "fedprox", "--set", "local-epochs=2"], "fedprox-mu must be a finite"),
+        (["--set", "num-round=3"], "nptface: error: unknown run-config key 'num-round'"),
+    ],
+)
+def test_fed_bench_one_owner_refuses_a_bad_argument_in_one_line_before_any_training(
+    argv, message, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(
+        "nptface.simulation.one_owner.run_bench", lambda *a, **k: pytest.fail("trained despite a bad argument")
+    )
+    out = tmp_path / "bench"
+    try:
+        status = main(["fed", "bench", "one-owner", "--out", str(out), *argv])
+    except SystemExit as exit_info:  # argparse's own errors
+        status = exit_info.code
+    error = capsys.readouterr().err
+    assert status == 2 and message in error and "Traceback" not in error
+    assert not out.exists()
+
+
+def test_fed_bench_one_owner_needs_an_out_folder(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fed", "bench", "one-owner"])
+    assert exit_info.value.code == 2
+    assert "the following arguments are required: --out" in capsys.readouterr().err

@@ -11,9 +11,16 @@ push away from; its samples are hinged against an orthogonal virtual negative (c
 makes NPT the positive-only loss ``max(0, margin - cos(x, own row))`` of FedAwS (Yu et al., 2020):
 the server's spread-out of the rows is then the only source of separation.
 
-Optionally a FedProx term ``mu/2 * ||w - w_global||^2`` keeps the backbone near the global one
-when clients' data differ a lot (Li et al., 2020). BatchNorm running statistics are updated
-locally and averaged by the server like the weights; the integer batch counters are not sent.
+Optionally FedProx's proximal term ``mu/2 * ||w - w_global||^2`` (Li et al., 2020, "Federated
+Optimization in Heterogeneous Networks") keeps the local model near the one the server sent, the
+remedy for drift when every client trains on very different data (one owner per phone). It covers
+the backbone and the own rows, which are shared too: the server's bank holds them and sends them
+back. It is applied as its gradient ``mu * (w - w_global)``, added before each optimiser step
+against a detached copy of the received weights: no extra autograd graph, and the reported loss
+stays the NPT loss, comparable across ``mu``. With one local step per round ``w = w_global`` at
+that step and the term does nothing; ``mu = 0`` skips it (the plain update, bit for bit).
+BatchNorm running statistics are updated locally and averaged by the server like the weights;
+the integer batch counters are not sent.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ class LocalConfig:
     k: int = 6
     delta: float = 1.0
     r: float = 1.0
-    fedprox_mu: float = 0.0
+    fedprox_mu: float = 0.0  # FedProx's mu; 0: off
     weight_decay: WeightDecay = WeightDecay()  # the central recipe's layer-wise decay
     seed: int = 0
 
@@ -57,6 +64,22 @@ class LocalResult:
 def float_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """What the federation exchanges: every float tensor of the state_dict (not BN's batch counters)."""
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+
+def _anchored(params: list[nn.Parameter]) -> list[tuple[nn.Parameter, torch.Tensor]]:
+    """Each parameter with a detached copy of its value now: the global weights FedProx pulls towards."""
+    return [(param, param.detach().clone()) for param in params]
+
+
+def add_proximal_gradient(anchored: list[tuple[nn.Parameter, torch.Tensor]], mu: float) -> None:
+    """Add ``mu * (w - w_global)``, the gradient of FedProx's ``mu/2 * ||w - w_global||^2``, to each gradient.
+
+    A parameter without a gradient this step is left alone: the optimiser does not move it either.
+    """
+    with torch.no_grad():
+        for param, anchor in anchored:
+            if param.grad is not None:
+                param.grad.add_(param - anchor, alpha=mu)
 
 
 def fine_tune(
@@ -76,8 +99,8 @@ def fine_tune(
         raise ValueError(f"{own_rows.shape[0]} own rows for a dataset of {dataset.num_classes} identities")
     torch.manual_seed(config.seed)
     started = time.perf_counter()
-    global_weights = {name: p.detach().clone() for name, p in model.named_parameters()} if config.fedprox_mu else {}
     proxies = nn.Parameter(torch.as_tensor(own_rows, dtype=torch.float32).clone())
+    anchored = _anchored([*model.parameters(), proxies]) if config.fedprox_mu else []
     fixed = F.normalize(torch.as_tensor(negatives, dtype=torch.float32).reshape(-1, proxies.shape[1]), dim=1)
     optimizer = torch.optim.SGD(
         parameter_groups(model, proxies, config.weight_decay), lr=config.lr, momentum=config.momentum
@@ -105,14 +128,12 @@ def fine_tune(
             if virtual_negative:
                 cos = torch.cat([cos, cos.new_zeros(len(labels), 1)], dim=1)
             loss = npt_loss(cos, labels, k=k, delta=config.delta, r=config.r)
-            if config.fedprox_mu:
-                loss = loss + config.fedprox_mu / 2 * sum(
-                    (p - global_weights[name]).pow(2).sum() for name, p in model.named_parameters()
-                )
             if fail_on_nonfinite and not torch.isfinite(loss):
                 raise FloatingPointError(f"local loss became {loss.item()} after {len(losses)} steps")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if anchored:
+                add_proximal_gradient(anchored, config.fedprox_mu)
             optimizer.step()
             losses.append(loss.item())
     model.eval()

@@ -1,20 +1,22 @@
 """The one-owner benchmark: does the shared proxy bank pay off when every phone holds only its owner?
 
 With one identity per device a local head has no negatives: the shared bank's public negatives and
-the server's spread-out are the only sources of separation between owners (FedFace, Aggarwal et
-al. 2021; AdaFedFR, 2024). This module runs that setting for every method of :data:`METHODS` and
-seed from the same server model, and measures each with :class:`OwnerEvaluation` (built on
+the server's spread-out are the only sources of separation between owners (FedFace, Aggarwal et al.
+2021; AdaFedFR, 2024). This module runs that setting for every method of :data:`METHODS` and seed
+from the same server model, and measures each with :class:`OwnerEvaluation` (built on
 :mod:`nptface.core.identification`): verification on unseen identities in the client domains over
 every pair (TAR@FAR=1e-3 measured), open-set 1:N identification over the union of all devices'
 owners (each enrolled from the images on their device, probed with held-out images; unseen
 identities are the non-mated searches: rank-1 and DIR@FPIR=1e-2), and server-domain verification
-(forgetting). The federation's curve comes from a round observer, which sees the backbone the
-clients were sent, i.e. the model after the previous round; the last round is evaluated from the
-final state. Devices take part at ``fraction`` per round and fail at ``failure-rate`` (the
-simulation harness). Every (method, seed) is a run directory of its own with a ``result.json``:
-a rerun skips finished pairs and resumes unfinished federations. The peak memory of each run is
-the PSS summed over this process and its children (Ray's workers), sampled twice a second; PSS
-splits shared pages between processes, so the sum does not count torch's libraries once per worker.
+(forgetting). The ``fedprox`` method (opt-in) is the shared bank with FedProx's proximal term, the
+remedy for the backbone's drift when each device trains on one person. The federation's curve comes
+from a round observer, which sees the backbone the clients were sent, i.e. the model after the
+previous round; the last round is evaluated from the final state. Devices take part at ``fraction``
+per round and fail at ``failure-rate`` (the simulation harness). Every (method, seed) is a run
+directory of its own with a ``result.json``: a rerun skips finished pairs and resumes unfinished
+federations. The peak memory of each run is the PSS summed over this process and its children (Ray's
+workers), sampled twice a second; PSS splits shared pages between processes, so the sum does not
+count torch's libraries once per worker.
 """
 
 from __future__ import annotations
@@ -61,6 +63,14 @@ RESULT_FILE = "result.json"
 SERVER_MODEL = "server model (no fine-tuning)"
 
 
+# FedProx's mu (--fedprox-mu). Li et al. (2020) searched {0.001, 0.01, 0.1, 1} and found 1 best on their most
+# heterogeneous data; one owner per device is as heterogeneous as a federation gets. At the clients' lr 0.01 a step
+# takes back lr * mu = 1 % of the drift (up to 10 % once momentum 0.9 has built up): it holds the drift in without
+# freezing the update. Over the few local steps of a one-owner round it acts little: sweep it upwards (10, 100)
+# with several local epochs before concluding that FedProx does not help.
+FEDPROX_MU = 1.0
+
+
 @dataclass(frozen=True)
 class Method:
     label: str
@@ -103,7 +113,16 @@ METHODS: dict[str, Method] = {
         "every device's images pooled on the server; the server's proxies as negatives",
         None,
     ),
+    "fedprox": Method(
+        "shared bank + FedProx",
+        "as the shared bank; local training is pulled towards the backbone and rows received, "
+        "(mu/2)·||w - w_global||² (Li et al., 2020)",
+        "public",  # its mu is the setting's fedprox_mu
+    ),
 }
+# FedProx only acts from a device's second local step on (at the first, w = w_global): it is opt-in, for runs
+# with several local steps per round (--set local-epochs=N for every method).
+DEFAULT_METHODS = tuple(m for m in METHODS if m != "fedprox")
 
 
 @dataclass(frozen=True)
@@ -115,13 +134,14 @@ class Bench:
     devices: int = 100
     rounds: int = 20
     seeds: tuple[int, ...] = (0, 1, 2)
-    methods: tuple[str, ...] = tuple(METHODS)
+    methods: tuple[str, ...] = DEFAULT_METHODS
     fraction: float = 0.15  # devices sampled per round
     failure_rate: float = 0.1  # a sampled device drops out of the round with this probability
     domains: str = "phone-lowlight,cctv-lowres"
     unseen_identities: int = 300  # verification + non-mated searches; x unseen-images, in the client domains
     unseen_images: int = 4
     curve_every: int = 1  # evaluate the model of every N-th round for the curves (the last one always)
+    fedprox_mu: float = FEDPROX_MU  # the fedprox method's proximal weight
     settings: dict[str, Any] = field(default_factory=dict)  # any other run-config key (--set)
 
     def __post_init__(self) -> None:
@@ -136,6 +156,16 @@ class Bench:
                 f"unseen-images must be >= 2 and unseen-identities >= 2 per client domain ({len(domains)}), "
                 f"got {self.unseen_images} and {self.unseen_identities}"
             )
+        configs = {method: self.config(method, 0) for method in self.methods}  # a bad --set fails here, first
+        if "fedprox" in configs:
+            client = configs["fedprox"].fed.client  # a device takes max(1, images // batch-size) steps per epoch
+            if client.local_epochs * max(1, client.min_images // client.batch_size) < 2:
+                raise ValueError(
+                    f"method fedprox: with local-epochs={client.local_epochs}, min-images={client.min_images} and "
+                    f"batch-size={client.batch_size} the smallest devices take one local step per round, where "
+                    "FedProx's term is zero (w = w_global); give --set local-epochs=N with N >= 2 (it applies to "
+                    "every method)"
+                )
 
     def config(self, method: str, seed: int) -> SimulationConfig:
         """The federation of ``method`` with ``seed`` (also the partition's seed: owners and image counts)."""
@@ -158,8 +188,12 @@ class Bench:
             **self.settings,
             **({"proxy-sharing": chosen.sharing} if chosen.sharing else {}),
             **chosen.settings,
+            **({"fedprox-mu": self.fedprox_mu} if method == "fedprox" else {}),
         }
         return SimulationConfig.from_run_config({"failure-rate": self.failure_rate, **values})
+
+    def label(self, method: str) -> str:
+        return METHODS[method].label + (f" (mu={self.fedprox_mu:g})" if method == "fedprox" else "")
 
     def run_dir(self, method: str, seed: int) -> Path:
         return Path(self.out_dir) / f"seed-{seed}" / method
@@ -359,7 +393,7 @@ def run_bench(bench: Bench, cpus_per_client: float = 1.0, say: Any = print) -> d
             say(f"one-owner: seed {seed}, {method}: {result['seconds']:.0f} s, {_brief(result['final'])}")
     summary = {
         "setting": {k: v for k, v in asdict(bench).items() if k not in ("out_dir",)},
-        "methods": {m: {"label": METHODS[m].label, "shared": METHODS[m].shared} for m in bench.methods},
+        "methods": {m: {"label": bench.label(m), "shared": METHODS[m].shared} for m in bench.methods},
         "server_model": _aggregate(server),
         "final": {m: _aggregate([r["final"] for r in rs]) for m, rs in results.items()},
         "curves": {m: _mean_curve([r["curve"] for r in rs]) for m, rs in results.items()},
@@ -464,36 +498,69 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     path.with_suffix(".tmp.png").replace(path)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--server-run", default="runs/quickstart")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--devices", type=int, default=Bench.devices)
-    parser.add_argument("--rounds", type=int, default=Bench.rounds)
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """The benchmark's options on ``parser``: one parser for ``bench_one_owner.py`` and ``nptface fed bench one-owner``."""
+    parser.description = parser.description or __doc__.split("\n\n")[0]
+    parser.add_argument(
+        "--server-run", default="runs/quickstart", help="the server model to fine-tune (a run directory)"
+    )
+    parser.add_argument("--out", required=True, help="folder for the per-(method, seed) runs and the table")
+    parser.add_argument("--devices", type=int, default=Bench.devices, help="phones, one owner each")
+    parser.add_argument("--rounds", type=int, default=Bench.rounds, help="federated rounds")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated: {', '.join(METHODS)}")
-    parser.add_argument("--fraction", type=float, default=Bench.fraction)
-    parser.add_argument("--failure-rate", type=float, default=Bench.failure_rate)
-    parser.add_argument("--unseen-identities", type=int, default=Bench.unseen_identities)
-    parser.add_argument("--unseen-images", type=int, default=Bench.unseen_images)
+    parser.add_argument(
+        "--methods",
+        help=f"comma-separated, from {', '.join(METHODS)} (default: all but fedprox, which needs "
+        "--set local-epochs=N with N >= 2 to act)",
+    )
+    parser.add_argument("--fraction", type=float, default=Bench.fraction, help="share of devices sampled per round")
+    parser.add_argument(
+        "--failure-rate", type=float, default=Bench.failure_rate, help="probability that a sampled device drops out"
+    )
+    parser.add_argument(
+        "--unseen-identities",
+        type=int,
+        default=Bench.unseen_identities,
+        help="identities nobody trains on: verification pairs and non-mated searches",
+    )
+    parser.add_argument("--unseen-images", type=int, default=Bench.unseen_images, help="images per unseen identity")
+    parser.add_argument("--fedprox-mu", type=float, default=FEDPROX_MU, help="the fedprox method's proximal weight mu")
     parser.add_argument("--curve-every", type=int, default=Bench.curve_every, help="curve point every N rounds")
-    parser.add_argument("--cpus-per-client", type=float, default=1.0)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any run-config key")
-    args = parser.parse_args(argv)
+    parser.add_argument("--cpus-per-client", type=float, default=1.0, help="CPUs Ray reserves per client")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any run-config key for every method, e.g. --set local-epochs=3 (repeatable)",
+    )
+
+
+def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the benchmark that ``args`` (parsed by :func:`configure_parser`'s options) describe; print its table."""
     bench = Bench(
         server_run=args.server_run,
         out_dir=args.out,
         devices=args.devices,
         rounds=args.rounds,
         seeds=tuple(range(args.seeds)),
-        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        methods=DEFAULT_METHODS
+        if args.methods is None
+        else tuple(m.strip() for m in args.methods.split(",") if m.strip()),
         fraction=args.fraction,
         failure_rate=args.failure_rate,
         unseen_identities=args.unseen_identities,
         unseen_images=args.unseen_images,
         curve_every=args.curve_every,
+        fedprox_mu=args.fedprox_mu,
         settings=dict(parse_override(text) for text in args.set),
     )
     summary = run_bench(bench, args.cpus_per_client)
     print(summary["table"])
     return summary
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    return run_from_args(parser.parse_args(argv))

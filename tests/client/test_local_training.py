@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from nptface.client.local_training import LocalConfig, fine_tune, float_state
+from nptface.client.local_training import LocalConfig, add_proximal_gradient, fine_tune
 from nptface.core.checkpoint import load_backbone, load_proxies
 from nptface.core.datasets import SyntheticFaceDataset, materialize
 from nptface.core.embedding import embed_dataset
@@ -43,20 +43,62 @@ def test_fine_tuning_lowers_the_npt_loss_and_leaves_negatives_alone(tiny_run, cl
     assert "blocks.0.block.0.1.num_batches_tracked" not in result.weights
 
 
-def test_fedprox_keeps_the_backbone_closer_to_the_global_model(tiny_run, client_data):
-    def drift(mu: float) -> float:
-        model, _ = load_backbone(tiny_run)
-        start = float_state(model)
-        result = fine_tune(
-            model,
-            imprint(model, client_data),
-            np.zeros((0, 32), np.float32),
-            client_data,
-            LocalConfig(epochs=3, lr=0.1, batch_size=16, k=3, fedprox_mu=mu),
-        )
-        return sum(float((result.weights[k] - start[k]).pow(2).sum()) for k in start)
+def _local_update(tiny_run, data, mu: float):
+    """(the global model's parameters, the local result, the own rows it started from) of one round at ``mu``."""
+    model, _ = load_backbone(tiny_run)
+    parameters = {name: p.detach().clone() for name, p in model.named_parameters()}
+    rows = imprint(model, data)
+    config = LocalConfig(epochs=3, lr=0.1, batch_size=16, k=3, fedprox_mu=mu)
+    return parameters, fine_tune(model, rows.copy(), np.zeros((0, 32), np.float32), data, config), rows
 
-    assert drift(10.0) < drift(0.0)
+
+def test_fedprox_keeps_the_backbone_and_the_own_rows_closer_to_the_global_model(tiny_run, client_data):
+    def distances(mu: float) -> tuple[float, float]:
+        start, result, rows = _local_update(tiny_run, client_data, mu)
+        # parameters only: BatchNorm's running statistics are no parameters and the term does not hold them
+        backbone = torch.cat([(result.weights[k] - start[k]).flatten() for k in start]).norm().item()
+        return backbone, float(np.linalg.norm(result.rows - rows))
+
+    plain, proximal = distances(0.0), distances(1.0)
+
+    assert proximal[0] < 0.8 * plain[0], f"backbone moved {proximal[0]:.3f} with mu=1 vs {plain[0]:.3f} without"
+    assert proximal[1] < 0.8 * plain[1], f"own rows moved {proximal[1]:.3f} with mu=1 vs {plain[1]:.3f} without"
+
+
+def test_fedprox_off_is_the_plain_update_bit_for_bit(tiny_run, client_data, monkeypatch):
+    from nptface.client import local_training
+
+    calls = []
+    monkeypatch.setattr(local_training, "add_proximal_gradient", lambda *args: calls.append(args))
+    _local_update(tiny_run, client_data, 1e-3)
+    assert calls, "the proximal gradient is added through add_proximal_gradient"
+
+    calls.clear()
+    _, plain, _ = _local_update(tiny_run, client_data, 0.0)
+    assert not calls, "mu = 0 must not touch the gradients"
+    _, again, _ = _local_update(tiny_run, client_data, 0.0)
+    assert all(torch.equal(plain.weights[k], again.weights[k]) for k in plain.weights)
+    assert np.array_equal(plain.rows, again.rows)
+
+
+def test_the_proximal_gradient_is_the_gradient_of_the_proximal_term():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(4, 3)
+    anchored = [(p, p.detach().clone()) for p in layer.parameters()]
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(torch.randn_like(p))  # the local model has drifted from the global one
+    x, mu = torch.randn(5, 4), 0.7
+
+    layer(x).square().sum().backward()
+    add_proximal_gradient(anchored, mu)
+    added = [p.grad.clone() for p in layer.parameters()]
+
+    layer.zero_grad()
+    proximal = mu / 2 * sum((p - anchor).square().sum() for p, anchor in anchored)
+    (layer(x).square().sum() + proximal).backward()
+    for got, p in zip(added, layer.parameters(), strict=True):
+        torch.testing.assert_close(got, p.grad)
 
 
 def test_row_count_must_match_identities(tiny_run, client_data):

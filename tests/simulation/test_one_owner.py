@@ -33,6 +33,22 @@ def test_each_method_is_the_one_owner_setting_with_its_own_sharing_and_the_harne
         Bench(server_run="r", out_dir="o", methods=("fedsgd",))
 
 
+def test_fedprox_is_the_shared_bank_with_a_proximal_term_and_only_runs_when_it_can_act():
+    bench = Bench(server_run="r", out_dir="o", methods=("shared-bank", "fedprox"), settings={"local-epochs": 2})
+    fedprox, shared = bench.config("fedprox", 0), bench.config("shared-bank", 0)
+
+    assert fedprox.fed.client.fedprox_mu == one_owner.FEDPROX_MU > 0 and shared.fed.client.fedprox_mu == 0.0
+    assert fedprox.fed.proxy_sharing == shared.fed.proxy_sharing == "public"
+    assert fedprox.to_run_config() | {"fedprox-mu": 0.0, "out-dir": ""} == shared.to_run_config() | {"out-dir": ""}
+    assert bench.label("fedprox") == "shared bank + FedProx (mu=1)"
+    assert "fedprox" not in Bench(server_run="r", out_dir="o").methods, "opt-in: a default run has one local step"
+    with pytest.raises(ValueError, match="method fedprox: with local-epochs=1.* take one local step per round"):
+        Bench(server_run="r", out_dir="o", methods=("fedprox",), settings={"batch-size": 8})
+    assert Bench(server_run="r", out_dir="o", methods=("fedprox",), settings={"batch-size": 1}).methods
+    with pytest.raises(ValueError, match="fedprox-mu must be a finite number >= 0"):
+        Bench(server_run="r", out_dir="o", methods=("fedprox",), fedprox_mu=-1.0, settings={"local-epochs": 2})
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # two federations (Ray starts twice); about 4 minutes on a 2-core machine at load 20
 def test_the_command_runs_two_methods_and_writes_the_table_curves_and_memory(tiny_run, tmp_path, monkeypatch):

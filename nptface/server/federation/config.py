@@ -7,6 +7,7 @@ subset is forwarded to clients in every message (see :mod:`nptface.client.protoc
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -76,6 +77,10 @@ class FedConfig:
         if not 0 < self.client.delta <= 4:
             raise FedConfigError(
                 f"delta must be in (0, 4] (a squared distance on the unit sphere), got {self.client.delta}"
+            )
+        if not (math.isfinite(self.client.fedprox_mu) and self.client.fedprox_mu >= 0):
+            raise FedConfigError(
+                f"fedprox-mu must be a finite number >= 0 (FedProx's proximal weight; 0: off), got {self.client.fedprox_mu}"
             )
         self._check_evaluation_sizes()
         if self.backbone_aggregation not in BACKBONE_AGGREGATIONS:

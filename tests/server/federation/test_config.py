@@ -32,11 +32,21 @@ def test_keys_are_routed_to_server_and_client_settings():
         ({"spread-freeze-public": 1}, "'spread-freeze-public' must be bool"),
         ({"proxy-sharing": "everything"}, "proxy-sharing must be one of"),
         ({"failure-rate": 0.5}, "unknown run-config key 'failure-rate'"),  # a simulation harness key, never production
+        ({"fedprox-mu": -0.1}, r"fedprox-mu must be a finite number >= 0 .* got -0.1"),
+        ({"fedprox-mu": float("nan")}, "fedprox-mu must be a finite number >= 0 .* got nan"),
+        ({"fedprox-mu": float("inf")}, "fedprox-mu must be a finite number >= 0 .* got inf"),
+        ({"fedprox-mu": "0.1"}, "'fedprox-mu' must be float"),
     ],
 )
 def test_bad_settings_are_refused_by_name(values, message):
     with pytest.raises(FedConfigError, match=message):
         FedConfig.from_run_config(values)
+
+
+def test_fedprox_is_off_by_default_and_takes_any_finite_weight_from_zero():
+    assert FedConfig().client.fedprox_mu == 0.0
+    assert FedConfig.from_run_config({"fedprox-mu": 0}).client.fedprox_mu == 0.0
+    assert FedConfig.from_run_config({"fedprox-mu": 1}).client.fedprox_mu == 1.0
 
 
 @pytest.mark.parametrize(
