@@ -233,6 +233,23 @@ def test_with_align_the_bundles_own_detector_runs_and_an_old_bundle_falls_back_t
     assert "faces detected (the bundle's detector) and aligned" in capsys.readouterr().out
 
 
+def test_a_bundle_detector_this_nptface_cannot_decode_is_refused_by_name(fp32_bundle, tmp_path):
+    import json
+    import shutil
+
+    from nptface.edge_export.bundle import BundleError
+    from nptface.on_device.runtime import open_model
+
+    copy = tmp_path / "b"
+    shutil.copytree(fp32_bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["detector"]["name"] = "retinaface"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert open_model(copy, align=False).cropper is None  # ready crops need no detector
+    with pytest.raises(BundleError, match="field 'detector' names 'retinaface' at 192 px; this nptface runs"):
+        open_model(copy, align=True)
+
+
 ORL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "orl_faces"
 
 
