@@ -20,6 +20,9 @@ from nptface import __version__
 from nptface.core.cpu_threads import prefer_passive_waiting
 
 if TYPE_CHECKING:
+    import numpy as np
+
+    from nptface.on_device.gallery import Gallery
     from nptface.on_device.runtime import DeviceModel
 
 
@@ -195,6 +198,7 @@ def _bench_losses(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from nptface.edge_export.onnx_export import INT8_RECIPES
     from nptface.edge_export.pipeline import ExportOptions, export_run
+    from nptface.on_device.face_detection import bundled_detector
 
     recipes = {r.label: r for r in INT8_RECIPES}
     chosen = [label.strip() for label in (args.onnx_int8_recipes or ",".join(recipes)).split(",") if label.strip()]
@@ -211,6 +215,7 @@ def _export(args: argparse.Namespace) -> int:
         allow_partial=args.allow_partial,
         overwrite=args.overwrite,
         latency_repeats=args.latency_repeats,
+        detector=bundled_detector(),
     )
     out = args.out or str(Path("bundles") / Path(args.run).resolve().name)
     result = export_run(
@@ -321,7 +326,8 @@ def _device_model(args: argparse.Namespace, gallery_bundle: str | None = None) -
     if bundle is None:
         raise UsageError(f"nptface {args.command}: give --bundle BUNDLE_DIR")
     model = open_model(bundle, args.runtime, args.variant, align=args.align)
-    faces = "faces detected and aligned" if args.align else "images taken as aligned crops (--no-align)"
+    detector = "the bundle's detector" if model.bundle.detector else "nptface's detector: the bundle ships none"
+    faces = f"faces detected ({detector}) and aligned" if args.align else "images taken as aligned crops (--no-align)"
     # With --json, stdout holds only the JSON document.
     print(
         f"model: {model.bundle.root} variant {model.variant} on {model.runtime}; {faces}",
@@ -410,33 +416,49 @@ def _verify(args: argparse.Namespace) -> int:
     return _report_decision(args, rule, payload, f"{where}: {_verify_line(score, rule)}")
 
 
+def _ranking(gallery: Gallery, embedding: np.ndarray, top: int, threshold: float) -> list[dict[str, object]]:
+    return [
+        {"rank": rank, "name": m.name, "score": m.score, "match": m.score >= threshold}
+        for rank, m in enumerate(gallery.top(embedding, top), start=1)
+    ]
+
+
+def _ranking_lines(matches: list[dict[str, object]]) -> list[str]:
+    return [
+        f"  {m['rank']}. {m['name']}  cosine = {m['score']:.4f}" + ("  -> match" if m["match"] else "") for m in matches
+    ]
+
+
 def _identify(args: argparse.Namespace) -> int:
     from nptface.on_device.gallery import load_gallery
 
+    if args.all_faces and not args.align:
+        raise UsageError("nptface identify: --all-faces finds the faces in a photo; it cannot work with --no-align")
     gallery = load_gallery(args.gallery)
     model = _device_model(args, gallery.bundle)
     gallery.check_model(model.model_sha256, model.variant, args.gallery)
     rule = _decision_rule(args, model)
-    embedding = model.embed_files([args.image])[0]
     threshold = rule["threshold"]
-    matches = [
-        {"rank": rank, "name": m.name, "score": m.score, "match": m.score >= threshold}
-        for rank, m in enumerate(gallery.top(embedding, args.top), start=1)
-    ]
-    lines = [
-        f"{args.image}: top {len(matches)} of {len(gallery.names)} (cosine; threshold({rule['label']}) = {threshold:.4f})",
-        *(
-            f"  {m['rank']}. {m['name']}  cosine = {m['score']:.4f}" + ("  -> match" if m["match"] else "")
-            for m in matches
-        ),
-    ]
-    payload = {
-        "image": args.image,
-        "matches": matches,
-        "match": bool(matches and matches[0]["match"]),
-        "variant": model.variant,
-        "runtime": model.runtime,
-    }
+    of_gallery = f"of {len(gallery.names)} (cosine; threshold({rule['label']}) = {threshold:.4f})"
+    payload: dict[str, object] = {"image": args.image}
+    if args.all_faces:
+        faces, embeddings = model.embed_every_face(args.image)
+        lines = [f"{args.image}: {len(faces)} face(s), largest first"]
+        results = []
+        for number, (face, embedding) in enumerate(zip(faces, embeddings), start=1):
+            matches = _ranking(gallery, embedding, args.top, threshold)
+            box = [round(float(v), 1) for v in face.box]
+            matched = bool(matches and matches[0]["match"])
+            results.append(
+                {"face": number, "box": box, "detection_score": face.score, "matches": matches, "match": matched}
+            )
+            lines += [f"face {number} at box {box}: top {len(matches)} {of_gallery}", *_ranking_lines(matches)]
+        payload |= {"faces": results, "match": any(r["match"] for r in results)}
+    else:
+        matches = _ranking(gallery, model.embed_files([args.image])[0], args.top, threshold)
+        lines = [f"{args.image}: top {len(matches)} {of_gallery}", *_ranking_lines(matches)]
+        payload |= {"matches": matches, "match": bool(matches and matches[0]["match"])}
+    payload |= {"variant": model.variant, "runtime": model.runtime}
     return _report_decision(args, rule, payload, "\n".join(lines))
 
 
@@ -925,6 +947,11 @@ def build_parser() -> argparse.ArgumentParser:
     identify.add_argument("--gallery", required=True, help="gallery file (nptface enroll)")
     identify.add_argument("--top", type=int, default=5, help="how many best matches to list")
     identify.add_argument("image", help="a photo of the face to identify (an aligned crop with --no-align)")
+    identify.add_argument(
+        "--all-faces",
+        action="store_true",
+        help="identify every face the detector finds (default: the largest); exit 0 if any face matches",
+    )
     _add_device_options(identify)
     _add_decision_options(identify)
     identify.set_defaults(func=_identify)

@@ -180,12 +180,18 @@ def export_stage(
     shows what ships and what the gate refused; ``nptface export`` is strict by default.
     """
     from nptface.edge_export.pipeline import ExportOptions, export_run
+    from nptface.on_device.face_detection import bundled_detector
 
     say(
         f"\nexporting {run_dir} to ONNX, TFLite and Core ML (fp32/fp16/int8), each checked against the fp32 "
         "reference on held-out identities ..."
     )
-    result = export_run(run_dir, out, options=ExportOptions(allow_partial=True, overwrite=True), command=list(command))
+    result = export_run(
+        run_dir,
+        out,
+        options=ExportOptions(allow_partial=True, overwrite=True, detector=bundled_detector()),
+        command=list(command),
+    )
     say(result.table)
     rejected = ", ".join(v.name for v in result.rejected) or "none"
     say(

@@ -59,8 +59,9 @@ def tiny_sets() -> tuple[InMemoryFaceDataset, InMemoryFaceDataset]:
 def fp32_bundle(
     tiny_run: Path, tiny_sets: tuple[InMemoryFaceDataset, InMemoryFaceDataset], tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    """The tiny run exported to ONNX + TFLite fp32, shared by the export and on-device tests."""
+    """The tiny run exported to ONNX + TFLite fp32 with the face detector, shared by the export and on-device tests."""
     from nptface.edge_export.pipeline import ExportOptions, export_bundle
+    from nptface.on_device.face_detection import bundled_detector
 
     evaluation, calibration = tiny_sets
     out = tmp_path_factory.mktemp("fp32") / "bundle"
@@ -69,7 +70,7 @@ def fp32_bundle(
         out,
         evaluation,
         calibration,
-        ExportOptions(formats=("onnx", "tflite"), precisions=("fp32",), latency_repeats=1),
+        ExportOptions(formats=("onnx", "tflite"), precisions=("fp32",), latency_repeats=1, detector=bundled_detector()),
     )
     return out
 

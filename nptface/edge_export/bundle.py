@@ -11,6 +11,10 @@ Thresholds come in named operating points: ``export`` (the manifest's ``threshol
 on the export's evaluation set) and any calibrated later on the user's own faces
 (``operating_points``, added by :func:`add_operating_point` without touching a hashed file).
 The newest calibrated point is the default, since it describes the faces the bundle now meets.
+
+A bundle may also carry the face detector (``detector/``, hashed like the models, and the
+manifest's ``detector`` entry with the alignment template at the bundle's input size), so that a
+device finds and aligns faces exactly as the export's own tools do.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nptface.core.alignment import template_points
 from nptface.core.atomic import atomic_write_json
 from nptface.core.versioned_json import read_versioned_json
 from nptface.edge_export.manifest_check import EXPORT_POINT, ManifestValueError, check_manifest
@@ -32,10 +37,43 @@ FORMAT = "nptface-bundle"
 VERSION = 1
 MANIFEST = "manifest.json"
 DEFAULT_FAR = 1e-3
+DETECTOR_DIR = "detector"
 
 
 class BundleError(ValueError):
     """A bundle that is missing, tampered with, or not in the format this version reads."""
+
+
+@dataclass(frozen=True)
+class BundledDetector:
+    """A face detector an export ships next to the embedder, so that a device finds faces as the CLI does.
+
+    ``entry`` is its manifest entry without the alignment (which depends on the bundle's input
+    size); its ``files`` map a format (``onnx``, ``tflite``) to a file name in ``folder``.
+    ``documents`` (licence, source) are copied along.
+    """
+
+    folder: Path
+    entry: dict[str, Any]
+    documents: tuple[str, ...] = ()
+
+
+def add_detector(root: Path, detector: BundledDetector, input_size: int) -> dict[str, Any]:
+    """Copy ``detector``'s files into ``root/detector/`` and return its manifest entry for this input size.
+
+    The entry's template is where the detected eyes, nose tip and mouth centre go in the
+    ``input_size`` crop the embedder reads: the ArcFace template, aligned on the mouth's centre.
+    """
+    target = root / DETECTOR_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    for name in (*detector.entry["files"].values(), *detector.documents):
+        shutil.copyfile(detector.folder / name, target / name)
+    template = template_points(input_size, mouth="centre")
+    return {
+        **detector.entry,
+        "files": {fmt: f"{DETECTOR_DIR}/{name}" for fmt, name in detector.entry["files"].items()},
+        "alignment": {"template": template.tolist(), "size": input_size, "mouth": "centre"},
+    }
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -70,6 +108,11 @@ class Bundle:
     @property
     def input_size(self) -> int:
         return int(self.manifest["input"]["size"][0])
+
+    @property
+    def detector(self) -> dict[str, Any] | None:
+        """The shipped face detector's manifest entry; ``None`` for bundles exported without one."""
+        return self.manifest.get("detector")
 
     @property
     def variants(self) -> dict[str, dict[str, Any]]:

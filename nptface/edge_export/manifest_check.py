@@ -7,6 +7,8 @@ stricter operating point (a smaller FAR) can only ask for a higher cosine. Each 
 manifest and the field. Operating points calibrated later on the user's own faces
 (``operating_points``, written by ``nptface calibrate``) are held to the same rules, and must also
 name the checkpoint they were calibrated with and count enough impostor pairs to observe each FAR.
+A shipped face detector (``detector``, absent from older bundles) must name hashed files and align
+onto the template the embedder was trained on, at the bundle's input size.
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from nptface.core.alignment import template_points
+
 FORMATS = ("onnx", "tflite", "coreml")
+MOUTHS = ("corners", "centre")
 # The operating point that ``thresholds`` holds (calibrated at export); calibrated ones may not take its name.
 EXPORT_POINT = "export"
 OPERATING_POINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -87,6 +94,9 @@ def check_manifest(manifest: dict[str, Any], path: Path) -> None:
             fail(f"files[{name!r}].sha256", "64 lowercase hex digits", entry.get("sha256"))
         if isinstance(entry.get("size"), bool) or not isinstance(entry.get("size"), int) or entry["size"] < 0:
             fail(f"files[{name!r}].size", "a byte count (an integer >= 0)", entry.get("size"))
+    detector = manifest.get("detector")
+    if detector is not None:
+        _check_detector(detector, size[0], manifest["files"], fail, number, positive_int, table)
     source = manifest.get("source")
     if source is not None and not isinstance(table("source", source).get("checkpoint_sha256"), str):
         fail("source.checkpoint_sha256", "a string", source.get("checkpoint_sha256"))
@@ -95,6 +105,47 @@ def check_manifest(manifest: dict[str, Any], path: Path) -> None:
         checkpoint = (source or {}).get("checkpoint_sha256")
         for name, point in table("operating_points", points).items():
             _check_operating_point(name, point, checkpoint, fail, number, positive_int, table)
+
+
+def _check_detector(
+    detector: Any, input_size: int, files: dict[str, Any], fail: Any, number: Any, positive_int: Any, table: Any
+) -> None:
+    table("detector", detector)
+    for key in ("name", "licence", "source"):
+        if not isinstance(detector.get(key), str) or not detector[key]:
+            fail(f"detector.{key}", "a non-empty string", detector.get(key))
+    models = table("detector.files", detector.get("files"))
+    if not models:
+        fail("detector.files", "at least one format -> file entry", models)
+    for fmt, name in models.items():
+        if name not in files:
+            fail(f"detector.files[{fmt!r}]", "a file listed (and hashed) in the manifest's files", name)
+    positive_int("detector.input_size", detector.get("input_size"))
+    if not 0 < number("detector.min_score", detector.get("min_score")) < 1:
+        fail("detector.min_score", "a score in (0, 1)", detector.get("min_score"))
+    if not 0 < number("detector.nms_iou", detector.get("nms_iou")) <= 1:
+        fail("detector.nms_iou", "an IoU in (0, 1]", detector.get("nms_iou"))
+    keypoints = detector.get("keypoints")
+    if not isinstance(keypoints, list) or not all(isinstance(k, str) and k for k in keypoints):
+        fail("detector.keypoints", "a list of keypoint names", keypoints)
+    alignment = table("detector.alignment", detector.get("alignment"))
+    if alignment.get("size") != input_size:
+        fail("detector.alignment.size", f"the bundle's input size {input_size}", alignment.get("size"))
+    if alignment.get("mouth") not in MOUTHS:
+        fail("detector.alignment.mouth", f"one of {MOUTHS}", alignment.get("mouth"))
+    # The CLI and the page align onto this template; a bundle asking for another would be embedded misaligned.
+    expected = template_points(input_size, mouth=alignment["mouth"])
+    template = alignment.get("template")
+    shaped = isinstance(template, list) and len(template) == len(expected)
+    if not shaped or not all(isinstance(p, list) and len(p) == 2 for p in template):
+        fail("detector.alignment.template", f"{len(expected)} [x, y] points", template)
+    points = np.array([[number("detector.alignment.template", v) for v in point] for point in template])
+    if np.abs(points - expected).max() > 1e-3:
+        fail(
+            "detector.alignment.template",
+            f"template_points({input_size}, mouth={alignment['mouth']!r}) = {expected.round(4).tolist()}",
+            template,
+        )
 
 
 def _check_operating_point(

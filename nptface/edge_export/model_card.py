@@ -171,6 +171,22 @@ def _prelu_rewrite_note() -> list[str]:
     ]
 
 
+def _detector_lines(detector: dict[str, Any]) -> list[str]:
+    """The shipped face detector: what it is, under which licence, where it came from, and how crops are aligned."""
+    alignment = detector["alignment"]
+    files = ", ".join(f"`{name}`" for name in detector["files"].values())
+    return [
+        "## Face detector",
+        f"- {detector['name']} ({files}): finds faces and their keypoints ({', '.join(detector['keypoints'])}) "
+        f"in a photo, input {detector['input_size']}x{detector['input_size']}, score >= {detector['min_score']}, "
+        f"NMS IoU {detector['nms_iou']}.",
+        f"- Licence: {detector['licence']}. Source: {detector['source']}. Details in `detector/README.md`.",
+        f"- Alignment: the eyes, nose tip and mouth {alignment['mouth']} are mapped by a similarity transform onto "
+        f"`{[[round(x, 4), round(y, 4)] for x, y in alignment['template']]}` in the {alignment['size']}x"
+        f"{alignment['size']} crop the embedder reads.",
+    ]
+
+
 def render_model_card(manifest: dict[str, Any]) -> str:
     size = manifest["input"]["size"][0]
     dim = manifest["embedding"]["size"]
@@ -227,6 +243,8 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         "A phone's CPU or NPU gives other numbers, and int8's speed-up differs most: measure on the target "
         "device. Every variant passed the parity gate against `reference.npz` (see `report.md`).",
     ]
+    if manifest.get("detector"):
+        lines += ["", *_detector_lines(manifest["detector"])]
     if rejected:
         lines += [
             "",

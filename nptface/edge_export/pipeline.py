@@ -77,6 +77,8 @@ class ExportOptions:
     onnx_int8_recipes: tuple[onnx_export.Int8Recipe, ...] = onnx_export.INT8_RECIPES
     tflite_int8_recipes: tuple[tflite_export.TFLiteRecipe, ...] = tflite_export.INT8_RECIPES
     min_calibration_images: int = MIN_CALIBRATION_IMAGES
+    # the face detector shipped in the bundle (nptface.on_device.face_detection.bundled_detector()); None: none
+    detector: bundle_io.BundledDetector | None = None
 
     def __post_init__(self) -> None:
         for name, values, allowed in (("formats", self.formats, FORMATS), ("precisions", self.precisions, PRECISIONS)):
@@ -652,6 +654,8 @@ def _export(
 
     table = _table(listed, ex.reference_scores, torch_ms)
     manifest = _manifest(ex, listed, device, checkpoint_sha, run_dir, command, torch_ms)
+    if options.detector is not None:
+        manifest["detector"] = bundle_io.add_detector(staging, options.detector, ex.size)
     atomic_write_bytes(staging / "report.md", _report(ex, table, listed).encode())
     atomic_write_bytes(staging / "README.md", render_model_card(manifest).encode())
     bundle_io.write_manifest(staging, manifest)

@@ -20,6 +20,9 @@ from torch import nn
 from nptface.core.preprocess import normalize
 from nptface.core.verification import unit_rows
 
+# device runtime -> the model format it runs (the bundle's ``variants[].format`` and ``detector.files`` keys)
+RUNTIME_FORMATS = {"onnxruntime": "onnx", "litert": "tflite"}
+
 
 class InputShapeError(ValueError):
     """Images whose shape or type does not match what the exported model was built for."""

@@ -3,8 +3,9 @@
 Every entry point that takes photos (``nptface data align``, the device commands) goes through
 :class:`FaceCropper`, so a photo is cropped one way everywhere. The policy for odd inputs: no face
 is reported by name (:class:`NoFaceError` for one photo, a listed skip for a folder); several
-faces give the largest one, with a note. A folder keeps its tree: ``SRC/person/x.jpg`` becomes
-``DST/person/x.png`` (PNG, so the crop is not degraded a second time).
+faces give the largest one, with a note, unless every face is asked for (``identify --all-faces``).
+A folder keeps its tree: ``SRC/person/x.jpg`` becomes ``DST/person/x.png`` (PNG, so the crop is
+not degraded a second time).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class NoFaceError(ValueError):
 
 @dataclass(frozen=True)
 class FaceCrop:
-    """The aligned crop of the largest face, the face itself, and how many faces the photo holds."""
+    """The aligned crop of one face (the largest, unless every face was asked for), the face, and the photo's count."""
 
     image: Image.Image
     face: Face
@@ -46,20 +47,38 @@ class FaceCropper:
         self.size = size
 
     def crop(self, photo: Image.Image) -> FaceCrop | None:
+        """The crop of the largest face, or ``None`` when there is none."""
         faces = self.detector.detect(photo)
-        if not faces:
-            return None
-        aligned, _ = align_face(photo, faces[0].alignment_points, self.size, mouth="centre")
-        return FaceCrop(aligned, faces[0], len(faces))
+        return self._aligned(photo, faces[0], len(faces)) if faces else None
+
+    def crop_all(self, photo: Image.Image) -> list[FaceCrop]:
+        """The crop of every face, largest first."""
+        faces = self.detector.detect(photo)
+        return [self._aligned(photo, face, len(faces)) for face in faces]
+
+    def _aligned(self, photo: Image.Image, face: Face, faces_found: int) -> FaceCrop:
+        aligned, _ = align_face(photo, face.alignment_points, self.size, mouth="centre")
+        return FaceCrop(aligned, face, faces_found)
 
     def crop_file(self, path: str | Path) -> FaceCrop:
         """The crop of the photo at ``path``; several faces are logged, none raises naming the file."""
         found = self.crop(load_photo(path))
         if found is None:
-            raise NoFaceError(f"{path}: no face found (the detector needs a face at least ~5% of the photo's width)")
+            raise _no_face(path)
         if found.faces_found > 1:
             logger.warning("%s: %d faces found; using the largest", path, found.faces_found)
         return found
+
+    def crop_file_all(self, path: str | Path) -> list[FaceCrop]:
+        """The crops of every face in the photo at ``path``, largest first; none raises naming the file."""
+        found = self.crop_all(load_photo(path))
+        if not found:
+            raise _no_face(path)
+        return found
+
+
+def _no_face(path: str | Path) -> NoFaceError:
+    return NoFaceError(f"{path}: no face found (the detector needs a face at least ~5% of the photo's width)")
 
 
 @dataclass

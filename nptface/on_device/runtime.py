@@ -7,7 +7,8 @@ for its default (``default_variants`` is served to it).
 
 With ``align`` the files are photos: each goes through the face detector and is aligned to the
 template at the bundle's input size (:mod:`nptface.on_device.face_crops`), on the same runtime as
-the embedder; without it they are taken as ready-aligned crops and only resized.
+the embedder; without it they are taken as ready-aligned crops and only resized. The detector is
+the bundle's own when it ships one (so the CLI finds faces as the page does), else this package's.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from nptface.edge_export.bundle import Bundle, BundleError, load_bundle
-from nptface.edge_export.runtimes import Embedder
+from nptface.edge_export.bundle import MANIFEST, Bundle, BundleError, load_bundle
+from nptface.edge_export.runtimes import RUNTIME_FORMATS, Embedder
 from nptface.on_device.face_crops import FaceCropper
-from nptface.on_device.face_detection import FaceDetector
+from nptface.on_device.face_detection import INPUT_SIZE as DETECTOR_INPUT_SIZE
+from nptface.on_device.face_detection import NAME as DETECTOR_NAME
+from nptface.on_device.face_detection import Face, FaceDetector
 from nptface.on_device.images import load_face
 
-RUNTIME_FORMATS = {"onnxruntime": "onnx", "litert": "tflite"}
 PRECISION_PREFERENCE = ("int8", "w8a16", "fp16", "fp32")
 
 
@@ -61,6 +63,36 @@ class DeviceModel:
             faces = np.stack([np.asarray(self.cropper.crop_file(p).image) for p in paths])
         return self.embedder.embed(faces)
 
+    def embed_every_face(self, path: str | Path) -> tuple[list[Face], np.ndarray]:
+        """Every face detected in the photo at ``path`` (largest first) and their embeddings."""
+        if self.cropper is None:
+            raise ValueError(f"{path}: finding every face needs the face detector (opened with align=False)")
+        crops = self.cropper.crop_file_all(path)
+        return [c.face for c in crops], self.embedder.embed(np.stack([np.asarray(c.image) for c in crops]))
+
+
+def face_detector(bundle: Bundle, runtime: str) -> FaceDetector:
+    """The detector the bundle ships (its files verified with the bundle), else this package's own.
+
+    Older bundles carry no detector; their photos are searched with the one installed here.
+    """
+    entry = bundle.detector
+    if entry is None:
+        return FaceDetector(runtime)
+    where = bundle.root / MANIFEST
+    if entry["name"] != DETECTOR_NAME or entry["input_size"] != DETECTOR_INPUT_SIZE:
+        raise BundleError(
+            f"{where}: field 'detector' names {entry['name']!r} at {entry['input_size']} px; this nptface "
+            f"runs {DETECTOR_NAME!r} at {DETECTOR_INPUT_SIZE} px"
+        )
+    fmt = RUNTIME_FORMATS[runtime]
+    if fmt not in entry["files"]:
+        raise BundleError(
+            f"{where}: field 'detector.files' has no {fmt} model for --runtime {runtime}; "
+            f"it has {sorted(entry['files'])}"
+        )
+    return FaceDetector(runtime, entry["min_score"], bundle.root / entry["files"][fmt], entry["nms_iou"])
+
 
 def open_model(
     bundle_dir: str | Path, runtime: str = "onnxruntime", variant: str | None = None, align: bool = False
@@ -78,5 +110,5 @@ def open_model(
         raise BundleError(
             f"{bundle.root}: variant {name!r} is {fmt}; --runtime {runtime} runs {RUNTIME_FORMATS[runtime]} variants"
         )
-    cropper = FaceCropper(FaceDetector(runtime), bundle.input_size) if align else None
+    cropper = FaceCropper(face_detector(bundle, runtime), bundle.input_size) if align else None
     return DeviceModel(bundle, runtime, name, bundle.embedder(name, threads=1), cropper)

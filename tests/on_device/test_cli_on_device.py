@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,4 +201,123 @@ def test_with_align_a_photo_without_a_face_is_an_error_naming_it(fp32_bundle, sy
     Image.new("RGB", (200, 160), (120, 120, 120)).save(tmp_path / "wall.png")
     pair = [str(tmp_path / "face.png"), str(tmp_path / "wall.png")]
     assert main(["verify", "--bundle", str(fp32_bundle), *pair]) == 2
+    assert "wall.png: no face found" in capsys.readouterr().err
+
+
+def test_with_align_the_bundles_own_detector_runs_and_an_old_bundle_falls_back_to_nptfaces(
+    fp32_bundle, synthetic_portraits, tmp_path, capsys
+):
+    import json
+    import shutil
+
+    from nptface.on_device.face_detection import model_path
+    from nptface.on_device.runtime import open_model
+
+    for runtime in ("onnxruntime", "litert"):
+        detector = open_model(fp32_bundle, runtime, align=True).cropper.detector
+        assert detector.path.parent == fp32_bundle / "detector" and detector.runtime == runtime
+    old = tmp_path / "old"
+    shutil.copytree(fp32_bundle, old, ignore=shutil.ignore_patterns("detector"))
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["detector"]
+    manifest["files"] = {name: entry for name, entry in manifest["files"].items() if not name.startswith("detector/")}
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    assert open_model(old, align=True).cropper.detector.path == model_path("onnxruntime")
+    pair = []
+    for index, portrait in enumerate(synthetic_portraits):
+        portrait.save(tmp_path / f"{index}.png")
+        pair.append(str(tmp_path / f"{index}.png"))
+    assert main(["verify", "--bundle", str(old), *pair]) in (0, 1)  # match, no match
+    assert "nptface's detector: the bundle ships none" in capsys.readouterr().out
+    assert main(["verify", "--bundle", str(fp32_bundle), *pair]) in (0, 1)
+    assert "faces detected (the bundle's detector) and aligned" in capsys.readouterr().out
+
+
+def test_a_bundle_detector_this_nptface_cannot_decode_is_refused_by_name(fp32_bundle, tmp_path):
+    import json
+    import shutil
+
+    from nptface.edge_export.bundle import BundleError
+    from nptface.on_device.runtime import open_model
+
+    copy = tmp_path / "b"
+    shutil.copytree(fp32_bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["detector"]["name"] = "retinaface"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert open_model(copy, align=False).cropper is None  # ready crops need no detector
+    with pytest.raises(BundleError, match="field 'detector' names 'retinaface' at 192 px; this nptface runs"):
+        open_model(copy, align=True)
+
+
+ORL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "orl_faces"
+
+
+@pytest.fixture(params=["synthetic", "orl"])
+def two_person_gallery(request, fp32_bundle, synthetic_portraits, tmp_path):
+    """ann and bob enrolled from one photo each (detected and aligned), and a photo with both of them.
+
+    The faces are the synthetic portraits, or real ones: ORL's people s3 and s4 (92x112 greyscale),
+    whom the tiny test model (trained on 32 px renders) tells apart by a wide margin (cosine 0.999
+    to oneself, 0.94 to the other; it barely separates s1 from s2).
+    """
+    from PIL import Image
+
+    if request.param == "synthetic":
+        portraits = synthetic_portraits
+    elif not ORL.is_dir():
+        pytest.skip("the real faces ../shared/data/orl_faces are absent")
+    else:
+        portraits = [Image.open(ORL / person / "1.pgm").convert("RGB") for person in ("s3", "s4")]
+    gallery = tmp_path / "g.npz"
+    for name, portrait in zip(("ann", "bob"), portraits):
+        photo = Image.new("RGB", (300, 240), (60, 80, 90))
+        photo.paste(portrait, (90, 60))
+        photo.save(tmp_path / f"{name}.png")
+        enroll = ["enroll", "--bundle", str(fp32_bundle), "--gallery", str(gallery), "--name", name]
+        assert main([*enroll, str(tmp_path / f"{name}.png")]) == 0
+    photo = Image.new("RGB", (420, 240), (60, 80, 90))
+    ann = portraits[0]
+    photo.paste(ann.resize((round(ann.width * 150 / ann.height), 150)), (10, 40))  # the larger face, found first
+    photo.paste(portraits[1], (290, 60))
+    photo.save(tmp_path / "two.png")
+    return gallery, tmp_path / "two.png"
+
+
+def test_identify_all_faces_gives_one_ranking_per_face_with_its_box(two_person_gallery, capsys):
+    import json
+
+    gallery, photo = two_person_gallery
+    capsys.readouterr()
+    code = main(["identify", "--gallery", str(gallery), "--all-faces", "--json", str(photo)])
+    result = json.loads(capsys.readouterr().out)
+    assert [face["matches"][0]["name"] for face in result["faces"]] == ["ann", "bob"]  # largest first
+    (x0, _, x1, _), (x2, _, _, _) = (face["box"] for face in result["faces"])
+    assert 0 <= x0 < x1 < 200 < x2  # ann pasted at x 10-160, bob at 290-402
+    assert result["match"] == any(face["match"] for face in result["faces"])
+    assert code == (0 if result["match"] else 1)
+
+    assert main(["identify", "--gallery", str(gallery), "--all-faces", "--threshold", "1", str(photo)]) == 1
+    printed = capsys.readouterr().out
+    assert "2 face(s), largest first" in printed and "face 1 at box" in printed and "face 2 at box" in printed
+
+
+def test_identify_without_all_faces_takes_the_largest_face_and_says_so(two_person_gallery, capsys, caplog):
+    import json
+
+    gallery, photo = two_person_gallery
+    capsys.readouterr()
+    assert main(["identify", "--gallery", str(gallery), "--json", "--threshold", "-1", str(photo)]) == 0
+    assert json.loads(capsys.readouterr().out)["matches"][0]["name"] == "ann"
+    assert "two.png: 2 faces found; using the largest" in caplog.text  # a warning on stderr outside pytest
+
+
+def test_identify_all_faces_needs_the_detector_and_a_face(two_person_gallery, tmp_path, capsys):
+    from PIL import Image
+
+    gallery, photo = two_person_gallery
+    assert main(["identify", "--gallery", str(gallery), "--all-faces", "--no-align", str(photo)]) == 2
+    assert "--all-faces finds the faces in a photo" in capsys.readouterr().err
+    Image.new("RGB", (200, 160), (120, 120, 120)).save(tmp_path / "wall.png")
+    assert main(["identify", "--gallery", str(gallery), "--all-faces", str(tmp_path / "wall.png")]) == 2
     assert "wall.png: no face found" in capsys.readouterr().err
