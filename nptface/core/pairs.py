@@ -39,6 +39,17 @@ class Pairs:
     def __len__(self) -> int:
         return len(self.is_same)
 
+    def reindexed(self, new_index: npt.ArrayLike) -> Pairs:
+        """These pairs over a subset of the samples: sample ``i`` is ``new_index[i]`` there, or -1 if it left.
+
+        A pair with a sample that left is dropped; the others keep their order, so folds stay
+        contiguous blocks (an image found unusable after the pairs were drawn, like a photo with no face).
+        """
+        new_index = np.asarray(new_index, dtype=np.int64)
+        a, b = new_index[self.index_a], new_index[self.index_b]
+        kept = (a >= 0) & (b >= 0)
+        return Pairs(a[kept], b[kept], np.asarray(self.is_same)[kept])
+
 
 def all_genuine_pairs(
     labels: npt.ArrayLike,

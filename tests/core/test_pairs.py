@@ -181,3 +181,11 @@ def test_largest_lfw_style_pairs_shrinks_folds_to_what_the_labels_hold():
     assert pairs.is_same.sum() == 30 and (~pairs.is_same).sum() == 30
     with pytest.raises(ValueError, match="client set: too few pairs"):
         largest_lfw_style_pairs(np.repeat(np.arange(3), 2), n_folds=10, where="client set")
+
+
+def test_reindexed_pairs_drop_those_with_a_sample_that_left_and_keep_the_order_of_the_rest():
+    pairs = Pairs(np.array([0, 0, 1, 2]), np.array([1, 3, 3, 3]), np.array([True, False, True, False]))
+    kept = pairs.reindexed([0, -1, 1, 2])  # sample 1 left; 2 and 3 move down one place
+    np.testing.assert_array_equal(kept.index_a, [0, 1])
+    np.testing.assert_array_equal(kept.index_b, [2, 2])
+    np.testing.assert_array_equal(kept.is_same, [False, False])
