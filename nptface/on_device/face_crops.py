@@ -11,6 +11,7 @@ not degraded a second time).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,11 +84,15 @@ def _no_face(path: str | Path) -> NoFaceError:
 
 @dataclass
 class FolderReport:
-    """What ``crop_folder`` did: files written, and the photos with no face or several faces."""
+    """What ``crop_folder`` did: the crop written for each photo, and the photos with no face or several faces."""
 
-    written: int = 0
+    crops: dict[Path, Path] = field(default_factory=dict)
     no_face: list[Path] = field(default_factory=list)
     several_faces: list[tuple[Path, int]] = field(default_factory=list)
+
+    @property
+    def written(self) -> int:
+        return len(self.crops)
 
     def summary(self) -> str:
         lines = [f"{self.written} aligned crops written; {len(self.no_face)} photos without a face skipped"]
@@ -96,21 +101,29 @@ class FolderReport:
         return "\n".join(lines)
 
 
-def crop_folder(src: str | Path, dst: str | Path, cropper: FaceCropper) -> FolderReport:
+def crop_folder(
+    src: str | Path, dst: str | Path, cropper: FaceCropper, photos: Sequence[Path] | None = None
+) -> FolderReport:
     """Write the aligned crop of every image under ``src`` to the same place under ``dst`` (as PNG).
 
-    An unreadable image stops the run with an error naming it: a folder of faces with a broken
-    file in it is a mistake worth fixing, not a photo without a face.
+    ``photos``: the images under ``src`` to crop (an eval set's own files), instead of every image
+    file found there. An unreadable image stops the run with an error naming it: a folder of faces
+    with a broken file in it is a mistake worth fixing, not a photo without a face. Two photos that
+    would share one crop (``x.jpg`` and ``x.png``) are refused by name too.
     """
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: no such folder; expected a folder of photos (one sub-folder per person)")
     if dst.resolve() == src.resolve() or dst.resolve().is_relative_to(src.resolve()):
         raise ValueError(f"{dst}: the output folder must lie outside the source folder {src}")
-    report = FolderReport()
-    files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if photos is None:
+        files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    else:
+        files = list(photos)
     if not files:
         raise FileNotFoundError(f"{src}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
+    report = FolderReport()
+    source_of: dict[Path, Path] = {}  # crop -> photo
     for path in files:
         found = cropper.crop(load_photo(path))
         if found is None:
@@ -119,7 +132,10 @@ def crop_folder(src: str | Path, dst: str | Path, cropper: FaceCropper) -> Folde
         if found.faces_found > 1:
             report.several_faces.append((path, found.faces_found))
         target = (dst / path.relative_to(src)).with_suffix(".png")
+        if target in source_of:
+            raise ValueError(f"{source_of[target]} and {path} would both be cropped to {target}; rename one")
+        source_of[target] = path
         target.parent.mkdir(parents=True, exist_ok=True)
         found.image.save(target)
-        report.written += 1
+        report.crops[path] = target
     return report

@@ -86,6 +86,21 @@ def synthetic_portraits():
 
 
 @pytest.fixture(scope="session")
+def scene():
+    """``scene([(face, height, (x, y)), ...], size)``: a plain backdrop with each face pasted at that height."""
+    from PIL import Image
+
+    def paste(faces, size=(320, 240)):
+        photo = Image.new("RGB", size, (60, 80, 90))
+        for face, height, at in faces:
+            width = round(face.width * height / face.height)
+            photo.paste(face.convert("RGB").resize((width, height), Image.Resampling.BICUBIC), at)
+        return photo
+
+    return paste
+
+
+@pytest.fixture(scope="session")
 def detector():
     from nptface.on_device.face_detection import FaceDetector
 

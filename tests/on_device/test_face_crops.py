@@ -15,21 +15,14 @@ from nptface.on_device.face_crops import FaceCropper, NoFaceError, crop_folder
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
-def _scene(faces: list[tuple[Image.Image, int, tuple[int, int]]], size=(320, 240)) -> Image.Image:
-    photo = Image.new("RGB", size, (60, 80, 90))
-    for face, side, at in faces:
-        photo.paste(face.resize((side, side), Image.Resampling.BICUBIC), at)
-    return photo
-
-
 @pytest.fixture
-def photo_folder(tmp_path, synthetic_portraits) -> Path:
+def photo_folder(tmp_path, synthetic_portraits, scene) -> Path:
     a, b = synthetic_portraits
     src = tmp_path / "photos"
     (src / "ann").mkdir(parents=True)
     (src / "bob").mkdir()
-    _scene([(a, 112, (30, 40))]).save(src / "ann" / "one.jpg", quality=95)
-    _scene([(a, 120, (290, 20)), (b, 140, (10, 90))], size=(420, 240)).save(src / "bob" / "pair.png")
+    scene([(a, 112, (30, 40))]).save(src / "ann" / "one.jpg", quality=95)
+    scene([(a, 120, (290, 20)), (b, 140, (10, 90))], size=(420, 240)).save(src / "bob" / "pair.png")
     Image.new("RGB", (200, 150), (120, 120, 120)).save(src / "bob" / "wall.png")
     return src
 
@@ -46,10 +39,10 @@ def test_a_folder_becomes_aligned_crops_in_the_same_tree_with_odd_photos_reporte
     assert "no face: " in report.summary() and "2 faces, largest taken" in report.summary()
 
 
-def test_of_several_faces_the_largest_is_aligned(synthetic_portraits, detector):
+def test_of_several_faces_the_largest_is_aligned(synthetic_portraits, scene, detector):
     a, b = synthetic_portraits
-    crop = FaceCropper(detector, 112).crop(_scene([(a, 120, (290, 20)), (b, 140, (10, 90))], size=(420, 240)))
-    alone = FaceCropper(detector, 112).crop(_scene([(b, 140, (10, 90))], size=(420, 240)))
+    crop = FaceCropper(detector, 112).crop(scene([(a, 120, (290, 20)), (b, 140, (10, 90))], size=(420, 240)))
+    alone = FaceCropper(detector, 112).crop(scene([(b, 140, (10, 90))], size=(420, 240)))
     assert crop.faces_found == 2
     assert np.abs(crop.face.alignment_points - alone.face.alignment_points).max() < 3.0  # the other is ~200 px away
 
@@ -87,3 +80,9 @@ def test_faces_are_found_in_real_in_the_wild_photos(detector):
     cropper = FaceCropper(detector)
     found = [cropper.crop(load_photo(path)) is not None for path in photos]
     assert sum(found) >= len(photos) - 1, f"faces found in {sum(found)} of {len(photos)} photos"
+
+
+def test_two_photos_that_would_share_one_crop_are_refused_by_name(photo_folder, tmp_path, detector):
+    (photo_folder / "ann" / "one.png").write_bytes((photo_folder / "ann" / "one.jpg").read_bytes())
+    with pytest.raises(ValueError, match=r"one.jpg and .*one.png would both be cropped to"):
+        crop_folder(photo_folder, tmp_path / "aligned", FaceCropper(detector))
