@@ -11,6 +11,7 @@ import importlib
 import json
 import logging
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -93,6 +94,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     if (args.data is None) == (args.bin is None):
         raise SystemExit("nptface eval: give exactly one of --data FOLDER or --bin FILE")
+    if args.align and args.bin is not None:
+        raise SystemExit("nptface eval: --align detects faces in a --data folder of photos; a .bin holds aligned crops")
     model, _ = load_backbone(args.run)
     if args.bin is not None:
         spec, source = EvalSet(kind="bin", path=args.bin), args.bin
@@ -109,12 +112,27 @@ def _eval(args: argparse.Namespace) -> int:
         )
         source = args.data
     data = build_eval_set(spec, model.config.input_size)
-    result = evaluate_model(model, data.dataset, data.pairs, flip=args.flip)
-    print(f"{source}: {len(data.dataset)} images, {len(data.pairs)} pairs")
+    alignment: dict[str, Any] = {}
+    if args.align:
+        from nptface.on_device.aligned_eval_set import align_eval_set
+        from nptface.on_device.face_crops import FaceCropper
+        from nptface.on_device.face_detection import FaceDetector
+
+        with tempfile.TemporaryDirectory(prefix="nptface-eval-") as workdir:
+            aligned = align_eval_set(
+                data.dataset, data.pairs, FaceCropper(FaceDetector(), model.config.input_size), workdir
+            )
+            result = evaluate_model(model, aligned.dataset, aligned.pairs, flip=args.flip)
+        print(aligned.summary_line())
+        print(f"{source}: {len(aligned.dataset)} aligned faces, {len(aligned.pairs)} pairs")
+        alignment = {"alignment": aligned.to_dict()}
+    else:
+        result = evaluate_model(model, data.dataset, data.pairs, flip=args.flip)
+        print(f"{source}: {len(data.dataset)} images, {len(data.pairs)} pairs")
     for line in result.summary_lines():
         print(line)
     out = Path(args.out) if args.out else Path(args.run) / "eval.json"
-    atomic_write_json(out, {"data": str(source), "run": str(args.run), **result.to_dict(roc_points=200)})
+    atomic_write_json(out, {"data": str(source), "run": str(args.run), **alignment, **result.to_dict(roc_points=200)})
     print(f"metrics written to {out}")
     return 0
 
@@ -589,6 +607,7 @@ def _add_decision_options(parser: argparse.ArgumentParser) -> None:
 # and the packages imported before the command starts, so that a missing one stops it at once.
 EXTRA_OF_COMMAND = {
     "data": "export",  # align runs the face detector on onnxruntime or LiteRT
+    "eval": "export",  # --align runs the face detector on onnxruntime
     "export": "export",
     "enroll": "export",
     "verify": "export",
@@ -764,6 +783,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="protocol seed that draws the pairs without --pairs/--lfw-pairs (as a training "
         "config's eval.sets[].seed; the run's seed plays no part)",
+    )
+    evaluate.add_argument(
+        "--align",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="--data holds photos: detect and align the largest face in each (photos without one are left out, "
+        "with their pairs, and listed); --no-align takes the images as ready crops, like training data",
     )
     evaluate.add_argument("--out", help="metrics JSON (default: RUN/eval.json)")
     evaluate.set_defaults(func=_eval)
