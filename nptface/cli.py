@@ -10,6 +10,7 @@ import argparse
 import importlib
 import json
 import logging
+import math
 import sys
 import tempfile
 import traceback
@@ -177,17 +178,37 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_lr(text: str) -> str:
+    """A learning rate kept as typed (it names the run folder), refused unless a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a learning rate > 0, got {text!r}")
+    return text
+
+
 def _bench_losses(args: argparse.Namespace) -> int:
     from nptface.server.training import loss_benchmark as bench
 
     out = Path(args.out)
     seeds = list(range(args.seeds))
+    if args.tune_lr and not args.scale:
+        raise ValueError("--tune-lr: learning-rate tuning is part of the scale comparison; add --scale")
     if args.scale:
         unknown = sorted(set(args.variants or ()) - set(bench.SCALE_VARIANTS))
         if unknown:
             raise ValueError(f"--variants: unknown head(s) {unknown}; expected some of {sorted(bench.SCALE_VARIANTS)}")
         variants = {name: bench.SCALE_VARIANTS[name] for name in args.variants or bench.SCALE_VARIANTS}
         base = [*bench.SCALE_BUDGET, *args.set]
+        if args.tune_lr:
+            tuned = bench.run_tuned(variants, args.tune_lr, seeds, out, base)
+            print(bench.summarise_tuning(tuned, out, "scale-tuning"))
+            title = "Loss comparison at scale, each head at its best learning rate"
+            print(bench.summarise(tuned.outcomes, title, out, "scale-tuned"))
+            print(f"tables and per-run results written under {out}")
+            return 0
         bench.run_benchmark(variants, seeds, out / "scale", base)
         outcomes = bench.finished_outcomes(bench.SCALE_VARIANTS, out / "scale", base)
         print(bench.summarise(outcomes, "Loss comparison at scale on synthetic held-out identities", out, "scale"))
@@ -944,6 +965,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HEAD",
         help="with --scale: train only these heads (npt-semihard, npt-k6-exact, arcface, cosface, "
         "partialfc-arcface), e.g. more seeds for the NPT variants",
+    )
+    losses.add_argument(
+        "--tune-lr",
+        nargs="+",
+        default=None,
+        metavar="LR",
+        type=_positive_lr,
+        help="with --scale: equal tuning, one seed-0 trial per learning rate for every head, then the other "
+        "seeds at each head's best (by TAR@FAR=1e-3), e.g. --tune-lr 0.05 0.1 0.2",
     )
     losses.add_argument("--out", default="runs/bench-losses", help="folder for the tables and per-run results")
     losses.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the budget")

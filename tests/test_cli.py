@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -364,3 +365,18 @@ def test_fed_bench_one_owner_needs_an_out_folder(capsys):
         main(["fed", "bench", "one-owner"])
     assert exit_info.value.code == 2
     assert "the following arguments are required: --out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv,says",
+    [
+        (["bench", "losses", "--scale", "--tune-lr", "0"], "expected a learning rate > 0, got '0'"),
+        (["bench", "losses", "--scale", "--tune-lr", "fast"], "expected a learning rate > 0, got 'fast'"),
+        (["bench", "losses", "--tune-lr", "0.1"], "--tune-lr: learning-rate tuning is part of the scale comparison"),
+    ],
+)
+def test_bench_losses_refuses_a_bad_tuning_grid_before_training(argv, says, capsys, tmp_path):
+    with pytest.raises(SystemExit) if "got" in says else contextlib.nullcontext():
+        code = main([*argv, "--out", str(tmp_path / "out")])
+        assert code == 2
+    assert says in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -47,3 +47,25 @@ def test_a_resumed_benchmark_reuses_finished_runs_and_tabulates_every_one(tmp_pa
     assert bench.finished_outcomes(bench.SCALE_VARIANTS, tmp_path / "scale", [*TINY, "optim.lr=0.05"]) == [], (
         "runs of another budget are not mixed into the table"
     )
+
+
+@pytest.mark.timeout(240)
+def test_equal_tuning_gives_every_head_the_same_trials_and_seeds_only_the_best_learning_rate(tmp_path):
+    heads = {name: bench.SCALE_VARIANTS[name] for name in ("npt-semihard", "cosface")}
+    budget = [entry for entry in TINY if not entry.startswith("optim.lr=")]
+    tuned = bench.run_tuned(heads, ["0.01", "0.001"], [0, 1], tmp_path, budget)
+    assert {variant: sorted(by_lr) for variant, by_lr in tuned.trials.items()} == {
+        "npt-semihard": ["0.001", "0.01"],
+        "cosface": ["0.001", "0.01"],
+    }
+    for variant, lr in tuned.best_lr.items():
+        best = tuned.trials[variant][lr]
+        assert all(bench._tuning_key(best) >= bench._tuning_key(o) for o in tuned.trials[variant].values())
+        assert (bench.lr_dir(tmp_path, lr) / f"{variant}-seed1" / "metrics.json").is_file(), "seed 1 at the best lr"
+        other = next(x for x in ("0.01", "0.001") if x != lr)
+        assert not (bench.lr_dir(tmp_path, other) / f"{variant}-seed1").exists(), "no extra seeds at the other lr"
+    assert sorted((o.variant, o.seed) for o in tuned.outcomes) == sorted(
+        (f"{variant} @ lr {lr}", seed) for variant, lr in tuned.best_lr.items() for seed in (0, 1)
+    )
+    table = bench.summarise_tuning(tuned, tmp_path, "scale-tuning")
+    assert "lr 0.01" in table and "lr 0.001" in table and table.count("**") == 2 * len(heads)
