@@ -595,7 +595,10 @@ def _add_device_options(
         default="onnxruntime",
         help="onnxruntime (ONNX variants) or litert (the LiteRT interpreter, TFLite variants)",
     )
-    parser.add_argument("--variant", help="a shipped variant name (default: the runtime's int8, else fp16, else fp32)")
+    parser.add_argument(
+        "--variant",
+        help="a shipped variant name (default: the runtime's int8, else w8-dynamic, else w8a16, else fp16, else fp32)",
+    )
     parser.add_argument(
         "--align",
         action=argparse.BooleanOptionalAction,

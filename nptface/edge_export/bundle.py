@@ -20,6 +20,7 @@ device finds and aligns faces exactly as the export's own tools do.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -30,8 +31,10 @@ from nptface.core.alignment import template_points
 from nptface.core.atomic import atomic_write_json
 from nptface.core.versioned_json import read_versioned_json
 from nptface.edge_export.manifest_check import EXPORT_POINT, ManifestValueError, check_manifest
-from nptface.edge_export.numerics import upgrade_variant
+from nptface.edge_export.numerics import RENAMED_VARIANTS, upgrade_variant
 from nptface.edge_export.runtimes import Embedder, LiteRTEmbedder, OnnxEmbedder
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "nptface-bundle"
 VERSION = 1
@@ -117,6 +120,19 @@ class Bundle:
     @property
     def variants(self) -> dict[str, dict[str, Any]]:
         return {v["name"]: v for v in self.manifest["variants"]}
+
+    def shipped_variant(self, name: str) -> str:
+        """The shipped variant called ``name``, or by its name before the renames (with a warning: that will go)."""
+        current = RENAMED_VARIANTS.get(name, name) if name not in self.variants else name
+        if current not in self.variants:
+            raise BundleError(f"{self.root}: no variant {name!r}; shipped: {sorted(self.variants)}")
+        if current != name:
+            logger.warning(
+                "variant %r is now called %r (its activations are not int8); the old name will stop working",
+                name,
+                current,
+            )
+        return current
 
     @property
     def operating_points(self) -> dict[str, dict[str, float]]:

@@ -1,4 +1,4 @@
-"""Core ML variants: an fp16 ML Program, int8 linear weights, and 6-bit palettised weights.
+"""Core ML variants: an fp16 ML Program, int8 linear weights (``coreml-w8``: fp16 compute), 6-bit palettised weights.
 
 Core ML runs models only on Apple systems, so on Linux a variant is scored by reading its stored
 weights back (decompressed) into a BN-folded PyTorch copy and running that. This measures the
@@ -30,7 +30,7 @@ OUTPUT_NAME = "embedding"
 @dataclass(frozen=True)
 class CoreMLRecipe:
     label: str
-    precision: str  # fp16 | int8 (the gate class; palettisation is judged as int8)
+    precision: str  # fp16 | int8: the --precisions class that builds it; the variant is named by its numerics
     compression: str  # none | linear8 | palette6
 
     @property
@@ -48,7 +48,7 @@ class CoreMLRecipe:
 
 RECIPES = (
     CoreMLRecipe("fp16", "fp16", "none"),
-    CoreMLRecipe("int8", "int8", "linear8"),
+    CoreMLRecipe("linear8", "int8", "linear8"),
     CoreMLRecipe("palette6", "int8", "palette6"),
 )
 

@@ -236,7 +236,8 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         "",
         "Weights and activations say what each file computes in. Phone NPUs and DSPs (NNAPI, Edge TPU, "
         "Hexagon) need int8 activations: only files whose activations are int8 can run there whole. "
-        "int16 activations (`w8a16` files) and float activations (`int8-dynamic`) run on CPUs and GPUs.",
+        "int16 activations (`w8a16` files) and float activations (`w8-dynamic`) run on CPUs and GPUs; Core ML's `w8` "
+        "and `palette6` compress weights only and compute in fp16, as Apple's Neural Engine does.",
         "",
         f"Latency: median of {latency.get('repeats', 'several')} single-thread, batch-1 runs on the export machine's "
         f"CPU, {latency['cpu']}" + (f" ({latency['machine']})" if latency.get("machine") else "") + ". "

@@ -44,12 +44,13 @@ class GateLimits:
 
 
 # Every precision meets the gate's floor (p1 cosine ≥ 0.95, flips ≤ 1 %, accuracy drop ≤ 0.5 point); fp16 and fp32
-# are held tighter, never looser than int8; w8a16 (int8 weights, int16 activations) is held like int8.
+# are held tighter, never looser than int8. Every other quantised label (numerics.precision_label: int8 weights with
+# int16, run-time-quantised or fp16 activations; palettised weights) is held like int8.
+_QUANTISED = GateLimits(min_mean_cos=0.98, min_p1_cos=0.95, max_accuracy_drop=0.5, max_flip_share=0.01)
 DEFAULT_LIMITS: dict[str, GateLimits] = {
     "fp32": GateLimits(min_mean_cos=0.9999, min_p1_cos=0.999, max_accuracy_drop=0.1, max_flip_share=0.002),
     "fp16": GateLimits(min_mean_cos=0.999, min_p1_cos=0.99, max_accuracy_drop=0.5, max_flip_share=0.01),
-    "int8": GateLimits(min_mean_cos=0.98, min_p1_cos=0.95, max_accuracy_drop=0.5, max_flip_share=0.01),
-    "w8a16": GateLimits(min_mean_cos=0.98, min_p1_cos=0.95, max_accuracy_drop=0.5, max_flip_share=0.01),
+    **dict.fromkeys(("int8", "w8a16", "w8-dynamic", "w8", "palette6"), _QUANTISED),
 }
 
 

@@ -41,7 +41,7 @@ from nptface.edge_export import coreml_export, onnx_export, tflite_export
 from nptface.edge_export.evalset import REFERENCE_FILE, compute_reference, save_reference
 from nptface.edge_export.latency import cpu_name, median_latency_ms
 from nptface.edge_export.model_card import render_model_card
-from nptface.edge_export.numerics import FP16, FP32, Numerics
+from nptface.edge_export.numerics import FP16, FP32, W8_DYNAMIC, W8A8, W8A16, Numerics, precision_label, variant_name
 from nptface.edge_export.parity import (
     DEFAULT_LIMITS,
     EvalScores,
@@ -350,7 +350,8 @@ def _onnx_variants(ex: _Exporter, card: dict[str, str]) -> list[VariantResult]:
         out.append(v)
     if "int8" in precisions:
 
-        def build(name: str, precision: str, recipes: list[onnx_export.Int8Recipe]) -> VariantResult:
+        def build(numerics: Numerics, recipes: list[onnx_export.Int8Recipe]) -> VariantResult:
+            name = variant_name("onnx", numerics)
             attempts = [
                 (
                     r.label,
@@ -363,22 +364,28 @@ def _onnx_variants(ex: _Exporter, card: dict[str, str]) -> list[VariantResult]:
             ]
             methods = sum(1 for r in recipes if not (r.keep_float or r.bias_correction))  # remedies only on a miss
             v = ex.variant(
-                name, "onnx", precision, ex.models_dir / f"{name}.onnx", "onnxruntime (CPU)", attempts, methods
+                name,
+                "onnx",
+                precision_label(numerics),
+                ex.models_dir / f"{name}.onnx",
+                "onnxruntime (CPU)",
+                attempts,
+                methods,
             )
             v.io = dict(fp32.io)
             return v
 
-        out += _int8_then_fallback(ex.options.onnx_int8_recipes, "onnx", build)
+        out += _int8_then_fallback(ex.options.onnx_int8_recipes, build)
     return out
 
 
-def _int8_then_fallback(recipes: tuple[Any, ...], fmt: str, build: Callable[..., VariantResult]) -> list[VariantResult]:
+def _int8_then_fallback(recipes: tuple[Any, ...], build: Callable[..., VariantResult]) -> list[VariantResult]:
     """``<fmt>-int8`` from the 8-bit-activation recipes; ``<fmt>-w8a16`` (int16 activations) only if that fails."""
     eight = [r for r in recipes if r.activation_bits == 8]
     sixteen = [r for r in recipes if r.activation_bits == 16]
-    out = [build(f"{fmt}-int8", "int8", eight)] if eight else []
+    out = [build(W8A8, eight)] if eight else []
     if sixteen and not (out and out[0].passed):
-        out.append(build(f"{fmt}-w8a16", "w8a16", sixteen))
+        out.append(build(W8A16, sixteen))
     return out
 
 
@@ -407,7 +414,8 @@ def _tflite_variants(ex: _Exporter) -> list[VariantResult]:
     fp32.io = io
     out.append(fp32)
 
-    def build(name: str, precision: str, recipes: list[tflite_export.TFLiteRecipe]) -> VariantResult:
+    def build(numerics: Numerics, recipes: list[tflite_export.TFLiteRecipe]) -> VariantResult:
+        name = variant_name("tflite", numerics)
         attempts = [
             (
                 r.label,
@@ -419,7 +427,12 @@ def _tflite_variants(ex: _Exporter) -> list[VariantResult]:
             for r in recipes
         ]
         v = ex.variant(
-            name, "tflite", precision, ex.models_dir / f"{name}.tflite", "LiteRT interpreter (XNNPACK)", attempts
+            name,
+            "tflite",
+            precision_label(numerics),
+            ex.models_dir / f"{name}.tflite",
+            "LiteRT interpreter (XNNPACK)",
+            attempts,
         )
         details = LiteRTEmbedder(ex.staging / v.file, size)
         v.io = {
@@ -432,10 +445,10 @@ def _tflite_variants(ex: _Exporter) -> list[VariantResult]:
         return v
 
     if "fp16" in precisions:
-        out.append(build("tflite-fp16", "fp16", [tflite_export.FP16]))
+        out.append(build(FP16, [tflite_export.FP16]))
     if "int8" in precisions:
-        out += _int8_then_fallback(ex.options.tflite_int8_recipes, "tflite", build)
-        out.append(build("tflite-int8-dynamic", "int8", [tflite_export.INT8_DYNAMIC]))
+        out += _int8_then_fallback(ex.options.tflite_int8_recipes, build)
+        out.append(build(W8_DYNAMIC, [tflite_export.DYNAMIC_RANGE]))
     return out
 
 
@@ -450,7 +463,7 @@ def _coreml_variants(ex: _Exporter, card: dict[str, str]) -> list[VariantResult]
     for recipe in coreml_export.RECIPES:
         if recipe.precision not in ex.options.precisions:
             continue
-        name = f"coreml-{recipe.label}"
+        name = variant_name("coreml", recipe.numerics)
 
         def runtime(p: Path) -> Embedder:
             if coreml_export.can_predict():
@@ -460,7 +473,7 @@ def _coreml_variants(ex: _Exporter, card: dict[str, str]) -> list[VariantResult]
         v = ex.variant(
             name,
             "coreml",
-            recipe.precision,
+            precision_label(recipe.numerics),
             ex.models_dir / f"{name}.mlpackage",
             scored_by,
             [

@@ -3,9 +3,9 @@
 litert-torch cannot keep a dynamic batch (a reshape freezes the example's), so every .tflite has
 batch 1 — the shape a phone runs anyway. The input is NHWC by default, the layout Android camera
 pipelines and LiteRT's GPU/NPU delegates prefer; NCHW is an option. Quantisation works on the
-fp32 flatbuffer: fp16 casts weights (FLOAT_CASTING), "int8-dynamic" keeps float activations and
-int8 weights (dynamic range), "int8" is full-integer with activations calibrated on face crops,
-its input and output int8 with the scale and zero point stored in the file.
+fp32 flatbuffer: fp16 casts weights (FLOAT_CASTING), "dynamic-range" keeps float activations and
+int8 weights (the ``tflite-w8-dynamic`` variant), "int8" is full-integer with activations calibrated
+on face crops, its input and output int8 with the scale and zero point stored in the file.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def export_fp32(fused_model: nn.Module, path: Path, input_size: int, nhwc: bool 
 @dataclass(frozen=True)
 class TFLiteRecipe:
     label: str
-    precision: str  # fp16 | int8
+    precision: str  # fp16 | int8: the --precisions class that builds it; the variant is named by its numerics
     kind: str  # float-cast | dynamic | static
     activation_bits: int = 8
     float_ends: bool = False  # first conv and the GDC/embedding convs left in float
@@ -70,7 +70,7 @@ FLOAT_ENDS_REGEX = r".*(Sequential_stem/nptface\.core\.mobilefacenet\.ConvBN_0/|
 
 
 FP16 = TFLiteRecipe("fp16", "fp16", "float-cast")
-INT8_DYNAMIC = TFLiteRecipe("int8-dynamic", "int8", "dynamic")
+DYNAMIC_RANGE = TFLiteRecipe("dynamic-range", "int8", "dynamic")
 INT8_RECIPES = (
     TFLiteRecipe("int8", "int8", "static"),
     TFLiteRecipe("int8-int16-activations", "int8", "static", activation_bits=16),

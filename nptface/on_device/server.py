@@ -103,9 +103,13 @@ def build_routes(bundle_dir: str | Path, static: Path | None = None) -> Routes:
         for name in bundle.manifest["files"]
         if name in wanted and (bundle.root / name).resolve().is_relative_to(bundle.root.resolve())
     }
+    # The page reads manifest.json as written; an old bundle's variant may be renamed on load (numerics.upgrade_variant),
+    # so the default is named as the file names it: the page then runs the same model file as the CLI.
+    written = json.loads((bundle.root / MANIFEST).read_text())["variants"]
+    default_file = bundle.variants[default_variant(bundle, "onnxruntime")]["file"]
     config = {
         "limits": LIMITS.to_dict(),
-        "default_variant": default_variant(bundle, "onnxruntime"),
+        "default_variant": next(v["name"] for v in written if v["file"] == default_file),
         "default_operating_point": bundle.default_operating_point,
         "bundle_url": "/bundle/",
         "manifest": MANIFEST,

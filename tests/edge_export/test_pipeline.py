@@ -40,9 +40,9 @@ def test_every_format_and_precision_is_built_and_judged(full_bundle):
         "tflite-fp32",
         "tflite-fp16",
         "tflite-int8",
-        "tflite-int8-dynamic",
+        "tflite-w8-dynamic",
         "coreml-fp16",
-        "coreml-int8",
+        "coreml-w8",
         "coreml-palette6",
         *fallbacks,
     }, "a w8a16 fallback is built exactly when the true int8 variant of its format fails"
@@ -106,17 +106,19 @@ def test_every_variant_names_its_weight_and_activation_precision_and_int8_means_
             assert variant["weights"] == "int8" and variant["activations"].startswith("int8"), variant
         if variant["name"].endswith("-w8a16"):
             assert (variant["weights"], variant["activations"]) == ("int8", "int16"), variant
-    dynamic = next(v for v in manifest["variants"] + manifest["rejected"] if v["name"] == "tflite-int8-dynamic")
-    assert dynamic["activations"].startswith("fp32")
-    coreml = next(v for v in manifest["variants"] + manifest["rejected"] if v["name"] == "coreml-int8")
-    assert (coreml["weights"], coreml["activations"]) == ("int8", "fp16"), "Core ML int8 compresses weights only"
+        assert "int8" not in variant["name"] or variant["activations"].startswith("int8"), variant
+        assert variant["name"] == f"{variant['format']}-{variant['precision']}", "the name says the precision"
+    dynamic = next(v for v in manifest["variants"] + manifest["rejected"] if v["name"] == "tflite-w8-dynamic")
+    assert dynamic["activations"].startswith("fp32") and dynamic["file"].endswith("/tflite-w8-dynamic.tflite")
+    coreml = next(v for v in manifest["variants"] + manifest["rejected"] if v["name"] == "coreml-w8")
+    assert (coreml["weights"], coreml["activations"]) == ("int8", "fp16"), "Core ML w8 compresses weights only"
     card = (full_bundle.bundle_dir / "README.md").read_text()
     assert "| weights | activations |" in card
 
 
 def test_coreml_variants_are_scored_from_their_stored_weights(full_bundle):
     coreml = [v for v in full_bundle.variants if v.format == "coreml"]
-    assert [v.name for v in coreml] == ["coreml-fp16", "coreml-int8", "coreml-palette6"]
+    assert [v.name for v in coreml] == ["coreml-fp16", "coreml-w8", "coreml-palette6"]
     fp16, int8, palette = (v.final.report.mean_cos for v in coreml)
     assert fp16 > 0.9999 and fp16 >= int8 >= palette, "more compression, more weight error"
     if sys.platform != "darwin":

@@ -80,3 +80,24 @@ def test_missing_runtime_files_say_how_a_clone_and_a_pip_user_get_them(fp32_bund
     )
     with pytest.raises(demo_server.DemoSetupError, match=pattern):
         demo_server.make_server(fp32_bundle, "127.0.0.1", 0)
+
+
+def test_the_page_is_told_the_clis_default_by_the_name_its_manifest_uses(fp32_bundle, fake_vendor, tmp_path):
+    """An old bundle's int16-activation "onnx-int8" is onnx-w8a16 to the CLI; the page reads manifest.json as written."""
+    import shutil
+
+    from nptface.on_device.runtime import open_model
+
+    old = tmp_path / "old"
+    shutil.copytree(fp32_bundle, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    onnx = next(v for v in manifest["variants"] if v["name"] == "onnx-fp32")
+    for key in ("weights", "activations"):
+        del onnx[key]
+    onnx.update(name="onnx-int8", precision="int8", recipe="static QDQ, MinMax calibration, int16 activations")
+    (old / "manifest.json").write_text(json.dumps(manifest))
+
+    cli = open_model(old, "onnxruntime")
+    config = json.loads(demo_server.build_routes(old).config)
+    assert (cli.variant, config["default_variant"]) == ("onnx-w8a16", "onnx-int8")
+    assert cli.bundle.variants[cli.variant]["file"] == onnx["file"], "the same model file"
