@@ -40,7 +40,8 @@ INPUT_KEY = ("input", 0)
 
 @dataclass(frozen=True)
 class QatSettings:
-    """How long and how hard to fine-tune; the defaults took the quickstart model through the gate."""
+    """How long and how hard to fine-tune. On the quickstart model a higher rate (3e-4) drifted further
+    from the fp32 embeddings than it recovered; 300 steps take about 5 minutes on one CPU thread."""
 
     steps: int = 300
     lr: float = 1e-4
@@ -95,7 +96,8 @@ def _quantizer(reduce_range: bool) -> object:
         quant_max=limit,
         qscheme=torch.per_channel_symmetric,
         ch_axis=0,
-        observer_or_fake_quant_ctr=FakeQuantize.with_args(observer=PerChannel),
+        # averaging 1.0: each step's scale comes from the current weights, as onnxruntime's will from the final ones
+        observer_or_fake_quant_ctr=FakeQuantize.with_args(observer=PerChannel, averaging_constant=1.0),
     )
 
     class OnnxQdqQuantizer(Quantizer):
@@ -122,10 +124,13 @@ def _quantizer(reduce_range: bool) -> object:
     return OnnxQdqQuantizer()
 
 
-def _set_observers(model: nn.Module, enabled: bool) -> None:
-    from torchao.quantization.pt2e import disable_observer, enable_observer
+def _freeze_activation_ranges(model: nn.Module) -> None:
+    """Stop the activation observers; weight scales keep following the weights."""
+    from torchao.quantization.pt2e import FakeQuantize
 
-    model.apply(enable_observer if enabled else disable_observer)
+    for module in model.modules():
+        if isinstance(module, FakeQuantize) and module.qscheme == torch.per_tensor_affine:
+            module.disable_observer()
 
 
 def _learned_ranges(prepared: torch.fx.GraphModule) -> dict[tuple[str, int], tuple[float, float]]:
@@ -155,10 +160,31 @@ def _learned_ranges(prepared: torch.fx.GraphModule) -> dict[tuple[str, int], tup
     return ranges
 
 
+def _augment(batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """More inputs than the few hundred calibration images: flips, shifts, contrast, and pairs blended.
+
+    The student only has to match the teacher on whatever it is shown, so inputs need not be
+    real faces: blends of two faces widen the set without labels. Measured on the quickstart
+    model, the fake-quant error on held-out faces was 1.6x that on the calibration images
+    without augmentation.
+    """
+    n, size = len(batch), batch.shape[-1]
+    flip = torch.as_tensor(rng.random(n) < 0.5)[:, None, None, None]
+    batch = torch.where(flip, batch.flip(3), batch)
+    shift = max(1, size // 16)
+    dy, dx = (int(v) for v in rng.integers(-shift, shift + 1, 2))
+    batch = torch.roll(batch, (dy, dx), dims=(2, 3))
+    gain = torch.as_tensor(rng.uniform(0.8, 1.2, (n, 1, 1, 1)), dtype=batch.dtype)
+    offset = torch.as_tensor(rng.uniform(-0.1, 0.1, (n, 1, 1, 1)), dtype=batch.dtype)
+    batch = (batch * gain + offset).clamp(-1, 1)
+    weight = torch.as_tensor(rng.uniform(0.0, 0.5, (n, 1, 1, 1)), dtype=batch.dtype)
+    return (1 - weight) * batch + weight * batch[torch.as_tensor(rng.permutation(n))]
+
+
 def fine_tune(fused: nn.Module, images: np.ndarray, settings: QatSettings) -> QatResult:
     """Fine-tune a copy of the BN-folded ``fused`` through ONNX-like fake quantisation on uint8 ``images``.
 
-    Each step draws a batch (flipped at random), and moves the fake-quantised student's embeddings
+    Each step draws a batch (augmented: :func:`_augment`), and moves the fake-quantised student's embeddings
     towards the untouched fp32 model's. Returns the fine-tuned fp32 weights in a copy of ``fused``.
     """
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
@@ -168,12 +194,10 @@ def fine_tune(fused: nn.Module, images: np.ndarray, settings: QatSettings) -> Qa
     rng = np.random.default_rng(settings.seed)
     teacher = fused.eval()
     inputs = normalize(images)
-    with torch.no_grad():
-        targets = nn.functional.normalize(teacher(inputs), dim=1)
     example = inputs[: min(2, len(inputs))]
-    batch = torch.export.Dim("batch", min=1, max=4096)
+    any_batch = torch.export.Dim("batch", min=1, max=4096)
     exported = torch.export.export(
-        copy.deepcopy(fused).eval(), (example,), dynamic_shapes=({0: batch},), strict=False
+        copy.deepcopy(fused).eval(), (example,), dynamic_shapes=({0: any_batch},), strict=False
     ).module()
     student = prepare_qat_pt2e(exported, _quantizer(settings.reduce_range))
     parameters = [p for p in student.parameters() if p.requires_grad]
@@ -182,13 +206,11 @@ def fine_tune(fused: nn.Module, images: np.ndarray, settings: QatSettings) -> Qa
     losses = []
     for step in range(settings.steps):
         if step == freeze_at:
-            _set_observers(student, enabled=False)
+            _freeze_activation_ranges(student)
         index = rng.choice(len(inputs), size=min(settings.batch_size, len(inputs)), replace=False)
-        batch, target = inputs[index], targets[index]
-        flip = torch.as_tensor(rng.random(len(index)) < 0.5)
-        batch = torch.where(flip[:, None, None, None], batch.flip(3), batch)
+        batch = _augment(inputs[index], rng)
         with torch.no_grad():
-            target = torch.where(flip[:, None], nn.functional.normalize(teacher(batch), dim=1), target)
+            target = teacher(batch)
         loss = (1 - nn.functional.cosine_similarity(student(batch), target, dim=1)).mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
