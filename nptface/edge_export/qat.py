@@ -41,7 +41,7 @@ INPUT_KEY = ("input", 0)
 @dataclass(frozen=True)
 class QatSettings:
     """How long and how hard to fine-tune. On the quickstart model a higher rate (3e-4) drifted further
-    from the fp32 embeddings than it recovered; 300 steps take about 5 minutes on one CPU thread."""
+    from the fp32 embeddings than it recovered; 300 steps took 6-10 minutes on one busy CPU thread."""
 
     steps: int = 300
     lr: float = 1e-4
