@@ -24,6 +24,7 @@ from nptface.core.cpu_threads import prefer_passive_waiting
 if TYPE_CHECKING:
     import numpy as np
 
+    from nptface.edge_export.qat import QatSettings
     from nptface.on_device.gallery import Gallery
     from nptface.on_device.runtime import DeviceModel
 
@@ -234,11 +235,43 @@ def _bench_losses(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _qat_settings(args: argparse.Namespace) -> QatSettings:
+    from nptface.edge_export.qat import QatSettings
+
+    defaults = QatSettings()
+    return QatSettings(
+        steps=defaults.steps if args.qat_steps is None else args.qat_steps,
+        lr=defaults.lr if args.qat_lr is None else args.qat_lr,
+    )
+
+
 def _export(args: argparse.Namespace) -> int:
     from nptface.edge_export.onnx_export import INT8_RECIPES
     from nptface.edge_export.pipeline import ExportOptions, export_run
     from nptface.on_device.face_detection import bundled_detector
 
+    if not args.qat and (args.qat_steps is not None or args.qat_lr is not None):
+        raise SystemExit("nptface export: --qat-steps and --qat-lr set up --qat; add --qat")
     recipes = {r.label: r for r in INT8_RECIPES}
     chosen = [label.strip() for label in (args.onnx_int8_recipes or ",".join(recipes)).split(",") if label.strip()]
     unknown = [label for label in chosen if label not in recipes]
@@ -255,6 +288,7 @@ def _export(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         latency_repeats=args.latency_repeats,
         detector=bundled_detector(),
+        qat=_qat_settings(args) if args.qat else None,
     )
     out = args.out or str(Path("bundles") / Path(args.run).resolve().name)
     result = export_run(
@@ -891,6 +925,15 @@ def build_parser() -> argparse.ArgumentParser:
         "tried, then remedies until one passes the gate; int16-activation recipes build the onnx-w8a16 "
         "fallback, only when onnx-int8 (8-bit activations) is rejected",
     )
+    export.add_argument(
+        "--qat",
+        action="store_true",
+        help="also build onnx-int8-qat (8-bit activations): fine-tune the folded model through fake "
+        "quantisation (distilled to its fp32 embeddings on the calibration images), then quantise it; "
+        "gated like every variant",
+    )
+    export.add_argument("--qat-steps", type=_positive_int, help="fine-tuning steps for --qat (default 300)")
+    export.add_argument("--qat-lr", type=_positive_float, help="Adam learning rate for --qat (default 1e-4)")
     export.add_argument("--allow-partial", action="store_true", help="exit 0 even when a variant is rejected")
     export.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     export.set_defaults(func=_export)

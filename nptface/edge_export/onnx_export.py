@@ -174,7 +174,14 @@ def calibrate(model_path: Path, calibration_images: np.ndarray, method: str, cac
         save_tensors_data(calibrator.compute_data(), cache)
 
 
-def quantize_int8(source: Path, path: Path, calibration_images: np.ndarray, recipe: Int8Recipe) -> None:
+def quantize_int8(
+    source: Path,
+    path: Path,
+    calibration_images: np.ndarray,
+    recipe: Int8Recipe,
+    ranges: dict[str, list[dict[str, object]]] | None = None,
+) -> None:
+    """Static QDQ int8 of ``source`` by ``recipe``; ``ranges`` (``TensorQuantOverrides``) replace calibrated ones."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -204,7 +211,7 @@ def quantize_int8(source: Path, path: Path, calibration_images: np.ndarray, reci
                 weight_type=QuantType.QInt8,
                 calibrate_method=getattr(CalibrationMethod, recipe.calibration),
                 nodes_to_exclude=exclude,
-                extra_options={"UseQDQContribOps": True} if sixteen else None,
+                extra_options={"UseQDQContribOps": sixteen, "TensorQuantOverrides": ranges or {}},
                 calibration_cache_path=cache,
             )
         if recipe.bias_correction:

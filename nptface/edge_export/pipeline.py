@@ -37,7 +37,7 @@ from nptface.core.pairs import largest_lfw_style_pairs
 from nptface.core.preprocess import MEAN, STD
 from nptface.core.tables import markdown_table, percent
 from nptface.edge_export import bundle as bundle_io
-from nptface.edge_export import coreml_export, onnx_export, tflite_export
+from nptface.edge_export import coreml_export, onnx_export, qat, tflite_export
 from nptface.edge_export.evalset import REFERENCE_FILE, compute_reference, save_reference
 from nptface.edge_export.latency import cpu_name, median_latency_ms
 from nptface.edge_export.model_card import render_model_card
@@ -79,12 +79,15 @@ class ExportOptions:
     min_calibration_images: int = MIN_CALIBRATION_IMAGES
     # the face detector shipped in the bundle (nptface.on_device.face_detection.bundled_detector()); None: none
     detector: bundle_io.BundledDetector | None = None
+    qat: qat.QatSettings | None = None  # also build onnx-int8-qat: fake-quant fine-tuning, then the same gate
 
     def __post_init__(self) -> None:
         for name, values, allowed in (("formats", self.formats, FORMATS), ("precisions", self.precisions, PRECISIONS)):
             unknown = sorted(set(values) - set(allowed))
             if unknown or not values:
                 raise ValueError(f"{name}: expected a non-empty subset of {','.join(allowed)}, got {','.join(values)}")
+        if self.qat is not None and not ("onnx" in self.formats and "int8" in self.precisions):
+            raise ValueError("qat: builds onnx-int8-qat, so formats must include onnx and precisions int8")
 
 
 @dataclass
@@ -375,16 +378,76 @@ def _onnx_variants(ex: _Exporter, card: dict[str, str]) -> list[VariantResult]:
             v.io = dict(fp32.io)
             return v
 
-        out += _int8_then_fallback(ex.options.onnx_int8_recipes, build)
+        settings = ex.options.qat
+        also = None if settings is None else lambda: _onnx_qat_variant(ex, settings, card, fp32.io)
+        out += _int8_then_fallback(ex.options.onnx_int8_recipes, build, also)
     return out
 
 
-def _int8_then_fallback(recipes: tuple[Any, ...], build: Callable[..., VariantResult]) -> list[VariantResult]:
-    """``<fmt>-int8`` from the 8-bit-activation recipes; ``<fmt>-w8a16`` (int16 activations) only if that fails."""
+QAT_RECIPE = onnx_export.Int8Recipe("qat", "MinMax")  # the grid QAT trains for: per-channel, reduce_range, int8
+
+
+def _onnx_qat_variant(
+    ex: _Exporter, settings: qat.QatSettings, card: dict[str, str], io: dict[str, Any]
+) -> VariantResult:
+    """``onnx-int8-qat``: fine-tune the folded model through fake quantisation, then quantise and gate it like any int8.
+
+    Two attempts, both judged: plain MinMax calibration of the fine-tuned weights, and the
+    activation ranges learned in QAT (``TensorQuantOverrides``); the better passing one ships, and
+    with neither passing the QAT ranges (the last attempt) go to ``rejected/``.
+    """
+    ex.say(f"onnx-int8-qat: fine-tuning {settings.steps} steps on {len(ex.calibration)} calibration images")
+    tuned = qat.fine_tune(ex.fused, ex.calibration, settings)
+    ex.say(
+        f"onnx-int8-qat: {tuned.seconds:.1f} s, 1 - cos under fake quantisation "
+        f"{tuned.first_loss:.5f} -> {tuned.last_loss:.5f}"
+    )
+    source = ex.work / "onnx-qat-fp32.onnx"
+    onnx_export.export_fp32(tuned.model, source, ex.size, card)
+    ranges = qat.onnx_tensor_ranges(source, tuned.ranges)
+    trained = f"{settings.describe()} ({tuned.seconds:.0f} s)"
+    runtime = lambda p: OnnxEmbedder(p, ex.size)  # noqa: E731
+    v = ex.variant(
+        "onnx-int8-qat",
+        "onnx",
+        "int8",
+        ex.models_dir / "onnx-int8-qat.onnx",
+        "onnxruntime (CPU)",
+        [
+            (
+                "qat-minmax",
+                f"{trained}; {QAT_RECIPE.describe()}",
+                lambda p: onnx_export.quantize_int8(source, p, ex.calibration, QAT_RECIPE),
+                runtime,
+                W8A8,
+            ),
+            (
+                "qat-ranges",
+                f"{trained}; {QAT_RECIPE.describe()}, activation ranges learned in QAT",
+                lambda p: onnx_export.quantize_int8(source, p, ex.calibration, QAT_RECIPE, ranges),
+                runtime,
+                W8A8,
+            ),
+        ],
+        try_all=2,
+    )
+    v.io = dict(io)
+    return v
+
+
+def _int8_then_fallback(
+    recipes: tuple[Any, ...],
+    build: Callable[..., VariantResult],
+    also_eight: Callable[[], VariantResult] | None = None,
+) -> list[VariantResult]:
+    """``<fmt>-int8`` from the 8-bit-activation recipes, then ``also_eight``'s 8-bit variant (``onnx-int8-qat``);
+    ``<fmt>-w8a16`` (int16 activations) only if every 8-bit variant fails."""
     eight = [r for r in recipes if r.activation_bits == 8]
     sixteen = [r for r in recipes if r.activation_bits == 16]
     out = [build(W8A8, eight)] if eight else []
-    if sixteen and not (out and out[0].passed):
+    if also_eight is not None:
+        out.append(also_eight())
+    if sixteen and not any(v.passed for v in out):
         out.append(build(W8A16, sixteen))
     return out
 

@@ -1,0 +1,136 @@
+"""``nptface export --qat``: fake-quant fine-tuning builds an 8-bit-activation ONNX variant that the gate judges."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nptface.edge_export.onnx_export import Int8Recipe
+from nptface.edge_export.pipeline import ExportOptions, export_bundle
+from nptface.edge_export.qat import QatSettings
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("torchao")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("steps", 0, "qat steps"), ("steps", -5, "qat steps"), ("steps", 2.5, "qat steps"), ("lr", 0.0, "qat lr")],
+)
+def test_settings_refuse_a_bad_value_by_name(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        QatSettings(**{field: value})
+
+
+@pytest.mark.parametrize("steps", ["0", "-3", "many"])
+def test_cli_refuses_bad_qat_steps_with_a_clear_error(steps, capsys):
+    from nptface import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["export", "--run", "unused", "--qat", "--qat-steps", steps])
+    assert f"--qat-steps: expected a positive whole number, got '{steps}'" in capsys.readouterr().err
+
+
+def test_cli_refuses_qat_steps_without_qat():
+    from nptface import cli
+
+    with pytest.raises(SystemExit, match="add --qat"):
+        cli.main(["export", "--run", "unused", "--qat-steps", "10"])
+
+
+def test_qat_needs_the_onnx_int8_variant_it_builds():
+    with pytest.raises(ValueError, match="qat: .*int8"):
+        ExportOptions(formats=("onnx",), precisions=("fp32",), qat=QatSettings())
+
+
+@pytest.mark.slow
+def test_learned_ranges_map_onto_every_conv_add_and_prelu_of_the_exported_file(tiny_run, tiny_sets, tmp_path):
+    from nptface.core.checkpoint import load_backbone
+    from nptface.core.mobilefacenet import fuse_bn
+    from nptface.edge_export import onnx_export, qat
+
+    model, _ = load_backbone(tiny_run)
+    fused = fuse_bn(model)
+    before = {k: v.clone() for k, v in fused.state_dict().items()}
+    result = qat.fine_tune(fused, tiny_sets[1].images, QatSettings(steps=4, batch_size=8))
+    assert all(torch_equal(before[k], v) for k, v in fused.state_dict().items()), "the source model is untouched"
+    assert any(not torch_equal(before[k], v) for k, v in result.model.state_dict().items()), "weights moved"
+
+    path = tmp_path / "tuned.onnx"
+    onnx_export.export_fp32(result.model, path, model.config.input_size, {})
+    overrides = qat.onnx_tensor_ranges(path, result.ranges)
+    graph = onnx.load(str(path)).graph
+    expected = {graph.input[0].name} | {n.output[0] for n in graph.node if n.op_type in ("Conv", "Add", "PRelu")}
+    assert set(overrides) == expected
+    for name, [entry] in overrides.items():
+        assert entry["rmin"] <= 0 <= entry["rmax"] and entry["rmax"] > entry["rmin"], name
+
+    fewer = {key: value for key, value in result.ranges.items() if key != ("Conv", 0)} | {("Conv", 999): (0.0, 1.0)}
+    with pytest.raises(ValueError, match="Conv nodes"):
+        qat.onnx_tensor_ranges(path, fewer)
+
+
+def torch_equal(a, b) -> bool:
+    return bool((a == b).all())
+
+
+def _quantise_dtypes(path) -> set[int]:
+    """The element types QuantizeLinear writes, read from its zero-point initializers."""
+    model = onnx.load(str(path))
+    initializers = {i.name: i for i in model.graph.initializer}
+    return {
+        initializers[n.input[2]].data_type
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in initializers
+    }
+
+
+@pytest.fixture(scope="module")
+def qat_bundle(tiny_run, tiny_sets, tmp_path_factory):
+    evaluation, calibration = tiny_sets
+    options = ExportOptions(
+        formats=("onnx",),
+        precisions=("int8",),
+        latency_repeats=1,
+        allow_partial=True,
+        onnx_int8_recipes=(Int8Recipe("minmax"),),
+        qat=QatSettings(steps=30),
+    )
+    lines: list[str] = []
+    out = tmp_path_factory.mktemp("qat") / "bundle"
+    return export_bundle(tiny_run, out, evaluation, calibration, options, progress=lines.append), lines
+
+
+@pytest.mark.slow
+def test_qat_builds_an_int8_variant_with_8_bit_activations(qat_bundle):
+    from onnx import TensorProto
+
+    result, _ = qat_bundle
+    by_name = {v.name: v for v in result.variants}
+    assert "onnx-int8-qat" in by_name and "onnx-int8" in by_name, "QAT adds a variant; post-training int8 stays"
+    variant = by_name["onnx-int8-qat"]
+    assert (variant.format, variant.precision) == ("onnx", "int8")
+    entry = variant.to_dict()
+    assert (entry["weights"], entry["activations"]) == ("int8", "int8")
+    assert "QAT: 30 steps" in entry["recipe"]
+    path = result.bundle_dir / variant.file
+    assert path.exists()
+    assert _quantise_dtypes(path) == {TensorProto.INT8}, "every QuantizeLinear writes int8, none int16"
+
+
+@pytest.mark.slow
+def test_qat_variant_goes_through_the_gate_with_both_range_sources(qat_bundle):
+    result, lines = qat_bundle
+    variant = next(v for v in result.variants if v.name == "onnx-int8-qat")
+    assert [a.label for a in variant.attempts] == ["qat-minmax", "qat-ranges"]
+    for attempt in variant.attempts:
+        report = attempt.report
+        assert 0.9 < report.mean_cos <= 1.0 and 0.0 <= report.flip_share <= 1.0
+        assert np.isfinite(report.p1_cos) and np.isfinite(report.accuracy_drop)
+    entry = variant.to_dict()
+    assert entry["limits"]["max_flip_share"] == 0.01 and entry["verdict"] in ("pass", "fail")
+    assert entry["parity"]["flip_share"] == variant.final.report.flip_share
+    gated = [line for line in lines if line.startswith("onnx-int8-qat") and "gating on 200 images" in line]
+    assert len(gated) == 2, "both attempts are judged on the evaluation images"
+    assert any(line.startswith("onnx-int8-qat: fine-tuning 30 steps") for line in lines)
