@@ -97,6 +97,20 @@ def _check_problem(
     return resolve_k(k, num_classes)
 
 
+def _exclude_targets(cosines: torch.Tensor, labels: torch.Tensor, start: int) -> None:
+    """Set each row's own class to -inf where it falls in this chunk (columns ``start..``).
+
+    One scatter of B values instead of comparing all B x n columns with the labels; rows whose
+    class lies outside the chunk write back their own value. Fixed shapes throughout (no boolean
+    indexing), so a torch.compile graph does not break in every chunk.
+    """
+    local = labels[:, None] - start
+    inside = (local >= 0) & (local < cosines.shape[1])
+    index = local.clamp(0, cosines.shape[1] - 1)
+    kept = cosines.gather(1, index)
+    cosines.scatter_(1, index, torch.where(inside, torch.full_like(kept, float("-inf")), kept))
+
+
 @torch.no_grad()
 def streamed_topk_cosines(
     embeddings_normalised: torch.Tensor,
@@ -128,12 +142,12 @@ def streamed_topk_cosines(
     # Placeholders never survive: there are at least k finite negatives, all above -inf.
     best_indices = torch.full((batch, n_neg), -1, dtype=torch.long, device=queries.device)
     for start in range(0, proxies.shape[0], chunk_size):
-        chunk = F.normalize(read(slice(start, start + chunk_size)).to(dtype), dim=1)
+        chunk = read(slice(start, start + chunk_size)).to(dtype)
+        # Scale the [B, n] product by 1/|w| rather than normalising the [n, d] chunk: half the
+        # divisions (B < d here), the same cosines up to rounding (F.normalize's eps kept).
         cosines = queries @ chunk.t()
-        # A mask, not ``cosines[rows[own], local[own]]``: boolean indexing has a data-dependent
-        # shape, which would break a torch.compile graph in every chunk.
-        columns = torch.arange(start, start + chunk.shape[0], device=labels.device)
-        cosines.masked_fill_(labels[:, None] == columns, float("-inf"))
+        cosines.mul_(torch.linalg.vector_norm(chunk, dim=1).clamp_min_(1e-12).reciprocal_())
+        _exclude_targets(cosines, labels, start)
         if negatives == "semihard":
             cosines = semihard_key(cosines, pos_values[:, None])
         chunk_best = cosines.topk(min(n_neg, chunk.shape[0]), dim=1)
