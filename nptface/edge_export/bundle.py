@@ -206,6 +206,8 @@ def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
     except ManifestValueError as error:
         raise BundleError(str(error)) from None
     manifest["variants"] = [upgrade_variant(v) for v in manifest["variants"]]
+    if "rejected" in manifest:  # the card lists them by name: the same truthful names as the shipped ones
+        manifest["rejected"] = [upgrade_variant(v) for v in manifest["rejected"]]
     if verify:
         verify_files(root, manifest["files"])
     return Bundle(root, manifest)

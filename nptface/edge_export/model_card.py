@@ -196,7 +196,7 @@ def render_model_card(manifest: dict[str, Any]) -> str:
     formats = [fmt for fmt in FORMAT_TAGS if any(v["format"] == fmt for v in manifest["variants"])]
     onnx_file = next((v["file"] for v in manifest["variants"] if v["format"] == "onnx"), None)
     tflite_file = next((v["file"] for v in manifest["variants"] if v["format"] == "tflite"), None)
-    rejected = manifest.get("rejected", [])
+    rejected = [upgrade_variant(v) for v in manifest.get("rejected", [])]
     source = manifest["source"]
     data = source.get("training_data", {"kind": "unknown", "identities": source["training_identities"]})
     evaluation = manifest["evaluation"]

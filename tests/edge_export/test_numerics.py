@@ -166,3 +166,15 @@ def test_model_card_shows_weights_and_activations_per_file():
     header, _, row = _variant_rows({"variants": [variant]})
     assert "| weights | activations |" in header
     assert "| int8 | int16 |" in row
+
+
+def test_an_old_bundles_rejected_variants_are_listed_under_their_truthful_names():
+    from nptface.edge_export.model_card import render_model_card
+
+    from .test_model_card import SYNTHETIC, _manifest
+
+    manifest = _manifest(SYNTHETIC)
+    manifest["rejected"] = [{**OLD_ONNX_INT8, "failures": ["flips 1.4 % > 1 %"]}]
+    card = render_model_card(manifest)
+    assert "onnx-w8a16 (flips 1.4 % > 1 %)" in card
+    assert "onnx-int8 (" not in card, "an int16-activation model is never labelled int8"
