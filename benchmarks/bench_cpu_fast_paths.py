@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe, load_average  # noqa: E402
+from machine import describe, load_average, timed_windows  # noqa: E402
 
 from nptface.core.heads import NPTHead  # noqa: E402
 from nptface.core.mobilefacenet import BOTTLENECKS, MobileFaceNet, MobileFaceNetConfig  # noqa: E402
@@ -215,17 +215,7 @@ def bare_windows(trainer: Trainer, batch: int, window: int, channels_last: bool,
     loader = DataLoader(trainer.train_set, batch_size=batch, shuffle=True, drop_last=True)
     batches = [(normalize(images).contiguous(memory_format=layout), labels) for images, labels in loader]
     batches = batches[: window * (count + 1)]  # as many timed windows as the trainer had
-    model.train()
-    seconds = []
-    for start in range(window, len(batches) - window + 1, window):  # the first window warms up
-        begin = time.perf_counter()
-        for images, labels in batches[start : start + window]:
-            loss = head(model(images), labels).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        seconds.append((time.perf_counter() - begin) / window)
-    return seconds
+    return timed_windows(model, head, optimizer, batches, window)[1:]  # the first window warms up
 
 
 def trainer_rows(args: argparse.Namespace, width: float, size: int) -> dict[str, list[float]]:

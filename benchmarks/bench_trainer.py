@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe  # noqa: E402
+from machine import describe, timed_windows  # noqa: E402
 
 from nptface.core.datasets import SyntheticFaceDataset, write_image_folder  # noqa: E402
 from nptface.core.imagefolder import ImageFolderDataset  # noqa: E402
@@ -72,17 +72,7 @@ def bare_rates(tmp: Path, steps: int = 40, window: int = 10) -> list[float]:
     batch = config.optim.batch_size
     loader = DataLoader(trainer.train_set, batch_size=batch, shuffle=True, drop_last=True)
     batches = [(normalize(images), labels) for images, labels in loader][:steps]
-    model.train()
-    rates = []
-    for start in range(0, len(batches), window):
-        begin = time.perf_counter()
-        for images, labels in batches[start : start + window]:
-            loss = head(model(images), labels).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        rates.append(window * batch / (time.perf_counter() - begin))
-    return rates[1:]
+    return [batch / seconds for seconds in timed_windows(model, head, optimizer, batches, window)[1:]]
 
 
 def loader_rate(dataset, workers: int, batch: int, batches: int) -> float:
