@@ -171,6 +171,18 @@ class ExportResult:
     def shipped(self) -> list[VariantResult]:
         return [v for v in self.variants if v.shipped]
 
+    @property
+    def unmet(self) -> list[VariantResult]:
+        """Rejected variants whose format and precision no passing variant delivers.
+
+        ``onnx-int8`` (post-training) rejected beside a passing ``onnx-int8-qat`` still ships an
+        8-bit-activation ONNX model: the request is met, the rejected attempt stays in ``rejected/``.
+        A rejected ``onnx-int8`` beside a passing ``onnx-w8a16`` is not met: int16 activations are
+        not what an int8 NPU runs.
+        """
+        delivered = {(v.format, v.precision) for v in self.variants if v.passed}
+        return [v for v in self.rejected if (v.format, v.precision) not in delivered]
+
 
 def _dir_size(path: Path) -> int:
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
