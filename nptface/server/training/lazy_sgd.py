@@ -164,8 +164,8 @@ class LazyRowSGD(torch.optim.SGD):
         shape = (*owed.shape[:-2],) + (1,) * (weights.ndim - owed.ndim + 2)
         current = owed[..., 0, 0].reshape(shape) * weights
         buffer = self.state[p].get("momentum_buffer")
-        if buffer is not None:
-            current += owed[..., 0, 1].reshape(shape) * buffer[rows]
+        if buffer is not None:  # in place, one pass: the search reads every row through here each step
+            current.addcmul_(owed[..., 0, 1].reshape(shape), buffer[rows])
         return current
 
     @torch.no_grad()
