@@ -149,7 +149,7 @@ def streamed_topk_cosines(
         cosines.mul_(torch.linalg.vector_norm(chunk, dim=1).clamp_min_(1e-12).reciprocal_())
         _exclude_targets(cosines, labels, start)
         if negatives == "semihard":
-            cosines = semihard_key(cosines, pos_values[:, None])
+            cosines = semihard_key(cosines, pos_values[:, None], out=cosines)
         chunk_best = cosines.topk(min(n_neg, chunk.shape[0]), dim=1)
         merged = torch.cat([best_values, chunk_best.values], dim=1).topk(n_neg, dim=1)
         best_values = merged.values
