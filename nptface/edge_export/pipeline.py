@@ -593,6 +593,7 @@ def _table(variants: list[VariantResult], reference: EvalScores, torch_ms: float
         "precision",
         "recipe",
         "size",
+        "x fp32 size",
         "ms (1 thread, batch 1)",
         "mean cos",
         "p1 cos",
@@ -609,6 +610,7 @@ def _table(variants: list[VariantResult], reference: EvalScores, torch_ms: float
             "fp32",
             "unfused",
             "-",
+            "-",
             f"{torch_ms:.2f}",
             1,
             1,
@@ -620,14 +622,18 @@ def _table(variants: list[VariantResult], reference: EvalScores, torch_ms: float
             "-",
         ]
     ]
+    # The size goal for quantised files (<= 0.3x) is read against the same format's fp32 file.
+    fp32_bytes = {v.format: v.size_bytes for v in variants if v.precision == "fp32" and v.size_bytes}
     for v in variants:
         r = v.final.report
+        base = fp32_bytes.get(v.format)
         rows.append(
             [
                 v.name,
                 v.precision,
                 v.recipe_label,
                 f"{v.size_bytes / 1024:.0f} KiB",
+                "-" if not base else f"{v.size_bytes / base:.2f}x",
                 "n/a" if v.latency_ms is None else f"{v.latency_ms:.2f}",
                 f"{r.mean_cos:.5f}",
                 f"{r.p1_cos:.5f}",
