@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from nptface.core.heads import ScalableNPTHead
 from nptface.server.training.config import load_config
+from nptface.server.training.lazy_sgd import LazyRowSGD
 from nptface.server.training.sharding.proxy_shard import ShardedNPTHead
 from nptface.server.training.train_state import TrainStateError, latest_checkpoint
 from nptface.server.training.trainer import KILL_AT_STEP_VARIABLE, RunExistsError, Trainer, train_from_config
@@ -200,7 +201,7 @@ def test_sparse_proxies_take_the_dense_sgd_step(tmp_path):
         "head.scalable_above=4",
         "head.chunk_size=3",
     ]
-    dense = train_from_config(_config(tmp_path, *common), tmp_path / "dense")
+    dense = train_from_config(_config(tmp_path, *common, "optim.sparse_proxies=false"), tmp_path / "dense")
     sparse = train_from_config(_config(tmp_path, *common, "optim.sparse_proxies=true"), tmp_path / "sparse")
     expected, got = _weights(dense.run_dir), _weights(sparse.run_dir)
     for name in expected:
@@ -210,6 +211,26 @@ def test_sparse_proxies_take_the_dense_sgd_step(tmp_path):
 def test_sparse_proxies_refuse_a_run_that_does_not_stream_the_head(tmp_path):
     with pytest.raises(ValueError, match="head.scalable_above"):
         Trainer(_config(tmp_path, "optim.sparse_proxies=true"), tmp_path / "run")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "sparse"),
+    [
+        (["head.scalable_above=4", "head.chunk_size=3"], True),  # the streamed head: rows written lazily
+        ([], False),  # the plain head's gradient is dense
+        (["head.scalable_above=4", "optim.sparse_proxies=false"], False),
+        (["head.scalable_above=4", "optim.grad_clip=1.0"], False),  # a sparse gradient cannot be clipped
+    ],
+    ids=["streamed", "plain-head", "turned-off", "grad-clip"],
+)
+def test_auto_sparse_proxies_where_the_head_streams_and_nothing_needs_a_dense_gradient(tmp_path, overrides, sparse):
+    trainer = Trainer(_config(tmp_path, *overrides), tmp_path / "run")
+    try:
+        assert isinstance(trainer.optimizer, LazyRowSGD) == sparse
+        if sparse:
+            assert trainer.head.lazy_rows is not None, "the streamed search reads rows through the optimiser"
+    finally:
+        trainer.close()
 
 
 @pytest.mark.parametrize("negatives,sharded", [("hardest", True), ("semihard", False)])
