@@ -109,8 +109,8 @@ class OptimSection:
     # The streamed NPT head's proxies: true = a sparse gradient of the B*(k+1) touched rows and
     # LazyRowSGD (nptface.server.training.lazy_sgd: only those rows written, the others' momentum
     # and weight decay applied lazily, exactly: the run is dense SGD's up to rounding); false =
-    # dense gradient and SGD over all rows. "auto": true wherever true is accepted (the streamed or
-    # sharded head, no replicated DDP proxies, grad_clip = 0), else false; at 10k identities x 3
+    # dense gradient and SGD over all rows. "auto": true on CPU wherever true is accepted (the streamed
+    # or sharded head, no replicated DDP proxies, grad_clip = 0; not yet run on CUDA), else false; at 10k identities x 3
     # seeds it matched dense SGD's accuracy (BENCHMARKS.md). In the config hash only when true.
     sparse_proxies: bool | str = "auto"
 

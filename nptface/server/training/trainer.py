@@ -289,15 +289,17 @@ class Trainer:
     def _sparse_choice(self) -> bool:
         """``optim.sparse_proxies``: true needs the streamed (or sharded) head; "auto" takes it wherever it can.
 
-        "auto" is row-sparse exactly where true would be accepted (a streamed or sharded head, no
-        replicated DDP proxies, no gradient clipping): dense SGD's run up to rounding at about half
-        the peak memory, and faster at 100k classes (BENCHMARKS.md, the sparse vs dense check).
+        "auto" is row-sparse where true would be accepted (a streamed or sharded head, no replicated
+        DDP proxies, no gradient clipping) on CPU: dense SGD's run up to rounding at about half the
+        peak memory, and faster at 100k classes (BENCHMARKS.md, the sparse vs dense check). Not yet
+        on CUDA, where it has not been run: true turns it on there.
         """
         setting = self.config.optim.sparse_proxies
         streamed = isinstance(self.head, (ScalableNPTHead, ShardedNPTHead))
         if setting == "auto":
             replicated = self.context.distributed and not self.sharded
-            return streamed and not replicated and not self.config.optim.grad_clip > 0
+            on_cpu = self.device.type == "cpu"
+            return streamed and on_cpu and not replicated and not self.config.optim.grad_clip > 0
         if setting is not True:
             return False
         if not streamed:
