@@ -97,6 +97,7 @@ def train(msg: Message, context: Context) -> Message:
         k=settings.k,
         delta=settings.delta,
         fedprox_mu=settings.fedprox_mu,
+        bn_frozen=settings.bn_mode == "frozen",
         seed=seed,
     )
     result = fine_tune(model, rows, msg.content[protocol.NEGATIVES]["rows"].numpy(), train_set, local)

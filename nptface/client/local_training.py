@@ -20,7 +20,12 @@ against a detached copy of the received weights: no extra autograd graph, and th
 stays the NPT loss, comparable across ``mu``. With one local step per round ``w = w_global`` at
 that step and the term does nothing; ``mu = 0`` skips it (the plain update, bit for bit).
 BatchNorm running statistics are updated locally and averaged by the server like the weights;
-the integer batch counters are not sent.
+the integer batch counters are not sent. With ``bn_frozen`` BatchNorm runs as at inference during
+local training instead: every batch is normalised by the received running statistics, which come
+back unchanged. A phone's batch holds one person in one capture domain; normalising by its own
+statistics trains the backbone in a regime it never runs in, and averaging those statistics over
+rounds moves the server's normalisation towards the clients' domains (forgetting). Frozen
+statistics also let a device train on a single image.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ class LocalConfig:
     delta: float = 1.0
     r: float = 1.0
     fedprox_mu: float = 0.0  # FedProx's mu; 0: off
+    bn_frozen: bool = False  # BatchNorm normalises with the received running statistics and leaves them unchanged
     weight_decay: WeightDecay = WeightDecay()  # the central recipe's layer-wise decay
     seed: int = 0
 
@@ -117,11 +123,15 @@ def fine_tune(
         drop_last=len(dataset) > config.batch_size,
     )
     model.train()
+    if config.bn_frozen:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
     losses: list[float] = []
     for _ in range(config.epochs):
         for images, labels in loader:
-            if len(labels) < 2:
-                continue  # BatchNorm cannot train on a single image
+            if len(labels) < 2 and not config.bn_frozen:
+                continue  # BatchNorm cannot train on a single image's batch statistics
             embeddings = F.normalize(model(normalize(images)), dim=1)
             bank = torch.cat([F.normalize(proxies, dim=1), fixed])
             cos = embeddings @ bank.T

@@ -62,6 +62,10 @@ class ClientSettings:
     k: int = 6
     delta: float = 1.0
     fedprox_mu: float = 0.0
+    # BatchNorm in local training: "train" (batch statistics, running statistics updated and averaged by the
+    # server) or "frozen" (the server's running statistics normalise every local batch and are sent back unchanged;
+    # the affine weights still train)
+    bn_mode: str = "train"
 
     def to_record(self) -> dict[str, Any]:
         return asdict(self)

@@ -87,6 +87,7 @@ def centralised_baseline(config: FedConfig, out_dir: Path) -> dict[str, float | 
         batch_size=settings.batch_size,
         k=settings.k,
         delta=settings.delta,
+        bn_frozen=settings.bn_mode == "frozen",
         seed=config.seed,
     )
     result = fine_tune(model, imprint(model, union), negatives, union, local)

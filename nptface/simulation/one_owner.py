@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from nptface.core.atomic import atomic_write_bytes, atomic_write_json
 from nptface.core.checkpoint import load_backbone
@@ -60,6 +61,7 @@ UNSEEN_FIRST = 500_000
 UNSEEN_RENDER_SEED = 4243
 CURVE_FILE = "one-owner-curve.json"
 RESULT_FILE = "result.json"
+INTERPOLATED_FILE = "interpolated.json"
 SERVER_MODEL = "server model (no fine-tuning)"
 
 
@@ -143,6 +145,8 @@ class Bench:
     curve_every: int = 1  # evaluate the model of every N-th round for the curves (the last one always)
     fedprox_mu: float = FEDPROX_MU  # the fedprox method's proximal weight
     settings: dict[str, Any] = field(default_factory=dict)  # any other run-config key (--set)
+    # WiSE-FT's mixing weights: each final model is also evaluated as server + alpha * (final - server)
+    interpolate: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -150,6 +154,8 @@ class Bench:
             raise ValueError(f"curve-every must be >= 1, got {self.curve_every}")
         if unknown or not self.methods:
             raise ValueError(f"methods {unknown or '(none)'}: expected some of {', '.join(METHODS)}")
+        if any(not 0 < alpha < 1 for alpha in self.interpolate):
+            raise ValueError(f"interpolate: every mixing weight must be in (0, 1), got {list(self.interpolate)}")
         domains = [d for d in self.domains.split(",") if d.strip()]
         if self.unseen_images < 2 or self.unseen_identities < 2 * len(domains):
             raise ValueError(
@@ -332,6 +338,14 @@ def tree_pss_bytes(root: int) -> int:
     return total
 
 
+def same_settings(stored: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Whether a finished run's settings are ``now``'s; a key added since it ran counts as equal at its default."""
+    defaults = SimulationConfig.from_run_config({}).to_run_config()
+    return set(stored) <= set(now) and all(
+        stored[key] == value if key in stored else value == defaults.get(key, object()) for key, value in now.items()
+    )
+
+
 def run_one(bench: Bench, method: str, seed: int, evaluation: OwnerEvaluation, cpus_per_client: float) -> dict:
     """Train (or resume) one (method, seed) and write its ``result.json``; a finished one is read back."""
     out = bench.run_dir(method, seed)
@@ -339,7 +353,7 @@ def run_one(bench: Bench, method: str, seed: int, evaluation: OwnerEvaluation, c
     result_path = out / RESULT_FILE
     if result_path.is_file():
         done = json.loads(result_path.read_text())
-        if done["config"] != config.to_run_config():
+        if not same_settings(done["config"], config.to_run_config()):
             raise RuntimeError(f"{result_path} was written under other settings; use another --out")
         return done
     model, _ = load_backbone(config.fed.server_run)
@@ -389,6 +403,8 @@ def run_bench(bench: Bench, cpus_per_client: float = 1.0, say: Any = print) -> d
         for method in bench.methods:
             say(f"one-owner: seed {seed}, {method} ...")
             result = run_one(bench, method, seed, evaluation, cpus_per_client)
+            if bench.interpolate:
+                result = {**result, "interpolated": evaluate_interpolated(bench, method, seed, evaluation)}
             results[method].append(result)
             say(f"one-owner: seed {seed}, {method}: {result['seconds']:.0f} s, {_brief(result['final'])}")
     summary = {
@@ -399,18 +415,61 @@ def run_bench(bench: Bench, cpus_per_client: float = 1.0, say: Any = print) -> d
         "curves": {m: _mean_curve([r["curve"] for r in rs]) for m, rs in results.items()},
         "seconds": {m: [r["seconds"] for r in rs] for m, rs in results.items()},
         "peak_pss_gib": {m: max(r["peak_pss_gib"] for r in rs) for m, rs in results.items()},
+        "interpolated": {
+            m: {str(a): _aggregate([r["interpolated"][str(a)] for r in rs]) for a in bench.interpolate}
+            for m, rs in results.items()
+        },
     }
     table = one_owner_table(summary)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "one-owner.json", summary)
     _plot(summary, out / "one-owner.png")
+    changed = "".join(f", {key}={value}" for key, value in sorted(bench.settings.items()))
     report = (
         f"# One owner per device: {bench.devices} devices, {bench.rounds} rounds, "
-        f"{len(bench.seeds)} seed(s)\n\n{table}\n\n![curves](one-owner.png)\n"
+        f"{len(bench.seeds)} seed(s){changed}\n\n{table}\n\n![curves](one-owner.png)\n"
     )
     atomic_write_bytes(out / "one-owner.md", report.encode())
     summary["table"] = table
     return summary
+
+
+def interpolate_state(
+    start: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], alpha: float
+) -> dict[str, torch.Tensor]:
+    """``start + alpha * (tuned - start)`` for every float tensor (weights and BatchNorm statistics alike).
+
+    WiSE-FT (Wortsman et al., 2022, "Robust fine-tuning of zero-shot models") mixes a fine-tuned model
+    with the one it started from in weight space to keep most of the fine-tuning gain at a fraction
+    of the loss on the original domain; here it is the cheapest remedy for forgetting to measure, as
+    it needs no retraining. Integer entries (BatchNorm's batch counters) are taken from ``tuned``.
+    """
+    if start.keys() != tuned.keys():
+        raise ValueError(f"the two models' state differs in {sorted(start.keys() ^ tuned.keys())[:5]}")
+    return {
+        key: start[key] + alpha * (value - start[key]) if value.is_floating_point() else value
+        for key, value in tuned.items()
+    }
+
+
+def evaluate_interpolated(bench: Bench, method: str, seed: int, evaluation: OwnerEvaluation) -> dict[str, dict]:
+    """The evaluation of (method, seed)'s final model mixed with the server model at each of ``bench.interpolate``.
+
+    Cached per mixing weight in the run directory's ``interpolated.json`` (a rerun evaluates only new weights).
+    """
+    out = bench.run_dir(method, seed)
+    path = out / INTERPOLATED_FILE
+    done: dict[str, dict] = json.loads(path.read_text()) if path.is_file() else {}
+    missing = [alpha for alpha in bench.interpolate if str(alpha) not in done]
+    if missing:
+        server, _ = load_backbone(bench.config(method, seed).fed.server_run)
+        tuned, _ = load_backbone(out)
+        start, final = server.state_dict(), tuned.state_dict()
+        for alpha in missing:
+            server.load_state_dict(interpolate_state(start, final, alpha))
+            done[str(alpha)] = evaluation(server)
+        atomic_write_json(path, done)
+    return {str(alpha): done[str(alpha)] for alpha in bench.interpolate}
 
 
 def _brief(metrics: dict[str, Any]) -> str:
@@ -469,6 +528,16 @@ def one_owner_table(summary: dict[str, Any]) -> str:
                 summary["methods"][method]["shared"],
             ]
         )
+        for alpha, mixed in summary.get("interpolated", {}).get(method, {}).items():
+            rows.append(
+                [
+                    f"{summary['methods'][method]['label']}, mixed with the server model at alpha={alpha}",
+                    *(_cell(mixed[k]) for k in METRICS),
+                    "—",
+                    "—",
+                    "as above; the server keeps server + alpha·(final − server) (WiSE-FT)",
+                ]
+            )
     return markdown_table(header, rows) + "\n\nPercent, mean ± standard deviation over seeds."
 
 
@@ -526,6 +595,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unseen-images", type=int, default=Bench.unseen_images, help="images per unseen identity")
     parser.add_argument("--fedprox-mu", type=float, default=FEDPROX_MU, help="the fedprox method's proximal weight mu")
     parser.add_argument("--curve-every", type=int, default=Bench.curve_every, help="curve point every N rounds")
+    parser.add_argument(
+        "--interpolate",
+        default="",
+        help="comma-separated mixing weights in (0, 1): also evaluate server + alpha * (final - server) (WiSE-FT)",
+    )
     parser.add_argument("--cpus-per-client", type=float, default=1.0, help="CPUs Ray reserves per client")
     parser.add_argument(
         "--set",
@@ -553,6 +627,7 @@ def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
         unseen_images=args.unseen_images,
         curve_every=args.curve_every,
         fedprox_mu=args.fedprox_mu,
+        interpolate=tuple(float(a) for a in args.interpolate.split(",") if a.strip()),
         settings=dict(parse_override(text) for text in args.set),
     )
     summary = run_bench(bench, args.cpus_per_client)

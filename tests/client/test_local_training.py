@@ -136,3 +136,31 @@ def test_a_lone_owner_without_negatives_is_pulled_towards_its_row(tiny_run, clie
     after = embed_dataset(model, owner) @ result.rows[0]
     assert result.metrics["loss_first"] > 0.1 and result.metrics["loss_last"] < result.metrics["loss_first"]
     assert after.mean() > before.mean() + 0.1
+
+
+def test_frozen_batchnorm_sends_the_received_statistics_back_and_trains_the_rest(tiny_run, client_data):
+    model, _ = load_backbone(tiny_run)
+    received = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
+    affine = {k[: -len("running_mean")] + "weight" for k in received if k.endswith("running_mean")}
+    start = {k: v.clone() for k, v in model.state_dict().items() if k in affine}
+    config = LocalConfig(epochs=2, lr=0.05, batch_size=16, k=3, bn_frozen=True)
+    result = fine_tune(model, imprint(model, client_data), np.zeros((0, 32), np.float32), client_data, config)
+
+    assert received and all(torch.equal(result.weights[k], v) for k, v in received.items())
+    assert start and any(not torch.equal(result.weights[k], v) for k, v in start.items()), "BN's affine weights train"
+    assert result.metrics["steps"] > 0 and result.metrics["loss_last"] < result.metrics["loss_first"]
+    assert not model.training, "the model is handed back in eval mode"
+
+
+def test_frozen_batchnorm_trains_on_a_single_image_that_batch_statistics_cannot(tiny_run, client_data):
+    from nptface.core.datasets import InMemoryFaceDataset
+
+    one = InMemoryFaceDataset(client_data.images[:1], np.zeros(1, np.int64), ["owner"])
+    steps = {}
+    for frozen in (False, True):
+        model, _ = load_backbone(tiny_run)
+        config = LocalConfig(epochs=2, lr=0.05, batch_size=16, bn_frozen=frozen)
+        steps[frozen] = fine_tune(model, imprint(model, one), np.zeros((0, 32), np.float32), one, config).metrics[
+            "steps"
+        ]
+    assert steps == {False: 0.0, True: 2.0}

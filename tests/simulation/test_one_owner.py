@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
+from nptface.core.checkpoint import load_backbone
+from nptface.server.federation.state import latest_state
 from nptface.simulation import one_owner
 from nptface.simulation.one_owner import METHODS, METRICS, Bench
 
@@ -55,11 +58,20 @@ def test_the_command_runs_two_methods_and_writes_the_table_curves_and_memory(tin
     args = [
         *("--server-run", str(tiny_run), "--out", str(tmp_path)),
         *("--devices", "6", "--rounds", "2", "--seeds", "1", "--methods", "shared-bank,none"),
-        *("--unseen-identities", "30", "--set", "batch-size=8", "--set", "k=3"),
+        *("--unseen-identities", "30", "--set", "batch-size=8", "--set", "k=3", "--set", "bn-mode=frozen"),
+        *("--interpolate", "0.5"),
     ]
     summary = one_owner.main(args)
 
     table = (tmp_path / "one-owner.md").read_text()
+    assert "2 rounds, 1 seed(s), batch-size=8, bn-mode=frozen, k=3" in table.splitlines()[0]
+    assert f"| {METHODS['none'].label}, mixed with the server model at alpha=0.5 |" in table
+    server_model, _ = load_backbone(tiny_run)
+    frozen = latest_state(tmp_path / "seed-0" / "shared-bank").backbone
+    statistics = [k for k in frozen if "running_" in k]
+    assert statistics and all(
+        torch.allclose(frozen[k], server_model.state_dict()[k], rtol=1e-5, atol=1e-7) for k in statistics
+    ), "bn-mode=frozen reaches the devices: the server's BatchNorm statistics come back (up to averaging's rounding)"
     for row in (one_owner.SERVER_MODEL, METHODS["shared-bank"].label, METHODS["none"].label):
         assert f"| {row} |" in table
     written = json.loads((tmp_path / "one-owner.json").read_text())
@@ -90,3 +102,27 @@ def test_the_partition_setting_is_checked_when_the_plan_is_built():
         ClientSettings(partition="two-owners").plan()
     with pytest.raises(ValueError, match="needs source 'synthetic'"):
         ClientSettings(partition="one-owner", source="/data/faces").plan()
+
+
+def test_interpolation_mixes_float_state_towards_the_tuned_model_and_keeps_its_counters():
+    start = {"w": torch.zeros(3), "bn.num_batches_tracked": torch.tensor(5)}
+    tuned = {"w": torch.tensor([2.0, -4.0, 1.0]), "bn.num_batches_tracked": torch.tensor(9)}
+
+    mixed = one_owner.interpolate_state(start, tuned, 0.25)
+
+    assert torch.equal(mixed["w"], torch.tensor([0.5, -1.0, 0.25]))
+    assert mixed["bn.num_batches_tracked"].item() == 9
+    with pytest.raises(ValueError, match="state differs in"):
+        one_owner.interpolate_state(start, {"w": tuned["w"]}, 0.5)
+    with pytest.raises(ValueError, match=r"mixing weight must be in \(0, 1\), got \[0.5, 1.0\]"):
+        Bench(server_run="r", out_dir="o", interpolate=(0.5, 1.0))
+
+
+def test_a_finished_run_still_matches_after_a_setting_is_added_at_its_default():
+    now = Bench(server_run="r", out_dir="o").config("shared-bank", 0).to_run_config()
+    before_bn_mode = {k: v for k, v in now.items() if k != "bn-mode"}
+
+    assert one_owner.same_settings(before_bn_mode, now)
+    assert not one_owner.same_settings(before_bn_mode, {**now, "bn-mode": "frozen"})
+    assert not one_owner.same_settings({**now, "lr": 0.5}, now)
+    assert not one_owner.same_settings({**now, "retired-key": 1}, now)

@@ -14,6 +14,7 @@ from typing import Any
 from nptface.client.protocol import ClientSettings
 
 SHARING_MODES = ("all", "public", "none", "dp", "local-heads")
+BN_MODES = ("train", "frozen")
 # Central evaluation draws as many impostor pairs as genuine ones, and TAR@FAR=1e-2 (the headline
 # metric) needs 1 / 1e-2 impostor pairs to be measured at all.
 MIN_CENTRAL_GENUINE_PAIRS = 100
@@ -82,6 +83,8 @@ class FedConfig:
             raise FedConfigError(
                 f"fedprox-mu must be a finite number >= 0 (FedProx's proximal weight; 0: off), got {self.client.fedprox_mu}"
             )
+        if self.client.bn_mode not in BN_MODES:
+            raise FedConfigError(f"bn-mode must be one of {', '.join(BN_MODES)}, got {self.client.bn_mode!r}")
         self._check_evaluation_sizes()
         if self.backbone_aggregation not in BACKBONE_AGGREGATIONS:
             raise FedConfigError(

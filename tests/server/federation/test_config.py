@@ -36,6 +36,7 @@ def test_keys_are_routed_to_server_and_client_settings():
         ({"fedprox-mu": float("nan")}, "fedprox-mu must be a finite number >= 0 .* got nan"),
         ({"fedprox-mu": float("inf")}, "fedprox-mu must be a finite number >= 0 .* got inf"),
         ({"fedprox-mu": "0.1"}, "'fedprox-mu' must be float"),
+        ({"bn-mode": "fixed"}, "bn-mode must be one of train, frozen, got 'fixed'"),
     ],
 )
 def test_bad_settings_are_refused_by_name(values, message):
