@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from nptface.core.atomic import atomic_write_bytes, atomic_write_json
 from nptface.core.checkpoint import load_backbone
@@ -44,6 +43,7 @@ from nptface.core.partitions import client_datasets
 from nptface.core.run_settings import parse_override
 from nptface.core.synthetic import HELDOUT_IDS
 from nptface.core.tables import markdown_table
+from nptface.core.weight_mixing import interpolate_state
 from nptface.server.federation.observer import RoundView
 from nptface.server.federation.state import latest_state
 from nptface.simulation.config import SimulationConfig
@@ -432,24 +432,6 @@ def run_bench(bench: Bench, cpus_per_client: float = 1.0, say: Any = print) -> d
     atomic_write_bytes(out / "one-owner.md", report.encode())
     summary["table"] = table
     return summary
-
-
-def interpolate_state(
-    start: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], alpha: float
-) -> dict[str, torch.Tensor]:
-    """``start + alpha * (tuned - start)`` for every float tensor (weights and BatchNorm statistics alike).
-
-    WiSE-FT (Wortsman et al., 2022, "Robust fine-tuning of zero-shot models") mixes a fine-tuned model
-    with the one it started from in weight space to keep most of the fine-tuning gain at a fraction
-    of the loss on the original domain; here it is the cheapest remedy for forgetting to measure, as
-    it needs no retraining. Integer entries (BatchNorm's batch counters) are taken from ``tuned``.
-    """
-    if start.keys() != tuned.keys():
-        raise ValueError(f"the two models' state differs in {sorted(start.keys() ^ tuned.keys())[:5]}")
-    return {
-        key: start[key] + alpha * (value - start[key]) if value.is_floating_point() else value
-        for key, value in tuned.items()
-    }
 
 
 def evaluate_interpolated(bench: Bench, method: str, seed: int, evaluation: OwnerEvaluation) -> dict[str, dict]:

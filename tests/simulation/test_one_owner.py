@@ -104,20 +104,6 @@ def test_the_partition_setting_is_checked_when_the_plan_is_built():
         ClientSettings(partition="one-owner", source="/data/faces").plan()
 
 
-def test_interpolation_mixes_float_state_towards_the_tuned_model_and_keeps_its_counters():
-    start = {"w": torch.zeros(3), "bn.num_batches_tracked": torch.tensor(5)}
-    tuned = {"w": torch.tensor([2.0, -4.0, 1.0]), "bn.num_batches_tracked": torch.tensor(9)}
-
-    mixed = one_owner.interpolate_state(start, tuned, 0.25)
-
-    assert torch.equal(mixed["w"], torch.tensor([0.5, -1.0, 0.25]))
-    assert mixed["bn.num_batches_tracked"].item() == 9
-    with pytest.raises(ValueError, match="state differs in"):
-        one_owner.interpolate_state(start, {"w": tuned["w"]}, 0.5)
-    with pytest.raises(ValueError, match=r"mixing weight must be in \(0, 1\), got \[0.5, 1.0\]"):
-        Bench(server_run="r", out_dir="o", interpolate=(0.5, 1.0))
-
-
 def test_a_finished_run_still_matches_after_a_setting_is_added_at_its_default():
     now = Bench(server_run="r", out_dir="o").config("shared-bank", 0).to_run_config()
     before_bn_mode = {k: v for k, v in now.items() if k != "bn-mode"}
@@ -126,3 +112,8 @@ def test_a_finished_run_still_matches_after_a_setting_is_added_at_its_default():
     assert not one_owner.same_settings(before_bn_mode, {**now, "bn-mode": "frozen"})
     assert not one_owner.same_settings({**now, "lr": 0.5}, now)
     assert not one_owner.same_settings({**now, "retired-key": 1}, now)
+
+
+def test_mixing_weights_outside_zero_one_are_refused():
+    with pytest.raises(ValueError, match=r"mixing weight must be in \(0, 1\), got \[0.5, 1.0\]"):
+        Bench(server_run="r", out_dir="o", interpolate=(0.5, 1.0))

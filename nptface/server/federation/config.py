@@ -65,6 +65,8 @@ class FedConfig:
     central_eval_images: int = 6
     central_eval_domain: str = "wild"  # the server's domain: forgetting shows here
     client_eval_every: int = 1  # every N rounds clients verify their own held-out images (0: never)
+    # the exported model is server + final-mix * (federated - server) (WiSE-FT); 1: the federated model as is
+    final_mix: float = 1.0
     seed: int = 0
     client: ClientSettings = field(default_factory=ClientSettings)
 
@@ -82,6 +84,10 @@ class FedConfig:
         if not (math.isfinite(self.client.fedprox_mu) and self.client.fedprox_mu >= 0):
             raise FedConfigError(
                 f"fedprox-mu must be a finite number >= 0 (FedProx's proximal weight; 0: off), got {self.client.fedprox_mu}"
+            )
+        if not 0 < self.final_mix <= 1:
+            raise FedConfigError(
+                f"final-mix must be in (0, 1] (the federated model's share of the exported one), got {self.final_mix}"
             )
         if self.client.bn_mode not in BN_MODES:
             raise FedConfigError(f"bn-mode must be one of {', '.join(BN_MODES)}, got {self.client.bn_mode!r}")

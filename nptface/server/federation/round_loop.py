@@ -45,6 +45,7 @@ from nptface.core.checkpoint import MODEL_FILE, load_backbone, load_proxies
 from nptface.core.metrics_json import null_non_finite
 from nptface.core.mobilefacenet import MobileFaceNet, MobileFaceNetConfig
 from nptface.core.run_settings import settings_hash
+from nptface.core.weight_mixing import interpolate_state
 from nptface.server.federation import aggregation
 from nptface.server.federation.config import FedConfig
 from nptface.server.federation.evaluation import (
@@ -392,11 +393,28 @@ class Federation:
         self.progress.close()
         export_run_directory(
             self.out_dir,
-            self.model(self.state.backbone),
+            self.model(self._exported_backbone()),
             self.state.bank,
-            {"federated_rounds": self.state.round, "proxy_sharing": self.config.proxy_sharing},
+            {
+                "federated_rounds": self.state.round,
+                "proxy_sharing": self.config.proxy_sharing,
+                "final_mix": self.config.final_mix,
+            },
         )
         return self.state
+
+    def _exported_backbone(self) -> dict[str, torch.Tensor]:
+        """The federated backbone, mixed with the server's starting model at ``final-mix`` (WiSE-FT).
+
+        The round state keeps the unmixed backbone, so a resumed or extended run goes on from it.
+        """
+        if self.config.final_mix == 1.0:
+            return self.state.backbone
+        start, _ = load_backbone(self.config.server_run)
+        initial = start.state_dict()
+        return interpolate_state(
+            {k: initial[k] for k in self.state.backbone}, self.state.backbone, self.config.final_mix
+        )
 
     def _round(self, grid: Any, round_number: int) -> dict[str, Any]:
         """One round, from waiting for nodes to its history record (the state is advanced, not saved)."""

@@ -36,6 +36,8 @@ def test_keys_are_routed_to_server_and_client_settings():
         ({"fedprox-mu": float("nan")}, "fedprox-mu must be a finite number >= 0 .* got nan"),
         ({"fedprox-mu": float("inf")}, "fedprox-mu must be a finite number >= 0 .* got inf"),
         ({"fedprox-mu": "0.1"}, "'fedprox-mu' must be float"),
+        ({"final-mix": 0.0}, r"final-mix must be in \(0, 1\] .* got 0.0"),
+        ({"final-mix": 1.5}, r"final-mix must be in \(0, 1\] .* got 1.5"),
         ({"bn-mode": "fixed"}, "bn-mode must be one of train, frozen, got 'fixed'"),
     ],
 )

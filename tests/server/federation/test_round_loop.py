@@ -132,6 +132,22 @@ def test_a_seeded_run_is_bit_identical_whatever_the_node_ids_and_the_order_repli
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
 
 
+def test_final_mix_exports_the_line_between_server_and_federated_model_and_keeps_the_state_unmixed(tiny_run, tmp_path):
+    state = Federation(_config(tiny_run, tmp_path / "fed", **{"num-rounds": 1, "final-mix": 0.25})).run(
+        InProcessGrid(3)
+    )
+    server, _ = load_backbone(tiny_run)
+    exported, meta = load_backbone(tmp_path / "fed")
+    start, mixed = server.state_dict(), exported.state_dict()
+    moved = [k for k in state.backbone if not torch.equal(state.backbone[k], start[k])]
+    assert moved, "one round of training moves the backbone"
+    for key in moved:
+        expected = start[key] + 0.25 * (state.backbone[key] - start[key])
+        torch.testing.assert_close(mixed[key], expected, rtol=0, atol=1e-6)
+    assert meta.extra["final_mix"] == 0.25
+    assert not torch.equal(state.backbone[moved[0]], mixed[moved[0]]), "the round state is the unmixed model"
+
+
 def test_a_failing_client_is_counted_and_the_round_goes_on(tiny_run, tmp_path):
     grid = InProcessGrid(3)
 
