@@ -517,7 +517,7 @@ def one_owner_table(summary: dict[str, Any]) -> str:
                     *(_cell(mixed[k]) for k in METRICS),
                     "—",
                     "—",
-                    "as above; the server keeps server + alpha·(final − server) (WiSE-FT)",
+                    "as above; exported as server + alpha·(final − server) (final-mix, WiSE-FT)",
                 ]
             )
     return markdown_table(header, rows) + "\n\nPercent, mean ± standard deviation over seeds."
