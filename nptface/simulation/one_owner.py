@@ -549,6 +549,16 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     path.with_suffix(".tmp.png").replace(path)
 
 
+def mixing_weights(text: str) -> tuple[float, ...]:
+    """``--interpolate``'s value: comma-separated numbers (their range is checked by :class:`Bench`)."""
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers in (0, 1), e.g. 0.25,0.5; got {text!r}"
+        ) from None
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """The benchmark's options on ``parser``: one parser for ``bench_one_owner.py`` and ``nptface fed bench one-owner``."""
     parser.description = parser.description or __doc__.split("\n\n")[0]
@@ -579,7 +589,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--curve-every", type=int, default=Bench.curve_every, help="curve point every N rounds")
     parser.add_argument(
         "--interpolate",
-        default="",
+        type=mixing_weights,
+        default=(),
         help="comma-separated mixing weights in (0, 1): also evaluate server + alpha * (final - server) (WiSE-FT)",
     )
     parser.add_argument("--cpus-per-client", type=float, default=1.0, help="CPUs Ray reserves per client")
@@ -609,7 +620,7 @@ def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
         unseen_images=args.unseen_images,
         curve_every=args.curve_every,
         fedprox_mu=args.fedprox_mu,
-        interpolate=tuple(float(a) for a in args.interpolate.split(",") if a.strip()),
+        interpolate=args.interpolate,
         settings=dict(parse_override(text) for text in args.set),
     )
     summary = run_bench(bench, args.cpus_per_client)

@@ -117,3 +117,14 @@ def test_a_finished_run_still_matches_after_a_setting_is_added_at_its_default():
 def test_mixing_weights_outside_zero_one_are_refused():
     with pytest.raises(ValueError, match=r"mixing weight must be in \(0, 1\), got \[0.5, 1.0\]"):
         Bench(server_run="r", out_dir="o", interpolate=(0.5, 1.0))
+
+
+def test_interpolate_takes_comma_separated_numbers_and_names_a_typo(capsys):
+    assert one_owner.mixing_weights("0.25, 0.5") == (0.25, 0.5)
+    parser = one_owner.argparse.ArgumentParser()
+    one_owner.configure_parser(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--out", "o", "--interpolate", "0.25;0.5"])
+    assert "--interpolate: expected comma-separated numbers in (0, 1), e.g. 0.25,0.5; got '0.25;0.5'" in (
+        capsys.readouterr().err
+    )
