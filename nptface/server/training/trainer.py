@@ -295,25 +295,33 @@ class Trainer:
         on CUDA, where it has not been run: true turns it on there.
         """
         setting = self.config.optim.sparse_proxies
-        streamed = isinstance(self.head, (ScalableNPTHead, ShardedNPTHead))
         if setting == "auto":
-            replicated = self.context.distributed and not self.sharded
             on_cpu = self.device.type == "cpu"
-            return streamed and on_cpu and not replicated and not self.config.optim.grad_clip > 0
+            return on_cpu and not self.config.optim.grad_clip > 0 and self._sparse_refusal() is None
         if setting is not True:
             return False
-        if not streamed:
-            raise ValueError(
+        refusal = self._sparse_refusal()
+        if refusal is not None:
+            raise ValueError(refusal)
+        return True
+
+    def _sparse_refusal(self) -> str | None:
+        """Why this run cannot take row-sparse proxy updates (the head or the DDP layout), or None.
+
+        Gradient clipping is refused with the config (``config.validate``), before a trainer exists.
+        """
+        if not isinstance(self.head, (ScalableNPTHead, ShardedNPTHead)):
+            return (
                 f"optim.sparse_proxies = true needs the streamed NPT head, but {self.train_set.num_classes} classes "
                 f"<= head.scalable_above = {self.config.head.scalable_above} chose {self.head.name!r}; "
                 f"lower head.scalable_above or set optim.sparse_proxies = false"
             )
         if self.context.distributed and not self.sharded:
-            raise ValueError(
+            return (
                 "optim.sparse_proxies = true with replicated proxies would make DDP all-reduce a sparse gradient; "
                 'use head.shard_proxies = "auto" or true (exact hardest negatives), or optim.sparse_proxies = false'
             )
-        return True
+        return None
 
     def _catch_up_proxies(self) -> None:
         """Every proxy row as dense SGD has it: before checkpoints, evaluation and the final export."""
