@@ -17,14 +17,17 @@ loaded as ``nptface eval --run`` loads it) on the real sets in ``../shared/data`
    per ``--seeds`` seed), then detected and aligned, against the original 92x112 crops detected and
    aligned the same way (``nptface data align``) and fed as they are (resized), with the same model on
    the same LFW-style pairs (as large as ORL allows). A pasted face without a detection, or an original
-   without one, leaves out its pairs for all three. The goal: pasted + aligned within 1 point of the
-   original crops aligned.
+   without one, leaves out its pairs for all of them. The goal: pasted + aligned within 1 point of the
+   original crops aligned. A control separates the detector from the paste: the original crops aligned
+   on the points the detector finds with the crop centred on a grey canvas three times its size
+   (``bench_alignment``'s reference points; the face a third of the frame's height, within the pasted
+   range), warped from the original pixels: what landmarks found on a smaller face cost, without the paste.
 
 Every crop goes through the one warp (:func:`nptface.core.alignment.warp_face`, bilinear), so the inputs
 differ in where they look, not in how they are resampled.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_alignment_gain.py --run runs/real-faces \\
-        --ids /work/data/real-faces/celeba-heldout [--seeds 0 1 2] [--threads 1] [--out runs/bench_alignment_gain]
+    .venv/bin/python benchmarks/bench_alignment_gain.py --run runs/real-faces --ids HELDOUT_IDS_FILE_OR_FOLDER \\
+        [--photos ../shared/data/celeba_wild] [--seeds 0 1 2] [--threads 1] [--out runs/bench_alignment_gain]
 """
 
 from __future__ import annotations
@@ -41,10 +44,10 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_alignment import DATA, background, paste, paste_transform  # noqa: E402
+from bench_alignment import DATA, background, paste, paste_transform, reference_points  # noqa: E402
 from machine import describe  # noqa: E402
 
-from nptface.core.alignment import warp_face  # noqa: E402
+from nptface.core.alignment import align_face, warp_face  # noqa: E402
 from nptface.core.atomic import atomic_write_json  # noqa: E402
 from nptface.core.checkpoint import load_backbone  # noqa: E402
 from nptface.core.embedding import embed_dataset  # noqa: E402
@@ -54,7 +57,7 @@ from nptface.core.preprocess import to_rgb_array  # noqa: E402
 from nptface.core.tables import markdown_table, percent  # noqa: E402
 from nptface.core.verification import VerificationReport, evaluate_pairs  # noqa: E402
 from nptface.on_device.aligned_eval_set import align_eval_set  # noqa: E402
-from nptface.on_device.face_crops import FaceCrop, FaceCropper  # noqa: E402
+from nptface.on_device.face_crops import FaceCropper  # noqa: E402
 from nptface.on_device.face_detection import Face, FaceDetector  # noqa: E402
 from nptface.on_device.images import load_photo  # noqa: E402
 from nptface.server.training.config import EvalSet  # noqa: E402
@@ -181,9 +184,23 @@ def celeba_part(model: torch.nn.Module, detector: FaceDetector, args: argparse.N
     }
 
 
-def crop_array(crop: FaceCrop | None, size: int) -> np.ndarray:
-    """The aligned crop as the model sees it; a blank stand-in where none was found (its pairs are left out)."""
-    return np.zeros((size, size, 3), np.uint8) if crop is None else to_rgb_array(crop.image, size)
+def crop_arrays(crops: list[Image.Image | None], size: int) -> list[np.ndarray]:
+    """The aligned crops as the model sees them; a blank stand-in where none was found (its pairs are left out)."""
+    return [np.zeros((size, size, 3), np.uint8) if crop is None else to_rgb_array(crop, size) for crop in crops]
+
+
+def on_canvas(detector: FaceDetector, face: Image.Image, size: int) -> Image.Image | None:
+    """``face`` aligned on the points found with it centred on a grey canvas three times its size."""
+    found = reference_points(detector, face)
+    return None if found is None else align_face(face, found, size, mouth="centre")[0]
+
+
+PASTED, ALIGNED, ON_CANVAS, AS_IS = (
+    "pasted, detect + align",
+    "original, detect + align",
+    "original, 3x canvas",
+    "original as-is",
+)
 
 
 def orl_part(model: torch.nn.Module, detector: FaceDetector, seeds: list[int]) -> dict[str, Any]:
@@ -192,52 +209,51 @@ def orl_part(model: torch.nn.Module, detector: FaceDetector, seeds: list[int]) -
     pairs = largest_lfw_style_pairs(folder.labels, seed=EvalSet.seed, where=str(folder.root))
     cropper = FaceCropper(detector, size)
     faces = [load_photo(path) for path, _ in folder.samples]
-    originals = [cropper.crop(face) for face in faces]
-    as_is = embed_dataset(model, folder)
-    original = embed(model, [crop_array(crop, size) for crop in originals])
+    originals = {
+        ALIGNED: [None if (crop := cropper.crop(face)) is None else crop.image for face in faces],
+        ON_CANVAS: [on_canvas(detector, face, size) for face in faces],
+    }
+    embedded = {name: embed(model, crop_arrays(crops, size)) for name, crops in originals.items()}
+    embedded[AS_IS] = embed_dataset(model, folder)
+    found_in = {name: sum(crop is not None for crop in crops) for name, crops in originals.items()}
     print(
         f"\n## orl-paste: {len(faces)} ORL faces of {folder.num_classes} people, {len(pairs)} LFW-style pairs "
         f"(10 folds of {len(pairs) // 20} + {len(pairs) // 20}); originals with a face found: "
-        f"{sum(crop is not None for crop in originals)}/{len(faces)}"
+        + ", ".join(f"{found}/{len(faces)} ({name})" for name, found in found_in.items())
     )
     rows, results = [], []
     for seed in seeds:
         rng = np.random.default_rng(seed)
-        pasted_crops = []
+        pasted = []
         for face in faces:
             frame = background(rng)
             paste(frame, face, paste_transform(rng, face.size, (0.2, 0.8), (0.0, 1.0)))
-            pasted_crops.append(cropper.crop(frame))
-        found = np.array([a is not None and b is not None for a, b in zip(pasted_crops, originals)])
+            pasted.append(None if (crop := cropper.crop(frame)) is None else crop.image)
+        found = np.all([[crop is not None for crop in crops] for crops in (pasted, *originals.values())], axis=0)
         kept = pairs.reindexed(np.where(found, np.arange(len(faces)), -1))
-        reports = {
-            "pasted, detect + align": verify(embed(model, [crop_array(crop, size) for crop in pasted_crops]), kept),
-            "original, detect + align": verify(original, kept),
-            "original as-is": verify(as_is, kept),
-        }
+        reports = {PASTED: verify(embed(model, crop_arrays(pasted, size)), kept)}
+        reports |= {name: verify(embedded[name], kept) for name in (ALIGNED, ON_CANVAS, AS_IS)}
         accuracy = {name: report.accuracy.mean for name, report in reports.items()}
-        pasted = accuracy["pasted, detect + align"]
+        pasted_found = sum(crop is not None for crop in pasted)
         rows.append(
-            [seed, f"{sum(c is not None for c in pasted_crops)}/{len(faces)}", len(kept)]
+            [seed, f"{pasted_found}/{len(faces)}", len(kept)]
             + [accuracy_cell(report) for report in reports.values()]
-            + [points(pasted - accuracy["original, detect + align"]), points(pasted - accuracy["original as-is"])]
+            + [points(accuracy[PASTED] - accuracy[ALIGNED]), points(accuracy[PASTED] - accuracy[AS_IS])]
         )
         results.append(
             {
                 "seed": seed,
-                "pasted_found": int(sum(c is not None for c in pasted_crops)),
+                "pasted_found": pasted_found,
                 "pairs_kept": len(kept),
                 "inputs": {name: report.to_dict() for name, report in reports.items()},
             }
         )
-    mean = {
-        name: float(np.mean([r["inputs"][name]["accuracy"]["mean"] for r in results])) for name in results[0]["inputs"]
-    }
-    gap = mean["pasted, detect + align"] - mean["original, detect + align"]
+    mean = {name: float(np.mean([r["inputs"][name]["accuracy"]["mean"] for r in results])) for name in reports}
+    gap = mean[PASTED] - mean[ALIGNED]
     rows.append(
         ["mean", "", ""]
         + [percent(value) for value in mean.values()]
-        + [points(gap), points(mean["pasted, detect + align"] - mean["original as-is"])]
+        + [points(gap), points(mean[PASTED] - mean[AS_IS])]
     )
     header = ["seed", "pasted faces found", "pairs", *reports, "pasted − original aligned (pt)", "pasted − as-is (pt)"]
     print(markdown_table(header, rows))
@@ -246,7 +262,7 @@ def orl_part(model: torch.nn.Module, detector: FaceDetector, seeds: list[int]) -
     return {
         "faces": len(faces),
         "pairs_drawn": len(pairs),
-        "originals_found": int(sum(crop is not None for crop in originals)),
+        "originals_found": found_in,
         "seeds": results,
         "mean_accuracy": mean,
         "pasted_minus_original_aligned_points": 100 * gap,
