@@ -122,6 +122,17 @@ def litert_call(path: Path, image: np.ndarray) -> Callable[[], object]:
     return call
 
 
+def xnnpack_partitions(path: Path) -> str:
+    """How many pieces XNNPACK takes the .tflite in: one means it runs the whole graph, more that ops fall back."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    interpreter.allocate_tensors()
+    ops = collections.Counter(op["op_name"] for op in interpreter._get_ops_details())
+    delegated = ops.pop("DELEGATE", 0)
+    return f"{delegated} XNNPACK partition(s) over {sum(ops.values())} ops"
+
+
 def calibration_faces(count: int) -> np.ndarray:
     """``count`` synthetic held-out faces (uint8, 112 px), one per identity, as the export calibrates on."""
     from nptface.edge_export.evalset import synthetic_sets
@@ -133,11 +144,12 @@ def calibration_faces(count: int) -> np.ndarray:
 
 def int8_variants(
     prelu: Path, tflite: Path | None, tmp: Path, faces: np.ndarray, x: np.ndarray
-) -> tuple[dict[str, Callable[[], object]], list[tuple[str, Path, Path, float]]]:
-    """The export's quantised variants of the untrained model: timed calls, and (name, file, its fp32 file, build s).
+) -> tuple[dict[str, Callable[[], object]], list[tuple[str, Path, Path, float, str]]]:
+    """The export's quantised variants of the untrained model: timed calls, and (name, file, its fp32 file, build s,
+    what the runtime made of the graph).
 
-    onnxruntime runs each as ``OnnxEmbedder`` loads it (PReLU decomposed, ``all``), LiteRT as
-    ``litert_call`` feeds it (a full-integer input quantised beforehand, as an app's camera path
+    onnxruntime runs each as ``OnnxEmbedder`` loads it (PReLU decomposed, ``all``, one thread), LiteRT
+    as ``litert_call`` feeds it (a full-integer input quantised beforehand, as an app's camera path
     would hand it over).
     """
     builds: list[tuple[str, Callable[[Path], None], Path, str]] = [
@@ -175,12 +187,17 @@ def int8_variants(
         path = tmp / f"{name}.{suffix}"
         start = time.perf_counter()
         build(path)
-        files.append((name, path, fp32, time.perf_counter() - start))
+        seconds = time.perf_counter() - start
         if suffix == "onnx":
-            session = OnnxEmbedder(path, SIZE, threads=1).session
-            calls[f"onnxruntime {name}, OnnxEmbedder's session"] = lambda s=session: s.run(None, feed)
+            decomposed, dump = tmp / f"{name}-decomposed.onnx", tmp / f"{name}-optimised.onnx"
+            onnx.save(decompose_prelu(onnx.load(str(path))), str(decomposed))
+            session = ort_session(decomposed, "ORT_ENABLE_ALL", dump=dump)  # OnnxEmbedder's session, dumped
+            calls[f"onnxruntime {name}, as OnnxEmbedder loads it"] = lambda s=session: s.run(None, feed)
+            graph = node_counts(dump)
         else:
             calls[f"LiteRT {name} (XNNPACK), NHWC input"] = litert_call(path, x)
+            graph = xnnpack_partitions(path)
+        files.append((name, path, fp32, seconds, graph))
     return calls, files
 
 
@@ -280,11 +297,13 @@ def main() -> None:
                 f"\nquantised files of the untrained model ({args.calibration} synthetic calibration faces; "
                 "size against the fp32 file of the same format)"
             )
-            print("| variant | KiB | fp32 KiB | x fp32 size | build s |")
-            print("|---|---|---|---|---|")
-            for name, path, fp32, seconds in quantised:
+            print("| variant | KiB | fp32 KiB | x fp32 size | build s | graph as the runtime runs it |")
+            print("|---|---|---|---|---|---|")
+            for name, path, fp32, seconds, graph in quantised:
                 size, base = path.stat().st_size / 1024, fp32.stat().st_size / 1024
-                print(f"| {name} | {size:.0f} | {base:.0f} | {size / base:.2f} | {seconds:.0f} |")
+                print(f"| {name} | {size:.0f} | {base:.0f} | {size / base:.2f} | {seconds:.0f} | {graph} |")
+            if tflite is not None:
+                print(f"- tflite-fp32 for comparison: {xnnpack_partitions(tflite)}")
 
     wall = {name: statistics.median(t[0]) * 1000 for name, t in times.items()}
     cpu = {name: statistics.median(t[1]) * 1000 for name, t in times.items()}
