@@ -18,7 +18,8 @@ quantised (and, on ARM, fp16) convolutions; x86's fp32 layout pass is NCHWc, on 
 by the export's own recipes with a small synthetic calibration set (latency only: an untrained
 model has no parity to gate): LiteRT full-integer int8 (8-bit activations) and w8a16 (int16
 activations), LiteRT w8-dynamic, and onnxruntime static QDQ int8 and w8a16, each beside its fp32
-file, with file sizes. On x86 these run XNNPACK's and MLAS's x86 int8 kernels (AVX-512 VNNI where
+file, with file sizes and the graph each runtime runs (onnxruntime's optimised nodes; how many
+XNNPACK partitions the .tflite falls into, one meaning XNNPACK runs it all). On x86 these run XNNPACK's and MLAS's x86 int8 kernels (AVX-512 VNNI where
 the CPU has it); they say how the graph quantises and what it costs here, not a phone's speed: an
 ARM core runs other kernels (dotprod/i8mm), and an NPU or GPU delegate is not represented at all.
 
@@ -148,25 +149,15 @@ def int8_variants(
     """The export's quantised variants of the untrained model: timed calls, and (name, file, its fp32 file, build s,
     what the runtime made of the graph).
 
-    onnxruntime runs each as ``OnnxEmbedder`` loads it (PReLU decomposed, ``all``, one thread), LiteRT
-    as ``litert_call`` feeds it (a full-integer input quantised beforehand, as an app's camera path
-    would hand it over).
+    The ONNX recipes are the export's first 8-bit and first 16-bit-activation ones (MinMax). onnxruntime
+    runs each as ``OnnxEmbedder`` loads it (``decompose_prelu``, which leaves a quantised graph as it
+    is, then ``all``, one thread), LiteRT as ``litert_call`` feeds it (a full-integer input quantised
+    beforehand, as an app's camera path would hand it over).
     """
+    eight, sixteen = (next(r for r in onnx_export.INT8_RECIPES if r.activation_bits == bits) for bits in (8, 16))
     builds: list[tuple[str, Callable[[Path], None], Path, str]] = [
-        (
-            "onnx-int8",
-            lambda p: onnx_export.quantize_int8(prelu, p, faces, onnx_export.Int8Recipe("minmax", "MinMax")),
-            prelu,
-            "onnx",
-        ),
-        (
-            "onnx-w8a16",
-            lambda p: onnx_export.quantize_int8(
-                prelu, p, faces, onnx_export.Int8Recipe("minmax-int16-activations", "MinMax", activation_bits=16)
-            ),
-            prelu,
-            "onnx",
-        ),
+        ("onnx-int8", lambda p: onnx_export.quantize_int8(prelu, p, faces, eight), prelu, "onnx"),
+        ("onnx-w8a16", lambda p: onnx_export.quantize_int8(prelu, p, faces, sixteen), prelu, "onnx"),
     ]
     if tflite is not None:
         int8, int16 = tflite_export.INT8_RECIPES
