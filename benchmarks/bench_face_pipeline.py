@@ -9,7 +9,7 @@ through the classes the device commands use (``FaceDetector``, ``FaceCropper``, 
 embedders), on onnxruntime and on LiteRT:
 
 - decode: the JPEG read, EXIF-rotated and converted to RGB (``load_photo``), runtime-independent;
-- detector network: BlazeFace alone on an already letterboxed input;
+- detector network: BlazeFace alone on an already letterboxed input (its normalisation included);
 - detect: ``FaceDetector.detect`` (letterbox, network, decoding, NMS);
 - detect + align: ``FaceCropper.crop`` (the above plus the similarity warp);
 - embed: the embedder alone on the aligned crop (normalisation and L2 norm included);
@@ -59,7 +59,6 @@ from nptface.on_device.runtime import face_detector  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba_wild"
 FULL_SIZE = 112
-STEPS = ("detector network", "detect", "detect + align", "embed", "detect + align + embed")
 
 
 def sample_photos(count: int) -> list[Path]:
