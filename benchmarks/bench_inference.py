@@ -14,7 +14,17 @@ shows the nominal clock, not boost). The optimised graphs' node counts show what
 of each graph. There is no fp32 NHWC variant: onnxruntime's NhwcTransformer rewrites only
 quantised (and, on ARM, fp16) convolutions; x86's fp32 layout pass is NCHWc, on at ``all``.
 
-    .venv/bin/python benchmarks/bench_inference.py [--rounds 50] [--no-litert] [--fma-per-cycle 1]
+``--int8`` adds the quantised variants the export builds, made here from the same untrained model
+by the export's own recipes with a small synthetic calibration set (latency only: an untrained
+model has no parity to gate): LiteRT full-integer int8 (8-bit activations) and w8a16 (int16
+activations), LiteRT w8-dynamic, and onnxruntime static QDQ int8 and w8a16, each beside its fp32
+file, with file sizes and the graph each runtime runs (onnxruntime's optimised nodes; how many
+XNNPACK partitions the .tflite falls into, one meaning XNNPACK runs it all). On x86 these run XNNPACK's and MLAS's x86 int8 kernels (AVX-512 VNNI where
+the CPU has it); they say how the graph quantises and what it costs here, not a phone's speed: an
+ARM core runs other kernels (dotprod/i8mm), and an NPU or GPU delegate is not represented at all.
+
+    .venv/bin/python benchmarks/bench_inference.py [--rounds 50] [--no-litert] [--int8] [--calibration 16]
+        [--fma-per-cycle 1]
 """
 
 from __future__ import annotations
@@ -92,12 +102,18 @@ def node_counts(path: Path) -> str:
 
 
 def litert_call(path: Path, image: np.ndarray) -> Callable[[], object]:
+    """One invocation on a ready input; a full-integer model's input is quantised once, outside the timing."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path), num_threads=1)
     interpreter.allocate_tensors()
-    index, out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+    details = interpreter.get_input_details()[0]
+    index, out = details["index"], interpreter.get_output_details()[0]["index"]
     nhwc = np.ascontiguousarray(image.transpose(0, 2, 3, 1))
+    if details["dtype"] != np.float32:
+        scale, zero_point = details["quantization"]
+        info = np.iinfo(details["dtype"])
+        nhwc = np.clip(np.round(nhwc / scale + zero_point), info.min, info.max).astype(details["dtype"])
 
     def call() -> object:
         interpreter.set_tensor(index, nhwc)
@@ -105,6 +121,75 @@ def litert_call(path: Path, image: np.ndarray) -> Callable[[], object]:
         return interpreter.get_tensor(out)
 
     return call
+
+
+def xnnpack_partitions(path: Path) -> str:
+    """How many pieces XNNPACK takes the .tflite in: one means it runs the whole graph, more that ops fall back."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    interpreter.allocate_tensors()
+    ops = collections.Counter(op["op_name"] for op in interpreter._get_ops_details())
+    delegated = ops.pop("DELEGATE", 0)
+    return f"{delegated} XNNPACK partition(s) over {sum(ops.values())} ops"
+
+
+def calibration_faces(count: int) -> np.ndarray:
+    """``count`` synthetic held-out faces (uint8, 112 px), one per identity, as the export calibrates on."""
+    from nptface.edge_export.evalset import synthetic_sets
+
+    return synthetic_sets(SIZE, eval_identities=2, eval_images=1, calibration_identities=count, calibration_images=1)[
+        1
+    ].images
+
+
+def int8_variants(
+    prelu: Path, tflite: Path | None, tmp: Path, faces: np.ndarray, x: np.ndarray
+) -> tuple[dict[str, Callable[[], object]], list[tuple[str, Path, Path, float, str]]]:
+    """The export's quantised variants of the untrained model: timed calls, and (name, file, its fp32 file, build s,
+    what the runtime made of the graph).
+
+    The ONNX recipes are the export's first 8-bit and first 16-bit-activation ones (MinMax). onnxruntime
+    runs each as ``OnnxEmbedder`` loads it (``decompose_prelu``, which leaves a quantised graph as it
+    is, then ``all``, one thread), LiteRT as ``litert_call`` feeds it (a full-integer input quantised
+    beforehand, as an app's camera path would hand it over).
+    """
+    eight, sixteen = (next(r for r in onnx_export.INT8_RECIPES if r.activation_bits == bits) for bits in (8, 16))
+    builds: list[tuple[str, Callable[[Path], None], Path, str]] = [
+        ("onnx-int8", lambda p: onnx_export.quantize_int8(prelu, p, faces, eight), prelu, "onnx"),
+        ("onnx-w8a16", lambda p: onnx_export.quantize_int8(prelu, p, faces, sixteen), prelu, "onnx"),
+    ]
+    if tflite is not None:
+        int8, int16 = tflite_export.INT8_RECIPES
+        builds += [
+            ("tflite-int8", lambda p: tflite_export.quantize(tflite, p, int8, faces), tflite, "tflite"),
+            ("tflite-w8a16", lambda p: tflite_export.quantize(tflite, p, int16, faces), tflite, "tflite"),
+            (
+                "tflite-w8-dynamic",
+                lambda p: tflite_export.quantize(tflite, p, tflite_export.DYNAMIC_RANGE),
+                tflite,
+                "tflite",
+            ),
+        ]
+    feed = {onnx_export.INPUT_NAME: x}
+    calls: dict[str, Callable[[], object]] = {}
+    files = []
+    for name, build, fp32, suffix in builds:
+        path = tmp / f"{name}.{suffix}"
+        start = time.perf_counter()
+        build(path)
+        seconds = time.perf_counter() - start
+        if suffix == "onnx":
+            decomposed, dump = tmp / f"{name}-decomposed.onnx", tmp / f"{name}-optimised.onnx"
+            onnx.save(decompose_prelu(onnx.load(str(path))), str(decomposed))
+            session = ort_session(decomposed, "ORT_ENABLE_ALL", dump=dump)  # OnnxEmbedder's session, dumped
+            calls[f"onnxruntime {name}, as OnnxEmbedder loads it"] = lambda s=session: s.run(None, feed)
+            graph = node_counts(dump)
+        else:
+            calls[f"LiteRT {name} (XNNPACK), NHWC input"] = litert_call(path, x)
+            graph = xnnpack_partitions(path)
+        files.append((name, path, fp32, seconds, graph))
+    return calls, files
 
 
 def round_robin(
@@ -135,6 +220,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=50, help="timed calls per variant (one per round)")
     parser.add_argument("--no-litert", action="store_true", help="skip the LiteRT export (about a minute)")
+    parser.add_argument("--int8", action="store_true", help="add the export's int8 and w8a16 variants (minutes)")
+    parser.add_argument("--calibration", type=int, default=16, help="synthetic calibration faces for --int8")
     parser.add_argument(
         "--fma-per-cycle", type=int, default=1, help="FMA instructions of the widest width one core issues per cycle"
     )
@@ -179,10 +266,15 @@ def main() -> None:
                 graphs.append((f"{label}, {name}", node_counts(dump)))
         embedder = OnnxEmbedder(prelu, SIZE, threads=1)
         variants["onnxruntime, OnnxEmbedder's session"] = lambda: embedder.session.run(None, feed)
+        tflite = None
         if not args.no_litert:
             tflite = Path(tmp) / "model.tflite"
             tflite_export.export_fp32(fused, tflite, SIZE)
             variants["LiteRT fp32 (XNNPACK), NHWC input"] = litert_call(tflite, x.numpy())
+        quantised = []
+        if args.int8:
+            calls, quantised = int8_variants(prelu, tflite, Path(tmp), calibration_faces(args.calibration), x.numpy())
+            variants.update(calls)
 
         print(f"\nonnxruntime graphs after optimisation (exported: {node_counts(prelu)})")
         for label, counts in graphs:
@@ -191,6 +283,18 @@ def main() -> None:
         load_before = os.getloadavg()
         times = round_robin(variants, args.rounds)
         load_after = os.getloadavg()
+        if quantised:
+            print(
+                f"\nquantised files of the untrained model ({args.calibration} synthetic calibration faces; "
+                "size against the fp32 file of the same format)"
+            )
+            print("| variant | KiB | fp32 KiB | x fp32 size | build s | graph as the runtime runs it |")
+            print("|---|---|---|---|---|---|")
+            for name, path, fp32, seconds, graph in quantised:
+                size, base = path.stat().st_size / 1024, fp32.stat().st_size / 1024
+                print(f"| {name} | {size:.0f} | {base:.0f} | {size / base:.2f} | {seconds:.0f} | {graph} |")
+            if tflite is not None:
+                print(f"- tflite-fp32 for comparison: {xnnpack_partitions(tflite)}")
 
     wall = {name: statistics.median(t[0]) * 1000 for name, t in times.items()}
     cpu = {name: statistics.median(t[1]) * 1000 for name, t in times.items()}
