@@ -8,6 +8,8 @@ recorded and must go to the demo's own origin. The screenshot path is printed (`
 With the face detector in the bundle the page finds and aligns faces in photos itself; on real
 faces (ORL pasted into larger pictures, CelebA photos; skipped without ``../shared``) its landmarks,
 crops and scores are checked against ``nptface.on_device.face_detection`` and ``nptface verify``.
+The camera is Chromium's fake capture device filming a Y4M video of an ORL face: the page enrols
+and verifies from it, on localhost and over TLS, with the scores Python gives for the same frame.
 """
 
 from __future__ import annotations
@@ -43,13 +45,23 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
+    """One Playwright driver for the module's browsers (its sync API runs one per thread)."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the dev extra)")
     with sync_api.sync_playwright() as playwright:
-        # launch() gives every browser a fresh temporary profile (user data dir).
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+        yield playwright
+
+
+def _launch(playwright, *args: str):
+    # launch() gives every browser a fresh temporary profile (user data dir).
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[*CHROMIUM_ARGS, *args])
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    yield from _launch(playwright)
 
 
 def _serve(bundle: Path, host: str = "127.0.0.1", tls=None) -> Iterator[str]:
@@ -373,11 +385,11 @@ def _orl(person: int, image: int):
     return Image.open(SHARED / "orl_faces" / f"s{person}" / f"{image}.pgm").convert("RGB")
 
 
-def _pasted(path: Path, background: tuple[int, int, int], *faces) -> Path:
+def _pasted(path: Path, background: tuple[int, int, int], *faces, size: tuple[int, int] = (360, 300)) -> Path:
     """A PNG photo: ORL faces (image, scale, (x, y)) pasted onto a flat background."""
     from PIL import Image
 
-    photo = Image.new("RGB", (360, 300), background)
+    photo = Image.new("RGB", size, background)
     for face, scale, at in faces:
         photo.paste(face.resize((round(92 * scale), round(112 * scale)), Image.Resampling.BICUBIC), at)
     photo.save(path)
@@ -523,4 +535,152 @@ def test_a_bundle_without_the_detector_takes_images_as_crops_and_says_so(browser
         assert "no face detector" in page.text_content("#align-note")
     finally:
         serving.close()
+    _assert_same_origin(requests, origin)
+
+
+# The camera: Chromium's fake capture device plays a Y4M video of a real face, looping it.
+
+
+def _write_y4m(path: Path, grey: np.ndarray, frames: int = 3) -> Path:
+    """A YUV4MPEG2 4:2:0 video of ``frames`` copies of a greyscale picture (even sides).
+
+    The grey levels are written as limited-range luma (16..235, neutral chroma), as Chromium reads
+    camera frames, so the page sees the picture's own levels back (to a level or so of rounding).
+    """
+    height, width = grey.shape
+    luma = np.round(16 + grey.astype(np.float64) * 219 / 255).astype(np.uint8)
+    chroma = np.full((height // 2) * (width // 2), 128, np.uint8).tobytes()
+    with path.open("wb") as video:
+        video.write(f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            video.write(b"FRAME\n" + luma.tobytes() + chroma + chroma)
+    return path
+
+
+@pytest.fixture(scope="module")
+def camera_scene(tmp_path_factory) -> np.ndarray:
+    """What the fake camera films: ORL person 1 (an image the photos do not use) on a grey 320x240 frame."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("camera")
+    scene = _pasted(root / "scene.png", (110, 110, 110), (_orl(1, 4), 1.6, (90, 30)), size=(320, 240))
+    return np.asarray(Image.open(scene).convert("L"))
+
+
+@pytest.fixture(scope="module")
+def camera_browser(playwright, camera_scene, tmp_path_factory):
+    """A Chromium whose camera is the Y4M video of ``camera_scene``, granted to pages without asking."""
+    video = _write_y4m(tmp_path_factory.mktemp("camera-video") / "scene.y4m", camera_scene)
+    yield from _launch(
+        playwright,
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={video}",
+    )
+
+
+def _camera_frame(page) -> np.ndarray:
+    """The camera's current frame as RGB, drawn from the page's video element as the page draws it."""
+    frame = page.evaluate("""() => { const video = document.getElementById('camera-video');
+        const canvas = new OffscreenCanvas(video.videoWidth, video.videoHeight);
+        const context = canvas.getContext('2d');
+        context.drawImage(video, 0, 0);
+        return { height: canvas.height, width: canvas.width,
+                 data: Array.from(context.getImageData(0, 0, canvas.width, canvas.height).data) }; }""")
+    return np.array(frame["data"], np.uint8).reshape(frame["height"], frame["width"], 4)[..., :3]
+
+
+def _verify_camera(page, name: str) -> tuple[float, str]:
+    page.evaluate("() => document.getElementById('verify-result').removeAttribute('data-score')")
+    page.select_option("#verify-person", name)
+    page.click("#verify-camera")
+    result = page.wait_for_selector("#verify-result[data-score]")
+    return float(result.get_attribute("data-score")), result.get_attribute("data-decision")
+
+
+@real_faces
+@pytest.mark.parametrize("where", ["localhost", "tls"])
+def test_the_page_enrols_and_verifies_from_the_camera_like_the_cli(
+    camera_browser, camera_scene, fp32_bundle, photos, tmp_path, where
+):
+    """Enrol ann from two camera frames and bob from a photo; the camera's face is ann's, not bob's.
+
+    The page detects and aligns the face in the frame as in a photo: its crop and scores are those
+    ``nptface verify --align`` gives for the same frame saved as an image.
+    """
+    from PIL import Image
+
+    from nptface.on_device.face_crops import FaceCropper
+    from nptface.on_device.gallery import Gallery
+    from nptface.on_device.images import load_photo
+    from nptface.on_device.runtime import open_model
+
+    if where == "tls":
+        from nptface.on_device.tls import self_signed_certificate, server_context
+
+        host = _lan_address()
+        cert, key = self_signed_certificate(tmp_path, ["localhost", host])
+        serving, context = _serve(fp32_bundle, host, server_context(cert, key)), {"ignore_https_errors": True}
+    else:
+        serving, context = _serve(fp32_bundle), {}
+    requests: list[str] = []
+    origin = next(serving)
+    try:
+        page = _open(camera_browser, origin, requests, **context)
+        assert page.get_attribute("#status", "data-state") == "ready", page.text_content("#status")
+        assert page.evaluate("() => window.isSecureContext") is True
+        assert page.is_disabled("#camera-capture") and page.is_disabled("#verify-camera")
+        page.click("#camera-start")
+        page.wait_for_selector("#verify-camera:enabled")
+        assert "Camera on (320x240)" in page.text_content("#camera-note"), page.text_content("#message")
+        frame = _camera_frame(page)
+
+        page.fill("#enroll-name", "ann")
+        page.click("#camera-capture")
+        page.click("#camera-capture")
+        page.wait_for_selector("#camera-count:has-text('2 frame(s) captured')")
+        page.click("#enroll-button")
+        page.wait_for_selector("#gallery li[data-name=ann][data-count='2']")
+        page.fill("#enroll-name", "bob")
+        page.set_input_files("#enroll-files", str(photos["bob"]))
+        page.click("#enroll-button")
+        page.wait_for_selector("#gallery li[data-name=bob][data-count='1']")
+        page.fill("#enroll-name", "ann-photos")
+        page.set_input_files("#enroll-files", [str(photos["ann-1"]), str(photos["ann-2"])])
+        page.click("#enroll-button")
+        page.wait_for_selector("#gallery li[data-name='ann-photos'][data-count='2']")
+
+        same, same_decision = _verify_camera(page, "ann")
+        crop = _crop(page)
+        genuine, genuine_decision = _verify_camera(page, "ann-photos")
+        impostor, impostor_decision = _verify_camera(page, "bob")
+        latest = page.text_content("#timing li")  # newest first: the last verification's
+        assert latest.startswith("camera frame:") and "320x240" in latest and "face aligned" in latest, latest
+    finally:
+        serving.close()
+
+    written = np.repeat(camera_scene[..., None], 3, axis=2).astype(int)
+    assert np.abs(frame.astype(int) - written).max() <= 2, "the page does not see the frame the video holds"
+    still = tmp_path / "frame.png"
+    Image.fromarray(frame).save(still)
+    model = open_model(fp32_bundle, "onnxruntime", "onnx-fp32", align=True)  # `nptface verify --align`
+    gallery = Gallery(model.model_sha256, str(fp32_bundle), model.variant)
+    gallery.enroll("ann", model.embed_files([still, still]))
+    gallery.enroll("bob", model.embed_files([photos["bob"]]))
+    gallery.enroll("ann-photos", model.embed_files([photos["ann-1"], photos["ann-2"]]))
+    probe = model.embed_files([still])[0]
+    cli_same, cli_genuine, cli_impostor = (gallery.score(name, probe) for name in ("ann", "ann-photos", "bob"))
+    expected = np.asarray(FaceCropper(model.cropper.detector, model.bundle.input_size).crop(load_photo(still)).image)
+    levels = np.abs(crop.astype(int) - expected.astype(int))
+    print(
+        f"camera ({where}): enrolled from it {same:.4f} (Python {cli_same:.4f}), genuine {genuine:.4f}"
+        f" (Python {cli_genuine:.4f}), impostor {impostor:.4f}"
+        f" (Python {cli_impostor:.4f}); aligned crop: max level difference {levels.max()}"
+    )
+    assert levels.max() <= 1
+    for score, cli in ((same, cli_same), (genuine, cli_genuine), (impostor, cli_impostor)):
+        assert score == pytest.approx(cli, abs=1e-3)
+    threshold = model.bundle.threshold(1e-3)
+    assert (same_decision, impostor_decision) == ("match", "no match")  # the enrolled frames are the camera's
+    assert genuine_decision == ("match" if cli_genuine >= threshold else "no match")  # another photo: the model's call
     _assert_same_origin(requests, origin)

@@ -11,6 +11,10 @@
 // frame — is a photo: the largest face is found and aligned onto the bundle's template as the CLI
 // does (detect.js, align.js); "images are ready face crops" takes images as crops instead, as the
 // CLI's --no-align. Bundles without a detector are read as crops, and the page says so.
+//
+// A camera frame is taken as the video's pixels (no image file in between) and goes through the
+// same checks, detection, alignment and model as a file: frames captured for enrolment join the
+// chosen files, and "verify the camera's face" scores the current frame against the claimed person.
 
 import * as ort from "./vendor/ort.wasm.min.mjs";
 import { decodeNetpbm, isNetpbm } from "./netpbm.js";
@@ -27,7 +31,7 @@ ort.env.wasm.wasmPaths = new URL("./vendor/", import.meta.url).href;
 
 const EXPORT_FORMAT = "nptface-web-gallery";
 const $ = (id) => document.getElementById(id);
-const state = { config: null, manifest: null, session: null, variant: null, store: null, captured: [], detector: null };
+const state = { config: null, manifest: null, session: null, variant: null, store: null, captured: [], detector: null, ready: false };
 
 class BadInput extends Error {}
 
@@ -48,9 +52,18 @@ function noteFaces(text) {
 }
 
 function setReady(ready) {
+  state.ready = ready;
   for (const id of ["variant", "operating-point", "enroll-button", "verify-button", "identify-button", "export-button", "import-file"]) {
     $(id).disabled = !ready;
   }
+  enableCameraButtons();
+}
+
+// Capturing needs a live camera; verifying its face also needs the model.
+function enableCameraButtons() {
+  const live = Boolean($("camera-video").srcObject);
+  $("camera-capture").disabled = !live;
+  $("verify-camera").disabled = !(live && state.ready);
 }
 
 function hex(buffer) {
@@ -189,10 +202,12 @@ async function modelCrop(name, pixels, width, height) {
   return { rgb: warpFace(photo, width, height, matrix, state.size), how: "face aligned" };
 }
 
-// A unit-length embedding of one image file, showing its crop and inference time.
-async function embed(file) {
-  const { pixels, width, height } = await decode(file);
-  const { rgb, how } = await modelCrop(file.name, pixels, width, height);
+// A unit-length embedding of one image file or camera frame ({ name, pixels, width, height }),
+// showing its crop and inference time.
+async function embed(image) {
+  const { name } = image;
+  const { pixels, width, height } = image instanceof File ? await decode(image) : image;
+  const { rgb, how } = await modelCrop(name, pixels, width, height);
   showCrop(rgb);
   const { mean, std } = state.manifest.input.normalization;
   const input = new ort.Tensor("float32", toInputTensor(rgb, state.size, mean, std), [1, 3, state.size, state.size]);
@@ -201,9 +216,9 @@ async function embed(file) {
   const ms = performance.now() - start;
   const raw = outputs[state.session.outputNames[0]].data;
   const norm = Math.hypot(...raw);
-  if (!(norm > 0) || !Number.isFinite(norm)) throw new Error(`${file.name}: the model produced a zero or non-finite embedding`);
+  if (!(norm > 0) || !Number.isFinite(norm)) throw new Error(`${name}: the model produced a zero or non-finite embedding`);
   const item = document.createElement("li");
-  item.textContent = `${file.name}: ${ms.toFixed(1)} ms inference (${state.variant}, ${width}x${height} -> ${state.size}x${state.size}, ${how})`;
+  item.textContent = `${name}: ${ms.toFixed(1)} ms inference (${state.variant}, ${width}x${height} -> ${state.size}x${state.size}, ${how})`;
   $("timing").prepend(item);
   return Array.from(raw, (v) => v / norm);
 }
@@ -292,11 +307,11 @@ async function run(action) {
 
 async function enroll() {
   const name = $("enroll-name").value.trim();
-  const files = [...$("enroll-files").files, ...state.captured];
+  const images = [...$("enroll-files").files, ...state.captured];
   if (!name) throw new BadInput("enter the person's name");
-  if (!files.length) throw new BadInput("choose one or more images (or capture from the camera)");
+  if (!images.length) throw new BadInput("choose one or more images (or capture frames from the camera)");
   const embeddings = [];
-  for (const file of files) embeddings.push(await embed(file)); // all or nothing: any bad file stores nothing
+  for (const image of images) embeddings.push(await embed(image)); // all or nothing: any bad image stores nothing
   const record = extended(await state.store.get(model(), name), model(), state.variant, name, embeddings);
   await state.store.put(record);
   state.captured = [];
@@ -305,12 +320,11 @@ async function enroll() {
   setStatus("ready", `Enrolled ${name}: ${record.count} image${record.count === 1 ? "" : "s"} in the template`);
 }
 
-async function verify() {
+// Verifies an image (a file or a camera frame) given by image(), called once someone is enrolled.
+async function verify(image) {
   const name = $("verify-person").value;
-  const file = $("verify-file").files[0];
   if (!name) throw new BadInput("enroll someone first");
-  if (!file) throw new BadInput("choose an image to verify");
-  const embedding = await embed(file);
+  const embedding = await embed(image());
   const record = await state.store.get(model(), name);
   const score = cosine(record.template, embedding);
   const { point, key, value } = threshold();
@@ -404,17 +418,36 @@ function setUpCamera() {
   }
   const video = $("camera-video");
   $("camera-start").addEventListener("click", () => run(async () => {
-    video.srcObject = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "user" }, audio: false });
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "user" }, audio: false });
+    } catch (error) {
+      throw new Error(`The camera did not start (${error.name}: ${error.message}). Enrolling and verifying from image files still works.`);
+    }
+    const playing = new Promise((resolve) => video.addEventListener("loadeddata", resolve, { once: true }));
+    video.srcObject = stream;
     video.hidden = false;
-    $("camera-capture").disabled = false;
+    await playing; // the first frame is there: its size is known
+    $("camera-start").disabled = true;
+    $("camera-note").textContent = `Camera on (${video.videoWidth}x${video.videoHeight}).`;
+    enableCameraButtons();
   }));
-  $("camera-capture").addEventListener("click", () => run(async () => {
-    const canvas = new OffscreenCanvas(video.videoWidth, video.videoHeight);
-    canvas.getContext("2d").drawImage(video, 0, 0);
-    const blob = await canvas.convertToBlob({ type: "image/png" });
-    state.captured.push(new File([blob], `camera-${state.captured.length + 1}.png`, { type: "image/png" }));
+  $("camera-capture").addEventListener("click", () => run(() => {
+    state.captured.push(cameraFrame(`camera frame ${state.captured.length + 1}`));
     $("camera-count").textContent = `${state.captured.length} frame(s) captured for enrolment`;
   }));
+  $("verify-camera").addEventListener("click", () => run(() => verify(() => cameraFrame("camera frame"))));
+}
+
+// The camera's current frame as RGBA pixels, checked against the size limits as an image file is.
+function cameraFrame(name) {
+  const video = $("camera-video");
+  const { videoWidth: width, videoHeight: height } = video;
+  checkSize(name, width, height);
+  const canvas = new OffscreenCanvas(width, height);
+  const context = canvas.getContext("2d", { willReadFrequently: true });
+  context.drawImage(video, 0, 0);
+  return { name, pixels: context.getImageData(0, 0, width, height).data, width, height };
 }
 
 async function start() {
@@ -438,7 +471,11 @@ async function start() {
     }
   }));
   $("enroll-button").addEventListener("click", () => run(enroll));
-  $("verify-button").addEventListener("click", () => run(verify));
+  $("verify-button").addEventListener("click", () => run(() => verify(() => {
+    const file = $("verify-file").files[0];
+    if (!file) throw new BadInput("choose an image to verify");
+    return file;
+  })));
   $("identify-button").addEventListener("click", () => run(identify));
   $("export-button").addEventListener("click", () => run(exportGallery));
   $("import-file").addEventListener("change", () => run(importGallery));
