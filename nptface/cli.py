@@ -881,7 +881,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "config",
         help="a shipped config name (synthetic-quick, casia-mobilefacenet-npt, "
-        "ms1m-mobilefacenet-npt) or a path to a .toml file",
+        "ms1m-mobilefacenet-npt, real-faces) or a path to a .toml file",
     )
     train.add_argument(
         "--set",

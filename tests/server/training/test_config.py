@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from nptface.server.training.config import ConfigError, HeadSection, load_config, shipped_configs
 
 
 def test_shipped_configs_carry_the_paper_recipe():
-    assert {"synthetic-quick", "casia-mobilefacenet-npt", "ms1m-mobilefacenet-npt"} <= set(shipped_configs())
+    assert {"synthetic-quick", "casia-mobilefacenet-npt", "ms1m-mobilefacenet-npt", "real-faces"} <= set(
+        shipped_configs()
+    )
     casia = load_config("casia-mobilefacenet-npt", ['data.path="/data/casia/train"'])
     assert (casia.optim.epochs, casia.optim.batch_size, casia.optim.milestones) == (65, 64, [30.0, 45.0])
     assert (casia.optim.lr, casia.optim.momentum, casia.optim.nesterov) == (0.1, 0.9, True)
@@ -148,3 +152,12 @@ def test_every_shipped_config_and_the_defaults_train_npt_with_semihard_negatives
 def test_exact_npt_is_one_override_that_keeps_the_other_head_params():
     config = load_config("synthetic-quick", ['head.params.negatives="hardest"', "head.shard_proxies=true"])
     assert config.head.params == {"k": 6, "delta": 1.0, "r": 1.0, "negatives": "hardest"}
+
+
+def test_the_real_faces_config_trains_and_verifies_on_the_parts_the_prepare_script_writes():
+    config = load_config("real-faces")
+    prepared = Path(config.data.path).parent
+    assert config.data.kind == "imagefolder" and Path(config.data.path).name == "train"
+    assert {Path(s.path).parent for s in config.eval.sets} == {prepared}
+    assert {Path(s.path).name for s in config.eval.sets} == {"celeba-heldout", "orl"}  # never "train"
+    assert (config.model.input_size, config.head.name) == (64, "npt")
