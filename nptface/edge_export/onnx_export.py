@@ -9,7 +9,8 @@ because on AVX2 CPUs without VNNI — this machine — onnxruntime's int8 kernel
 Activation ranges are calibrated here, not inside ``quantize_static``: its Entropy calibrator
 keeps a 128-bin histogram with 128 quantised bins, so it has a single candidate threshold — the
 full range, MinMax's answer — and ``quantize_static`` does not pass the histogram size through.
-The ranges go to ``quantize_static`` as a calibration cache.
+The ranges go to ``quantize_static`` as a calibration cache. Every file is trimmed exactly
+(``onnx_trim``: the exporter's debug metadata dropped, equal initializers merged).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from torch import nn
 from nptface.core.preprocess import normalize
 from nptface.edge_export.bias_correction import add_missing_biases, correct_biases
 from nptface.edge_export.numerics import Numerics
+from nptface.edge_export.onnx_trim import trim
 from nptface.edge_export.quiet import quiet
 
 logger = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ def export_fp32(fused_model: nn.Module, path: Path, input_size: int, metadata: d
                 verbose=False,
             )
         model = onnx.load(str(raw))
+    trim(model)
     set_metadata(model, metadata)
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
@@ -219,5 +222,6 @@ def quantize_int8(
     model = onnx.load(str(path))
     metadata = {prop.key: prop.value for prop in onnx.load(str(source)).metadata_props}
     metadata["nptface_quantization"] = json.dumps({"label": recipe.label, "recipe": recipe.describe()})
+    trim(model)
     set_metadata(model, metadata)
     onnx.save(model, str(path))

@@ -5,7 +5,9 @@ batch 1 — the shape a phone runs anyway. The input is NHWC by default, the lay
 pipelines and LiteRT's GPU/NPU delegates prefer; NCHW is an option. Quantisation works on the
 fp32 flatbuffer: fp16 casts weights (FLOAT_CASTING), "dynamic-range" keeps float activations and
 int8 weights (the ``tflite-w8-dynamic`` variant), "int8" is full-integer with activations calibrated
-on face crops, its input and output int8 with the scale and zero point stored in the file.
+on face crops, its input and output int8 with the scale and zero point stored in the file. Each
+quantised file is then trimmed exactly (``tflite_trim``: equal vectors and buffers stored once,
+internal tensor names shortened); the fp32 file keeps its names, which the float-ends recipe matches.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from nptface.core.preprocess import normalize
 from nptface.edge_export.numerics import FP16 as FP16_NUMERICS
 from nptface.edge_export.numerics import W8_DYNAMIC, Numerics
 from nptface.edge_export.quiet import quiet
+from nptface.edge_export.tflite_trim import trim
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +127,7 @@ def quantize(source: Path, path: Path, recipe: TFLiteRecipe, calibration_images:
             calibration = q.calibrate({signature: feeds}, num_threads=1)
     with quiet():
         q.quantize(calibration, enable_progress_report=False).export_model(str(path), overwrite=True)
+    trim(path)
 
 
 def _is_nhwc(path: Path) -> bool:
