@@ -160,7 +160,10 @@ def int8_variants(
         ("onnx-w8a16", lambda p: onnx_export.quantize_int8(prelu, p, faces, sixteen), prelu, "onnx"),
     ]
     if tflite is not None:
-        int8, int16 = tflite_export.INT8_RECIPES
+        int8, int16 = (
+            next(r for r in tflite_export.INT8_RECIPES if r.label == label)
+            for label in ("int8", "int8-int16-activations")
+        )
         builds += [
             ("tflite-int8", lambda p: tflite_export.quantize(tflite, p, int8, faces), tflite, "tflite"),
             ("tflite-w8a16", lambda p: tflite_export.quantize(tflite, p, int16, faces), tflite, "tflite"),

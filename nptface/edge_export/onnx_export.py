@@ -9,8 +9,12 @@ because on AVX2 CPUs without VNNI — this machine — onnxruntime's int8 kernel
 Activation ranges are calibrated here, not inside ``quantize_static``: its Entropy calibrator
 keeps a 128-bin histogram with 128 quantised bins, so it has a single candidate threshold — the
 full range, MinMax's answer — and ``quantize_static`` does not pass the histogram size through.
-The ranges go to ``quantize_static`` as a calibration cache. Every file is trimmed exactly
-(``onnx_trim``: the exporter's debug metadata dropped, equal initializers merged).
+The ranges go to ``quantize_static`` as a calibration cache. With 8-bit activations PReLU is quantised
+too: onnxruntime's quantiser has no PRelu in its registry, so by default it leaves the slope float
+and the node outside any QDQ unit, which phone NPU execution providers (QNN, NNAPI) cannot run in
+int8; with ``PRelu`` among the op types its slope is stored int8 and the node sits in a complete
+DequantizeLinear -> PRelu -> QuantizeLinear unit like every Conv and Add. Every file is trimmed
+exactly (``onnx_trim``: the exporter's debug metadata dropped, equal initializers merged).
 """
 
 from __future__ import annotations
@@ -123,6 +127,8 @@ class Int8Recipe:
             parts.append(f"int{self.activation_bits} activations")
         if self.bias_correction:
             parts.append("bias correction")
+        if self.activation_bits == 8:
+            parts.append("PReLU quantised (int8 slope)")
         return ", ".join(parts)
 
 
@@ -134,6 +140,17 @@ INT8_RECIPES = (
     Int8Recipe("minmax-float-ends", "MinMax", keep_float=("first", "last")),
     Int8Recipe("minmax-int16-activations", "MinMax", activation_bits=16),
 )
+
+
+def _op_types_to_quantize(activation_bits: int) -> list[str]:
+    """onnxruntime's default op types (its QLinear and QDQ registries), plus PRelu when activations are 8-bit.
+
+    Left out with int16 activations: that variant is for CPUs and DSPs that take int16, where the
+    float PReLU between its quantised neighbours is the form it was tuned and gated on.
+    """
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return sorted(set(QLinearOpsRegistry) | set(QDQRegistry) | ({"PRelu"} if activation_bits == 8 else set()))
 
 
 def _calibration_batches(images: np.ndarray, batch_size: int = 1) -> list[dict[str, np.ndarray]]:
@@ -214,6 +231,7 @@ def quantize_int8(
                 weight_type=QuantType.QInt8,
                 calibrate_method=getattr(CalibrationMethod, recipe.calibration),
                 nodes_to_exclude=exclude,
+                op_types_to_quantize=_op_types_to_quantize(recipe.activation_bits),
                 extra_options={"UseQDQContribOps": sixteen, "TensorQuantOverrides": ranges or {}},
                 calibration_cache_path=cache,
             )

@@ -489,13 +489,22 @@ def _tflite_variants(ex: _Exporter) -> list[VariantResult]:
     fp32.io = io
     out.append(fp32)
 
+    def source(recipe: tflite_export.TFLiteRecipe) -> Path:
+        """The fp32 flatbuffer ``recipe`` quantises: ``base``, or one exported with integer-friendly PReLUs."""
+        if not recipe.integer_prelu:
+            return base
+        path = ex.work / "tflite-fp32-integer-prelu.tflite"
+        if not path.exists():
+            tflite_export.export_fp32(ex.fused, path, size, ex.options.tflite_nhwc, integer_prelu=True)
+        return path
+
     def build(numerics: Numerics, recipes: list[tflite_export.TFLiteRecipe]) -> VariantResult:
         name = variant_name("tflite", numerics)
         attempts = [
             (
                 r.label,
                 r.describe(),
-                lambda p, r=r: tflite_export.quantize(base, p, r, ex.calibration),
+                lambda p, r=r: tflite_export.quantize(source(r), p, r, ex.calibration),
                 runtime,
                 r.numerics,
             )
