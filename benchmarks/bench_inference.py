@@ -144,7 +144,7 @@ def calibration_faces(count: int) -> np.ndarray:
 
 
 def int8_variants(
-    prelu: Path, tflite: Path | None, tmp: Path, faces: np.ndarray, x: np.ndarray
+    prelu: Path, tflite: Path | None, integer: Path | None, tmp: Path, faces: np.ndarray, x: np.ndarray
 ) -> tuple[dict[str, Callable[[], object]], list[tuple[str, Path, Path, float, str]]]:
     """The export's quantised variants of the untrained model: timed calls, and (name, file, its fp32 file, build s,
     what the runtime made of the graph).
@@ -160,12 +160,18 @@ def int8_variants(
         ("onnx-w8a16", lambda p: onnx_export.quantize_int8(prelu, p, faces, sixteen), prelu, "onnx"),
     ]
     if tflite is not None:
-        int8, int16 = (
+        int8_integer, int8, int16 = (
             next(r for r in tflite_export.INT8_RECIPES if r.label == label)
-            for label in ("int8", "int8-int16-activations")
+            for label in ("int8-integer-prelu", "int8", "int8-int16-activations")
         )
         builds += [
-            ("tflite-int8", lambda p: tflite_export.quantize(tflite, p, int8, faces), tflite, "tflite"),
+            ("tflite-int8", lambda p: tflite_export.quantize(integer, p, int8_integer, faces), tflite, "tflite"),
+            (
+                "tflite-int8-pytorch-prelu",
+                lambda p: tflite_export.quantize(tflite, p, int8, faces),
+                tflite,
+                "tflite",
+            ),
             ("tflite-w8a16", lambda p: tflite_export.quantize(tflite, p, int16, faces), tflite, "tflite"),
             (
                 "tflite-w8-dynamic",
@@ -276,7 +282,12 @@ def main() -> None:
             variants["LiteRT fp32 (XNNPACK), NHWC input"] = litert_call(tflite, x.numpy())
         quantised = []
         if args.int8:
-            calls, quantised = int8_variants(prelu, tflite, Path(tmp), calibration_faces(args.calibration), x.numpy())
+            integer = None
+            if tflite is not None:  # the flatbuffer tflite-int8's first recipe quantises (PReLU as integer MUL/ADD)
+                integer = Path(tmp) / "model-integer-prelu.tflite"
+                tflite_export.export_fp32(fused, integer, SIZE, integer_prelu=True)
+            faces = calibration_faces(args.calibration)
+            calls, quantised = int8_variants(prelu, tflite, integer, Path(tmp), faces, x.numpy())
             variants.update(calls)
 
         print(f"\nonnxruntime graphs after optimisation (exported: {node_counts(prelu)})")
