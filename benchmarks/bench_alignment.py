@@ -194,7 +194,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench_alignment"))
     args = parser.parse_args()
     if not DATA.is_dir():
-        raise SystemExit(f"{DATA}: the real face sets are not here; this benchmark needs them")
+        print(f"bench_alignment: not run, {DATA}: the real face sets are not here")  # `./dev bench` goes on
+        return
     print(describe())
     detector = FaceDetector(args.runtime)
     print(f"detector: {detector.path.name} on {args.runtime}")

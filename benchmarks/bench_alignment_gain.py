@@ -26,8 +26,13 @@ loaded as ``nptface eval --run`` loads it) on the real sets in ``../shared/data`
 Every crop goes through the one warp (:func:`nptface.core.alignment.warp_face`, bilinear), so the inputs
 differ in where they look, not in how they are resampled.
 
-    .venv/bin/python benchmarks/bench_alignment_gain.py --run runs/real-faces --ids HELDOUT_IDS_FILE_OR_FOLDER \\
-        [--photos ../shared/data/celeba_wild] [--seeds 0 1 2] [--threads 1] [--out runs/bench_alignment_gain]
+    .venv/bin/python benchmarks/prepare_real_faces.py && nptface train real-faces
+    .venv/bin/python benchmarks/bench_alignment_gain.py [--run runs/real-faces] \\
+        [--ids data/real-faces/celeba-heldout] [--photos ../shared/data/celeba_wild] [--seeds 0 1 2] \\
+        [--threads 1] [--out runs/bench_alignment_gain]
+
+Without the real sets, the run or the held-out list it prints what is missing and exits 0 (``./dev
+bench`` runs every script with its defaults).
 """
 
 from __future__ import annotations
@@ -272,13 +277,21 @@ def orl_part(model: torch.nn.Module, detector: FaceDetector, seeds: list[int]) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", type=Path, required=True, help="training run directory (model.safetensors + json)")
-    parser.add_argument("--runtime", choices=("torch",), default="torch", help="what runs the model")
+    parser.add_argument(
+        "--run",
+        type=Path,
+        default=Path("runs/real-faces"),
+        help="training run directory (model.safetensors + checkpoint.json); `nptface train real-faces` makes the default",
+    )
     parser.add_argument("--detector-runtime", choices=("onnxruntime", "litert"), default="onnxruntime")
     parser.add_argument("--parts", nargs="+", choices=("celeba", "orl-paste"), default=["celeba", "orl-paste"])
     parser.add_argument("--photos", type=Path, default=DATA / "celeba_wild", help="ImageFolder of raw photos")
     parser.add_argument(
-        "--ids", type=Path, help="identities of --photos to score: a file of folder names or a folder of folders"
+        "--ids",
+        type=Path,
+        default=Path("data/real-faces/celeba-heldout"),
+        help="identities of --photos to score: a file of folder names or a folder of folders "
+        "(default: the real-faces run's held-out CelebA people; 'all' for every folder of --photos)",
     )
     parser.add_argument("--per-fold", type=int, default=300, help="celeba: pairs of each kind per fold")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="orl-paste: one placement per seed")
@@ -286,12 +299,27 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench_alignment_gain"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if not DATA.is_dir():
-        raise SystemExit(f"{DATA}: the real face sets are not here; this benchmark needs them")
+    if args.ids == Path("all"):
+        args.ids = None
+    missing = [
+        f"{path}: {why}"
+        for path, why in (
+            (DATA, "the real face sets (../shared/data)"),
+            (
+                args.run / "model.safetensors",
+                "a trained run: benchmarks/prepare_real_faces.py, then nptface train real-faces",
+            ),
+            (args.ids, "the held-out identities (benchmarks/prepare_real_faces.py writes them)"),
+        )
+        if path is not None and not path.exists()
+    ]
+    if missing:  # `./dev bench` runs every script with its defaults: say what is missing and move on
+        print("bench_alignment_gain: not run, missing " + "; ".join(missing))
+        return
     print(describe())
     model, _ = load_backbone(args.run)
     detector = FaceDetector(args.detector_runtime)
-    print(f"model: {args.run} ({model.config.input_size} px input) on {args.runtime}; detector: {detector.path.name}")
+    print(f"model: {args.run} ({model.config.input_size} px input) on torch; detector: {detector.path.name}")
     results: dict[str, Any] = {"machine": describe(), "run": str(args.run), "input_size": model.config.input_size}
     with tempfile.TemporaryDirectory(prefix="bench-alignment-gain-") as work:
         if "celeba" in args.parts:

@@ -158,7 +158,7 @@ PAGE_SCRIPT = """async ([photos, rounds, warmup]) => {
   const blobs = photos.map((b64) => new Blob([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], { type: "image/jpeg" }));
   const times = { "decode (createImageBitmap, canvas, getImageData)": [], "detector network": [], detect: [],
     "align (similarity + warp)": [],
-    "embed (64 px bundle onnx-fp32)": [], "detect + align + embed": [] };
+    [`embed (${size} px bundle onnx-fp32)`]: [], "detect + align + embed": [] };
   for (let r = 0; r < warmup + rounds; r++) {
     const t0 = performance.now();
     const bitmap = await createImageBitmap(blobs[r % blobs.length], { imageOrientation: "from-image",

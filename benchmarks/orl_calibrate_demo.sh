@@ -9,7 +9,7 @@
 set -euo pipefail
 BUNDLE=${1:?usage: orl_calibrate_demo.sh BUNDLE [WORKDIR]}
 WORK=${2:-runs/orl-calibrate-demo}
-ORL=$(cd "$(dirname "$0")/../.." && pwd)/shared/data/orl_faces
+ORL=${ORL:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data/orl_faces}  # ORL=DIR for a copy elsewhere
 NPTFACE=${NPTFACE:-.venv/bin/nptface}
 [ -d "$ORL" ] || { echo "$ORL: ORL faces not found" >&2; exit 2; }
 rm -rf "$WORK" && mkdir -p "$WORK/calibration"
@@ -29,10 +29,10 @@ for i in $(seq 21 40); do
                 kind=$([ "$claim" = "s$i" ] && echo genuine || echo impostor)
                 set +e
                 $NPTFACE verify --gallery "$WORK/gallery.npz" --name "$claim" --operating-point "$point" \
-                    --json "$ORL/s$i/$photo.pgm" > "$WORK/verify.json" 2> /dev/null
+                    --json "$ORL/s$i/$photo.pgm" > "$WORK/verify.json" 2> "$WORK/verify.err"
                 rc=$?
                 set -e
-                [ $rc -le 1 ] || { echo "verify failed ($rc) on s$i/$photo.pgm claimed as $claim" >&2; exit 2; }
+                [ $rc -le 1 ] || { echo "verify failed ($rc) on s$i/$photo.pgm claimed as $claim:" >&2; cat "$WORK/verify.err" >&2; exit 2; }
                 python3 -c 'import json, sys; print(json.dumps({"point": sys.argv[1], "kind": sys.argv[2], "exit": int(sys.argv[3]), "cli": json.load(open(sys.argv[4]))}))' \
                     "$point" "$kind" "$rc" "$WORK/verify.json" >> "$WORK/decisions.jsonl"
             done

@@ -27,6 +27,8 @@ import random
 import sys
 from pathlib import Path
 
+from nptface.core.atomic import atomic_write_json
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 LOWRES = ("feret", "ar", "gt", "muct")
@@ -37,7 +39,7 @@ def align_source(src: Path, dst: Path) -> dict:
     done = dst / ".done"
     if done.is_file():
         return json.loads(done.read_text())
-    from nptface.on_device.face_crops import FaceCropper, crop_folder
+    from nptface.on_device.face_crops import FaceCropper, crop_folder  # onnxruntime loads only when aligning
     from nptface.on_device.face_detection import FaceDetector
 
     report = crop_folder(src, dst, FaceCropper(FaceDetector("onnxruntime"), 112))
@@ -47,7 +49,7 @@ def align_source(src: Path, dst: Path) -> dict:
         "no_face": [str(p.relative_to(src)) for p in report.no_face],
         "several_faces": len(report.several_faces),
     }
-    done.write_text(json.dumps(summary, indent=1))
+    atomic_write_json(done, summary)
     print(f"{src.name}: {summary['crops']} crops, {len(summary['no_face'])} photos without a face", flush=True)
     return summary
 
@@ -112,7 +114,7 @@ def main() -> None:
         "celeba_heldout": heldout,
         "sources": summaries,
     }
-    (out / "split.json").write_text(json.dumps(split, indent=1))
+    atomic_write_json(out / "split.json", split)
     print(f"{out}: train {len(train)} identities, celeba-heldout {len(heldout)}, orl, glint (split.json)")
 
 

@@ -69,7 +69,7 @@ class TFLiteRecipe:
     def describe(self) -> str:
         suffix = ", first and last convs in float" if self.float_ends else ""
         if self.integer_prelu:
-            suffix += ", PReLU as a*x + relu((1-a)*x) with the ReLU fused (every op integer, one XNNPACK partition)"
+            suffix += ", PReLU as a*x + s*relu(|1-a|*x), s the sign of 1-a, ReLU fused (every op integer, one XNNPACK partition)"
         return {
             "float-cast": "fp16 weights (FLOAT_CASTING), fp32 compute",
             "dynamic": "int8 per-channel weights, activations quantised at run time (dynamic range)",
