@@ -9,7 +9,8 @@ XNNPACK partitions, slower than fp32. Written as ``a*x + s*relu(|1-a|*x)`` (``s`
 graph is MUL/ADD only: one XNNPACK partition. The sign multiply is emitted only in layers with a
 slope above 1. Same function up to float rounding; only the 8-bit-activation TFLite variants use
 it (``tflite_export.TFLiteRecipe.integer_prelu``); fp32, fp16 and int16-activation files keep the
-exporter's form.
+exporter's form. ``onnx_prelu.decompose_prelu`` uses the same identity on ONNX graphs, for a
+different end (fp32 speed in onnxruntime, slopes above 1 handled by keeping the ReLU unscaled).
 """
 
 from __future__ import annotations
