@@ -10,6 +10,8 @@ faces (ORL pasted into larger pictures, CelebA photos; skipped without ``../shar
 crops and scores are checked against ``nptface.on_device.face_detection`` and ``nptface verify``.
 The camera is Chromium's fake capture device filming a Y4M video of an ORL face: the page enrols
 and verifies from it, on localhost and over TLS, with the scores Python gives for the same frame.
+Without ``../shared`` a synthetic face fills the video and a bundle without the detector takes the
+frame as the crop: the same scores, one stream per click, the camera's buttons off once it ends.
 """
 
 from __future__ import annotations
@@ -75,8 +77,10 @@ def _serve(bundle: Path, host: str = "127.0.0.1", tls=None) -> Iterator[str]:
         thread.join(timeout=5)
 
 
-def _open(browser, origin: str, requests: list[str], **context):
+def _open(browser, origin: str, requests: list[str], init_script: str | None = None, **context):
     page = browser.new_context(**context).new_page()
+    if init_script:
+        page.add_init_script(init_script)
     page.set_default_timeout(TIMEOUT_MS)
     page.on("request", lambda request: requests.append(request.url))
     page.goto(origin + "/")
@@ -516,17 +520,23 @@ def test_the_page_aligns_photos_and_scores_them_like_the_cli(browser, fp32_bundl
     _assert_same_origin(requests, origin)
 
 
-def test_a_bundle_without_the_detector_takes_images_as_crops_and_says_so(browser, fp32_bundle, tmp_path):
+@pytest.fixture(scope="module")
+def crops_bundle(fp32_bundle, tmp_path_factory) -> Path:
+    """The fp32 bundle as an export made before bundles carried the detector: images are crops."""
     from nptface.edge_export.bundle import MANIFEST, write_manifest
 
-    bundle = tmp_path / "old"
+    bundle = tmp_path_factory.mktemp("crops") / "old"
     shutil.copytree(fp32_bundle, bundle)
     manifest = json.loads((bundle / MANIFEST).read_text())
-    if manifest.pop("detector", None):  # an export made before bundles carried the detector
+    if manifest.pop("detector", None):
         shutil.rmtree(bundle / "detector")
         write_manifest(bundle, manifest)
+    return bundle
+
+
+def test_a_bundle_without_the_detector_takes_images_as_crops_and_says_so(browser, crops_bundle):
     requests: list[str] = []
-    serving = _serve(bundle)
+    serving = _serve(crops_bundle)
     origin = next(serving)
     try:
         page = _open(browser, origin, requests)
@@ -683,4 +693,134 @@ def test_the_page_enrols_and_verifies_from_the_camera_like_the_cli(
     threshold = model.bundle.threshold(1e-3)
     assert (same_decision, impostor_decision) == ("match", "no match")  # the enrolled frames are the camera's
     assert genuine_decision == ("match" if cli_genuine >= threshold else "no match")  # another photo: the model's call
+    _assert_same_origin(requests, origin)
+
+
+# The camera without ../shared: a synthetic face fills the video, taken as the crop.
+
+COUNT_CAMERA_REQUESTS = """(() => {
+    const media = navigator.mediaDevices;
+    if (!media?.getUserMedia) return;
+    const original = media.getUserMedia.bind(media);
+    window.__cameraRequests = 0;
+    media.getUserMedia = (...args) => { window.__cameraRequests += 1; return original(...args); };
+})();"""
+
+
+@pytest.fixture(scope="module")
+def synthetic_scene(faces) -> np.ndarray:
+    """What the fake camera films: synthetic person a, grey, filling a 96x96 frame (the crop itself)."""
+    from PIL import Image
+
+    return np.asarray(Image.open(faces["a"][0]).convert("L").resize((96, 96), Image.Resampling.BICUBIC))
+
+
+@pytest.fixture(scope="module")
+def synthetic_camera_browser(playwright, synthetic_scene, tmp_path_factory):
+    """A Chromium whose camera is the Y4M video of ``synthetic_scene``, granted to pages without asking."""
+    video = _write_y4m(tmp_path_factory.mktemp("synthetic-video") / "face.y4m", synthetic_scene)
+    yield from _launch(
+        playwright,
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={video}",
+    )
+
+
+def test_the_camera_opens_once_enrols_and_verifies_as_a_crop_and_switches_off_when_it_ends(
+    synthetic_camera_browser, synthetic_scene, crops_bundle, faces, tmp_path
+):
+    """Without a detector the frame is the crop: the page's scores are ``nptface verify``'s for it.
+
+    Two clicks on "Use camera" open one stream; frames captured for a refused enrolment are
+    dropped with it; when the camera's track ends, or "Stop camera" is pressed, nothing can be
+    captured or verified from the frozen last frame.
+    """
+    from PIL import Image
+
+    from nptface.on_device.gallery import Gallery
+    from nptface.on_device.images import load_face
+    from nptface.on_device.runtime import open_model
+
+    not_image = tmp_path / "holiday.png"
+    not_image.write_text("this is not an image")
+    requests: list[str] = []
+    serving = _serve(crops_bundle)
+    origin = next(serving)
+    try:
+        page = _open(synthetic_camera_browser, origin, requests, init_script=COUNT_CAMERA_REQUESTS)
+        assert page.get_attribute("#status", "data-state") == "ready", page.text_content("#status")
+        assert page.is_checked("#ready-crops") and page.is_disabled("#ready-crops")
+        assert page.is_disabled("#camera-capture") and page.is_disabled("#verify-camera")
+        page.evaluate("() => { const start = document.getElementById('camera-start'); start.click(); start.click(); }")
+        page.wait_for_selector("#verify-camera:enabled")
+        assert "Camera on (96x96)" in page.text_content("#camera-note"), page.text_content("#message")
+        assert page.evaluate("() => window.__cameraRequests") == 1
+        assert page.is_disabled("#camera-start") and page.is_enabled("#camera-stop")
+        frame = _camera_frame(page)
+
+        # A refused enrolment drops the frame captured for it; the next one starts afresh.
+        page.fill("#enroll-name", "ann")
+        page.click("#camera-capture")
+        page.wait_for_selector("#camera-count:has-text('1 frame(s) captured')")
+        page.set_input_files("#enroll-files", str(not_image))
+        page.click("#enroll-button")
+        page.wait_for_selector("#message:has-text('holiday.png: not a decodable image')")
+        assert "1 captured frame(s) were dropped" in page.text_content("#camera-count")
+        page.set_input_files("#enroll-files", [])
+        page.click("#camera-capture")
+        page.click("#camera-capture")
+        page.wait_for_selector("#camera-count:has-text('2 frame(s) captured')")
+        page.click("#enroll-button")
+        page.wait_for_selector("#gallery li[data-name=ann][data-count='2']")
+        assert page.text_content("#camera-count") == ""
+        page.fill("#enroll-name", "bob")
+        page.set_input_files("#enroll-files", str(faces["b"][0]))
+        page.click("#enroll-button")
+        page.wait_for_selector("#gallery li[data-name=bob][data-count='1']")
+
+        same, same_decision = _verify_camera(page, "ann")
+        crop = _crop(page)
+        impostor, impostor_decision = _verify_camera(page, "bob")
+        latest = page.text_content("#timing li")
+        assert latest.startswith("camera frame:") and "96x96" in latest and "resized" in latest, latest
+
+        # The track ends (unplugged, permission revoked): stop() alone fires no 'ended', so it is dispatched.
+        page.evaluate("""() => { const track = document.getElementById('camera-video').srcObject.getVideoTracks()[0];
+            track.stop(); track.dispatchEvent(new Event('ended')); }""")
+        page.wait_for_selector("#verify-camera:disabled")
+        assert page.is_disabled("#camera-capture") and page.is_disabled("#camera-stop")
+        assert "camera stopped" in page.text_content("#camera-note")
+        assert page.evaluate("() => document.getElementById('camera-video').srcObject") is None
+        page.click("#camera-start")  # on again, then off with the button: the stream is released
+        page.wait_for_selector("#verify-camera:enabled")
+        page.click("#camera-stop")
+        page.wait_for_selector("#camera-capture:disabled")
+        assert page.is_disabled("#verify-camera") and page.is_enabled("#camera-start")
+        assert page.evaluate("() => [window.__cameraRequests, document.getElementById('camera-video').srcObject]") == [
+            2,
+            None,
+        ]
+    finally:
+        serving.close()
+
+    written = np.repeat(synthetic_scene[..., None], 3, axis=2).astype(int)
+    assert np.abs(frame.astype(int) - written).max() <= 2, "the page does not see the frame the video holds"
+    still = tmp_path / "frame.png"
+    Image.fromarray(frame).save(still)
+    model = open_model(crops_bundle, "onnxruntime", "onnx-fp32")  # `nptface verify`: files are crops
+    assert np.array_equal(crop, load_face(still, model.bundle.input_size))
+    gallery = Gallery(model.model_sha256, str(crops_bundle), model.variant)
+    gallery.enroll("ann", model.embed_files([still, still]))
+    gallery.enroll("bob", model.embed_files([faces["b"][0]]))
+    probe = model.embed_files([still])[0]
+    cli_same, cli_impostor = gallery.score("ann", probe), gallery.score("bob", probe)
+    print(
+        f"camera as a crop: enrolled from it {same:.4f} (Python {cli_same:.4f}), impostor {impostor:.4f} (Python {cli_impostor:.4f})"
+    )
+    assert same == pytest.approx(cli_same, abs=1e-3)
+    assert impostor == pytest.approx(cli_impostor, abs=1e-3)
+    threshold = model.bundle.threshold(1e-3)
+    assert same_decision == "match"
+    assert impostor_decision == ("match" if cli_impostor >= threshold else "no match")
     _assert_same_origin(requests, origin)

@@ -15,6 +15,8 @@
 // A camera frame is taken as the video's pixels (no image file in between) and goes through the
 // same checks, detection, alignment and model as a file: frames captured for enrolment join the
 // chosen files, and "verify the camera's face" scores the current frame against the claimed person.
+// One click opens one stream; frames are taken only from a live track, and when the track ends
+// (unplugged, permission withdrawn) or "Stop camera" is pressed the camera is released and its buttons off.
 
 import * as ort from "./vendor/ort.wasm.min.mjs";
 import { decodeNetpbm, isNetpbm } from "./netpbm.js";
@@ -30,6 +32,7 @@ ort.env.wasm.proxy = false;
 ort.env.wasm.wasmPaths = new URL("./vendor/", import.meta.url).href;
 
 const EXPORT_FORMAT = "nptface-web-gallery";
+const CAMERA_START_S = 20; // how long a granted camera may take to show its first frame
 const $ = (id) => document.getElementById(id);
 const state = { config: null, manifest: null, session: null, variant: null, store: null, captured: [], detector: null, ready: false };
 
@@ -59,10 +62,17 @@ function setReady(ready) {
   enableCameraButtons();
 }
 
+// The camera's video track while it films; null once stopped or ended (unplugged, permission revoked).
+function liveTrack() {
+  const track = $("camera-video").srcObject?.getVideoTracks()[0];
+  return track?.readyState === "live" ? track : null;
+}
+
 // Capturing needs a live camera; verifying its face also needs the model.
 function enableCameraButtons() {
-  const live = Boolean($("camera-video").srcObject);
+  const live = Boolean(liveTrack());
   $("camera-capture").disabled = !live;
+  $("camera-stop").disabled = !live;
   $("verify-camera").disabled = !(live && state.ready);
 }
 
@@ -305,17 +315,25 @@ async function run(action) {
   }
 }
 
+// Captured frames are used by one enrolment, stored or refused: one bad frame must not refuse every later one.
 async function enroll() {
   const name = $("enroll-name").value.trim();
   const images = [...$("enroll-files").files, ...state.captured];
   if (!name) throw new BadInput("enter the person's name");
   if (!images.length) throw new BadInput("choose one or more images (or capture frames from the camera)");
-  const embeddings = [];
-  for (const image of images) embeddings.push(await embed(image)); // all or nothing: any bad image stores nothing
-  const record = extended(await state.store.get(model(), name), model(), state.variant, name, embeddings);
-  await state.store.put(record);
+  const captured = state.captured.length;
   state.captured = [];
-  $("camera-count").textContent = "";
+  let record;
+  try {
+    const embeddings = [];
+    for (const image of images) embeddings.push(await embed(image)); // all or nothing: any bad image stores nothing
+    record = extended(await state.store.get(model(), name), model(), state.variant, name, embeddings);
+    await state.store.put(record);
+    $("camera-count").textContent = "";
+  } catch (error) {
+    if (captured) $("camera-count").textContent = `the ${captured} captured frame(s) were dropped with the failed enrolment: capture again`;
+    throw error;
+  }
   await refreshGallery();
   setStatus("ready", `Enrolled ${name}: ${record.count} image${record.count === 1 ? "" : "s"} in the template`);
 }
@@ -416,22 +434,8 @@ function setUpCamera() {
       "Camera off: browsers allow it only over https:// or on localhost (see the note above).";
     return;
   }
-  const video = $("camera-video");
-  $("camera-start").addEventListener("click", () => run(async () => {
-    let stream;
-    try {
-      stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "user" }, audio: false });
-    } catch (error) {
-      throw new Error(`The camera did not start (${error.name}: ${error.message}). Enrolling and verifying from image files still works.`);
-    }
-    const playing = new Promise((resolve) => video.addEventListener("loadeddata", resolve, { once: true }));
-    video.srcObject = stream;
-    video.hidden = false;
-    await playing; // the first frame is there: its size is known
-    $("camera-start").disabled = true;
-    $("camera-note").textContent = `Camera on (${video.videoWidth}x${video.videoHeight}).`;
-    enableCameraButtons();
-  }));
+  $("camera-start").addEventListener("click", () => run(startCamera));
+  $("camera-stop").addEventListener("click", () => stopCamera("Camera off."));
   $("camera-capture").addEventListener("click", () => run(() => {
     state.captured.push(cameraFrame(`camera frame ${state.captured.length + 1}`));
     $("camera-count").textContent = `${state.captured.length} frame(s) captured for enrolment`;
@@ -439,8 +443,54 @@ function setUpCamera() {
   $("verify-camera").addEventListener("click", () => run(() => verify(() => cameraFrame("camera frame"))));
 }
 
+// Disabled before asking, so a second click (or one during the permission prompt) opens no second
+// stream; a stream that gives no picture is stopped, not left holding the camera.
+async function startCamera() {
+  const video = $("camera-video");
+  $("camera-start").disabled = true;
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "user" }, audio: false });
+  } catch (error) {
+    $("camera-start").disabled = false;
+    throw new Error(`The camera did not start (${error.name}: ${error.message}). Enrolling and verifying from image files still works.`);
+  }
+  const track = stream.getVideoTracks()[0];
+  let timer;
+  const playing = new Promise((resolve, reject) => {
+    video.addEventListener("loadeddata", resolve, { once: true });
+    timer = setTimeout(() => reject(new Error(`The camera gave no picture within ${CAMERA_START_S} s; it was switched off again.`)),
+      CAMERA_START_S * 1000);
+  });
+  video.srcObject = stream;
+  video.hidden = false;
+  try {
+    await playing; // the first frame is there: its size is known
+  } catch (error) {
+    stopCamera("");
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+  track.addEventListener("ended", () => stopCamera("The camera stopped (unplugged, or its permission was withdrawn)."));
+  $("camera-note").textContent = `Camera on (${video.videoWidth}x${video.videoHeight}).`;
+  enableCameraButtons();
+}
+
+// Releases the camera and says why; its buttons follow (a frozen last frame is never scored).
+function stopCamera(note) {
+  const video = $("camera-video");
+  for (const track of video.srcObject?.getTracks() ?? []) track.stop();
+  video.srcObject = null;
+  video.hidden = true;
+  $("camera-start").disabled = false;
+  $("camera-note").textContent = note;
+  enableCameraButtons();
+}
+
 // The camera's current frame as RGBA pixels, checked against the size limits as an image file is.
 function cameraFrame(name) {
+  if (!liveTrack()) throw new BadInput(`${name}: the camera is off; press "Use camera" first`);
   const video = $("camera-video");
   const { videoWidth: width, videoHeight: height } = video;
   checkSize(name, width, height);
