@@ -577,15 +577,21 @@ def camera_scene(tmp_path_factory) -> np.ndarray:
     return np.asarray(Image.open(scene).convert("L"))
 
 
-@pytest.fixture(scope="module")
-def camera_browser(playwright, camera_scene, tmp_path_factory):
-    """A Chromium whose camera is the Y4M video of ``camera_scene``, granted to pages without asking."""
-    video = _write_y4m(tmp_path_factory.mktemp("camera-video") / "scene.y4m", camera_scene)
+def _launch_filming(playwright, video: Path):
+    """A Chromium whose fake camera plays ``video`` (Y4M), granted to pages without a prompt."""
     yield from _launch(
         playwright,
         "--use-fake-device-for-media-stream",
         "--use-fake-ui-for-media-stream",
         f"--use-file-for-fake-video-capture={video}",
+    )
+
+
+@pytest.fixture(scope="module")
+def camera_browser(playwright, camera_scene, tmp_path_factory):
+    """A Chromium whose camera is the Y4M video of ``camera_scene``, granted to pages without asking."""
+    yield from _launch_filming(
+        playwright, _write_y4m(tmp_path_factory.mktemp("camera-video") / "scene.y4m", camera_scene)
     )
 
 
@@ -718,12 +724,8 @@ def synthetic_scene(faces) -> np.ndarray:
 @pytest.fixture(scope="module")
 def synthetic_camera_browser(playwright, synthetic_scene, tmp_path_factory):
     """A Chromium whose camera is the Y4M video of ``synthetic_scene``, granted to pages without asking."""
-    video = _write_y4m(tmp_path_factory.mktemp("synthetic-video") / "face.y4m", synthetic_scene)
-    yield from _launch(
-        playwright,
-        "--use-fake-device-for-media-stream",
-        "--use-fake-ui-for-media-stream",
-        f"--use-file-for-fake-video-capture={video}",
+    yield from _launch_filming(
+        playwright, _write_y4m(tmp_path_factory.mktemp("synthetic-video") / "face.y4m", synthetic_scene)
     )
 
 
