@@ -16,7 +16,13 @@ pytest.importorskip("torchao")
 
 @pytest.mark.parametrize(
     ("field", "value", "message"),
-    [("steps", 0, "qat steps"), ("steps", -5, "qat steps"), ("steps", 2.5, "qat steps"), ("lr", 0.0, "qat lr")],
+    [
+        ("steps", 0, "qat steps"),
+        ("steps", -5, "qat steps"),
+        ("steps", 2.5, "qat steps"),
+        ("lr", 0.0, "qat lr"),
+        ("synthetic_domain", "moon", "qat synthetic_domain: expected one of .*wild"),
+    ],
 )
 def test_settings_refuse_a_bad_value_by_name(field, value, message):
     with pytest.raises(ValueError, match=message):
@@ -32,11 +38,31 @@ def test_cli_refuses_bad_qat_steps_with_a_clear_error(steps, capsys):
     assert f"--qat-steps: expected a positive whole number, got '{steps}'" in capsys.readouterr().err
 
 
-def test_cli_refuses_qat_steps_without_qat():
+@pytest.mark.parametrize("option", [["--qat-steps", "10"], ["--qat-images", "calibration"]])
+def test_cli_refuses_qat_options_without_qat(option):
     from nptface import cli
 
     with pytest.raises(SystemExit, match="add --qat"):
-        cli.main(["export", "--run", "unused", "--qat-steps", "10"])
+        cli.main(["export", "--run", "unused", *option])
+
+
+@pytest.mark.parametrize(
+    ("arguments", "domain"),
+    [
+        ([], "wild"),
+        (["--domain", "studio"], "studio"),
+        (["--calibration", "faces/"], None),
+        (["--calibration", "faces/", "--qat-images", "synthetic"], "wild"),
+        (["--qat-images", "calibration"], None),
+    ],
+)
+def test_qat_distils_on_fresh_synthetic_faces_when_calibration_is_synthetic(arguments, domain):
+    from nptface import cli
+
+    args = cli.build_parser().parse_args(["export", "--run", "unused", "--qat", *arguments])
+    settings = cli._qat_settings(args)
+    assert settings.synthetic_domain == domain
+    assert ("fresh synthetic faces" in settings.describe()) == (domain is not None)
 
 
 def test_qat_needs_the_onnx_int8_variant_it_builds():
@@ -131,7 +157,7 @@ def test_qat_draws_a_fresh_batch_every_step_when_given_a_stream(tiny_run, tiny_s
     settings = QatSettings(steps=3, batch_size=4, cosine_decay=True)
     qat.fine_tune(fuse_bn(model), tiny_sets[1].images[:8], settings, fresh)
     assert asked == [(0, 4), (1, 4), (2, 4)]
-    assert "cosine-decayed" in settings.describe("fresh synthetic faces")
+    assert "cosine-decayed" in settings.describe()
 
 
 def test_synthetic_stream_renders_identities_the_gate_and_calibration_never_use(tiny_sets):
@@ -171,7 +197,7 @@ def qat_bundle(tiny_run, tiny_sets, tmp_path_factory):
         latency_repeats=1,
         allow_partial=True,
         onnx_int8_recipes=(Int8Recipe("minmax"),),
-        qat=QatSettings(steps=30),
+        qat=QatSettings(steps=30, synthetic_domain="wild"),
     )
     lines: list[str] = []
     out = tmp_path_factory.mktemp("qat") / "bundle"
@@ -189,7 +215,7 @@ def test_qat_builds_an_int8_variant_with_8_bit_activations(qat_bundle):
     assert (variant.format, variant.precision) == ("onnx", "int8")
     entry = variant.to_dict()
     assert (entry["weights"], entry["activations"]) == ("int8", "int8")
-    assert "QAT: 30 steps" in entry["recipe"]
+    assert "QAT: 30 steps" in entry["recipe"] and "fresh synthetic faces (wild" in entry["recipe"]
     path = result.bundle_dir / variant.file
     assert path.exists()
     assert _quantise_dtypes(path) == {TensorProto.INT8}, "every QuantizeLinear writes int8, none int16"
@@ -209,4 +235,4 @@ def test_qat_variant_goes_through_the_gate_with_both_range_sources(qat_bundle):
     assert entry["parity"]["flip_share"] == variant.final.report.flip_share
     gated = [line for line in lines if line.startswith("onnx-int8-qat") and "gating on 200 images" in line]
     assert len(gated) == 2, "both attempts are judged on the evaluation images"
-    assert any(line.startswith("onnx-int8-qat: fine-tuning 30 steps") for line in lines)
+    assert "onnx-int8-qat: fine-tuning 30 steps on 960 fresh synthetic faces" in lines
