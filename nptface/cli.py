@@ -259,9 +259,11 @@ def _qat_settings(args: argparse.Namespace) -> QatSettings:
     from nptface.edge_export.qat import QatSettings
 
     defaults = QatSettings()
+    images = args.qat_images or ("synthetic" if args.calibration == "synthetic" else "calibration")
     return QatSettings(
         steps=defaults.steps if args.qat_steps is None else args.qat_steps,
         lr=defaults.lr if args.qat_lr is None else args.qat_lr,
+        synthetic_domain=args.domain if images == "synthetic" else None,
     )
 
 
@@ -270,8 +272,8 @@ def _export(args: argparse.Namespace) -> int:
     from nptface.edge_export.pipeline import ExportOptions, export_run
     from nptface.on_device.face_detection import bundled_detector
 
-    if not args.qat and (args.qat_steps is not None or args.qat_lr is not None):
-        raise SystemExit("nptface export: --qat-steps and --qat-lr set up --qat; add --qat")
+    if not args.qat and (args.qat_steps is not None or args.qat_lr is not None or args.qat_images is not None):
+        raise SystemExit("nptface export: --qat-steps, --qat-lr and --qat-images set up --qat; add --qat")
     recipes = {r.label: r for r in INT8_RECIPES}
     chosen = [label.strip() for label in (args.onnx_int8_recipes or ",".join(recipes)).split(",") if label.strip()]
     unknown = [label for label in chosen if label not in recipes]
@@ -930,11 +932,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--qat",
         action="store_true",
         help="also build onnx-int8-qat (8-bit activations): fine-tune the folded model through fake "
-        "quantisation (distilled to its fp32 embeddings on the calibration images), then quantise it; "
+        "quantisation (distilled to its fp32 embeddings, see --qat-images), then quantise it; "
         "gated like every variant",
     )
-    export.add_argument("--qat-steps", type=_positive_int, help="fine-tuning steps for --qat (default 300)")
-    export.add_argument("--qat-lr", type=_positive_float, help="Adam learning rate for --qat (default 1e-4)")
+    export.add_argument(
+        "--qat-images",
+        choices=("synthetic", "calibration"),
+        help="what --qat distils on: 'synthetic', a new batch of fresh synthetic faces (--domain, held-out "
+        "identities no image set uses) every step, or 'calibration', the calibration images augmented "
+        "(default: synthetic when --calibration is synthetic, else calibration)",
+    )
+    export.add_argument("--qat-steps", type=_positive_int, help="fine-tuning steps for --qat (default 1500)")
+    export.add_argument(
+        "--qat-lr", type=_positive_float, help="peak Adam learning rate for --qat, cosine-decayed to 0 (default 1e-4)"
+    )
     export.add_argument("--allow-partial", action="store_true", help="exit 0 even when a variant is rejected")
     export.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     export.set_defaults(func=_export)

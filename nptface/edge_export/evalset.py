@@ -9,7 +9,7 @@ compares with the stored reference, never with a reference of its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +148,27 @@ def synthetic_sets(
             source=f"synthetic held-out ({domain}, {calibration_identities} ids x {calibration_images}, seed {seed})",
         ),
     )
+
+
+# Fresh faces for QAT distillation: one image each of identities far past the blocks above (and past
+# the federation's central evaluation ones), so the student never sees a gate or calibration face.
+SYNTHETIC_STREAM_START = 100_000
+
+
+def synthetic_stream(input_size: int, domain: str = "wild", seed: int = 2024) -> Callable[[int, int], np.ndarray]:
+    """``draw(step, n)``: ``n`` uint8 images of held-out identities no other step, set or run uses."""
+    from nptface.core.synthetic import HELDOUT_IDS, FaceRenderer
+
+    renderer = FaceRenderer(input_size, seed)
+    ids = HELDOUT_IDS[SYNTHETIC_STREAM_START:]
+
+    def draw(step: int, n: int) -> np.ndarray:
+        first = step * n
+        if first + n > len(ids):
+            raise ValueError(f"synthetic stream: step {step} x {n} images runs past the {len(ids)} held-out ids")
+        return np.stack([renderer.render(ids[first + i], 0, domain) for i in range(n)])
+
+    return draw
 
 
 def image_folder_set(root: str | Path, input_size: int, limit: int | None = None) -> InMemoryFaceDataset:

@@ -38,7 +38,7 @@ from nptface.core.preprocess import MEAN, STD
 from nptface.core.tables import markdown_table, percent
 from nptface.edge_export import bundle as bundle_io
 from nptface.edge_export import coreml_export, onnx_export, qat, tflite_export
-from nptface.edge_export.evalset import REFERENCE_FILE, compute_reference, save_reference
+from nptface.edge_export.evalset import REFERENCE_FILE, compute_reference, save_reference, synthetic_stream
 from nptface.edge_export.latency import cpu_name, median_latency_ms
 from nptface.edge_export.model_card import render_model_card
 from nptface.edge_export.numerics import FP16, FP32, W8_DYNAMIC, W8A8, W8A16, Numerics, precision_label, variant_name
@@ -408,8 +408,13 @@ def _onnx_qat_variant(
     activation ranges learned in QAT (``TensorQuantOverrides``); the better passing one ships, and
     with neither passing the QAT ranges (the last attempt) go to ``rejected/``.
     """
-    ex.say(f"onnx-int8-qat: fine-tuning {settings.steps} steps on {len(ex.calibration)} calibration images")
-    tuned = qat.fine_tune(ex.fused, ex.calibration, settings)
+    if settings.synthetic_domain is None:
+        fresh, images = None, f"{len(ex.calibration)} calibration images"
+    else:
+        fresh = synthetic_stream(ex.size, settings.synthetic_domain)
+        images = f"{settings.steps * settings.batch_size} fresh synthetic faces"
+    ex.say(f"onnx-int8-qat: fine-tuning {settings.steps} steps on {images}")
+    tuned = qat.fine_tune(ex.fused, ex.calibration, settings, fresh)
     ex.say(
         f"onnx-int8-qat: {tuned.seconds:.1f} s, 1 - cos under fake quantisation "
         f"{tuned.first_loss:.5f} -> {tuned.last_loss:.5f}"

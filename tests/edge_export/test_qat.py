@@ -16,7 +16,13 @@ pytest.importorskip("torchao")
 
 @pytest.mark.parametrize(
     ("field", "value", "message"),
-    [("steps", 0, "qat steps"), ("steps", -5, "qat steps"), ("steps", 2.5, "qat steps"), ("lr", 0.0, "qat lr")],
+    [
+        ("steps", 0, "qat steps"),
+        ("steps", -5, "qat steps"),
+        ("steps", 2.5, "qat steps"),
+        ("lr", 0.0, "qat lr"),
+        ("synthetic_domain", "moon", "qat synthetic_domain: expected one of .*wild"),
+    ],
 )
 def test_settings_refuse_a_bad_value_by_name(field, value, message):
     with pytest.raises(ValueError, match=message):
@@ -32,11 +38,31 @@ def test_cli_refuses_bad_qat_steps_with_a_clear_error(steps, capsys):
     assert f"--qat-steps: expected a positive whole number, got '{steps}'" in capsys.readouterr().err
 
 
-def test_cli_refuses_qat_steps_without_qat():
+@pytest.mark.parametrize("option", [["--qat-steps", "10"], ["--qat-images", "calibration"]])
+def test_cli_refuses_qat_options_without_qat(option):
     from nptface import cli
 
     with pytest.raises(SystemExit, match="add --qat"):
-        cli.main(["export", "--run", "unused", "--qat-steps", "10"])
+        cli.main(["export", "--run", "unused", *option])
+
+
+@pytest.mark.parametrize(
+    ("arguments", "domain"),
+    [
+        ([], "wild"),
+        (["--domain", "studio"], "studio"),
+        (["--calibration", "faces/"], None),
+        (["--calibration", "faces/", "--qat-images", "synthetic"], "wild"),
+        (["--qat-images", "calibration"], None),
+    ],
+)
+def test_qat_distils_on_fresh_synthetic_faces_when_calibration_is_synthetic(arguments, domain):
+    from nptface import cli
+
+    args = cli.build_parser().parse_args(["export", "--run", "unused", "--qat", *arguments])
+    settings = cli._qat_settings(args)
+    assert settings.synthetic_domain == domain
+    assert ("fresh synthetic faces" in settings.describe()) == (domain is not None)
 
 
 def test_qat_needs_the_onnx_int8_variant_it_builds():
@@ -71,6 +97,82 @@ def test_learned_ranges_map_onto_every_conv_add_and_prelu_of_the_exported_file(t
         qat.onnx_tensor_ranges(path, fewer)
 
 
+@pytest.mark.slow
+def test_fake_quantisation_mirrors_the_onnxruntime_int8_file_prelu_slopes_included(tiny_run, tiny_sets, tmp_path):
+    import torch
+    from onnx import numpy_helper
+
+    from nptface.core.checkpoint import load_backbone
+    from nptface.core.mobilefacenet import fuse_bn
+    from nptface.core.preprocess import normalize
+    from nptface.edge_export import onnx_export, qat
+    from nptface.edge_export.pipeline import QAT_RECIPE
+    from nptface.edge_export.runtimes import OnnxEmbedder
+
+    evaluation, calibration = tiny_sets
+    model, _ = load_backbone(tiny_run)
+    result = qat.fine_tune(fuse_bn(model), calibration.images, QatSettings(steps=4, batch_size=8))
+    source, path = tmp_path / "tuned.onnx", tmp_path / "int8.onnx"
+    onnx_export.export_fp32(result.model, source, model.config.input_size, {})
+    ranges = qat.onnx_tensor_ranges(source, result.ranges)
+    onnx_export.quantize_int8(source, path, calibration.images, QAT_RECIPE, ranges)
+
+    graph = onnx.load(str(path)).graph
+    produced_by = {output: node for node in graph.node for output in node.output}
+    initializers = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    file_slopes = [initializers[produced_by[n.input[1]].input[0]] for n in graph.node if n.op_type == "PRelu"]
+    assert file_slopes and all(s.dtype == np.int8 and s.min() >= -64 and s.max() <= 64 for s in file_slopes)
+    graph_module = result.fake_quant
+    slope_quantisers = [
+        graph_module.get_submodule(n.args[1].target)
+        for n in graph_module.graph.nodes
+        if n.target == torch.ops.aten.prelu.default and n.args[1].op == "call_module"
+    ]
+    assert len(slope_quantisers) == len(file_slopes), "every PReLU slope is fake-quantised, as the file stores it"
+    assert all((q.quant_min, q.quant_max) == (-64, 64) for q in slope_quantisers)
+
+    reference = OnnxEmbedder(source, model.config.input_size).embed(evaluation.images)
+    quantised = OnnxEmbedder(path, model.config.input_size).embed(evaluation.images)
+    with torch.no_grad():
+        simulated = torch.nn.functional.normalize(graph_module(normalize(evaluation.images)), dim=1).numpy()
+    error_file = 1 - float(np.mean(np.sum(quantised * reference, axis=1)))
+    error_simulated = 1 - float(np.mean(np.sum(simulated * reference, axis=1)))
+    assert error_file > 0 and 0.8 < error_simulated / error_file < 1.25, (error_simulated, error_file)
+
+
+def test_qat_draws_a_fresh_batch_every_step_when_given_a_stream(tiny_run, tiny_sets):
+    from nptface.core.checkpoint import load_backbone
+    from nptface.core.mobilefacenet import fuse_bn
+    from nptface.edge_export import qat
+    from nptface.edge_export.evalset import synthetic_stream
+
+    model, _ = load_backbone(tiny_run)
+    draw = synthetic_stream(model.config.input_size)
+    asked: list[tuple[int, int]] = []
+
+    def fresh(step: int, n: int) -> np.ndarray:
+        asked.append((step, n))
+        return draw(step, n)
+
+    settings = QatSettings(steps=3, batch_size=4, cosine_decay=True)
+    qat.fine_tune(fuse_bn(model), tiny_sets[1].images[:8], settings, fresh)
+    assert asked == [(0, 4), (1, 4), (2, 4)]
+    assert "cosine-decayed" in settings.describe()
+
+
+def test_synthetic_stream_renders_identities_the_gate_and_calibration_never_use(tiny_sets):
+    from nptface.edge_export.evalset import synthetic_stream
+
+    draw = synthetic_stream(32)
+    first, second = draw(0, 6), draw(1, 6)
+    assert first.shape == (6, 32, 32, 3) and first.dtype == np.uint8
+    assert np.array_equal(first, draw(0, 6)), "a step's batch is reproducible"
+    assert not np.array_equal(first, second), "each step is a new batch"
+    gate_and_calibration = np.concatenate([s.images for s in tiny_sets])
+    streamed = np.concatenate([first, second])
+    assert not (streamed[:, None] == gate_and_calibration[None]).all(axis=(2, 3, 4)).any()
+
+
 def torch_equal(a, b) -> bool:
     return bool((a == b).all())
 
@@ -95,7 +197,7 @@ def qat_bundle(tiny_run, tiny_sets, tmp_path_factory):
         latency_repeats=1,
         allow_partial=True,
         onnx_int8_recipes=(Int8Recipe("minmax"),),
-        qat=QatSettings(steps=30),
+        qat=QatSettings(steps=30, synthetic_domain="wild"),
     )
     lines: list[str] = []
     out = tmp_path_factory.mktemp("qat") / "bundle"
@@ -113,7 +215,7 @@ def test_qat_builds_an_int8_variant_with_8_bit_activations(qat_bundle):
     assert (variant.format, variant.precision) == ("onnx", "int8")
     entry = variant.to_dict()
     assert (entry["weights"], entry["activations"]) == ("int8", "int8")
-    assert "QAT: 30 steps" in entry["recipe"]
+    assert "QAT: 30 steps" in entry["recipe"] and "fresh synthetic faces (wild" in entry["recipe"]
     path = result.bundle_dir / variant.file
     assert path.exists()
     assert _quantise_dtypes(path) == {TensorProto.INT8}, "every QuantizeLinear writes int8, none int16"
@@ -133,4 +235,4 @@ def test_qat_variant_goes_through_the_gate_with_both_range_sources(qat_bundle):
     assert entry["parity"]["flip_share"] == variant.final.report.flip_share
     gated = [line for line in lines if line.startswith("onnx-int8-qat") and "gating on 200 images" in line]
     assert len(gated) == 2, "both attempts are judged on the evaluation images"
-    assert any(line.startswith("onnx-int8-qat: fine-tuning 30 steps") for line in lines)
+    assert "onnx-int8-qat: fine-tuning 30 steps on 960 fresh synthetic faces" in lines
