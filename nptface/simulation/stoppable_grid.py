@@ -46,11 +46,12 @@ class StoppableGrid:
         pending = set(self.grid.push_messages(messages))
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
-        while pending and (deadline is None or time.monotonic() < deadline):
+        while pending:  # pulls at least once, so replies that are in when the deadline passes are kept
             self._check()
             received = list(self.grid.pull_messages(pending))
             replies.extend(received)
             pending.difference_update(message.metadata.reply_to_message_id for message in received)
-            if pending:
-                self.stopped.wait(POLL_SECONDS)
+            if not pending or (deadline is not None and time.monotonic() >= deadline):
+                break
+            self.stopped.wait(POLL_SECONDS)
         return replies

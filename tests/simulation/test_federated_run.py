@@ -110,14 +110,16 @@ def test_resume_after_sigkill_loses_no_round(tiny_run, tmp_path):
     assert after.history[: before.round + 1] == before.history, "completed rounds are kept, not redone"
 
 
+@pytest.mark.timeout(900)
 def test_a_straggler_past_the_round_timeout_is_dropped_and_the_round_completes(tiny_run, tmp_path):
-    # Round 1 warms the engine up (Ray starts, every client imports torch) well inside the timeout; from
-    # round 2 partition 0 sleeps longer than the timeout, so its reply cannot arrive before the server
-    # closes the round, however loaded the machine is.
+    # Round 1 warms the engine up (Ray starts, every client imports torch) inside the timeout, whose clock
+    # starts before Ray does, with 2 workers for 3 clients on a 2-core machine: hence 150 s. From round 2
+    # partition 0 sleeps longer than the timeout, so its reply cannot arrive before the server closes
+    # the round, however loaded the machine is.
     config = _config(
         tiny_run,
         tmp_path / "fed",
-        **{"slow-partition": 0, "slow-seconds": 65.0, "round-timeout-s": 60.0, "client-eval-every": 0},
+        **{"slow-partition": 0, "slow-seconds": 155.0, "round-timeout-s": 150.0, "client-eval-every": 0},
     )
     simulate(config)
     warm_up, straggled = latest_state(tmp_path / "fed").history[1:]

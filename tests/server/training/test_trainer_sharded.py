@@ -69,15 +69,10 @@ def _resume_copy(source: Path, step: int, target: Path) -> None:
     CheckpointDirs(target / "checkpoints").point_at(name)
 
 
-def _ranks(rank: int, runs: list[tuple[int, list[str], str, str, str | None]]) -> None:
-    """Every rank trains the same runs in turn; rank 0 prepares a resumed run's directory first.
-
-    The copy cannot race rank 1's read: the next Trainer's process-group rendezvous waits for rank 0.
-    """
+def _ranks(rank: int, runs: list[tuple[int, list[str], str, str]]) -> None:
+    """Every rank trains the same runs in turn."""
     os.environ.update(MASTER_ADDR="127.0.0.1", RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))
-    for port, overrides, run_dir, resume, copy_from in runs:
-        if copy_from is not None and rank == 0:
-            _resume_copy(Path(copy_from), 1, Path(run_dir))
+    for port, overrides, run_dir, resume in runs:
         os.environ["MASTER_PORT"] = str(port)
         train_from_config(load_config("synthetic-quick", overrides), run_dir, resume=resume)
 
@@ -100,13 +95,16 @@ def _state(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
 def two_rank_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("sharded")
     runs = [
-        (_free_port(), SMALL, str(root / "sharded"), "never", None),
-        (_free_port(), [*SMALL, REPLICATED], str(root / "replicated"), "never", None),
-        (_free_port(), CLIPPED, str(root / "sharded-clipped"), "never", None),
-        (_free_port(), [*CLIPPED, REPLICATED], str(root / "replicated-clipped"), "never", None),
-        (_free_port(), SMALL, str(root / "resumed-2"), "must", str(root / "sharded")),
+        (_free_port(), SMALL, str(root / "sharded"), "never"),
+        (_free_port(), [*SMALL, REPLICATED], str(root / "replicated"), "never"),
+        (_free_port(), CLIPPED, str(root / "sharded-clipped"), "never"),
+        (_free_port(), [*CLIPPED, REPLICATED], str(root / "replicated-clipped"), "never"),
     ]
     mp.spawn(_ranks, args=(runs,), nprocs=WORLD, join=True)
+    # The resumed run's directory is prepared here, between two spawns: inside one, rank 1 reads the
+    # run directory (Trainer checks --resume before its rendezvous) while rank 0 may still be copying.
+    _resume_copy(root / "sharded", 1, root / "resumed-2")
+    mp.spawn(_ranks, args=([(_free_port(), SMALL, str(root / "resumed-2"), "must")],), nprocs=WORLD, join=True)
     return root
 
 
