@@ -218,6 +218,86 @@ def test_a_tampered_bundle_is_refused_in_the_page(browser, fp32_bundle, tmp_path
     _assert_same_origin(requests, origin)
 
 
+# Every control that starts an action (the gallery's Delete buttons included); "Use camera" and
+# "Stop camera" are not held by actions.
+ACTION_CONTROLS = [
+    "#enroll-button",
+    "#verify-button",
+    "#identify-button",
+    "#export-button",
+    "#import-file",
+    "#variant",
+    "#camera-capture",
+    "#verify-camera",
+    "#gallery button",
+]
+DISABLED = "(selectors) => selectors.map((s) => Array.from(document.querySelectorAll(s), (e) => e.disabled))"
+# Clicks Enroll, reads the page while the enrolment runs, then clicks again with the button forced
+# back on: a click that reaches the page anyway (queued before the button went off) must be ignored.
+DOUBLE_ENROL = f"""(selectors) => {{
+    const disabled = {DISABLED};
+    const button = document.getElementById('enroll-button');
+    button.click();
+    const during = {{ busy: document.body.hasAttribute('data-busy'),
+                     ariaBusy: document.querySelector('main').getAttribute('aria-busy'),
+                     disabled: disabled(selectors), cameraStart: document.getElementById('camera-start').disabled }};
+    button.disabled = false;
+    button.click();
+    return during;
+}}"""
+
+
+def test_one_action_at_a_time_a_double_click_enrols_once(browser, fp32_bundle, faces, tmp_path):
+    """While an action runs the page says it is busy and every control that starts another is off.
+
+    A second click on Enroll is ignored: ann's template holds her two images once. Failed or not,
+    an action hands the controls back as they were: without a camera its buttons stay off.
+    """
+    not_image = tmp_path / "holiday.png"
+    not_image.write_text("this is not an image")
+    requests: list[str] = []
+    serving = _serve(fp32_bundle)
+    origin = next(serving)
+    try:
+        page = _open(browser, origin, requests)
+        assert page.get_attribute("#status", "data-state") == "ready", page.text_content("#status")
+        page.check("#ready-crops")
+        page.fill("#enroll-name", "bob")
+        page.set_input_files("#enroll-files", str(faces["b"][0]))
+        page.click("#enroll-button")
+        page.wait_for_selector("#gallery li[data-name=bob][data-count='1']")
+        page.wait_for_selector("body:not([data-busy])")
+        idle = page.evaluate(DISABLED, ACTION_CONTROLS)
+        assert idle == [[False]] * 6 + [[True], [True], [False]]  # the camera is off: capture and verify-camera too
+        embedded = page.locator("#timing li").count()
+
+        page.fill("#enroll-name", "ann")
+        page.set_input_files("#enroll-files", [str(p) for p in faces["a"][:2]])
+        during = page.evaluate(DOUBLE_ENROL, ACTION_CONTROLS)
+        assert (during["busy"], during["ariaBusy"]) == (True, "true")
+        assert during["disabled"] == [[True]] * len(ACTION_CONTROLS)
+        assert during["cameraStart"] is False  # the camera may be started meanwhile: its prompt waits on the user
+        page.wait_for_selector("body:not([data-busy])")
+        assert page.get_attribute("main", "aria-busy") == "false"
+        gallery = page.eval_on_selector_all("#gallery li", "items => items.map(i => [i.dataset.name, i.dataset.count])")
+        assert gallery == [["ann", "2"], ["bob", "1"]]
+        assert page.locator("#timing li").count() == embedded + 2  # two images embedded, once
+        assert "Enrolled ann: 2 images" in page.text_content("#status") and page.is_hidden("#message")
+        assert page.evaluate(DISABLED, ACTION_CONTROLS) == [*idle[:-1], [False, False]]  # and ann's Delete
+
+        # A refused enrolment releases the page too.
+        page.fill("#enroll-name", "eve")
+        page.set_input_files("#enroll-files", str(not_image))
+        page.click("#enroll-button")
+        page.wait_for_selector("#message:has-text('holiday.png: not a decodable image')")
+        page.wait_for_selector("body:not([data-busy])")
+        assert page.evaluate(DISABLED, ACTION_CONTROLS) == [*idle[:-1], [False, False]]
+        assert page.query_selector("#gallery li[data-name=eve]") is None
+    finally:
+        serving.close()
+    _assert_same_origin(requests, origin)
+
+
 def test_the_int8_qdq_model_runs_in_the_page_like_on_onnxruntime(browser, int8_bundle, faces):
     """onnxruntime-web's WASM backend runs the static QDQ int8 model, by default, with the CPU runtime's scores."""
     from nptface.on_device.gallery import Gallery
@@ -247,6 +327,34 @@ def test_the_int8_qdq_model_runs_in_the_page_like_on_onnxruntime(browser, int8_b
         cli = gallery.score("ann", model.embed_files([faces[person][2]])[0])
         assert score == pytest.approx(cli, abs=1e-3), person
         assert decision == ("match" if cli >= threshold else "no match")
+    _assert_same_origin(requests, origin)
+
+
+def test_a_refused_variant_leaves_the_page_not_ready_but_free_to_pick_another(browser, int8_bundle, tmp_path):
+    """Picking a tampered variant is an action that fails: the model actions stay off, the variant select does not."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(int8_bundle, copy)
+    model = copy / "models" / "onnx-fp32.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    requests: list[str] = []
+    serving = _serve(copy)
+    origin = next(serving)
+    try:
+        page = _open(browser, origin, requests)
+        assert page.get_attribute("#status", "data-variant") == "onnx-int8", page.text_content("#status")
+        page.select_option("#variant", "onnx-fp32")
+        page.wait_for_selector("#status[data-state=error]")
+        page.wait_for_selector("body:not([data-busy])")
+        assert "bundle refused: models/onnx-fp32.onnx has sha256" in page.text_content("#status")
+        assert page.is_disabled("#enroll-button") and page.is_disabled("#verify-button")
+        assert page.is_enabled("#variant")
+        page.select_option("#variant", "onnx-int8")
+        page.wait_for_selector("#status[data-state=ready]")
+        assert page.is_enabled("#enroll-button") and page.is_enabled("#variant")
+    finally:
+        serving.close()
     _assert_same_origin(requests, origin)
 
 
@@ -786,6 +894,14 @@ def test_the_camera_opens_once_enrols_and_verifies_as_a_crop_and_switches_off_wh
         impostor, impostor_decision = _verify_camera(page, "bob")
         latest = page.text_content("#timing li")
         assert latest.startswith("camera frame:") and "96x96" in latest and "resized" in latest, latest
+
+        # An action holds capturing and verifying the camera's face, never "Stop camera".
+        held = page.evaluate("""() => { document.getElementById('verify-camera').click();
+            return ['camera-capture', 'verify-camera', 'camera-stop'].map((id) => document.getElementById(id).disabled);
+        }""")
+        assert held == [True, True, False]
+        page.wait_for_selector("body:not([data-busy])")
+        assert page.is_enabled("#camera-capture") and page.is_enabled("#verify-camera")
 
         # The track ends (unplugged, permission revoked): stop() alone fires no 'ended', so it is dispatched.
         page.evaluate("""() => { const track = document.getElementById('camera-video').srcObject.getVideoTracks()[0];

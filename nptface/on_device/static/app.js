@@ -17,6 +17,12 @@
 // chosen files, and "verify the camera's face" scores the current frame against the claimed person.
 // One click opens one stream; frames are taken only from a live track, and when the track ends
 // (unplugged, permission withdrawn) or "Stop camera" is pressed the camera is released and its buttons off.
+//
+// One action at a time: while an enrolment, verification, identification, deletion, import, export,
+// capture or variant change runs, the page is busy (body[data-busy], main[aria-busy]) and the controls
+// that start another are off, so a double click enrols once and nothing is scored against a template
+// being written. Starting the camera has its own flag instead (its permission prompt may wait on the
+// user while files are enrolled), and "Stop camera" is never held by an action.
 
 import * as ort from "./vendor/ort.wasm.min.mjs";
 import { decodeNetpbm, isNetpbm } from "./netpbm.js";
@@ -34,7 +40,14 @@ ort.env.wasm.wasmPaths = new URL("./vendor/", import.meta.url).href;
 const EXPORT_FORMAT = "nptface-web-gallery";
 const CAMERA_START_S = 20; // how long a granted camera may take to show its first frame
 const $ = (id) => document.getElementById(id);
-const state = { config: null, manifest: null, session: null, variant: null, store: null, captured: [], detector: null, ready: false };
+const state = {
+  config: null, manifest: null, session: null, variant: null, store: null, captured: [], detector: null,
+  ready: false, // a model variant is loaded
+  started: false, // the first variant loaded: from then on another can be picked, even after a failed pick
+  busy: false, // an action runs (run())
+  camera: false, // this page may ask for the camera
+  cameraStarting: false, // "Use camera" is waiting for the stream's first frame
+};
 
 class BadInput extends Error {}
 
@@ -56,10 +69,7 @@ function noteFaces(text) {
 
 function setReady(ready) {
   state.ready = ready;
-  for (const id of ["variant", "operating-point", "enroll-button", "verify-button", "identify-button", "export-button", "import-file"]) {
-    $(id).disabled = !ready;
-  }
-  enableCameraButtons();
+  syncControls();
 }
 
 // The camera's video track while it films; null once stopped or ended (unplugged, permission revoked).
@@ -68,12 +78,26 @@ function liveTrack() {
   return track?.readyState === "live" ? track : null;
 }
 
-// Capturing needs a live camera; verifying its face also needs the model.
-function enableCameraButtons() {
+// The one place that turns controls on and off, from the state: model actions need the model and
+// no running action; capturing needs a filming camera (one that has shown its first frame) and no
+// running action; verifying its face needs both; stopping it needs only the camera.
+function syncControls() {
+  const idle = !state.busy;
+  const modelIdle = state.ready && idle;
+  for (const id of ["enroll-button", "verify-button", "identify-button", "export-button", "import-file"]) {
+    $(id).disabled = !modelIdle;
+  }
+  $("variant").disabled = !(state.started && idle);
+  $("operating-point").disabled = !state.ready;
+  for (const remove of $("gallery").querySelectorAll("button")) remove.disabled = !idle;
   const live = Boolean(liveTrack());
-  $("camera-capture").disabled = !live;
-  $("camera-stop").disabled = !live;
-  $("verify-camera").disabled = !(live && state.ready);
+  const filming = live && !state.cameraStarting;
+  $("camera-start").disabled = !state.camera || state.cameraStarting || live;
+  $("camera-stop").disabled = !filming;
+  $("camera-capture").disabled = !(filming && idle);
+  $("verify-camera").disabled = !(filming && modelIdle);
+  document.body.toggleAttribute("data-busy", state.busy);
+  document.querySelector("main").setAttribute("aria-busy", String(state.busy));
 }
 
 function hex(buffer) {
@@ -294,6 +318,7 @@ async function refreshGallery() {
     const remove = document.createElement("button");
     remove.type = "button";
     remove.textContent = "Delete";
+    remove.disabled = state.busy;
     remove.addEventListener("click", () => run(async () => {
       await state.store.remove(model(), person.name);
       await refreshGallery();
@@ -305,13 +330,28 @@ async function refreshGallery() {
   return people;
 }
 
-async function run(action) {
+// Runs an action, showing what it refused or failed with (after clearing the last action's notes).
+async function report(action) {
   showMessage("");
   noteFaces("");
   try {
     await action();
   } catch (error) {
     showMessage(error instanceof BadInput ? `Refused: ${error.message}. Nothing was stored.` : error.message);
+  }
+}
+
+// Runs an action as the only one: the page is busy until it ends, failed or not. A click that still
+// arrives meanwhile (queued before its button went off) is ignored, not run after it.
+async function run(action) {
+  if (state.busy) return;
+  state.busy = true;
+  syncControls();
+  try {
+    await report(action);
+  } finally {
+    state.busy = false;
+    syncControls();
   }
 }
 
@@ -428,13 +468,14 @@ function insecureOriginAdvice() {
 
 function setUpCamera() {
   $("camera").hidden = false;
-  if (!window.isSecureContext || !navigator.mediaDevices?.getUserMedia) {
-    $("camera-start").disabled = true;
+  state.camera = Boolean(window.isSecureContext && navigator.mediaDevices?.getUserMedia);
+  syncControls();
+  if (!state.camera) {
     $("camera-note").textContent = window.isSecureContext ? "This browser gives pages no camera access." :
       "Camera off: browsers allow it only over https:// or on localhost (see the note above).";
     return;
   }
-  $("camera-start").addEventListener("click", () => run(startCamera));
+  $("camera-start").addEventListener("click", () => report(startCamera));
   $("camera-stop").addEventListener("click", () => stopCamera("Camera off."));
   $("camera-capture").addEventListener("click", () => run(() => {
     state.captured.push(cameraFrame(`camera frame ${state.captured.length + 1}`));
@@ -443,16 +484,28 @@ function setUpCamera() {
   $("verify-camera").addEventListener("click", () => run(() => verify(() => cameraFrame("camera frame"))));
 }
 
-// Disabled before asking, so a second click (or one during the permission prompt) opens no second
-// stream; a stream that gives no picture is stopped, not left holding the camera.
+// Flagged before asking, so a second click (or one during the permission prompt) opens no second
+// stream; the flag is dropped however the start ends.
 async function startCamera() {
+  if (state.cameraStarting || liveTrack()) return;
+  state.cameraStarting = true;
+  syncControls();
+  try {
+    await openCamera();
+  } finally {
+    state.cameraStarting = false;
+    syncControls();
+  }
+}
+
+// Opens the camera and waits for its first frame; a stream that gives no picture is stopped, not
+// left holding the camera.
+async function openCamera() {
   const video = $("camera-video");
-  $("camera-start").disabled = true;
   let stream;
   try {
     stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "user" }, audio: false });
   } catch (error) {
-    $("camera-start").disabled = false;
     throw new Error(`The camera did not start (${error.name}: ${error.message}). Enrolling and verifying from image files still works.`);
   }
   const track = stream.getVideoTracks()[0];
@@ -474,7 +527,6 @@ async function startCamera() {
   }
   track.addEventListener("ended", () => stopCamera("The camera stopped (unplugged, or its permission was withdrawn)."));
   $("camera-note").textContent = `Camera on (${video.videoWidth}x${video.videoHeight}).`;
-  enableCameraButtons();
 }
 
 // Releases the camera and says why; its buttons follow (a frozen last frame is never scored).
@@ -483,9 +535,8 @@ function stopCamera(note) {
   for (const track of video.srcObject?.getTracks() ?? []) track.stop();
   video.srcObject = null;
   video.hidden = true;
-  $("camera-start").disabled = false;
   $("camera-note").textContent = note;
-  enableCameraButtons();
+  syncControls();
 }
 
 // The camera's current frame as RGBA pixels, checked against the size limits as an image file is.
@@ -514,10 +565,12 @@ async function start() {
   $("variant").value = state.config.default_variant;
   fillOperatingPoints();
   if (state.manifest.files["README.md"]) $("card").textContent = new TextDecoder().decode(await fetchVerified("README.md"));
-  $("variant").addEventListener("change", () => run(() => loadVariant($("variant").value)).then(() => {
-    if (state.variant !== $("variant").value) {
-      setStatus("error", $("message").textContent);
-      $("variant").disabled = false; // let the user pick another variant
+  $("variant").addEventListener("change", () => run(async () => {
+    try {
+      await loadVariant($("variant").value);
+    } catch (error) {
+      setStatus("error", error.message); // the variant select stays on: another can be picked
+      throw error;
     }
   }));
   $("enroll-button").addEventListener("click", () => run(enroll));
@@ -533,6 +586,8 @@ async function start() {
   await refreshGallery();
   await loadDetector();
   await loadVariant(state.config.default_variant);
+  state.started = true;
+  syncControls();
 }
 
 // For tests and the curious: the faces the page finds in RGBA pixels ({ data, width, height }, as
