@@ -4,6 +4,7 @@ Debian's ``/usr/bin/chromium`` driven by Playwright (its own browser download do
 ``.ci/run`` installs the Debian package). Skips with the reason when Chromium, Playwright or the
 vendored onnxruntime-web files (``./dev setup``) are missing. Every request the page makes is
 recorded and must go to the demo's own origin. The screenshot path is printed (``-s`` shows it).
+One action runs at a time: while it runs the page is busy and a second click is ignored.
 
 With the face detector in the bundle the page finds and aligns faces in photos itself; on real
 faces (ORL pasted into larger pictures, CelebA photos; skipped without ``../shared``) its landmarks,
