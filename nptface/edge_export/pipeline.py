@@ -79,15 +79,21 @@ class ExportOptions:
     min_calibration_images: int = MIN_CALIBRATION_IMAGES
     # the face detector shipped in the bundle (nptface.on_device.face_detection.bundled_detector()); None: none
     detector: bundle_io.BundledDetector | None = None
-    qat: qat.QatSettings | None = None  # also build onnx-int8-qat: fake-quant fine-tuning, then the same gate
+    # also build onnx-int8-qat and tflite-int8-qat from one fake-quant fine-tune, each through the same gate
+    qat: qat.QatSettings | None = None
 
     def __post_init__(self) -> None:
         for name, values, allowed in (("formats", self.formats, FORMATS), ("precisions", self.precisions, PRECISIONS)):
             unknown = sorted(set(values) - set(allowed))
             if unknown or not values:
                 raise ValueError(f"{name}: expected a non-empty subset of {','.join(allowed)}, got {','.join(values)}")
-        if self.qat is not None and not ("onnx" in self.formats and "int8" in self.precisions):
-            raise ValueError("qat: builds onnx-int8-qat, so formats must include onnx and precisions int8")
+        if self.qat is not None and not (
+            ("onnx" in self.formats or "tflite" in self.formats) and "int8" in self.precisions
+        ):
+            raise ValueError(
+                "qat: builds onnx-int8-qat and tflite-int8-qat, so formats must include onnx or tflite "
+                "and precisions int8"
+            )
 
 
 @dataclass
@@ -233,6 +239,25 @@ class _Exporter:
         self.work = staging / ".work"
         self.work.mkdir()
         self.pairs = largest_lfw_style_pairs(eval_set.labels, where=f"evaluation set {eval_set.source}")
+        self._qat: qat.QatResult | None = None
+
+    def qat_tuned(self) -> qat.QatResult:
+        """The fake-quant fine-tune both ``*-int8-qat`` variants start from, run once (it takes minutes)."""
+        settings = self.options.qat
+        assert settings is not None, "qat_tuned() needs ExportOptions.qat"
+        if self._qat is None:
+            if settings.synthetic_domain is None:
+                fresh, images = None, f"{len(self.calibration)} calibration images"
+            else:
+                fresh = synthetic_stream(self.size, settings.synthetic_domain)
+                images = f"{settings.steps * settings.batch_size} fresh synthetic faces"
+            self.say(f"qat: fine-tuning {settings.steps} steps on {images}")
+            self._qat = qat.fine_tune(self.fused, self.calibration, settings, fresh)
+            self.say(
+                f"qat: {self._qat.seconds:.1f} s, 1 - cos under fake quantisation "
+                f"{self._qat.first_loss:.5f} -> {self._qat.last_loss:.5f}"
+            )
+        return self._qat
 
     def say(self, line: str) -> None:
         """A progress line: to ``progress`` (the CLI prints it: an export runs for minutes), else the log."""
@@ -408,17 +433,7 @@ def _onnx_qat_variant(
     activation ranges learned in QAT (``TensorQuantOverrides``); the better passing one ships, and
     with neither passing the QAT ranges (the last attempt) go to ``rejected/``.
     """
-    if settings.synthetic_domain is None:
-        fresh, images = None, f"{len(ex.calibration)} calibration images"
-    else:
-        fresh = synthetic_stream(ex.size, settings.synthetic_domain)
-        images = f"{settings.steps * settings.batch_size} fresh synthetic faces"
-    ex.say(f"onnx-int8-qat: fine-tuning {settings.steps} steps on {images}")
-    tuned = qat.fine_tune(ex.fused, ex.calibration, settings, fresh)
-    ex.say(
-        f"onnx-int8-qat: {tuned.seconds:.1f} s, 1 - cos under fake quantisation "
-        f"{tuned.first_loss:.5f} -> {tuned.last_loss:.5f}"
-    )
+    tuned = ex.qat_tuned()
     source = ex.work / "onnx-qat-fp32.onnx"
     onnx_export.export_fp32(tuned.model, source, ex.size, card)
     ranges = qat.onnx_tensor_ranges(source, tuned.ranges)
@@ -457,7 +472,7 @@ def _int8_then_fallback(
     build: Callable[..., VariantResult],
     also_eight: Callable[[], VariantResult] | None = None,
 ) -> list[VariantResult]:
-    """``<fmt>-int8`` from the 8-bit-activation recipes, then ``also_eight``'s 8-bit variant (``onnx-int8-qat``);
+    """``<fmt>-int8`` from the 8-bit-activation recipes, then ``also_eight``'s 8-bit variant (``<fmt>-int8-qat``);
     ``<fmt>-w8a16`` (int16 activations) only if every 8-bit variant fails."""
     eight = [r for r in recipes if r.activation_bits == 8]
     sixteen = [r for r in recipes if r.activation_bits == 16]
@@ -523,22 +538,67 @@ def _tflite_variants(ex: _Exporter) -> list[VariantResult]:
             "LiteRT interpreter (XNNPACK)",
             attempts,
         )
-        details = LiteRTEmbedder(ex.staging / v.file, size)
-        v.io = {
-            **io,
-            "input_dtype": np.dtype(details.input["dtype"]).name,
-            "input_quantization": [float(x) for x in details.input["quantization"]],
-            "output_dtype": np.dtype(details.output["dtype"]).name,
-            "output_quantization": [float(x) for x in details.output["quantization"]],
-        }
+        v.io = _tflite_io(ex, v, io)
         return v
 
     if "fp16" in precisions:
         out.append(build(FP16, [tflite_export.FP16]))
     if "int8" in precisions:
-        out += _int8_then_fallback(ex.options.tflite_int8_recipes, build)
+        also = None if ex.options.qat is None else lambda: _tflite_qat_variant(ex, io)
+        out += _int8_then_fallback(ex.options.tflite_int8_recipes, build, also)
         out.append(build(W8_DYNAMIC, [tflite_export.DYNAMIC_RANGE]))
     return out
+
+
+def _tflite_qat_variant(ex: _Exporter, io: dict[str, Any]) -> VariantResult:
+    """``tflite-int8-qat``: the weights ``onnx-int8-qat`` was fine-tuned to, full-integer quantised by LiteRT.
+
+    The fine-tune trains for onnxruntime's grid (7-bit per-channel weights, whose points are every
+    other point of LiteRT's 8-bit per-channel grid, and int8 per-tensor activations, the scheme
+    LiteRT uses too), so its weights carry over; LiteRT calibrates its own activation ranges. Both
+    PReLU forms of the post-training recipes are tried and judged, the better passing one ships.
+    """
+    settings = ex.options.qat
+    assert settings is not None
+    tuned = ex.qat_tuned()
+    trained = f"{settings.describe()} ({tuned.seconds:.0f} s)"
+    runtime = lambda p: LiteRTEmbedder(p, ex.size)  # noqa: E731
+    recipes = [r for r in tflite_export.INT8_RECIPES if r.activation_bits == 8]
+
+    def build(recipe: tflite_export.TFLiteRecipe, path: Path) -> None:
+        source = ex.work / f"tflite-qat-fp32.{recipe.label}.tflite"
+        if not source.exists():
+            tflite_export.export_fp32(
+                tuned.model, source, ex.size, ex.options.tflite_nhwc, integer_prelu=recipe.integer_prelu
+            )
+        tflite_export.quantize(source, path, recipe, ex.calibration)
+
+    v = ex.variant(
+        "tflite-int8-qat",
+        "tflite",
+        "int8",
+        ex.models_dir / "tflite-int8-qat.tflite",
+        "LiteRT interpreter (XNNPACK)",
+        [
+            (f"qat-{r.label}", f"{trained}; {r.describe()}", lambda p, r=r: build(r, p), runtime, r.numerics)
+            for r in recipes
+        ],
+        try_all=len(recipes),
+    )
+    v.io = _tflite_io(ex, v, io)
+    return v
+
+
+def _tflite_io(ex: _Exporter, v: VariantResult, io: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's I/O for a quantised .tflite: the fp32 layout plus the dtypes and scales in the file."""
+    details = LiteRTEmbedder(ex.staging / v.file, ex.size)
+    return {
+        **io,
+        "input_dtype": np.dtype(details.input["dtype"]).name,
+        "input_quantization": [float(x) for x in details.input["quantization"]],
+        "output_dtype": np.dtype(details.output["dtype"]).name,
+        "output_quantization": [float(x) for x in details.output["quantization"]],
+    }
 
 
 def _coreml_variants(ex: _Exporter, card: dict[str, str]) -> list[VariantResult]:
