@@ -6,8 +6,11 @@ evaluation images with its own runtime and compared with the reference; int8 var
 the gate are retried with the known remedies (other calibration methods, first/last layers in
 float) and the attempt that passed is named in the report. A true int8 variant (8-bit
 activations, what phone NPUs run) that still fails is followed by a ``w8a16`` fallback with int16
-activations, under its own name. Variants that still fail go to ``rejected/`` with their parity
-report, never to ``models/``. The manifest is
+activations, under its own name. ``--qat`` adds ``onnx-int8-qat`` and ``tflite-int8-qat``, both
+quantised from one fake-quant fine-tune (``qat``). Variants that still fail go to ``rejected/``
+with their parity report, never to ``models/``; an attempt whose converter or runtime raises is
+a failed attempt (the error is its report), so one tool's crash never costs the other variants.
+The manifest is
 written last and the staging folder renamed into place, so a bundle either exists complete or
 not at all.
 """
@@ -100,19 +103,21 @@ class ExportOptions:
 class Attempt:
     label: str
     recipe: str
-    report: ParityReport
+    report: ParityReport | None  # None: the attempt could not be built or run (``error`` says why)
     failures: list[str]
     numerics: Numerics = FP32
+    error: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "label": self.label,
             "recipe": self.recipe,
             **self.numerics.to_dict(),
-            "parity": self.report.to_dict(),
+            "parity": None if self.report is None else self.report.to_dict(),
             "failures": self.failures,
             "passed": not self.failures,
         }
+        return {**out, "error": self.error} if self.error else out
 
 
 @dataclass
@@ -140,6 +145,11 @@ class VariantResult:
     def passed(self) -> bool:
         return not self.final.failures
 
+    @property
+    def built(self) -> bool:
+        """False when no attempt produced a file (each one's build or runtime raised)."""
+        return bool(self.file)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -150,7 +160,7 @@ class VariantResult:
             "recipe": self.recipe,
             "size_bytes": self.size_bytes,
             "scored_by": self.scored_by,
-            "parity": self.final.report.to_dict(),
+            "parity": None if self.final.report is None else self.final.report.to_dict(),
             "limits": self.limits.to_dict(),
             "verdict": "pass" if self.passed else "fail",
             "failures": self.final.failures,
@@ -293,7 +303,10 @@ class _Exporter:
         """Build and judge attempts in order; the first ``try_all`` are all tried, then stop at a pass.
 
         The best passing attempt (highest mean cosine) is kept at ``path``; with none passing,
-        the last attempt is kept for ``rejected/``.
+        the last attempt that was built is kept for ``rejected/``. An attempt whose converter,
+        quantiser or runtime raises is recorded as failed with the error, and the next one is
+        tried: one tool's failure costs that recipe, not the export. With no attempt built, the
+        variant is rejected without a file.
         """
         done: list[Attempt] = []
         best: tuple[float, Path, str, str] | None = None
@@ -302,9 +315,18 @@ class _Exporter:
             candidate = self.work / f"{name}.{label}{path.suffix}"
             started = time.perf_counter()
             self.say(f"{name} [{label}]: building ({recipe})")
-            build(candidate)
-            self.say(f"{name} [{label}]: gating on {len(self.eval_set)} images")
-            report, failures = self.judge(runtime(candidate), precision)
+            try:
+                build(candidate)
+                self.say(f"{name} [{label}]: gating on {len(self.eval_set)} images")
+                report, failures = self.judge(runtime(candidate), precision)
+            except Exception as error:  # noqa: BLE001 - converters raise anything; the export goes on
+                message = (f"{type(error).__name__}: {error}".strip().splitlines() or [""])[0][:500]
+                logger.debug("%s [%s] could not be built or run", name, label, exc_info=True)
+                done.append(Attempt(label, recipe, None, [f"could not be built or run: {message}"], numerics, message))
+                self.say(f"{name} [{label}]: could not be built or run: {message}")
+                if candidate.exists():
+                    _remove(candidate)
+                continue
             done.append(Attempt(label, recipe, report, failures, numerics))
             self.say(
                 f"{name} [{label}]: {'pass' if not failures else 'fail: ' + '; '.join(failures)} (mean cos "
@@ -316,7 +338,18 @@ class _Exporter:
                 best = (report.mean_cos, candidate, label, recipe)
             if best is not None and index + 1 >= try_all:
                 break
-        assert last is not None
+        if last is None:  # every attempt raised: rejected, with nothing to keep
+            return VariantResult(
+                name,
+                fmt,
+                precision,
+                "",
+                done[-1].recipe,
+                scored_by,
+                done,
+                self.options.limits[precision],
+                recipe_label=done[-1].label,
+            )
         _, keep, label, recipe = best if best is not None else (0.0, *last)
         _move(keep, path)
         result = VariantResult(
@@ -591,6 +624,8 @@ def _tflite_qat_variant(ex: _Exporter, io: dict[str, Any]) -> VariantResult:
 
 def _tflite_io(ex: _Exporter, v: VariantResult, io: dict[str, Any]) -> dict[str, Any]:
     """The manifest's I/O for a quantised .tflite: the fp32 layout plus the dtypes and scales in the file."""
+    if not v.built:
+        return dict(io)
     details = LiteRTEmbedder(ex.staging / v.file, ex.size)
     return {
         **io,
@@ -701,6 +736,9 @@ def _table(variants: list[VariantResult], reference: EvalScores, torch_ms: float
     for v in variants:
         r = v.final.report
         base = fp32_bytes.get(v.format)
+        if r is None:
+            rows.append([v.name, v.precision, v.recipe_label, "-", "-", "n/a", *["n/a"] * 7, "NOT BUILT"])
+            continue
         rows.append(
             [
                 v.name,
@@ -804,7 +842,7 @@ def _export(
     )
     internal = []
     for v in variants:
-        if v.precision == "fp32" and "fp32" not in options.precisions:
+        if v.precision == "fp32" and "fp32" not in options.precisions and v.passed:
             _remove(staging / v.file)  # built only as the source of fp16/int8
             internal.append(v)
             continue
@@ -812,11 +850,13 @@ def _export(
             ex.say(f"{v.name}: timing ({options.latency_repeats} runs, 1 thread, batch 1)")
             _latency(ex, v, options.latency_repeats)
             v.shipped = True
-        else:
+        elif v.built:
             target = staging / "rejected" / v.name / Path(v.file).name
             _move(staging / v.file, target)
             v.file = target.relative_to(staging).as_posix()
             atomic_write_json(target.parent / "report.json", v.to_dict())
+        else:
+            atomic_write_json(staging / "rejected" / v.name / "report.json", v.to_dict())
     listed = [v for v in variants if v not in internal and (v.shipped or not v.passed)]
     shutil.rmtree(ex.work)
 
@@ -924,10 +964,13 @@ def _report(ex: _Exporter, table: str, variants: list[VariantResult]) -> str:
         "",
     ]
     for v in variants:
-        if len(v.attempts) > 1:
+        if len(v.attempts) > 1 or v.final.report is None:
             lines.append(f"`{v.name}` attempts:")
             for a in v.attempts:
                 state = "pass" if not a.failures else "fail: " + "; ".join(a.failures)
+                if a.report is None:
+                    lines.append(f"- {a.label} ({a.recipe}): {state}")
+                    continue
                 lines.append(
                     f"- {a.label} ({a.recipe}): mean cos {a.report.mean_cos:.5f}, p1 {a.report.p1_cos:.5f},"
                     f" acc drop {a.report.accuracy_drop:+.2f} pt, flips {percent(a.report.flip_share)} — {state}"
