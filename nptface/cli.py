@@ -934,9 +934,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--qat",
         action="store_true",
-        help="also build onnx-int8-qat (8-bit activations): fine-tune the folded model through fake "
-        "quantisation (distilled to its fp32 embeddings, see --qat-images), then quantise it; "
-        "gated like every variant",
+        help="also build onnx-int8-qat and tflite-int8-qat (8-bit activations; for the formats asked for): "
+        "fine-tune the folded model once through fake quantisation (distilled to its fp32 embeddings, see "
+        "--qat-images), then quantise it for each format; gated like every variant",
     )
     export.add_argument(
         "--qat-images",
