@@ -305,9 +305,12 @@ def _export(args: argparse.Namespace) -> int:
     )
     print(result.table)
     print(f"bundle: {result.bundle_dir} ({len(result.shipped)} variants shipped; manifest.json, README.md, report.md)")
-    if result.rejected:
-        names = ", ".join(v.name for v in result.rejected)
-        print(f"rejected by the parity gate (see {result.bundle_dir}/rejected/): {names}", file=sys.stderr)
+    gated = [v.name for v in result.rejected if v.built]
+    if gated:
+        print(f"rejected by the parity gate (see {result.bundle_dir}/rejected/): {', '.join(gated)}", file=sys.stderr)
+    for v in result.rejected:
+        if not v.built:
+            print(f"not built: {v.name} ({'; '.join(v.final.failures)})", file=sys.stderr)
     if result.unmet:  # a rejected attempt whose format and precision another variant delivers is not a failure
         return 0 if args.allow_partial else 1
     return 0
@@ -931,9 +934,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--qat",
         action="store_true",
-        help="also build onnx-int8-qat (8-bit activations): fine-tune the folded model through fake "
-        "quantisation (distilled to its fp32 embeddings, see --qat-images), then quantise it; "
-        "gated like every variant",
+        help="also build onnx-int8-qat and tflite-int8-qat (8-bit activations; for the formats asked for): "
+        "fine-tune the folded model once through fake quantisation (distilled to its fp32 embeddings, see "
+        "--qat-images), then quantise it for each format; gated like every variant",
     )
     export.add_argument(
         "--qat-images",

@@ -6,8 +6,11 @@ evaluation images with its own runtime and compared with the reference; int8 var
 the gate are retried with the known remedies (other calibration methods, first/last layers in
 float) and the attempt that passed is named in the report. A true int8 variant (8-bit
 activations, what phone NPUs run) that still fails is followed by a ``w8a16`` fallback with int16
-activations, under its own name. Variants that still fail go to ``rejected/`` with their parity
-report, never to ``models/``. The manifest is
+activations, under its own name. ``--qat`` adds ``onnx-int8-qat`` and ``tflite-int8-qat``, both
+quantised from one fake-quant fine-tune (``qat``). Variants that still fail go to ``rejected/``
+with their parity report, never to ``models/``; an attempt whose converter or runtime raises is
+a failed attempt (the error is its report), so one tool's crash never costs the other variants.
+The manifest is
 written last and the staging folder renamed into place, so a bundle either exists complete or
 not at all.
 """
@@ -79,34 +82,42 @@ class ExportOptions:
     min_calibration_images: int = MIN_CALIBRATION_IMAGES
     # the face detector shipped in the bundle (nptface.on_device.face_detection.bundled_detector()); None: none
     detector: bundle_io.BundledDetector | None = None
-    qat: qat.QatSettings | None = None  # also build onnx-int8-qat: fake-quant fine-tuning, then the same gate
+    # also build onnx-int8-qat and tflite-int8-qat from one fake-quant fine-tune, each through the same gate
+    qat: qat.QatSettings | None = None
 
     def __post_init__(self) -> None:
         for name, values, allowed in (("formats", self.formats, FORMATS), ("precisions", self.precisions, PRECISIONS)):
             unknown = sorted(set(values) - set(allowed))
             if unknown or not values:
                 raise ValueError(f"{name}: expected a non-empty subset of {','.join(allowed)}, got {','.join(values)}")
-        if self.qat is not None and not ("onnx" in self.formats and "int8" in self.precisions):
-            raise ValueError("qat: builds onnx-int8-qat, so formats must include onnx and precisions int8")
+        if self.qat is not None and not (
+            ("onnx" in self.formats or "tflite" in self.formats) and "int8" in self.precisions
+        ):
+            raise ValueError(
+                "qat: builds onnx-int8-qat and tflite-int8-qat, so formats must include onnx or tflite "
+                "and precisions int8"
+            )
 
 
 @dataclass
 class Attempt:
     label: str
     recipe: str
-    report: ParityReport
+    report: ParityReport | None  # None: the attempt could not be built or run (``error`` says why)
     failures: list[str]
     numerics: Numerics = FP32
+    error: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "label": self.label,
             "recipe": self.recipe,
             **self.numerics.to_dict(),
-            "parity": self.report.to_dict(),
+            "parity": None if self.report is None else self.report.to_dict(),
             "failures": self.failures,
             "passed": not self.failures,
         }
+        return {**out, "error": self.error} if self.error else out
 
 
 @dataclass
@@ -134,6 +145,11 @@ class VariantResult:
     def passed(self) -> bool:
         return not self.final.failures
 
+    @property
+    def built(self) -> bool:
+        """False when no attempt produced a file (each one's build or runtime raised)."""
+        return bool(self.file)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -144,7 +160,7 @@ class VariantResult:
             "recipe": self.recipe,
             "size_bytes": self.size_bytes,
             "scored_by": self.scored_by,
-            "parity": self.final.report.to_dict(),
+            "parity": None if self.final.report is None else self.final.report.to_dict(),
             "limits": self.limits.to_dict(),
             "verdict": "pass" if self.passed else "fail",
             "failures": self.final.failures,
@@ -233,6 +249,25 @@ class _Exporter:
         self.work = staging / ".work"
         self.work.mkdir()
         self.pairs = largest_lfw_style_pairs(eval_set.labels, where=f"evaluation set {eval_set.source}")
+        self._qat: qat.QatResult | None = None
+
+    def qat_tuned(self) -> qat.QatResult:
+        """The fake-quant fine-tune both ``*-int8-qat`` variants start from, run once (it takes minutes)."""
+        settings = self.options.qat
+        assert settings is not None, "qat_tuned() needs ExportOptions.qat"
+        if self._qat is None:
+            if settings.synthetic_domain is None:
+                fresh, images = None, f"{len(self.calibration)} calibration images"
+            else:
+                fresh = synthetic_stream(self.size, settings.synthetic_domain)
+                images = f"{settings.steps * settings.batch_size} fresh synthetic faces"
+            self.say(f"qat: fine-tuning {settings.steps} steps on {images}")
+            self._qat = qat.fine_tune(self.fused, self.calibration, settings, fresh)
+            self.say(
+                f"qat: {self._qat.seconds:.1f} s, 1 - cos under fake quantisation "
+                f"{self._qat.first_loss:.5f} -> {self._qat.last_loss:.5f}"
+            )
+        return self._qat
 
     def say(self, line: str) -> None:
         """A progress line: to ``progress`` (the CLI prints it: an export runs for minutes), else the log."""
@@ -268,7 +303,10 @@ class _Exporter:
         """Build and judge attempts in order; the first ``try_all`` are all tried, then stop at a pass.
 
         The best passing attempt (highest mean cosine) is kept at ``path``; with none passing,
-        the last attempt is kept for ``rejected/``.
+        the last attempt that was built is kept for ``rejected/``. An attempt whose converter,
+        quantiser or runtime raises is recorded as failed with the error, and the next one is
+        tried: one tool's failure costs that recipe, not the export. With no attempt built, the
+        variant is rejected without a file.
         """
         done: list[Attempt] = []
         best: tuple[float, Path, str, str] | None = None
@@ -277,9 +315,18 @@ class _Exporter:
             candidate = self.work / f"{name}.{label}{path.suffix}"
             started = time.perf_counter()
             self.say(f"{name} [{label}]: building ({recipe})")
-            build(candidate)
-            self.say(f"{name} [{label}]: gating on {len(self.eval_set)} images")
-            report, failures = self.judge(runtime(candidate), precision)
+            try:
+                build(candidate)
+                self.say(f"{name} [{label}]: gating on {len(self.eval_set)} images")
+                report, failures = self.judge(runtime(candidate), precision)
+            except Exception as error:  # noqa: BLE001 - converters raise anything; the export goes on
+                message = (f"{type(error).__name__}: {error}".strip().splitlines() or [""])[0][:500]
+                logger.debug("%s [%s] could not be built or run", name, label, exc_info=True)
+                done.append(Attempt(label, recipe, None, [f"could not be built or run: {message}"], numerics, message))
+                self.say(f"{name} [{label}]: could not be built or run: {message}")
+                if candidate.exists():
+                    _remove(candidate)
+                continue
             done.append(Attempt(label, recipe, report, failures, numerics))
             self.say(
                 f"{name} [{label}]: {'pass' if not failures else 'fail: ' + '; '.join(failures)} (mean cos "
@@ -291,7 +338,18 @@ class _Exporter:
                 best = (report.mean_cos, candidate, label, recipe)
             if best is not None and index + 1 >= try_all:
                 break
-        assert last is not None
+        if last is None:  # every attempt raised: rejected, with nothing to keep
+            return VariantResult(
+                name,
+                fmt,
+                precision,
+                "",
+                done[-1].recipe,
+                scored_by,
+                done,
+                self.options.limits[precision],
+                recipe_label=done[-1].label,
+            )
         _, keep, label, recipe = best if best is not None else (0.0, *last)
         _move(keep, path)
         result = VariantResult(
@@ -408,17 +466,7 @@ def _onnx_qat_variant(
     activation ranges learned in QAT (``TensorQuantOverrides``); the better passing one ships, and
     with neither passing the QAT ranges (the last attempt) go to ``rejected/``.
     """
-    if settings.synthetic_domain is None:
-        fresh, images = None, f"{len(ex.calibration)} calibration images"
-    else:
-        fresh = synthetic_stream(ex.size, settings.synthetic_domain)
-        images = f"{settings.steps * settings.batch_size} fresh synthetic faces"
-    ex.say(f"onnx-int8-qat: fine-tuning {settings.steps} steps on {images}")
-    tuned = qat.fine_tune(ex.fused, ex.calibration, settings, fresh)
-    ex.say(
-        f"onnx-int8-qat: {tuned.seconds:.1f} s, 1 - cos under fake quantisation "
-        f"{tuned.first_loss:.5f} -> {tuned.last_loss:.5f}"
-    )
+    tuned = ex.qat_tuned()
     source = ex.work / "onnx-qat-fp32.onnx"
     onnx_export.export_fp32(tuned.model, source, ex.size, card)
     ranges = qat.onnx_tensor_ranges(source, tuned.ranges)
@@ -457,7 +505,7 @@ def _int8_then_fallback(
     build: Callable[..., VariantResult],
     also_eight: Callable[[], VariantResult] | None = None,
 ) -> list[VariantResult]:
-    """``<fmt>-int8`` from the 8-bit-activation recipes, then ``also_eight``'s 8-bit variant (``onnx-int8-qat``);
+    """``<fmt>-int8`` from the 8-bit-activation recipes, then ``also_eight``'s 8-bit variant (``<fmt>-int8-qat``);
     ``<fmt>-w8a16`` (int16 activations) only if every 8-bit variant fails."""
     eight = [r for r in recipes if r.activation_bits == 8]
     sixteen = [r for r in recipes if r.activation_bits == 16]
@@ -523,22 +571,69 @@ def _tflite_variants(ex: _Exporter) -> list[VariantResult]:
             "LiteRT interpreter (XNNPACK)",
             attempts,
         )
-        details = LiteRTEmbedder(ex.staging / v.file, size)
-        v.io = {
-            **io,
-            "input_dtype": np.dtype(details.input["dtype"]).name,
-            "input_quantization": [float(x) for x in details.input["quantization"]],
-            "output_dtype": np.dtype(details.output["dtype"]).name,
-            "output_quantization": [float(x) for x in details.output["quantization"]],
-        }
+        v.io = _tflite_io(ex, v, io)
         return v
 
     if "fp16" in precisions:
         out.append(build(FP16, [tflite_export.FP16]))
     if "int8" in precisions:
-        out += _int8_then_fallback(ex.options.tflite_int8_recipes, build)
+        also = None if ex.options.qat is None else lambda: _tflite_qat_variant(ex, io)
+        out += _int8_then_fallback(ex.options.tflite_int8_recipes, build, also)
         out.append(build(W8_DYNAMIC, [tflite_export.DYNAMIC_RANGE]))
     return out
+
+
+def _tflite_qat_variant(ex: _Exporter, io: dict[str, Any]) -> VariantResult:
+    """``tflite-int8-qat``: the weights ``onnx-int8-qat`` was fine-tuned to, full-integer quantised by LiteRT.
+
+    The fine-tune trains for onnxruntime's grid (7-bit per-channel weights, whose points are every
+    other point of LiteRT's 8-bit per-channel grid, and int8 per-tensor activations, the scheme
+    LiteRT uses too), so its weights carry over; LiteRT calibrates its own activation ranges. Both
+    PReLU forms of the post-training recipes are tried and judged, the better passing one ships.
+    """
+    settings = ex.options.qat
+    assert settings is not None
+    tuned = ex.qat_tuned()
+    trained = f"{settings.describe()} ({tuned.seconds:.0f} s)"
+    runtime = lambda p: LiteRTEmbedder(p, ex.size)  # noqa: E731
+    recipes = [r for r in tflite_export.INT8_RECIPES if r.activation_bits == 8]
+
+    def build(recipe: tflite_export.TFLiteRecipe, path: Path) -> None:
+        source = ex.work / f"tflite-qat-fp32.{recipe.label}.tflite"
+        if not source.exists():
+            tflite_export.export_fp32(
+                tuned.model, source, ex.size, ex.options.tflite_nhwc, integer_prelu=recipe.integer_prelu
+            )
+        tflite_export.quantize(source, path, recipe, ex.calibration)
+
+    v = ex.variant(
+        "tflite-int8-qat",
+        "tflite",
+        "int8",
+        ex.models_dir / "tflite-int8-qat.tflite",
+        "LiteRT interpreter (XNNPACK)",
+        [
+            (f"qat-{r.label}", f"{trained}; {r.describe()}", lambda p, r=r: build(r, p), runtime, r.numerics)
+            for r in recipes
+        ],
+        try_all=len(recipes),
+    )
+    v.io = _tflite_io(ex, v, io)
+    return v
+
+
+def _tflite_io(ex: _Exporter, v: VariantResult, io: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's I/O for a quantised .tflite: the fp32 layout plus the dtypes and scales in the file."""
+    if not v.built:
+        return dict(io)
+    details = LiteRTEmbedder(ex.staging / v.file, ex.size)
+    return {
+        **io,
+        "input_dtype": np.dtype(details.input["dtype"]).name,
+        "input_quantization": [float(x) for x in details.input["quantization"]],
+        "output_dtype": np.dtype(details.output["dtype"]).name,
+        "output_quantization": [float(x) for x in details.output["quantization"]],
+    }
 
 
 def _coreml_variants(ex: _Exporter, card: dict[str, str]) -> list[VariantResult]:
@@ -641,6 +736,9 @@ def _table(variants: list[VariantResult], reference: EvalScores, torch_ms: float
     for v in variants:
         r = v.final.report
         base = fp32_bytes.get(v.format)
+        if r is None:
+            rows.append([v.name, v.precision, v.recipe_label, "-", "-", "n/a", *["n/a"] * 7, "NOT BUILT"])
+            continue
         rows.append(
             [
                 v.name,
@@ -744,7 +842,7 @@ def _export(
     )
     internal = []
     for v in variants:
-        if v.precision == "fp32" and "fp32" not in options.precisions:
+        if v.precision == "fp32" and "fp32" not in options.precisions and v.passed:
             _remove(staging / v.file)  # built only as the source of fp16/int8
             internal.append(v)
             continue
@@ -752,11 +850,13 @@ def _export(
             ex.say(f"{v.name}: timing ({options.latency_repeats} runs, 1 thread, batch 1)")
             _latency(ex, v, options.latency_repeats)
             v.shipped = True
-        else:
+        elif v.built:
             target = staging / "rejected" / v.name / Path(v.file).name
             _move(staging / v.file, target)
             v.file = target.relative_to(staging).as_posix()
             atomic_write_json(target.parent / "report.json", v.to_dict())
+        else:
+            atomic_write_json(staging / "rejected" / v.name / "report.json", v.to_dict())
     listed = [v for v in variants if v not in internal and (v.shipped or not v.passed)]
     shutil.rmtree(ex.work)
 
@@ -864,10 +964,13 @@ def _report(ex: _Exporter, table: str, variants: list[VariantResult]) -> str:
         "",
     ]
     for v in variants:
-        if len(v.attempts) > 1:
+        if len(v.attempts) > 1 or v.final.report is None:
             lines.append(f"`{v.name}` attempts:")
             for a in v.attempts:
                 state = "pass" if not a.failures else "fail: " + "; ".join(a.failures)
+                if a.report is None:
+                    lines.append(f"- {a.label} ({a.recipe}): {state}")
+                    continue
                 lines.append(
                     f"- {a.label} ({a.recipe}): mean cos {a.report.mean_cos:.5f}, p1 {a.report.p1_cos:.5f},"
                     f" acc drop {a.report.accuracy_drop:+.2f} pt, flips {percent(a.report.flip_share)} — {state}"

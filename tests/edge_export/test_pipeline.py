@@ -231,3 +231,53 @@ def test_export_reports_each_variant_as_it_is_built_gated_and_judged(tiny_run, t
         mine = [line for line in lines if line.startswith(name)]
         assert "building" in mine[0] and "gating on 200 images" in mine[1] and mine[2].split(": ")[1].startswith("pass")
         assert "timing" in mine[3]
+
+
+def test_a_converter_that_raises_costs_its_recipe_not_the_export(tiny_run, tiny_sets, tmp_path, monkeypatch):
+    """A quantiser crash is a failed attempt: the next recipe is tried, and a variant none builds is rejected
+    with the error, while the other variants ship."""
+    from nptface.edge_export import onnx_export
+
+    real = onnx_export.quantize_int8
+
+    def flaky(source, path, images, recipe, *args, **kwargs):
+        if recipe.label != "percentile":
+            raise RuntimeError(f"quantiser crashed on {recipe.label}\nsecond line of the trace")
+        return real(source, path, images, recipe, *args, **kwargs)
+
+    monkeypatch.setattr(onnx_export, "quantize_int8", flaky)
+    evaluation, calibration = tiny_sets
+    lines: list[str] = []
+    options = ExportOptions(
+        formats=("onnx",),
+        precisions=("fp32", "int8"),
+        latency_repeats=1,
+        allow_partial=True,
+        onnx_int8_recipes=(Int8Recipe("minmax"), Int8Recipe("percentile", "Percentile")),
+    )
+    result = export_bundle(tiny_run, tmp_path / "b", evaluation, calibration, options, progress=lines.append)
+    by_name = {v.name: v for v in result.variants}
+    assert by_name["onnx-fp32"].shipped
+    eight = by_name["onnx-int8"]
+    crashed, built = eight.attempts
+    assert crashed.report is None and crashed.failures == [
+        "could not be built or run: RuntimeError: quantiser crashed on minmax"
+    ]
+    assert built.report is not None and eight.recipe_label == "percentile" and eight.built
+    assert "onnx-int8 [minmax]: could not be built or run: RuntimeError: quantiser crashed on minmax" in lines
+
+    monkeypatch.setattr(onnx_export, "quantize_int8", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    options.onnx_int8_recipes = (Int8Recipe("minmax"),)
+    result = export_bundle(tiny_run, tmp_path / "c", evaluation, calibration, options)
+    by_name = {v.name: v for v in result.variants}
+    assert by_name["onnx-fp32"].shipped, "the other variants still ship"
+    nothing = by_name["onnx-int8"]
+    assert not nothing.built and not nothing.passed and not nothing.shipped
+    assert nothing.to_dict()["parity"] is None and nothing.to_dict()["attempts"][0]["error"] == "OSError: disk full"
+    report = json.loads((tmp_path / "c" / "rejected" / "onnx-int8" / "report.json").read_text())
+    assert report["failures"] == ["could not be built or run: OSError: disk full"]
+    manifest = load_bundle(tmp_path / "c").manifest
+    assert [v["name"] for v in manifest["rejected"]] == ["onnx-int8"]
+    assert "onnx-int8 | int8 | minmax | - | - | n/a" in (tmp_path / "c" / "report.md").read_text()
+    assert "NOT BUILT" in (tmp_path / "c" / "report.md").read_text()
+    assert "onnx-int8 (could not be built or run: OSError: disk full)" in (tmp_path / "c" / "README.md").read_text()

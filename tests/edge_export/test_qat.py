@@ -1,10 +1,11 @@
-"""``nptface export --qat``: fake-quant fine-tuning builds an 8-bit-activation ONNX variant that the gate judges."""
+"""``nptface export --qat``: one fake-quant fine-tune builds 8-bit-activation ONNX and TFLite variants that the gate judges."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from nptface.edge_export import tflite_export
 from nptface.edge_export.onnx_export import Int8Recipe
 from nptface.edge_export.pipeline import ExportOptions, export_bundle
 from nptface.edge_export.qat import QatSettings
@@ -65,9 +66,12 @@ def test_qat_distils_on_fresh_synthetic_faces_when_calibration_is_synthetic(argu
     assert ("fresh synthetic faces" in settings.describe()) == (domain is not None)
 
 
-def test_qat_needs_the_onnx_int8_variant_it_builds():
+def test_qat_needs_an_int8_variant_it_builds():
     with pytest.raises(ValueError, match="qat: .*int8"):
         ExportOptions(formats=("onnx",), precisions=("fp32",), qat=QatSettings())
+    with pytest.raises(ValueError, match="qat: .*onnx or tflite"):
+        ExportOptions(formats=("coreml",), precisions=("int8",), qat=QatSettings())
+    ExportOptions(formats=("tflite",), precisions=("int8",), qat=QatSettings())  # tflite-int8-qat alone is fine
 
 
 @pytest.mark.slow
@@ -192,11 +196,12 @@ def _quantise_dtypes(path) -> set[int]:
 def qat_bundle(tiny_run, tiny_sets, tmp_path_factory):
     evaluation, calibration = tiny_sets
     options = ExportOptions(
-        formats=("onnx",),
+        formats=("onnx", "tflite"),
         precisions=("int8",),
         latency_repeats=1,
         allow_partial=True,
         onnx_int8_recipes=(Int8Recipe("minmax"),),
+        tflite_int8_recipes=(tflite_export.INT8_RECIPES[0],),
         qat=QatSettings(steps=30, synthetic_domain="wild"),
     )
     lines: list[str] = []
@@ -235,4 +240,24 @@ def test_qat_variant_goes_through_the_gate_with_both_range_sources(qat_bundle):
     assert entry["parity"]["flip_share"] == variant.final.report.flip_share
     gated = [line for line in lines if line.startswith("onnx-int8-qat") and "gating on 200 images" in line]
     assert len(gated) == 2, "both attempts are judged on the evaluation images"
-    assert "onnx-int8-qat: fine-tuning 30 steps on 960 fresh synthetic faces" in lines
+    assert "qat: fine-tuning 30 steps on 960 fresh synthetic faces" in lines
+
+
+@pytest.mark.slow
+def test_the_same_fine_tune_builds_a_full_integer_tflite_variant(qat_bundle):
+    pytest.importorskip("ai_edge_litert")
+    from ai_edge_litert.interpreter import Interpreter
+
+    result, lines = qat_bundle
+    assert sum(line.startswith("qat: fine-tuning") for line in lines) == 1, "one fine-tune serves both formats"
+    by_name = {v.name: v for v in result.variants}
+    assert "tflite-int8" in by_name, "post-training tflite-int8 stays beside the QAT variant"
+    variant = by_name["tflite-int8-qat"]
+    assert [a.label for a in variant.attempts] == ["qat-int8-integer-prelu", "qat-int8"], "both PReLU forms judged"
+    entry = variant.to_dict()
+    assert (entry["format"], entry["weights"], entry["activations"]) == ("tflite", "int8", "int8")
+    assert entry["input_dtype"] == "int8" and entry["output_dtype"] == "int8", "int8 in and out, as NPUs take"
+    assert "QAT: 30 steps" in entry["recipe"]
+    interpreter = Interpreter(model_path=str(result.bundle_dir / variant.file))
+    kinds = {d["dtype"] for d in interpreter.get_tensor_details() if len(d["shape"]) == 4}
+    assert kinds <= {np.int8, np.int32}, f"every activation is integer, found {kinds}"
