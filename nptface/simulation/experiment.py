@@ -9,7 +9,8 @@
     are shared and no spread-out runs, so each client separates only its own identities.
 All are evaluated on the same held-out identities (client domain and server domain). The report
 has per-round curves (PNG), a table, and ``results.json``; "FL recovers X% of the centralised
-gain" is (FL − server) / (centralised − server) on client-domain TAR@FAR=1e-2.
+gain" is (FL − server) / (centralised − server) on client-domain TAR@FAR=1e-2. With
+``final-mix`` < 1 a method's row scores the model it exports (the mix), next to its last round.
 """
 
 from __future__ import annotations
@@ -128,8 +129,8 @@ def run_experiment(
     seconds: dict[str, float] = {}
     seconds["federated"] = simulate(config, cpus_per_client, progress=progress)
     history = _history(out, config.fed.num_rounds)
-    final = history[-1]
-    rows = {"server model, no fine-tuning": _metrics(history[0]), "federated, shared proxy bank": _metrics(final)}
+    rows = {"server model, no fine-tuning": _metrics(history[0])}
+    rows.update(_final_rows("federated, shared proxy bank", config.fed, out, history[-1]))
     fedper_history: list[dict[str, Any]] = []
     if baselines:
         fedper = replace(
@@ -137,7 +138,9 @@ def run_experiment(
         )
         seconds["fedper"] = simulate(fedper, cpus_per_client, progress=progress)
         fedper_history = _history(Path(fedper.fed.out_dir), config.fed.num_rounds)
-        rows["FedAvg + local heads (FedPer-like)"] = _metrics(fedper_history[-1])
+        rows.update(
+            _final_rows("FedAvg + local heads (FedPer-like)", fedper.fed, Path(fedper.fed.out_dir), fedper_history[-1])
+        )
         started = time.perf_counter()
         rows["centralised fine-tuning (upper bound)"] = centralised_baseline(config.fed, out / "baseline-centralised")
         seconds["centralised"] = time.perf_counter() - started
@@ -156,6 +159,22 @@ def _history(out: Path, num_rounds: int) -> list[dict[str, Any]]:
     return state.history
 
 
+def _final_rows(name: str, config: FedConfig, out: Path, final: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """The method's row: the model it exports. With ``final-mix`` < 1 that is the mix of the server's
+    and the last round's backbone, which no round evaluated, so it is evaluated here on the same
+    held-out sets; the last round's (unmixed) numbers follow in a row of their own."""
+    if config.final_mix == 1.0:
+        return {name: _metrics(final)}
+    from nptface.server.federation.evaluation import central_eval_sets, evaluate_backbone
+
+    model, _ = load_backbone(out)
+    exported = null_non_finite(evaluate_backbone(model, central_eval_sets(config, model.config.input_size)))
+    return {
+        f"{name}, exported (final-mix {config.final_mix:g})": {**exported, "clients-local/accuracy": None},
+        f"{name}, last round (unmixed)": _metrics(final),
+    }
+
+
 def _metrics(record: dict[str, Any]) -> dict[str, float | None]:
     """The held-out metrics of a history record (already strict: an unmeasurable one is None)."""
     return {
@@ -169,7 +188,8 @@ def _recovered(rows: dict[str, dict[str, float | None]]) -> float | None:
     """The share of the centralised gain FL recovers; None when a term is unmeasured or there is no gain."""
     server = rows["server model, no fine-tuning"].get(PRIMARY)
     central = rows.get("centralised fine-tuning (upper bound)", {}).get(PRIMARY)
-    federated = rows["federated, shared proxy bank"].get(PRIMARY)
+    name = next(n for n in rows if n.startswith("federated, shared proxy bank"))  # the exported model's row
+    federated = rows[name].get(PRIMARY)
     if server is None or central is None or federated is None or not central - server > 1e-9:
         return None
     return (federated - server) / (central - server)

@@ -79,3 +79,37 @@ def test_unmeasured_metrics_are_null_in_results_json_and_n_a_in_the_report(tmp_p
     assert saved["history"][0]["client-domain/tar@far=1e-2"] is None and saved["recovered_share"] is None
     assert "n/a" in (tmp_path / "report.md").read_text() and (tmp_path / "federated.png").is_file()
     assert result.rows["federated, shared proxy bank"]["client-domain/accuracy"] == 0.6
+
+
+def test_with_final_mix_the_table_scores_the_exported_model_not_the_last_round(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    import numpy as np
+
+    from nptface.server.federation.evaluation import central_eval_sets, evaluate_backbone
+    from nptface.server.federation.proxy_bank import ProxyBank
+    from nptface.server.federation.state import FedState, save_state
+    from nptface.simulation import run
+    from nptface.simulation.config import SimulationConfig
+    from nptface.simulation.experiment import run_experiment
+
+    def finished_run(config, cpus_per_client, **options):  # the exported (mixed) model: here the server's own
+        out = Path(config.fed.out_dir)
+        bank = ProxyBank.from_rows(["a", "b"], np.eye(2, dtype=np.float32), public=True)
+        save_state(out, FedState(1, {}, bank, {}, _unmeasured_history(), "hash"))
+        for name in ("model.safetensors", "proxies.safetensors", "checkpoint.json"):
+            shutil.copy(tiny_run / name, out / name)
+        return 0.0
+
+    monkeypatch.setattr(run, "simulate", finished_run)
+    values = {"server-run": str(tiny_run), "out-dir": str(tmp_path), **SMALL, "final-mix": 0.5}
+    config = SimulationConfig.from_run_config(values)
+    result = run_experiment(config, baselines=False)
+    exported = result.rows["federated, shared proxy bank, exported (final-mix 0.5)"]
+    model, _ = load_backbone(tiny_run)
+    expected = evaluate_backbone(model, central_eval_sets(config.fed, model.config.input_size))
+    assert exported["client-domain/accuracy"] == pytest.approx(expected["client-domain/accuracy"])
+    assert exported["client-domain/accuracy"] != 0.6, "not the last round's record"
+    assert exported["clients-local/accuracy"] is None, "the clients never evaluated the mixed model"
+    assert result.rows["federated, shared proxy bank, last round (unmixed)"]["client-domain/accuracy"] == 0.6
+    assert "exported (final-mix 0.5)" in (tmp_path / "report.md").read_text()
