@@ -586,9 +586,9 @@ def _tflite_variants(ex: _Exporter) -> list[VariantResult]:
 def _tflite_qat_variant(ex: _Exporter, io: dict[str, Any]) -> VariantResult:
     """``tflite-int8-qat``: the weights ``onnx-int8-qat`` was fine-tuned to, full-integer quantised by LiteRT.
 
-    The fine-tune trains for onnxruntime's grid (7-bit per-channel weights, whose points are every
-    other point of LiteRT's 8-bit per-channel grid, and int8 per-tensor activations, the scheme
-    LiteRT uses too), so its weights carry over; LiteRT calibrates its own activation ranges. Both
+    The fine-tune trains for onnxruntime's grid (7-bit per-channel weights, on which LiteRT's 8-bit
+    per-channel grid is about twice as fine, and int8 per-tensor activations, as LiteRT's), so its
+    weights carry over; LiteRT calibrates its own activation ranges. Both
     PReLU forms of the post-training recipes are tried and judged, the better passing one ships.
     """
     settings = ex.options.qat

@@ -1,4 +1,4 @@
-"""Quantisation-aware fine-tuning for the ONNX int8 variant with 8-bit activations (``nptface export --qat``).
+"""Quantisation-aware fine-tuning for the int8 variants with 8-bit activations (``nptface export --qat``).
 
 Post-training int8 with 8-bit activations leaves an error spread evenly over the ~50
 convolutions of MobileFaceNet, and no calibration or bias remedy cuts it far enough for the
@@ -15,6 +15,8 @@ images instead of the input distribution. Fake quantisation is inserted by torch
 with a quantizer written for this scheme: the library's XNNPACK and x86 quantizers use full
 8-bit weights and do not cover the same tensors. The activation ranges the fake quantisers
 settled on travel to ``quantize_static`` as ``TensorQuantOverrides`` (``onnx_tensor_ranges``).
+The same fine-tuned weights also make ``tflite-int8-qat``: LiteRT's 8-bit per-channel weight grid
+is about twice as fine as the 7-bit one trained for, and LiteRT calibrates its own activation ranges.
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ INPUT_KEY = ("input", 0)
 class QatSettings:
     """How long and how hard to fine-tune. On the quickstart model (64 px) 1500 steps at lr 1e-4 with
     cosine decay, distilled on fresh synthetic faces, were the first setting to pass the gate (0.95 %
-    decision flips; 600 steps at constant lr 5e-5: 1.39 %); they took 16 minutes on one busy CPU
-    thread. A constant 3e-4 drifted further from the fp32 embeddings than it recovered."""
+    decision flips; 600 steps at constant lr 5e-5: 1.39 %), though on a second quickstart run they
+    missed it (1.12 %); they took 16-18 minutes on one busy CPU thread. A constant 3e-4 drifted
+    further from the fp32 embeddings than it recovered."""
 
     steps: int = 1500
     lr: float = 1e-4
