@@ -13,7 +13,8 @@ crops and scores are checked against ``nptface.on_device.face_detection`` and ``
 The camera is Chromium's fake capture device filming a Y4M video of an ORL face: the page enrols
 and verifies from it, on localhost and over TLS, with the scores Python gives for the same frame.
 Without ``../shared`` a synthetic face fills the video and a bundle without the detector takes the
-frame as the crop: the same scores, one stream per click, the camera's buttons off once it ends.
+frame as the crop: the same scores, verifying or identifying, one stream per click, the camera's
+buttons off once it ends.
 """
 
 from __future__ import annotations
@@ -97,6 +98,27 @@ def _verify(page, name: str, image: Path) -> tuple[float, str]:
     page.click("#verify-button")
     result = page.wait_for_selector("#verify-result[data-score]")
     return float(result.get_attribute("data-score")), result.get_attribute("data-decision")
+
+
+def _ranking(page) -> list[tuple[str, float, str]]:
+    """The identification the page shows: (person, cosine, "match" or "") per row, best first."""
+    rows = page.eval_on_selector_all(
+        "#identify-result tbody tr",
+        "rows => rows.map(r => [r.dataset.name, Number(r.dataset.score), r.cells[3].textContent])",
+    )
+    return [tuple(row) for row in rows]
+
+
+def _identify(page, button: str) -> list[tuple[str, float, str]]:
+    """The ranking (person, cosine, "match" or "") the page shows after ``button`` identifies its image."""
+    page.evaluate("() => document.getElementById('identify-result').tBodies[0].replaceChildren()")
+    page.click(button)
+    page.wait_for_selector("#identify-result tbody tr[data-name]")  # all rows are written at once
+    rows = page.eval_on_selector_all(
+        "#identify-result tbody tr",
+        "rows => rows.map(r => [r.dataset.name, Number(r.dataset.score), r.cells[3].textContent])",
+    )
+    return [tuple(row) for row in rows]
 
 
 def _crop(page) -> np.ndarray:
@@ -231,6 +253,7 @@ ACTION_CONTROLS = [
     "#variant",
     "#camera-capture",
     "#verify-camera",
+    "#identify-camera",
     "#gallery button",
 ]
 DISABLED = "(selectors) => selectors.map((s) => Array.from(document.querySelectorAll(s), (e) => e.disabled))"
@@ -282,7 +305,7 @@ def test_one_action_at_a_time_a_double_click_enrols_once(browser, fp32_bundle, f
         page.wait_for_selector("body:not([data-busy])")
         idle = page.evaluate(DISABLED, ACTION_CONTROLS)
         assert page.evaluate(DISABLED, SETTINGS) == [[False]] * len(SETTINGS)
-        assert idle == [[False]] * 6 + [[True], [True], [False]]  # the camera is off: capture and verify-camera too
+        assert idle == [[False]] * 6 + [[True]] * 3 + [[False]]  # the camera is off: its three buttons too
         embedded = page.locator("#timing li").count()
 
         page.fill("#enroll-name", "ann")
@@ -375,10 +398,7 @@ def test_an_action_uses_the_settings_it_started_with(browser, fp32_bundle, faces
 
         page.set_input_files("#identify-file", str(faces["a"][2]))
         start_as_crops_at_1e3("identify-button")
-        ranking = page.eval_on_selector_all(
-            "#identify-result tbody tr",
-            "rows => rows.map(r => [r.dataset.name, Number(r.dataset.score), r.cells[3].textContent])",
-        )
+        ranking = _ranking(page)
     finally:
         serving.close()
 
@@ -940,7 +960,8 @@ def synthetic_camera_browser(playwright, synthetic_scene, tmp_path_factory):
 def test_the_camera_opens_once_enrols_and_verifies_as_a_crop_and_switches_off_when_it_ends(
     synthetic_camera_browser, synthetic_scene, crops_bundle, faces, tmp_path
 ):
-    """Without a detector the frame is the crop: the page's scores are ``nptface verify``'s for it.
+    """Without a detector the frame is the crop: the page's scores are ``nptface verify``'s for it,
+    and identifying the camera's face ranks the gallery as identifying the frame from a file does.
 
     Two clicks on "Use camera" open one stream; frames captured for a refused enrolment are
     dropped with it; when the camera's track ends, or "Stop camera" is pressed, nothing can be
@@ -995,19 +1016,33 @@ def test_the_camera_opens_once_enrols_and_verifies_as_a_crop_and_switches_off_wh
         latest = page.text_content("#timing li")
         assert latest.startswith("camera frame:") and "96x96" in latest and "resized" in latest, latest
 
-        # An action holds capturing and verifying the camera's face, never "Stop camera".
+        # Identifying the camera's face ranks the gallery as identifying the same frame from a file does.
+        camera_ranking = _identify(page, "#identify-camera")
+        assert np.array_equal(_crop(page), crop)
+        latest = page.text_content("#timing li")
+        assert latest.startswith("camera frame:") and "96x96" in latest and "resized" in latest, latest
+        still = tmp_path / "frame.png"
+        Image.fromarray(frame).save(still)
+        page.set_input_files("#identify-file", str(still))
+        file_ranking = _identify(page, "#identify-button")
+        assert page.text_content("#timing li").startswith("frame.png:")
+
+        # An action holds capturing, verifying and identifying the camera's face, never "Stop camera".
         held = page.evaluate("""() => { document.getElementById('verify-camera').click();
-            return ['camera-capture', 'verify-camera', 'camera-stop'].map((id) => document.getElementById(id).disabled);
+            return ['camera-capture', 'verify-camera', 'identify-camera', 'camera-stop']
+                .map((id) => document.getElementById(id).disabled);
         }""")
-        assert held == [True, True, False]
+        assert held == [True, True, True, False]
         page.wait_for_selector("body:not([data-busy])")
         assert page.is_enabled("#camera-capture") and page.is_enabled("#verify-camera")
+        assert page.is_enabled("#identify-camera")
 
         # The track ends (unplugged, permission revoked): stop() alone fires no 'ended', so it is dispatched.
         page.evaluate("""() => { const track = document.getElementById('camera-video').srcObject.getVideoTracks()[0];
             track.stop(); track.dispatchEvent(new Event('ended')); }""")
         page.wait_for_selector("#verify-camera:disabled")
         assert page.is_disabled("#camera-capture") and page.is_disabled("#camera-stop")
+        assert page.is_disabled("#identify-camera")
         assert "camera stopped" in page.text_content("#camera-note")
         assert page.evaluate("() => document.getElementById('camera-video').srcObject") is None
         page.click("#camera-start")  # on again, then off with the button: the stream is released
@@ -1024,8 +1059,6 @@ def test_the_camera_opens_once_enrols_and_verifies_as_a_crop_and_switches_off_wh
 
     written = np.repeat(synthetic_scene[..., None], 3, axis=2).astype(int)
     assert np.abs(frame.astype(int) - written).max() <= 2, "the page does not see the frame the video holds"
-    still = tmp_path / "frame.png"
-    Image.fromarray(frame).save(still)
     model = open_model(crops_bundle, "onnxruntime", "onnx-fp32")  # `nptface verify`: files are crops
     assert np.array_equal(crop, load_face(still, model.bundle.input_size))
     gallery = Gallery(model.model_sha256, str(crops_bundle), model.variant)
@@ -1041,4 +1074,9 @@ def test_the_camera_opens_once_enrols_and_verifies_as_a_crop_and_switches_off_wh
     threshold = model.bundle.threshold(1e-3)
     assert same_decision == "match"
     assert impostor_decision == ("match" if cli_impostor >= threshold else "no match")
+    cli_ranking = [(m.name, m.score, "match" if m.score >= threshold else "") for m in gallery.top(probe)]
+    for ranking in (camera_ranking, file_ranking):
+        assert [(name, decision) for name, _, decision in ranking] == [(name, d) for name, _, d in cli_ranking]
+        np.testing.assert_allclose([s for _, s, _ in ranking], [s for _, s, _ in cli_ranking], atol=1e-3)
+    np.testing.assert_allclose([s for _, s, _ in camera_ranking], [s for _, s, _ in file_ranking], atol=1e-6)
     _assert_same_origin(requests, origin)

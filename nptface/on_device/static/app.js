@@ -14,7 +14,8 @@
 //
 // A camera frame is taken as the video's pixels (no image file in between) and goes through the
 // same checks, detection, alignment and model as a file: frames captured for enrolment join the
-// chosen files, and "verify the camera's face" scores the current frame against the claimed person.
+// chosen files, "verify the camera's face" scores the current frame against the claimed person, and
+// "identify the camera's face" ranks the gallery against it, as for an image file.
 // One click opens one stream; frames are taken only from a live track, and when the track ends
 // (unplugged, permission withdrawn) or "Stop camera" is pressed the camera is released and its buttons off.
 //
@@ -82,7 +83,8 @@ function liveTrack() {
 
 // The one place that turns controls on and off, from the state: model actions and their settings
 // need the model and no running action; capturing needs a filming camera (one that has shown its
-// first frame) and no running action; verifying its face needs both; stopping it needs only the camera.
+// first frame) and no running action; verifying or identifying its face needs both; stopping it
+// needs only the camera.
 function syncControls() {
   const idle = !state.busy;
   const modelIdle = state.ready && idle;
@@ -99,6 +101,7 @@ function syncControls() {
   $("camera-stop").disabled = !filming;
   $("camera-capture").disabled = !(filming && idle);
   $("verify-camera").disabled = !(filming && modelIdle);
+  $("identify-camera").disabled = !(filming && modelIdle);
   document.body.toggleAttribute("data-busy", state.busy);
   document.querySelector("main").setAttribute("aria-busy", String(state.busy));
 }
@@ -405,13 +408,13 @@ async function verify(image) {
     `${value.toFixed(4)}  -> ${result.dataset.decision}`;
 }
 
-async function identify() {
-  const file = $("identify-file").files[0];
+// Ranks the gallery against an image (a file or a camera frame) given by image(), taken as the action starts.
+async function identify(image) {
+  const probe = image();
   const setup = settings();
-  if (!file) throw new BadInput("choose an image to identify");
   const people = await state.store.people(model());
   if (!people.length) throw new BadInput("the gallery is empty; enroll someone first");
-  const embedding = await embed(file, setup);
+  const embedding = await embed(probe, setup);
   const { value } = setup.threshold;
   const ranked = people.map((p) => ({ name: p.name, score: cosine(p.template, embedding) }))
     .sort((a, b) => b.score - a.score).slice(0, 5);
@@ -494,6 +497,7 @@ function setUpCamera() {
     $("camera-count").textContent = `${state.captured.length} frame(s) captured for enrolment`;
   }));
   $("verify-camera").addEventListener("click", () => run(() => verify(() => cameraFrame("camera frame"))));
+  $("identify-camera").addEventListener("click", () => run(() => identify(() => cameraFrame("camera frame"))));
 }
 
 // Flagged before asking, so a second click (or one during the permission prompt) opens no second
@@ -551,6 +555,13 @@ function stopCamera(note) {
   syncControls();
 }
 
+// The image chosen in a file input, or a refusal that says what it is for.
+function chosenFile(id, purpose) {
+  const file = $(id).files[0];
+  if (!file) throw new BadInput(`choose an image to ${purpose}`);
+  return file;
+}
+
 // The camera's current frame as RGBA pixels, checked against the size limits as an image file is.
 function cameraFrame(name) {
   if (!liveTrack()) throw new BadInput(`${name}: the camera is off; press "Use camera" first`);
@@ -586,12 +597,8 @@ async function start() {
     }
   }));
   $("enroll-button").addEventListener("click", () => run(enroll));
-  $("verify-button").addEventListener("click", () => run(() => verify(() => {
-    const file = $("verify-file").files[0];
-    if (!file) throw new BadInput("choose an image to verify");
-    return file;
-  })));
-  $("identify-button").addEventListener("click", () => run(identify));
+  $("verify-button").addEventListener("click", () => run(() => verify(() => chosenFile("verify-file", "verify"))));
+  $("identify-button").addEventListener("click", () => run(() => identify(() => chosenFile("identify-file", "identify"))));
   $("export-button").addEventListener("click", () => run(exportGallery));
   $("import-file").addEventListener("change", () => run(importGallery));
   setUpCamera();
