@@ -4,7 +4,8 @@ Debian's ``/usr/bin/chromium`` driven by Playwright (its own browser download do
 ``.ci/run`` installs the Debian package). Skips with the reason when Chromium, Playwright or the
 vendored onnxruntime-web files (``./dev setup``) are missing. Every request the page makes is
 recorded and must go to the demo's own origin. The screenshot path is printed (``-s`` shows it).
-One action runs at a time: while it runs the page is busy and a second click is ignored.
+One action runs at a time: while it runs the page is busy, a second click is ignored, and a setting
+changed meanwhile (by a script) does not change what it does.
 
 With the face detector in the bundle the page finds and aligns faces in photos itself; on real
 faces (ORL pasted into larger pictures, CelebA photos; skipped without ``../shared``) its landmarks,
@@ -12,7 +13,8 @@ crops and scores are checked against ``nptface.on_device.face_detection`` and ``
 The camera is Chromium's fake capture device filming a Y4M video of an ORL face: the page enrols
 and verifies from it, on localhost and over TLS, with the scores Python gives for the same frame.
 Without ``../shared`` a synthetic face fills the video and a bundle without the detector takes the
-frame as the crop: the same scores, one stream per click, the camera's buttons off once it ends.
+frame as the crop: the same scores, verifying or identifying, one stream per click, the camera's
+buttons off once it ends.
 """
 
 from __future__ import annotations
@@ -96,6 +98,27 @@ def _verify(page, name: str, image: Path) -> tuple[float, str]:
     page.click("#verify-button")
     result = page.wait_for_selector("#verify-result[data-score]")
     return float(result.get_attribute("data-score")), result.get_attribute("data-decision")
+
+
+def _ranking(page) -> list[tuple[str, float, str]]:
+    """The identification the page shows: (person, cosine, "match" or "") per row, best first."""
+    rows = page.eval_on_selector_all(
+        "#identify-result tbody tr",
+        "rows => rows.map(r => [r.dataset.name, Number(r.dataset.score), r.cells[3].textContent])",
+    )
+    return [tuple(row) for row in rows]
+
+
+def _identify(page, button: str) -> list[tuple[str, float, str]]:
+    """The ranking (person, cosine, "match" or "") the page shows after ``button`` identifies its image."""
+    page.evaluate("() => document.getElementById('identify-result').tBodies[0].replaceChildren()")
+    page.click(button)
+    page.wait_for_selector("#identify-result tbody tr[data-name]")  # all rows are written at once
+    rows = page.eval_on_selector_all(
+        "#identify-result tbody tr",
+        "rows => rows.map(r => [r.dataset.name, Number(r.dataset.score), r.cells[3].textContent])",
+    )
+    return [tuple(row) for row in rows]
 
 
 def _crop(page) -> np.ndarray:
@@ -230,12 +253,23 @@ ACTION_CONTROLS = [
     "#variant",
     "#camera-capture",
     "#verify-camera",
+    "#identify-camera",
     "#gallery button",
 ]
 DISABLED = "(selectors) => selectors.map((s) => Array.from(document.querySelectorAll(s), (e) => e.disabled))"
+# What actions read: off while one runs, and read once as it starts.
+SETTINGS = [
+    "#ready-crops",
+    "#operating-point",
+    "#enroll-name",
+    "#enroll-files",
+    "#verify-person",
+    "#verify-file",
+    "#identify-file",
+]
 # Clicks Enroll, reads the page while the enrolment runs, then clicks again with the button forced
 # back on: a click that reaches the page anyway (queued before the button went off) must be ignored.
-DOUBLE_ENROL = f"""(selectors) => {{
+DOUBLE_ENROL = f"""([selectors, settingSelectors]) => {{
     const disabled = {DISABLED};
     const button = document.getElementById('enroll-button');
     button.click();
@@ -244,6 +278,7 @@ DOUBLE_ENROL = f"""(selectors) => {{
                      disabled: disabled(selectors), cameraStart: document.getElementById('camera-start').disabled }};
     button.disabled = false;
     button.click();
+    during.settings = disabled(settingSelectors);
     return during;
 }}"""
 
@@ -269,14 +304,16 @@ def test_one_action_at_a_time_a_double_click_enrols_once(browser, fp32_bundle, f
         page.wait_for_selector("#gallery li[data-name=bob][data-count='1']")
         page.wait_for_selector("body:not([data-busy])")
         idle = page.evaluate(DISABLED, ACTION_CONTROLS)
-        assert idle == [[False]] * 6 + [[True], [True], [False]]  # the camera is off: capture and verify-camera too
+        assert page.evaluate(DISABLED, SETTINGS) == [[False]] * len(SETTINGS)
+        assert idle == [[False]] * 6 + [[True]] * 3 + [[False]]  # the camera is off: its three buttons too
         embedded = page.locator("#timing li").count()
 
         page.fill("#enroll-name", "ann")
         page.set_input_files("#enroll-files", [str(p) for p in faces["a"][:2]])
-        during = page.evaluate(DOUBLE_ENROL, ACTION_CONTROLS)
+        during = page.evaluate(DOUBLE_ENROL, [ACTION_CONTROLS, SETTINGS])
         assert (during["busy"], during["ariaBusy"]) == (True, "true")
         assert during["disabled"] == [[True]] * len(ACTION_CONTROLS)
+        assert during["settings"] == [[True]] * len(SETTINGS)
         assert during["cameraStart"] is False  # the camera may be started meanwhile: its prompt waits on the user
         page.wait_for_selector("body:not([data-busy])")
         assert page.get_attribute("main", "aria-busy") == "false"
@@ -285,6 +322,7 @@ def test_one_action_at_a_time_a_double_click_enrols_once(browser, fp32_bundle, f
         assert page.locator("#timing li").count() == embedded + 2  # two images embedded, once
         assert "Enrolled ann: 2 images" in page.text_content("#status") and page.is_hidden("#message")
         assert page.evaluate(DISABLED, ACTION_CONTROLS) == [*idle[:-1], [False, False]]  # and ann's Delete
+        assert page.evaluate(DISABLED, SETTINGS) == [[False]] * len(SETTINGS)
 
         # A refused enrolment releases the page too.
         page.fill("#enroll-name", "eve")
@@ -296,6 +334,87 @@ def test_one_action_at_a_time_a_double_click_enrols_once(browser, fp32_bundle, f
         assert page.query_selector("#gallery li[data-name=eve]") is None
     finally:
         serving.close()
+    _assert_same_origin(requests, origin)
+
+
+# Clicks a button and, while the action it started runs (its handler ran up to its first await),
+# changes what it reads, as a script could (disabled controls still take values from a script).
+CHANGE_SETTINGS_MIDWAY = """([button, point]) => {
+    document.getElementById(button).click();
+    const busy = document.body.hasAttribute('data-busy');
+    document.getElementById('ready-crops').checked = false;
+    document.getElementById('operating-point').value = point;
+    document.getElementById('enroll-name').value = 'mallory';
+    document.getElementById('verify-person').value = 'bob';
+    return busy;
+}"""
+
+
+def test_an_action_uses_the_settings_it_started_with(browser, fp32_bundle, faces):
+    """Enrol, verify and identify read the name, the images, "ready face crops" and the operating point
+    once, as they start: changing them while the action runs changes the next action, not this one.
+
+    Each action starts with the images as crops at FAR 1e-3 and meanwhile gets "photos" and another
+    threshold: its scores, decisions and template are still ``nptface verify``'s for crops at 1e-3.
+    """
+    from nptface.edge_export.bundle import load_bundle
+    from nptface.on_device.gallery import Gallery
+    from nptface.on_device.runtime import open_model
+
+    bundle = load_bundle(fp32_bundle)
+    start = bundle.threshold(1e-3, "export")
+    other = next(k for k, v in bundle.operating_points["export"].items() if v != start)  # a different threshold
+    at_start, midway = (json.dumps(["export", key], separators=(",", ":")) for key in ("1e-03", other))  # as the page's
+    requests: list[str] = []
+    serving = _serve(fp32_bundle)
+    origin = next(serving)
+    try:
+        page = _open(browser, origin, requests)
+        assert page.get_attribute("#status", "data-state") == "ready", page.text_content("#status")
+        assert json.loads(page.input_value("#operating-point")) == ["export", "1e-03"]
+
+        def start_as_crops_at_1e3(button: str) -> None:
+            page.check("#ready-crops")
+            page.select_option("#operating-point", at_start)
+            assert page.evaluate(CHANGE_SETTINGS_MIDWAY, [button, midway]) is True  # changed while it ran
+            page.wait_for_selector("body:not([data-busy])")
+            assert page.is_hidden("#message"), page.text_content("#message")
+
+        page.fill("#enroll-name", "bob")
+        page.set_input_files("#enroll-files", str(faces["b"][0]))
+        start_as_crops_at_1e3("enroll-button")
+        page.fill("#enroll-name", "ann")
+        page.set_input_files("#enroll-files", [str(p) for p in faces["a"][:2]])
+        start_as_crops_at_1e3("enroll-button")
+        gallery = page.eval_on_selector_all("#gallery li", "items => items.map(i => [i.dataset.name, i.dataset.count])")
+        assert gallery == [["ann", "2"], ["bob", "1"]]
+
+        page.select_option("#verify-person", "ann")
+        page.set_input_files("#verify-file", str(faces["a"][2]))
+        start_as_crops_at_1e3("verify-button")
+        result = page.query_selector("#verify-result")
+        verified = {key: result.get_attribute(f"data-{key}") for key in ("score", "threshold", "decision")}
+        assert result.text_content().startswith("ann: ") and "FAR=1e-3" in result.text_content()
+
+        page.set_input_files("#identify-file", str(faces["a"][2]))
+        start_as_crops_at_1e3("identify-button")
+        ranking = _ranking(page)
+    finally:
+        serving.close()
+
+    model = open_model(fp32_bundle, "onnxruntime", "onnx-fp32")  # `nptface verify`: files are crops
+    cli = Gallery(model.model_sha256, str(fp32_bundle), model.variant)
+    cli.enroll("bob", model.embed_files([faces["b"][0]]))
+    cli.enroll("ann", model.embed_files(faces["a"][:2]))
+    probe = model.embed_files([faces["a"][2]])[0]
+    cli_score = cli.score("ann", probe)
+    assert float(verified["score"]) == pytest.approx(cli_score, abs=1e-3)
+    assert float(verified["threshold"]) == pytest.approx(start)
+    assert verified["decision"] == ("match" if cli_score >= start else "no match")
+    expected = [(m.name, m.score, "match" if m.score >= start else "") for m in cli.top(probe)]
+    assert [name for name, _, _ in ranking] == [name for name, _, _ in expected]
+    np.testing.assert_allclose([s for _, s, _ in ranking], [s for _, s, _ in expected], atol=1e-3)
+    assert [d for _, _, d in ranking] == [d for _, _, d in expected]
     _assert_same_origin(requests, origin)
 
 
@@ -841,7 +960,8 @@ def synthetic_camera_browser(playwright, synthetic_scene, tmp_path_factory):
 def test_the_camera_opens_once_enrols_and_verifies_as_a_crop_and_switches_off_when_it_ends(
     synthetic_camera_browser, synthetic_scene, crops_bundle, faces, tmp_path
 ):
-    """Without a detector the frame is the crop: the page's scores are ``nptface verify``'s for it.
+    """Without a detector the frame is the crop: the page's scores are ``nptface verify``'s for it,
+    and identifying the camera's face ranks the gallery as identifying the frame from a file does.
 
     Two clicks on "Use camera" open one stream; frames captured for a refused enrolment are
     dropped with it; when the camera's track ends, or "Stop camera" is pressed, nothing can be
@@ -896,19 +1016,33 @@ def test_the_camera_opens_once_enrols_and_verifies_as_a_crop_and_switches_off_wh
         latest = page.text_content("#timing li")
         assert latest.startswith("camera frame:") and "96x96" in latest and "resized" in latest, latest
 
-        # An action holds capturing and verifying the camera's face, never "Stop camera".
+        # Identifying the camera's face ranks the gallery as identifying the same frame from a file does.
+        camera_ranking = _identify(page, "#identify-camera")
+        assert np.array_equal(_crop(page), crop)
+        latest = page.text_content("#timing li")
+        assert latest.startswith("camera frame:") and "96x96" in latest and "resized" in latest, latest
+        still = tmp_path / "frame.png"
+        Image.fromarray(frame).save(still)
+        page.set_input_files("#identify-file", str(still))
+        file_ranking = _identify(page, "#identify-button")
+        assert page.text_content("#timing li").startswith("frame.png:")
+
+        # An action holds capturing, verifying and identifying the camera's face, never "Stop camera".
         held = page.evaluate("""() => { document.getElementById('verify-camera').click();
-            return ['camera-capture', 'verify-camera', 'camera-stop'].map((id) => document.getElementById(id).disabled);
+            return ['camera-capture', 'verify-camera', 'identify-camera', 'camera-stop']
+                .map((id) => document.getElementById(id).disabled);
         }""")
-        assert held == [True, True, False]
+        assert held == [True, True, True, False]
         page.wait_for_selector("body:not([data-busy])")
         assert page.is_enabled("#camera-capture") and page.is_enabled("#verify-camera")
+        assert page.is_enabled("#identify-camera")
 
         # The track ends (unplugged, permission revoked): stop() alone fires no 'ended', so it is dispatched.
         page.evaluate("""() => { const track = document.getElementById('camera-video').srcObject.getVideoTracks()[0];
             track.stop(); track.dispatchEvent(new Event('ended')); }""")
         page.wait_for_selector("#verify-camera:disabled")
         assert page.is_disabled("#camera-capture") and page.is_disabled("#camera-stop")
+        assert page.is_disabled("#identify-camera")
         assert "camera stopped" in page.text_content("#camera-note")
         assert page.evaluate("() => document.getElementById('camera-video').srcObject") is None
         page.click("#camera-start")  # on again, then off with the button: the stream is released
@@ -925,8 +1059,6 @@ def test_the_camera_opens_once_enrols_and_verifies_as_a_crop_and_switches_off_wh
 
     written = np.repeat(synthetic_scene[..., None], 3, axis=2).astype(int)
     assert np.abs(frame.astype(int) - written).max() <= 2, "the page does not see the frame the video holds"
-    still = tmp_path / "frame.png"
-    Image.fromarray(frame).save(still)
     model = open_model(crops_bundle, "onnxruntime", "onnx-fp32")  # `nptface verify`: files are crops
     assert np.array_equal(crop, load_face(still, model.bundle.input_size))
     gallery = Gallery(model.model_sha256, str(crops_bundle), model.variant)
@@ -942,4 +1074,9 @@ def test_the_camera_opens_once_enrols_and_verifies_as_a_crop_and_switches_off_wh
     threshold = model.bundle.threshold(1e-3)
     assert same_decision == "match"
     assert impostor_decision == ("match" if cli_impostor >= threshold else "no match")
+    cli_ranking = [(m.name, m.score, "match" if m.score >= threshold else "") for m in gallery.top(probe)]
+    for ranking in (camera_ranking, file_ranking):
+        assert [(name, decision) for name, _, decision in ranking] == [(name, d) for name, _, d in cli_ranking]
+        np.testing.assert_allclose([s for _, s, _ in ranking], [s for _, s, _ in cli_ranking], atol=1e-3)
+    np.testing.assert_allclose([s for _, s, _ in camera_ranking], [s for _, s, _ in file_ranking], atol=1e-6)
     _assert_same_origin(requests, origin)

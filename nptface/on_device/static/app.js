@@ -14,14 +14,17 @@
 //
 // A camera frame is taken as the video's pixels (no image file in between) and goes through the
 // same checks, detection, alignment and model as a file: frames captured for enrolment join the
-// chosen files, and "verify the camera's face" scores the current frame against the claimed person.
+// chosen files, "verify the camera's face" scores the current frame against the claimed person, and
+// "identify the camera's face" ranks the gallery against it, as for an image file.
 // One click opens one stream; frames are taken only from a live track, and when the track ends
 // (unplugged, permission withdrawn) or "Stop camera" is pressed the camera is released and its buttons off.
 //
 // One action at a time: while an enrolment, verification, identification, deletion, import, export,
 // capture or variant change runs, the page is busy (body[data-busy], main[aria-busy]) and the controls
-// that start another are off, so a double click enrols once and nothing is scored against a template
-// being written. Starting the camera has its own flag instead (its permission prompt may wait on the
+// that start another, or that it reads, are off, so a double click enrols once and nothing is scored
+// against a template being written. An action reads what it uses (name, images, "ready face crops",
+// operating point, model variant) once as it starts, so a setting changed meanwhile (by a script:
+// disabled controls still take values from one) changes the next action, never the running one. Starting the camera has its own flag instead (its permission prompt may wait on the
 // user while files are enrolled), and "Stop camera" is never held by an action.
 
 import * as ort from "./vendor/ort.wasm.min.mjs";
@@ -78,17 +81,19 @@ function liveTrack() {
   return track?.readyState === "live" ? track : null;
 }
 
-// The one place that turns controls on and off, from the state: model actions need the model and
-// no running action; capturing needs a filming camera (one that has shown its first frame) and no
-// running action; verifying its face needs both; stopping it needs only the camera.
+// The one place that turns controls on and off, from the state: model actions and their settings
+// need the model and no running action; capturing needs a filming camera (one that has shown its
+// first frame) and no running action; verifying or identifying its face needs both; stopping it
+// needs only the camera.
 function syncControls() {
   const idle = !state.busy;
   const modelIdle = state.ready && idle;
-  for (const id of ["enroll-button", "verify-button", "identify-button", "export-button", "import-file"]) {
+  for (const id of ["enroll-button", "verify-button", "identify-button", "export-button", "import-file",
+    "operating-point", "enroll-name", "enroll-files", "verify-person", "verify-file", "identify-file"]) {
     $(id).disabled = !modelIdle;
   }
+  $("ready-crops").disabled = !(state.detector && modelIdle); // without a detector images can only be crops
   $("variant").disabled = !(state.started && idle);
-  $("operating-point").disabled = !state.ready;
   for (const remove of $("gallery").querySelectorAll("button")) remove.disabled = !idle;
   const live = Boolean(liveTrack());
   const filming = live && !state.cameraStarting;
@@ -96,6 +101,7 @@ function syncControls() {
   $("camera-stop").disabled = !filming;
   $("camera-capture").disabled = !(filming && idle);
   $("verify-camera").disabled = !(filming && modelIdle);
+  $("identify-camera").disabled = !(filming && modelIdle);
   document.body.toggleAttribute("data-busy", state.busy);
   document.querySelector("main").setAttribute("aria-busy", String(state.busy));
 }
@@ -206,7 +212,6 @@ async function loadDetector() {
   const spec = state.manifest.detector;
   if (!spec) {
     $("ready-crops").checked = true;
-    $("ready-crops").disabled = true;
     $("align-note").textContent = "This bundle has no face detector: images are taken as ready face crops " +
       "(re-export it with a current nptface to detect and align faces in photos).";
     return;
@@ -222,8 +227,8 @@ async function loadDetector() {
 }
 
 // The crop the model sees: the aligned largest face of a photo, or the image resized as a ready crop.
-async function modelCrop(name, pixels, width, height) {
-  if (!state.detector || $("ready-crops").checked) return { rgb: toRgbCrop(pixels, width, height, state.size), how: "resized" };
+async function modelCrop(name, pixels, width, height, crops) {
+  if (crops) return { rgb: toRgbCrop(pixels, width, height, state.size), how: "resized" };
   const photo = rgbaToRgb(pixels, width, height);
   const faces = await state.detector.detect(photo, width, height);
   if (!faces.length) {
@@ -236,23 +241,23 @@ async function modelCrop(name, pixels, width, height) {
   return { rgb: warpFace(photo, width, height, matrix, state.size), how: "face aligned" };
 }
 
-// A unit-length embedding of one image file or camera frame ({ name, pixels, width, height }),
-// showing its crop and inference time.
-async function embed(image) {
+// A unit-length embedding of one image file or camera frame ({ name, pixels, width, height }) by
+// the action's settings, showing its crop and inference time.
+async function embed(image, { crops, session, variant }) {
   const { name } = image;
   const { pixels, width, height } = image instanceof File ? await decode(image) : image;
-  const { rgb, how } = await modelCrop(name, pixels, width, height);
+  const { rgb, how } = await modelCrop(name, pixels, width, height, crops);
   showCrop(rgb);
   const { mean, std } = state.manifest.input.normalization;
   const input = new ort.Tensor("float32", toInputTensor(rgb, state.size, mean, std), [1, 3, state.size, state.size]);
   const start = performance.now();
-  const outputs = await state.session.run({ [state.session.inputNames[0]]: input });
+  const outputs = await session.run({ [session.inputNames[0]]: input });
   const ms = performance.now() - start;
-  const raw = outputs[state.session.outputNames[0]].data;
+  const raw = outputs[session.outputNames[0]].data;
   const norm = Math.hypot(...raw);
   if (!(norm > 0) || !Number.isFinite(norm)) throw new Error(`${name}: the model produced a zero or non-finite embedding`);
   const item = document.createElement("li");
-  item.textContent = `${name}: ${ms.toFixed(1)} ms inference (${state.variant}, ${width}x${height} -> ${state.size}x${state.size}, ${how})`;
+  item.textContent = `${name}: ${ms.toFixed(1)} ms inference (${variant}, ${width}x${height} -> ${state.size}x${state.size}, ${how})`;
   $("timing").prepend(item);
   return Array.from(raw, (v) => v / norm);
 }
@@ -273,9 +278,16 @@ function operatingPoints() {
   return Object.fromEntries([["export", state.manifest.thresholds.cosine], ...calibrated]);
 }
 
-function threshold() {
+// What an action reads besides its name and images, read once as it starts (before its first await)
+// and passed down: the model it runs, whether images are crops, and the operating point it decides at.
+function settings() {
   const [point, key] = JSON.parse($("operating-point").value);
-  return { point, key, value: operatingPoints()[point][key] };
+  return {
+    session: state.session,
+    variant: state.variant,
+    crops: !state.detector || $("ready-crops").checked,
+    threshold: { point, key, value: operatingPoints()[point][key] },
+  };
 }
 
 // One option per (operating point, FAR); the default is the CLI's: the server's default point at
@@ -359,6 +371,7 @@ async function run(action) {
 async function enroll() {
   const name = $("enroll-name").value.trim();
   const images = [...$("enroll-files").files, ...state.captured];
+  const setup = settings();
   if (!name) throw new BadInput("enter the person's name");
   if (!images.length) throw new BadInput("choose one or more images (or capture frames from the camera)");
   const captured = state.captured.length;
@@ -366,8 +379,8 @@ async function enroll() {
   let record;
   try {
     const embeddings = [];
-    for (const image of images) embeddings.push(await embed(image)); // all or nothing: any bad image stores nothing
-    record = extended(await state.store.get(model(), name), model(), state.variant, name, embeddings);
+    for (const image of images) embeddings.push(await embed(image, setup)); // all or nothing: any bad image stores nothing
+    record = extended(await state.store.get(model(), name), model(), setup.variant, name, embeddings);
     await state.store.put(record);
     $("camera-count").textContent = "";
   } catch (error) {
@@ -381,11 +394,12 @@ async function enroll() {
 // Verifies an image (a file or a camera frame) given by image(), called once someone is enrolled.
 async function verify(image) {
   const name = $("verify-person").value;
+  const setup = settings();
   if (!name) throw new BadInput("enroll someone first");
-  const embedding = await embed(image());
+  const embedding = await embed(image(), setup);
   const record = await state.store.get(model(), name);
   const score = cosine(record.template, embedding);
-  const { point, key, value } = threshold();
+  const { point, key, value } = setup.threshold;
   const result = $("verify-result");
   result.dataset.score = String(score);
   result.dataset.threshold = String(value);
@@ -394,13 +408,14 @@ async function verify(image) {
     `${value.toFixed(4)}  -> ${result.dataset.decision}`;
 }
 
-async function identify() {
-  const file = $("identify-file").files[0];
-  if (!file) throw new BadInput("choose an image to identify");
+// Ranks the gallery against an image (a file or a camera frame) given by image(), taken as the action starts.
+async function identify(image) {
+  const probe = image();
+  const setup = settings();
   const people = await state.store.people(model());
   if (!people.length) throw new BadInput("the gallery is empty; enroll someone first");
-  const embedding = await embed(file);
-  const { value } = threshold();
+  const embedding = await embed(probe, setup);
+  const { value } = setup.threshold;
   const ranked = people.map((p) => ({ name: p.name, score: cosine(p.template, embedding) }))
     .sort((a, b) => b.score - a.score).slice(0, 5);
   const body = $("identify-result").tBodies[0];
@@ -482,6 +497,7 @@ function setUpCamera() {
     $("camera-count").textContent = `${state.captured.length} frame(s) captured for enrolment`;
   }));
   $("verify-camera").addEventListener("click", () => run(() => verify(() => cameraFrame("camera frame"))));
+  $("identify-camera").addEventListener("click", () => run(() => identify(() => cameraFrame("camera frame"))));
 }
 
 // Flagged before asking, so a second click (or one during the permission prompt) opens no second
@@ -539,6 +555,13 @@ function stopCamera(note) {
   syncControls();
 }
 
+// The image chosen in a file input, or a refusal that says what it is for.
+function chosenFile(id, purpose) {
+  const file = $(id).files[0];
+  if (!file) throw new BadInput(`choose an image to ${purpose}`);
+  return file;
+}
+
 // The camera's current frame as RGBA pixels, checked against the size limits as an image file is.
 function cameraFrame(name) {
   if (!liveTrack()) throw new BadInput(`${name}: the camera is off; press "Use camera" first`);
@@ -574,12 +597,8 @@ async function start() {
     }
   }));
   $("enroll-button").addEventListener("click", () => run(enroll));
-  $("verify-button").addEventListener("click", () => run(() => verify(() => {
-    const file = $("verify-file").files[0];
-    if (!file) throw new BadInput("choose an image to verify");
-    return file;
-  })));
-  $("identify-button").addEventListener("click", () => run(identify));
+  $("verify-button").addEventListener("click", () => run(() => verify(() => chosenFile("verify-file", "verify"))));
+  $("identify-button").addEventListener("click", () => run(() => identify(() => chosenFile("identify-file", "identify"))));
   $("export-button").addEventListener("click", () => run(exportGallery));
   $("import-file").addEventListener("change", () => run(importGallery));
   setUpCamera();
