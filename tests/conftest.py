@@ -76,6 +76,23 @@ def fp32_bundle(
 
 
 @pytest.fixture
+def tampered_copy(tmp_path: Path) -> Callable[[Path, str], Path]:
+    """Copies a bundle and flips one byte in the middle of its file ``relative``; returns the copy."""
+
+    def copy(bundle: Path, relative: str) -> Path:
+        import shutil
+
+        target = tmp_path / "tampered"
+        shutil.copytree(bundle, target)
+        data = bytearray((target / relative).read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        (target / relative).write_bytes(bytes(data))
+        return target
+
+    return copy
+
+
+@pytest.fixture
 def face_folder() -> Callable[..., Path]:
     """Writes tiny random PNGs as an ImageFolder, ``root/<identity>/<nn>.png``, and returns ``root``."""
 

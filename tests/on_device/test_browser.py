@@ -221,13 +221,8 @@ def test_page_enrolls_verifies_and_identifies_like_the_cli(browser, fp32_bundle,
     _assert_same_origin(requests, origin)
 
 
-def test_a_tampered_bundle_is_refused_in_the_page(browser, fp32_bundle, tmp_path):
-    copy = tmp_path / "bundle"
-    shutil.copytree(fp32_bundle, copy)
-    model = copy / "models" / "onnx-fp32.onnx"
-    data = bytearray(model.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    model.write_bytes(bytes(data))
+def test_a_tampered_bundle_is_refused_in_the_page(browser, fp32_bundle, tampered_copy):
+    copy = tampered_copy(fp32_bundle, "models/onnx-fp32.onnx")
     requests: list[str] = []
     serving = _serve(copy)
     origin = next(serving)
@@ -450,14 +445,9 @@ def test_the_int8_qdq_model_runs_in_the_page_like_on_onnxruntime(browser, int8_b
     _assert_same_origin(requests, origin)
 
 
-def test_a_refused_variant_leaves_the_page_not_ready_but_free_to_pick_another(browser, int8_bundle, tmp_path):
+def test_a_refused_variant_leaves_the_page_not_ready_but_free_to_pick_another(browser, int8_bundle, tampered_copy):
     """Picking a tampered variant is an action that fails: the model actions stay off, the variant select does not."""
-    copy = tmp_path / "bundle"
-    shutil.copytree(int8_bundle, copy)
-    model = copy / "models" / "onnx-fp32.onnx"
-    data = bytearray(model.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    model.write_bytes(bytes(data))
+    copy = tampered_copy(int8_bundle, "models/onnx-fp32.onnx")
     requests: list[str] = []
     serving = _serve(copy)
     origin = next(serving)
