@@ -193,9 +193,9 @@ def export_stage(
         command=list(command),
     )
     say(result.table)
-    rejected = ", ".join(v.name for v in result.rejected) or "none"
+    rejected = ", ".join(v.name if v.built else f"{v.name} (not built)" for v in result.rejected) or "none"
     say(
-        f"bundle: {result.bundle_dir} ({len(result.shipped)} variants shipped, rejected by the gate: {rejected}; "
+        f"bundle: {result.bundle_dir} ({len(result.shipped)} variants shipped, rejected: {rejected}; "
         f"model card in {result.bundle_dir / 'README.md'})"
     )
     say(demo_hint(result.bundle_dir))

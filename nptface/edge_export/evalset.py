@@ -153,6 +153,8 @@ def synthetic_sets(
 # Fresh faces for QAT distillation: one image each of identities far past the blocks above (and past
 # the federation's central evaluation ones), so the student never sees a gate or calibration face.
 SYNTHETIC_STREAM_START = 100_000
+SYNTHETIC_STREAM_END = 500_000  # where the one-owner benchmark's unseen identities begin
+SYNTHETIC_STREAM_SIZE = SYNTHETIC_STREAM_END - SYNTHETIC_STREAM_START
 
 
 def synthetic_stream(input_size: int, domain: str = "wild", seed: int = 2024) -> Callable[[int, int], np.ndarray]:
@@ -160,7 +162,7 @@ def synthetic_stream(input_size: int, domain: str = "wild", seed: int = 2024) ->
     from nptface.core.synthetic import HELDOUT_IDS, FaceRenderer
 
     renderer = FaceRenderer(input_size, seed)
-    ids = HELDOUT_IDS[SYNTHETIC_STREAM_START:]
+    ids = HELDOUT_IDS[SYNTHETIC_STREAM_START:SYNTHETIC_STREAM_END]
 
     def draw(step: int, n: int) -> np.ndarray:
         first = step * n

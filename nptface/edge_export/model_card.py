@@ -249,7 +249,7 @@ def render_model_card(manifest: dict[str, Any]) -> str:
     if rejected:
         lines += [
             "",
-            "Rejected by the gate (not for use; reports in `rejected/`): "
+            "Rejected (not for use; reports in `rejected/`): "
             + ", ".join(f"{r['name']} ({'; '.join(r['failures'])})" for r in rejected),
         ]
     if onnx_file is not None:

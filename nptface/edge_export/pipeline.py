@@ -249,12 +249,18 @@ class _Exporter:
         self.work = staging / ".work"
         self.work.mkdir()
         self.pairs = largest_lfw_style_pairs(eval_set.labels, where=f"evaluation set {eval_set.source}")
-        self._qat: qat.QatResult | None = None
+        self._qat: qat.QatResult | Exception | None = None
 
     def qat_tuned(self) -> qat.QatResult:
-        """The fake-quant fine-tune both ``*-int8-qat`` variants start from, run once (it takes minutes)."""
+        """The fake-quant fine-tune both ``*-int8-qat`` variants start from, run once (it takes minutes).
+
+        Called from the variants' build steps, so a failing fine-tune is those attempts' failure; it is
+        not retried: the same error is raised again for every attempt that needs it.
+        """
         settings = self.options.qat
         assert settings is not None, "qat_tuned() needs ExportOptions.qat"
+        if isinstance(self._qat, Exception):
+            raise self._qat
         if self._qat is None:
             if settings.synthetic_domain is None:
                 fresh, images = None, f"{len(self.calibration)} calibration images"
@@ -262,10 +268,15 @@ class _Exporter:
                 fresh = synthetic_stream(self.size, settings.synthetic_domain)
                 images = f"{settings.steps * settings.batch_size} fresh synthetic faces"
             self.say(f"qat: fine-tuning {settings.steps} steps on {images}")
-            self._qat = qat.fine_tune(self.fused, self.calibration, settings, fresh)
+            try:
+                tuned = qat.fine_tune(self.fused, self.calibration, settings, fresh)
+            except Exception as error:
+                self._qat = error
+                raise
+            self._qat = tuned
             self.say(
-                f"qat: {self._qat.seconds:.1f} s, 1 - cos under fake quantisation "
-                f"{self._qat.first_loss:.5f} -> {self._qat.last_loss:.5f}"
+                f"qat: {tuned.seconds:.1f} s, 1 - cos under fake quantisation "
+                f"{tuned.first_loss:.5f} -> {tuned.last_loss:.5f}"
             )
         return self._qat
 
@@ -281,13 +292,10 @@ class _Exporter:
         self.reference_scores = score_embeddings(embeddings, self.eval_set.labels, self.pairs)
 
     def judge(self, embedder: Embedder, precision: str) -> tuple[ParityReport, list[str]]:
-        report = compare(
-            self.reference,
-            embedder.embed(self.eval_set.images),
-            self.eval_set.labels,
-            self.pairs,
-            self.reference_scores,
-        )
+        return self.judge_embeddings(embedder.embed(self.eval_set.images), precision)
+
+    def judge_embeddings(self, embeddings: np.ndarray, precision: str) -> tuple[ParityReport, list[str]]:
+        report = compare(self.reference, embeddings, self.eval_set.labels, self.pairs, self.reference_scores)
         return report, verdict(report, self.options.limits[precision])
 
     def variant(
@@ -315,18 +323,21 @@ class _Exporter:
             candidate = self.work / f"{name}.{label}{path.suffix}"
             started = time.perf_counter()
             self.say(f"{name} [{label}]: building ({recipe})")
-            try:
+            try:  # only the tools: a bug in our own scoring below must not pass for a converter failure
                 build(candidate)
                 self.say(f"{name} [{label}]: gating on {len(self.eval_set)} images")
-                report, failures = self.judge(runtime(candidate), precision)
-            except Exception as error:  # noqa: BLE001 - converters raise anything; the export goes on
+                embeddings = runtime(candidate).embed(self.eval_set.images)
+            except Exception as error:  # noqa: BLE001 - converters and runtimes raise anything; the export goes on
                 message = (f"{type(error).__name__}: {error}".strip().splitlines() or [""])[0][:500]
-                logger.debug("%s [%s] could not be built or run", name, label, exc_info=True)
+                logger.warning("%s [%s] could not be built or run", name, label, exc_info=True)
                 done.append(Attempt(label, recipe, None, [f"could not be built or run: {message}"], numerics, message))
                 self.say(f"{name} [{label}]: could not be built or run: {message}")
                 if candidate.exists():
                     _remove(candidate)
+                if best is not None and index + 1 >= try_all:
+                    break
                 continue
+            report, failures = self.judge_embeddings(embeddings, precision)
             done.append(Attempt(label, recipe, report, failures, numerics))
             self.say(
                 f"{name} [{label}]: {'pass' if not failures else 'fail: ' + '; '.join(failures)} (mean cos "
@@ -402,6 +413,9 @@ def _onnx_variants(ex: _Exporter, card: dict[str, str]) -> list[VariantResult]:
         "output_name": onnx_export.OUTPUT_NAME,
     }
     out.append(fp32)
+    if not fp32.built:
+        ex.say("onnx: no fp32 file, so no variant is quantised from it")
+        return out
     if "fp16" in precisions:
         v = ex.variant(
             "onnx-fp16",
@@ -466,11 +480,18 @@ def _onnx_qat_variant(
     activation ranges learned in QAT (``TensorQuantOverrides``); the better passing one ships, and
     with neither passing the QAT ranges (the last attempt) go to ``rejected/``.
     """
-    tuned = ex.qat_tuned()
     source = ex.work / "onnx-qat-fp32.onnx"
-    onnx_export.export_fp32(tuned.model, source, ex.size, card)
-    ranges = qat.onnx_tensor_ranges(source, tuned.ranges)
-    trained = f"{settings.describe()} ({tuned.seconds:.0f} s)"
+    ranges: dict[str, Any] = {}
+
+    def fine_tuned() -> Path:
+        """The fine-tuned model as fp32 ONNX and its learned ranges, made on the first attempt's build."""
+        if not ranges:
+            tuned = ex.qat_tuned()
+            onnx_export.export_fp32(tuned.model, source, ex.size, card)
+            ranges.update(qat.onnx_tensor_ranges(source, tuned.ranges))
+        return source
+
+    trained = settings.describe()
     runtime = lambda p: OnnxEmbedder(p, ex.size)  # noqa: E731
     v = ex.variant(
         "onnx-int8-qat",
@@ -482,14 +503,14 @@ def _onnx_qat_variant(
             (
                 "qat-minmax",
                 f"{trained}; {QAT_RECIPE.describe()}",
-                lambda p: onnx_export.quantize_int8(source, p, ex.calibration, QAT_RECIPE),
+                lambda p: onnx_export.quantize_int8(fine_tuned(), p, ex.calibration, QAT_RECIPE),
                 runtime,
                 W8A8,
             ),
             (
                 "qat-ranges",
                 f"{trained}; {QAT_RECIPE.describe()}, activation ranges learned in QAT",
-                lambda p: onnx_export.quantize_int8(source, p, ex.calibration, QAT_RECIPE, ranges),
+                lambda p: onnx_export.quantize_int8(fine_tuned(), p, ex.calibration, QAT_RECIPE, ranges),
                 runtime,
                 W8A8,
             ),
@@ -541,6 +562,9 @@ def _tflite_variants(ex: _Exporter) -> list[VariantResult]:
     io = {"layout": layout, "batch": 1, "input_dtype": "float32"}
     fp32.io = io
     out.append(fp32)
+    if not fp32.built:
+        ex.say("tflite: no fp32 file, so no variant is quantised from it")
+        return out
 
     def source(recipe: tflite_export.TFLiteRecipe) -> Path:
         """The fp32 flatbuffer ``recipe`` quantises: ``base``, or one exported with integer-friendly PReLUs."""
@@ -593,8 +617,7 @@ def _tflite_qat_variant(ex: _Exporter, io: dict[str, Any]) -> VariantResult:
     """
     settings = ex.options.qat
     assert settings is not None
-    tuned = ex.qat_tuned()
-    trained = f"{settings.describe()} ({tuned.seconds:.0f} s)"
+    trained = settings.describe()
     runtime = lambda p: LiteRTEmbedder(p, ex.size)  # noqa: E731
     recipes = [r for r in tflite_export.INT8_RECIPES if r.activation_bits == 8]
 
@@ -602,7 +625,7 @@ def _tflite_qat_variant(ex: _Exporter, io: dict[str, Any]) -> VariantResult:
         source = ex.work / f"tflite-qat-fp32.{recipe.label}.tflite"
         if not source.exists():
             tflite_export.export_fp32(
-                tuned.model, source, ex.size, ex.options.tflite_nhwc, integer_prelu=recipe.integer_prelu
+                ex.qat_tuned().model, source, ex.size, ex.options.tflite_nhwc, integer_prelu=recipe.integer_prelu
             )
         tflite_export.quantize(source, path, recipe, ex.calibration)
 
@@ -846,6 +869,8 @@ def _export(
             _remove(staging / v.file)  # built only as the source of fp16/int8
             internal.append(v)
             continue
+        # an fp32 source that failed or was not built is reported even when fp32 was not asked for:
+        # the variants made from it could not be made or trusted
         if v.passed:
             ex.say(f"{v.name}: timing ({options.latency_repeats} runs, 1 thread, batch 1)")
             _latency(ex, v, options.latency_repeats)

@@ -77,6 +77,14 @@ class QatSettings:
             raise ValueError(
                 f"qat synthetic_domain: expected one of {', '.join(DOMAINS)}, got {self.synthetic_domain!r}"
             )
+        from nptface.edge_export.evalset import SYNTHETIC_STREAM_SIZE
+
+        if self.synthetic_domain is not None and self.steps * self.batch_size > SYNTHETIC_STREAM_SIZE:
+            raise ValueError(
+                f"qat steps: {self.steps} steps x {self.batch_size} fresh synthetic faces need more than the "
+                f"{SYNTHETIC_STREAM_SIZE} identities set aside for them; use at most "
+                f"{SYNTHETIC_STREAM_SIZE // self.batch_size} steps, or --qat-images calibration"
+            )
 
     def describe(self) -> str:
         images = (

@@ -70,7 +70,6 @@ def centralised_baseline(config: FedConfig, out_dir: Path) -> dict[str, float | 
     from nptface.client.local_training import LocalConfig, fine_tune
     from nptface.core.imprinting import imprint
     from nptface.core.partitions import client_datasets
-    from nptface.server.federation.evaluation import central_eval_sets, evaluate_backbone
 
     model, _ = load_backbone(config.server_run)
     settings = replace(config.client, image_size=model.config.input_size)
@@ -105,6 +104,13 @@ def centralised_baseline(config: FedConfig, out_dir: Path) -> dict[str, float | 
         },
     )
     save_checkpoint(out_dir, model, torch.from_numpy(result.rows), meta)
+    return _held_out(model, config)
+
+
+def _held_out(model: Any, config: FedConfig) -> dict[str, float | None]:
+    """A model's metrics on the federation's held-out sets, as each round's record has them."""
+    from nptface.server.federation.evaluation import central_eval_sets, evaluate_backbone
+
     return null_non_finite(evaluate_backbone(model, central_eval_sets(config, model.config.input_size)))
 
 
@@ -165,12 +171,12 @@ def _final_rows(name: str, config: FedConfig, out: Path, final: dict[str, Any]) 
     held-out sets; the last round's (unmixed) numbers follow in a row of their own."""
     if config.final_mix == 1.0:
         return {name: _metrics(final)}
-    from nptface.server.federation.evaluation import central_eval_sets, evaluate_backbone
-
     model, _ = load_backbone(out)
-    exported = null_non_finite(evaluate_backbone(model, central_eval_sets(config, model.config.input_size)))
     return {
-        f"{name}, exported (final-mix {config.final_mix:g})": {**exported, "clients-local/accuracy": None},
+        f"{name}, exported (final-mix {config.final_mix:g})": {
+            **_held_out(model, config),
+            "clients-local/accuracy": None,
+        },
         f"{name}, last round (unmixed)": _metrics(final),
     }
 

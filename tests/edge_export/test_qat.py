@@ -177,6 +177,18 @@ def test_synthetic_stream_renders_identities_the_gate_and_calibration_never_use(
     assert not (streamed[:, None] == gate_and_calibration[None]).all(axis=(2, 3, 4)).any()
 
 
+def test_the_fresh_face_stream_is_bounded_below_the_one_owner_identities():
+    from nptface.edge_export.evalset import SYNTHETIC_STREAM_END, SYNTHETIC_STREAM_SIZE, synthetic_stream
+    from nptface.simulation.one_owner import UNSEEN_FIRST
+
+    assert SYNTHETIC_STREAM_END <= UNSEEN_FIRST, "QAT's fresh faces are never the benchmark's unseen owners"
+    with pytest.raises(ValueError, match=r"qat steps: 12501 steps x 32 .* use at most 12500 steps"):
+        QatSettings(steps=12_501, synthetic_domain="wild")
+    QatSettings(steps=12_501)  # on the calibration images the count is not bounded
+    with pytest.raises(ValueError, match="runs past"):
+        synthetic_stream(32)(SYNTHETIC_STREAM_SIZE // 4, 4)
+
+
 def torch_equal(a, b) -> bool:
     return bool((a == b).all())
 
@@ -261,3 +273,31 @@ def test_the_same_fine_tune_builds_a_full_integer_tflite_variant(qat_bundle):
     interpreter = Interpreter(model_path=str(result.bundle_dir / variant.file))
     kinds = {d["dtype"] for d in interpreter.get_tensor_details() if len(d["shape"]) == 4}
     assert kinds <= {np.int8, np.int32}, f"every activation is integer, found {kinds}"
+
+
+def test_a_failing_fine_tune_is_the_qat_variants_failure_not_the_exports(tiny_run, tiny_sets, tmp_path, monkeypatch):
+    from nptface.edge_export import qat
+
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("torchao could not trace the model")
+
+    monkeypatch.setattr(qat, "fine_tune", broken)
+    evaluation, calibration = tiny_sets
+    options = ExportOptions(
+        formats=("onnx",),
+        precisions=("int8",),
+        latency_repeats=1,
+        allow_partial=True,
+        onnx_int8_recipes=(Int8Recipe("minmax"),),
+        qat=QatSettings(steps=3),
+    )
+    result = export_bundle(tiny_run, tmp_path / "b", evaluation, calibration, options)
+    by_name = {v.name: v for v in result.variants}
+    failed = by_name["onnx-int8-qat"]
+    assert not failed.built and [a.label for a in failed.attempts] == ["qat-minmax", "qat-ranges"]
+    assert all(a.error == "RuntimeError: torchao could not trace the model" for a in failed.attempts)
+    assert calls == [1], "a failed fine-tune is not run again for the next attempt"
+    assert by_name["onnx-int8"].built, "the post-training variant is still built and judged"

@@ -114,11 +114,7 @@ def _identify(page, button: str) -> list[tuple[str, float, str]]:
     page.evaluate("() => document.getElementById('identify-result').tBodies[0].replaceChildren()")
     page.click(button)
     page.wait_for_selector("#identify-result tbody tr[data-name]")  # all rows are written at once
-    rows = page.eval_on_selector_all(
-        "#identify-result tbody tr",
-        "rows => rows.map(r => [r.dataset.name, Number(r.dataset.score), r.cells[3].textContent])",
-    )
-    return [tuple(row) for row in rows]
+    return _ranking(page)
 
 
 def _crop(page) -> np.ndarray:
@@ -463,6 +459,24 @@ def test_a_refused_variant_leaves_the_page_not_ready_but_free_to_pick_another(br
         page.select_option("#variant", "onnx-int8")
         page.wait_for_selector("#status[data-state=ready]")
         assert page.is_enabled("#enroll-button") and page.is_enabled("#variant")
+    finally:
+        serving.close()
+    _assert_same_origin(requests, origin)
+
+
+def test_a_refused_default_variant_leaves_another_to_pick(browser, int8_bundle, tampered_copy):
+    copy = tampered_copy(int8_bundle, "models/onnx-int8.onnx")
+    requests: list[str] = []
+    serving = _serve(copy)
+    origin = next(serving)
+    try:
+        page = _open(browser, origin, requests)
+        assert page.get_attribute("#status", "data-state") == "error"
+        assert "bundle refused: models/onnx-int8.onnx has sha256" in page.text_content("#status")
+        assert page.is_disabled("#enroll-button") and page.is_enabled("#variant")
+        page.select_option("#variant", "onnx-fp32")
+        page.wait_for_selector("#status[data-state=ready]")
+        assert page.get_attribute("#status", "data-variant") == "onnx-fp32" and page.is_enabled("#enroll-button")
     finally:
         serving.close()
     _assert_same_origin(requests, origin)

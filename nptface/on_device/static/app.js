@@ -46,7 +46,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   config: null, manifest: null, session: null, variant: null, store: null, captured: [], detector: null,
   ready: false, // a model variant is loaded
-  started: false, // the first variant loaded: from then on another can be picked, even after a failed pick
+  started: false, // the page is set up: from then on a variant can be picked, even after a refused one
   busy: false, // an action runs (run())
   camera: false, // this page may ask for the camera
   cameraStarting: false, // "Use camera" is waiting for the stream's first frame
@@ -358,8 +358,8 @@ async function report(action) {
 async function run(action) {
   if (state.busy) return;
   state.busy = true;
-  syncControls();
   try {
+    syncControls();
     await report(action);
   } finally {
     state.busy = false;
@@ -604,9 +604,12 @@ async function start() {
   setUpCamera();
   await refreshGallery();
   await loadDetector();
-  await loadVariant(state.config.default_variant);
-  state.started = true;
-  syncControls();
+  state.started = true; // from here another variant can be picked, even when the default one is refused
+  try {
+    await loadVariant(state.config.default_variant);
+  } finally {
+    syncControls();
+  }
 }
 
 // For tests and the curious: the faces the page finds in RGBA pixels ({ data, width, height }, as
