@@ -38,8 +38,10 @@ PY
 )"
 PORT=${SUPERLINK_PORT:-${free_ports[0]}}
 
+# Flower's default in-memory state: a state.db file made the SuperLink answer 500 on pull-messages now and
+# then on a loaded machine (SQLite gives up on a lock after 5 s), and this run's state is thrown away anyway.
 flower-superlink --insecure --disable-runtime-dependency-installation --port "$PORT" \
-    --database "$FLWR_HOME/state.db" > "$FLWR_HOME/superlink.log" 2>&1 &
+    > "$FLWR_HOME/superlink.log" 2>&1 &
 superlink=$!
 pids+=("$superlink")
 cat > "$FLWR_HOME/config.toml" <<TOML
